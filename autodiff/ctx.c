@@ -1,0 +1,76 @@
+/* ctx.c - see ctx.h. */
+#include "autodiff/ctx.h"
+
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+int ctx_init(cc_ctx *c, int threads, cc_status *st)
+{
+    memset(c, 0, sizeof *c);
+    if (threads > 0) omp_set_num_threads(threads);
+    c->threads = omp_get_max_threads();
+    dnnl_status_t s = dnnl_engine_create(&c->engine, dnnl_cpu, 0);
+    if (s != dnnl_success)
+        return status_set(st, "oneDNN: cannot create the CPU engine (%s)", ctx_dnnl_status_name(s));
+    s = dnnl_stream_create(&c->stream, c->engine, dnnl_stream_default_flags);
+    if (s != dnnl_success) {
+        dnnl_engine_destroy(c->engine);
+        c->engine = NULL;
+        return status_set(st, "oneDNN: cannot create a stream (%s)", ctx_dnnl_status_name(s));
+    }
+    return 0;
+}
+
+void ctx_free(cc_ctx *c)
+{
+    if (c->stream) dnnl_stream_destroy(c->stream);
+    if (c->engine) dnnl_engine_destroy(c->engine);
+    c->stream = NULL;
+    c->engine = NULL;
+}
+
+void ctx_set_threads(cc_ctx *c, int threads)
+{
+    if (threads <= 0) return;
+    omp_set_num_threads(threads);
+    c->threads = threads;
+}
+
+void *ctx_alloc(cc_ctx *c, size_t bytes, cc_status *st)
+{
+    size_t n = (bytes + 63) & ~(size_t)63;
+    if (n == 0) n = 64;
+    void *p = aligned_alloc(64, n);
+    if (!p) {
+        status_set(st, "out of memory allocating %zu bytes", bytes);
+        return NULL;
+    }
+    memset(p, 0, n);
+    c->n_allocs++;
+    c->bytes_live += n;
+    return p;
+}
+
+void ctx_release(cc_ctx *c, void *p, size_t bytes)
+{
+    if (!p) return;
+    size_t n = (bytes + 63) & ~(size_t)63;
+    if (n == 0) n = 64;
+    c->bytes_live -= n;
+    free(p);
+}
+
+const char *ctx_dnnl_status_name(dnnl_status_t s)
+{
+    switch (s) {
+    case dnnl_success: return "dnnl_success";
+    case dnnl_out_of_memory: return "dnnl_out_of_memory";
+    case dnnl_invalid_arguments: return "dnnl_invalid_arguments";
+    case dnnl_unimplemented: return "dnnl_unimplemented";
+    case dnnl_iterator_ends: return "dnnl_iterator_ends";
+    case dnnl_runtime_error: return "dnnl_runtime_error";
+    case dnnl_not_required: return "dnnl_not_required";
+    default: return "dnnl_unknown_status";
+    }
+}

@@ -1,0 +1,128 @@
+/* op.h - what an op author needs: the node record, the op definition, and
+ * helpers for recording, gradients and oneDNN execution.  Users include
+ * autodiff/ops.h instead.
+ *
+ * Recipe for an op (see op_conv.c):
+ *   - a public builder `op_xxx(tape, inputs..., args...)` that fills a
+ *     cc_op_args and calls tape_record();
+ *   - infer(): check inputs (error naming the op and both shapes), set the
+ *     output's shape and layout, (re)build primitives into node->state;
+ *   - forward(): compute node->out->data from the inputs;
+ *   - backward(): for each input that requires a gradient, get a buffer with
+ *     tape_grad_begin(), OVERWRITE it, then call tape_grad_end(), which adds
+ *     into an existing gradient when there is one;
+ *   - state_free(): destroy what infer() built;
+ *   - one line in ops.h's CC_OPS list.
+ */
+#ifndef CC_OP_H
+#define CC_OP_H
+
+#include <oneapi/dnnl/dnnl.h>
+
+#include "autodiff/tape.h"
+
+#define OP_MAX_IN 8
+
+/* Op arguments: small, POD, compared bytewise to decide state reuse.  Each
+ * op documents which slots it uses.  Zero-fill before use. */
+typedef struct cc_op_args {
+    int32_t i[8];
+    float f[4];
+    cc_tensor *aux[3];      /* non-differentiable side tensors (BN running stats) */
+} cc_op_args;
+
+typedef struct cc_op_def {
+    const char *name;
+    cc_op_kind kind;
+    /* Check node->in[] and node->args, set out's ndim/dims/md.  May build
+     * node->state (called only when the node's key changed). */
+    int (*infer)(cc_tape *t, cc_node *n, cc_tensor *out, cc_status *st);
+    /* Compute node->out->data; called on every recording. */
+    int (*forward)(cc_tape *t, cc_node *n, cc_status *st);
+    /* Accumulate input gradients from node->out->grad.  NULL: not differentiable. */
+    int (*backward)(cc_tape *t, cc_node *n, cc_status *st);
+    void (*state_free)(void *state);
+} cc_op_def;
+
+struct cc_node {
+    int op;                         /* index into the op table */
+    int n_in;
+    cc_tensor *in[OP_MAX_IN];
+    cc_tensor *out;
+    cc_op_args args;
+    void *state;                    /* op-private, persists across resets */
+    /* key the state was built for */
+    int key_valid, key_training, key_threads, key_n_in;
+    cc_op_args key_args;
+    dnnl_memory_desc_t key_md[OP_MAX_IN];
+    int out_ndim;                   /* output shape/layout infer() chose */
+    int64_t out_dims[CC_MAX_DIMS];
+    dnnl_memory_desc_t out_md;
+};
+
+const cc_op_def *tape_op_def(int op);
+
+/* Record (training) or just run (inference) an op; returns its output or
+ * NULL on error (sticky).  NULL inputs propagate silently. */
+cc_tensor *tape_record(cc_tape *t, int op, cc_tensor *const *in, int n_in,
+                       const cc_op_args *args);
+
+/* Gradient protocol for backward(): returns a buffer of tensor_bytes(x) to be
+ * OVERWRITTEN with this node's contribution (x->grad itself when x has no
+ * gradient yet, else a temporary), or NULL when x needs no gradient. */
+float *tape_grad_begin(cc_tape *t, cc_tensor *x, cc_status *st);
+/* Commit the contribution written into buf (adds it when it was a temporary). */
+void tape_grad_end(cc_tape *t, cc_tensor *x, float *buf);
+
+/* Arena memory for the current step (not zeroed). */
+void *tape_alloc(cc_tape *t, size_t bytes, cc_status *st);
+
+/* Create a primitive descriptor's primitive with user scratchpad and grow the
+ * tape's scratchpad if needed.  *scratch_mem is a memory object for the
+ * scratchpad (bound at execution).  Returns 0 or -1 naming `what`. */
+int tape_prim_create(cc_tape *t, const_dnnl_primitive_desc_t pd, dnnl_primitive_t *prim,
+                     dnnl_memory_t *scratch_mem, const char *what, cc_status *st);
+
+/* A primitive attribute with user scratchpad mode (caller destroys it). */
+dnnl_primitive_attr_t tape_attr_new(void);
+
+/* Execute prim with args[0..nargs) plus the scratchpad. */
+int tape_exec(cc_tape *t, dnnl_primitive_t prim, dnnl_memory_t scratch_mem, int nargs,
+              dnnl_exec_arg_t *args, const char *what, cc_status *st);
+
+/* Create a memory object for md with no buffer yet; bind with mem_bind(). */
+int tape_mem_create(cc_tape *t, dnnl_memory_t *m, const dnnl_memory_desc_t *md, cc_status *st);
+static inline void mem_bind(dnnl_memory_t m, void *p) { dnnl_memory_set_data_handle(m, p); }
+
+/* A layout change between two descriptors, built once, run per step.
+ * `needed` is 0 when the layouts are equal (run then does nothing: callers
+ * use the source buffer directly). */
+typedef struct cc_reorder {
+    int needed;
+    dnnl_primitive_t prim;
+    dnnl_memory_t from, to;
+} cc_reorder;
+
+int reorder_make(cc_tape *t, cc_reorder *r, const dnnl_memory_desc_t *from,
+                 const dnnl_memory_desc_t *to, const char *what, cc_status *st);
+int reorder_run(cc_tape *t, cc_reorder *r, const void *from, void *to, const char *what,
+                cc_status *st);
+void reorder_free(cc_reorder *r);
+
+/* Add n floats of src into dst (OpenMP). */
+void op_accumulate(float *dst, const float *src, size_t n);
+
+/* Report a oneDNN failure as "op: what (dnnl_status)". */
+int op_dnnl_fail(cc_status *st, const char *op, const char *what, dnnl_status_t s);
+
+/* Shape-mismatch message helper: "op: <what> (got AxB, expected CxD)". */
+int op_shape_fail(cc_status *st, const char *op, const char *what, const cc_tensor *got,
+                  const cc_tensor *expected);
+
+#define DNNL_TRY(st, op, what, call)                                      \
+    do {                                                                  \
+        dnnl_status_t s_ = (call);                                        \
+        if (s_ != dnnl_success) return op_dnnl_fail((st), (op), (what), s_); \
+    } while (0)
+
+#endif

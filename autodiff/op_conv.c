@@ -1,0 +1,259 @@
+/* op_conv.c - 2-D convolution on oneDNN.
+ *
+ * args: i[0] stride, i[1] pad, i[2] has_bias.  in: x, w[, b].
+ * The primitive picks its preferred layouts (format `any`): the output stays
+ * in that (usually blocked) layout for the next op; the input is reordered
+ * only if it arrives in another layout; the plain PyTorch-shaped weights in
+ * the parameter slab are reordered to the primitive's layout once per step,
+ * and the weight gradient back to plain.  Backward primitives are built on
+ * first use, so inference and frozen layers never pay for them.
+ */
+#include "autodiff/op.h"
+#include "autodiff/ops.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct conv_state {
+    dnnl_primitive_desc_t fpd, bdpd, bwpd;
+    dnnl_primitive_t fwd, bwd_data, bwd_w;
+    dnnl_memory_t fscr, bdscr, bwscr;
+    dnnl_memory_t m_src, m_w, m_b, m_dst, m_dsrc, m_dw, m_db;
+    cc_reorder r_src, r_w, r_dsrc, r_dw;
+    dnnl_memory_desc_t src_md, w_md, dw_md;
+    float *src_buf, *w_buf;     /* this step's reordered input / weights */
+} conv_state;
+
+static void conv_free(void *p)
+{
+    conv_state *s = p;
+    if (!s) return;
+    dnnl_primitive_desc_t pds[] = {s->fpd, s->bdpd, s->bwpd};
+    dnnl_primitive_t prims[] = {s->fwd, s->bwd_data, s->bwd_w};
+    dnnl_memory_t mems[] = {s->fscr, s->bdscr, s->bwscr, s->m_src, s->m_w, s->m_b,
+                            s->m_dst, s->m_dsrc, s->m_dw, s->m_db};
+    for (size_t i = 0; i < 3; i++) {
+        if (prims[i]) dnnl_primitive_destroy(prims[i]);
+        if (pds[i]) dnnl_primitive_desc_destroy(pds[i]);
+    }
+    for (size_t i = 0; i < sizeof mems / sizeof mems[0]; i++)
+        if (mems[i]) dnnl_memory_destroy(mems[i]);
+    reorder_free(&s->r_src);
+    reorder_free(&s->r_w);
+    reorder_free(&s->r_dsrc);
+    reorder_free(&s->r_dw);
+    free(s);
+}
+
+static void conv_geometry(const cc_node *n, dnnl_dims_t strides, dnnl_dims_t pads)
+{
+    strides[0] = strides[1] = n->args.i[0];
+    pads[0] = pads[1] = n->args.i[1];
+}
+
+static int conv_infer(cc_tape *t, cc_node *n, cc_tensor *out, cc_status *st)
+{
+    const cc_tensor *x = n->in[0], *w = n->in[1];
+    const int stride = n->args.i[0], pad = n->args.i[1], has_bias = n->args.i[2];
+    char a[64], b[64];
+    if (x->ndim != 4 || w->ndim != 4)
+        return status_set(st, "conv2d: input and weight must be 4-D (got %s and %s)",
+                          tensor_shape_str(x, a, sizeof a), tensor_shape_str(w, b, sizeof b));
+    if (w->dims[1] != x->dims[1])
+        return status_set(st, "conv2d: weight %s expects %lld input channels, input is %s",
+                          tensor_shape_str(w, a, sizeof a), (long long)w->dims[1],
+                          tensor_shape_str(x, b, sizeof b));
+    if (has_bias && (n->in[2]->ndim != 1 || n->in[2]->dims[0] != w->dims[0]))
+        return status_set(st, "conv2d: bias %s does not match weight %s",
+                          tensor_shape_str(n->in[2], a, sizeof a), tensor_shape_str(w, b, sizeof b));
+    const int64_t k = w->dims[2];
+    if (w->dims[3] != k || stride < 1 || pad < 0)
+        return status_set(st, "conv2d: only square kernels, stride >= 1, pad >= 0 (weight %s)",
+                          tensor_shape_str(w, a, sizeof a));
+    const int64_t ho = (x->dims[2] + 2 * pad - k) / stride + 1;
+    const int64_t wo = (x->dims[3] + 2 * pad - k) / stride + 1;
+    if (ho < 1 || wo < 1)
+        return status_set(st, "conv2d: input %s too small for a %lldx%lld kernel",
+                          tensor_shape_str(x, a, sizeof a), (long long)k, (long long)k);
+
+    conv_state *s = calloc(1, sizeof *s);
+    if (!s) return status_set(st, "conv2d: out of memory");
+    n->state = s;
+    dnnl_dims_t sd = {x->dims[0], x->dims[1], x->dims[2], x->dims[3]};
+    dnnl_dims_t wd = {w->dims[0], w->dims[1], k, k};
+    dnnl_dims_t dd = {x->dims[0], w->dims[0], ho, wo};
+    dnnl_dims_t bd = {w->dims[0]};
+    dnnl_memory_desc_t src_any, w_any, dst_any, b_md;
+    DNNL_TRY(st, "conv2d", "md", dnnl_memory_desc_init_by_tag(&src_any, 4, sd, dnnl_f32, dnnl_format_tag_any));
+    DNNL_TRY(st, "conv2d", "md", dnnl_memory_desc_init_by_tag(&w_any, 4, wd, dnnl_f32, dnnl_format_tag_any));
+    DNNL_TRY(st, "conv2d", "md", dnnl_memory_desc_init_by_tag(&dst_any, 4, dd, dnnl_f32, dnnl_format_tag_any));
+    DNNL_TRY(st, "conv2d", "md", dnnl_memory_desc_init_by_tag(&b_md, 1, bd, dnnl_f32, dnnl_a));
+    dnnl_dims_t strides, pads;
+    conv_geometry(n, strides, pads);
+    dnnl_convolution_desc_t cd;
+    DNNL_TRY(st, "conv2d", "forward descriptor",
+             dnnl_convolution_forward_desc_init(
+                 &cd, t->training ? dnnl_forward_training : dnnl_forward_inference,
+                 dnnl_convolution_direct, &src_any, &w_any, has_bias ? &b_md : NULL, &dst_any,
+                 strides, pads, pads));
+    dnnl_primitive_attr_t attr = tape_attr_new();
+    dnnl_status_t e = dnnl_primitive_desc_create(&s->fpd, &cd, attr, t->ctx->engine, NULL);
+    dnnl_primitive_attr_destroy(attr);
+    if (e != dnnl_success) return op_dnnl_fail(st, "conv2d", "forward primitive descriptor", e);
+    if (tape_prim_create(t, s->fpd, &s->fwd, &s->fscr, "conv2d", st)) return -1;
+
+    s->src_md = *dnnl_primitive_desc_query_md(s->fpd, dnnl_query_src_md, 0);
+    s->w_md = *dnnl_primitive_desc_query_md(s->fpd, dnnl_query_weights_md, 0);
+    const dnnl_memory_desc_t *dst_md = dnnl_primitive_desc_query_md(s->fpd, dnnl_query_dst_md, 0);
+    if (reorder_make(t, &s->r_src, &x->md, &s->src_md, "conv2d input", st) ||
+        reorder_make(t, &s->r_w, &w->md, &s->w_md, "conv2d weights", st) ||
+        tape_mem_create(t, &s->m_src, &s->src_md, st) || tape_mem_create(t, &s->m_w, &s->w_md, st) ||
+        tape_mem_create(t, &s->m_b, &b_md, st) || tape_mem_create(t, &s->m_dst, dst_md, st))
+        return -1;
+    out->ndim = 4;
+    out->dims[0] = dd[0];
+    out->dims[1] = dd[1];
+    out->dims[2] = dd[2];
+    out->dims[3] = dd[3];
+    out->md = *dst_md;
+    return 0;
+}
+
+static int conv_forward(cc_tape *t, cc_node *n, cc_status *st)
+{
+    conv_state *s = n->state;
+    cc_tensor *x = n->in[0], *w = n->in[1];
+    s->src_buf = x->data;
+    if (s->r_src.needed) {
+        s->src_buf = tape_alloc(t, dnnl_memory_desc_get_size(&s->src_md), st);
+        if (!s->src_buf || reorder_run(t, &s->r_src, x->data, s->src_buf, "conv2d input", st))
+            return -1;
+    }
+    s->w_buf = w->data;
+    if (s->r_w.needed) {
+        s->w_buf = tape_alloc(t, dnnl_memory_desc_get_size(&s->w_md), st);
+        if (!s->w_buf || reorder_run(t, &s->r_w, w->data, s->w_buf, "conv2d weights", st))
+            return -1;
+    }
+    mem_bind(s->m_src, s->src_buf);
+    mem_bind(s->m_w, s->w_buf);
+    mem_bind(s->m_dst, n->out->data);
+    dnnl_exec_arg_t a[4] = {{DNNL_ARG_SRC, s->m_src}, {DNNL_ARG_WEIGHTS, s->m_w},
+                            {DNNL_ARG_DST, s->m_dst}, {DNNL_ARG_BIAS, s->m_b}};
+    int na = 3;
+    if (n->args.i[2]) {
+        mem_bind(s->m_b, n->in[2]->data);
+        na = 4;
+    }
+    return tape_exec(t, s->fwd, s->fscr, na, a, "conv2d forward", st);
+}
+
+/* Backward primitives are created on first use (see file comment). */
+static int conv_make_bwd_data(cc_tape *t, cc_node *n, conv_state *s, cc_status *st)
+{
+    const cc_tensor *x = n->in[0];
+    dnnl_dims_t strides, pads;
+    conv_geometry(n, strides, pads);
+    dnnl_convolution_desc_t cd;
+    DNNL_TRY(st, "conv2d", "backward-data descriptor",
+             dnnl_convolution_backward_data_desc_init(&cd, dnnl_convolution_direct, &s->src_md,
+                                                      &s->w_md, &n->out->md, strides, pads, pads));
+    dnnl_primitive_attr_t attr = tape_attr_new();
+    dnnl_status_t e = dnnl_primitive_desc_create(&s->bdpd, &cd, attr, t->ctx->engine, s->fpd);
+    dnnl_primitive_attr_destroy(attr);
+    if (e != dnnl_success) return op_dnnl_fail(st, "conv2d", "backward-data descriptor", e);
+    if (tape_prim_create(t, s->bdpd, &s->bwd_data, &s->bdscr, "conv2d", st)) return -1;
+    return reorder_make(t, &s->r_dsrc, &s->src_md, &x->md, "conv2d input gradient", st) ||
+           tape_mem_create(t, &s->m_dsrc, &s->src_md, st);
+}
+
+static int conv_make_bwd_weights(cc_tape *t, cc_node *n, conv_state *s, cc_status *st)
+{
+    const cc_tensor *w = n->in[1];
+    dnnl_dims_t strides, pads;
+    conv_geometry(n, strides, pads);
+    dnnl_dims_t wd = {w->dims[0], w->dims[1], w->dims[2], w->dims[3]};
+    dnnl_dims_t bd = {w->dims[0]};
+    dnnl_memory_desc_t w_any, b_md;
+    DNNL_TRY(st, "conv2d", "md", dnnl_memory_desc_init_by_tag(&w_any, 4, wd, dnnl_f32, dnnl_format_tag_any));
+    DNNL_TRY(st, "conv2d", "md", dnnl_memory_desc_init_by_tag(&b_md, 1, bd, dnnl_f32, dnnl_a));
+    dnnl_convolution_desc_t cd;
+    DNNL_TRY(st, "conv2d", "backward-weights descriptor",
+             dnnl_convolution_backward_weights_desc_init(
+                 &cd, dnnl_convolution_direct, &s->src_md, &w_any, n->args.i[2] ? &b_md : NULL,
+                 &n->out->md, strides, pads, pads));
+    dnnl_primitive_attr_t attr = tape_attr_new();
+    dnnl_status_t e = dnnl_primitive_desc_create(&s->bwpd, &cd, attr, t->ctx->engine, s->fpd);
+    dnnl_primitive_attr_destroy(attr);
+    if (e != dnnl_success) return op_dnnl_fail(st, "conv2d", "backward-weights descriptor", e);
+    if (tape_prim_create(t, s->bwpd, &s->bwd_w, &s->bwscr, "conv2d", st)) return -1;
+    s->dw_md = *dnnl_primitive_desc_query_md(s->bwpd, dnnl_query_diff_weights_md, 0);
+    return reorder_make(t, &s->r_dw, &s->dw_md, &w->md, "conv2d weight gradient", st) ||
+           tape_mem_create(t, &s->m_dw, &s->dw_md, st) || tape_mem_create(t, &s->m_db, &b_md, st);
+}
+
+static int conv_backward(cc_tape *t, cc_node *n, cc_status *st)
+{
+    conv_state *s = n->state;
+    cc_tensor *x = n->in[0], *w = n->in[1], *b = n->args.i[2] ? n->in[2] : NULL;
+    mem_bind(s->m_dst, n->out->grad);     /* diff_dst shares dst's layout */
+
+    if (x->requires_grad) {
+        if (!s->bwd_data && conv_make_bwd_data(t, n, s, st)) return -1;
+        float *gx = tape_grad_begin(t, x, st);
+        if (!gx) return -1;
+        float *dsrc = gx;
+        if (s->r_dsrc.needed && !(dsrc = tape_alloc(t, dnnl_memory_desc_get_size(&s->src_md), st)))
+            return -1;
+        mem_bind(s->m_w, s->w_buf);
+        mem_bind(s->m_dsrc, dsrc);
+        dnnl_exec_arg_t a[3] = {{DNNL_ARG_DIFF_DST, s->m_dst}, {DNNL_ARG_WEIGHTS, s->m_w},
+                                {DNNL_ARG_DIFF_SRC, s->m_dsrc}};
+        if (tape_exec(t, s->bwd_data, s->bdscr, 3, a, "conv2d backward-data", st) ||
+            reorder_run(t, &s->r_dsrc, dsrc, gx, "conv2d input gradient", st))
+            return -1;
+        tape_grad_end(t, x, gx);
+    }
+    if (w->requires_grad || (b && b->requires_grad)) {
+        if (!s->bwd_w && conv_make_bwd_weights(t, n, s, st)) return -1;
+        /* oneDNN computes both; gradients that are not wanted go to scratch. */
+        float *gw = w->requires_grad ? tape_grad_begin(t, w, st) : NULL;
+        float *dw = tape_alloc(t, dnnl_memory_desc_get_size(&s->dw_md), st);
+        if (!dw || (w->requires_grad && !gw)) return -1;
+        if (!s->r_dw.needed && gw) dw = gw;
+        mem_bind(s->m_src, s->src_buf);
+        mem_bind(s->m_dw, dw);
+        dnnl_exec_arg_t a[4] = {{DNNL_ARG_SRC, s->m_src}, {DNNL_ARG_DIFF_DST, s->m_dst},
+                                {DNNL_ARG_DIFF_WEIGHTS, s->m_dw}, {DNNL_ARG_DIFF_BIAS, s->m_db}};
+        float *gb = NULL;
+        int na = 3;
+        if (b) {
+            gb = b->requires_grad ? tape_grad_begin(t, b, st) : NULL;
+            float *db = gb ? gb : tape_alloc(t, sizeof(float) * (size_t)b->dims[0], st);
+            if (!db) return -1;
+            mem_bind(s->m_db, db);
+            na = 4;
+        }
+        if (tape_exec(t, s->bwd_w, s->bwscr, na, a, "conv2d backward-weights", st)) return -1;
+        if (gw) {
+            if (reorder_run(t, &s->r_dw, dw, gw, "conv2d weight gradient", st)) return -1;
+            tape_grad_end(t, w, gw);
+        }
+        if (gb) tape_grad_end(t, b, gb);
+    }
+    return 0;
+}
+
+const cc_op_def op_def_conv2d = {"conv2d", OPK_CONV, conv_infer, conv_forward, conv_backward,
+                                 conv_free};
+
+cc_tensor *op_conv2d(cc_tape *t, cc_tensor *x, cc_tensor *w, cc_tensor *b, int stride, int pad)
+{
+    cc_op_args a;
+    memset(&a, 0, sizeof a);
+    a.i[0] = stride;
+    a.i[1] = pad;
+    a.i[2] = b != NULL;
+    cc_tensor *in[3] = {x, w, b};
+    return tape_record(t, OP_conv2d, in, b ? 3 : 2, &a);
+}

@@ -1,0 +1,455 @@
+/* tape.c - recording, state reuse, gradient accumulation, backward.
+ * See tape.h for the model and op.h for the op author's side. */
+#include "autodiff/op.h"
+#include "autodiff/ops.h"
+
+#include <assert.h>
+#include <omp.h>
+#include <string.h>
+
+#define TENSORS_PER_BLOCK 256
+
+struct cc_tensor_block {
+    cc_tensor_block *next;
+    cc_tensor t[TENSORS_PER_BLOCK];
+};
+
+#define CC_OP_DECL(name) extern const cc_op_def op_def_##name;
+CC_OPS(CC_OP_DECL)
+#undef CC_OP_DECL
+#define CC_OP_ENTRY(name) &op_def_##name,
+static const cc_op_def *const op_table[OP_COUNT] = {CC_OPS(CC_OP_ENTRY)};
+#undef CC_OP_ENTRY
+
+const cc_op_def *tape_op_def(int op)
+{
+    assert(op >= 0 && op < OP_COUNT);
+    return op_table[op];
+}
+
+void tape_init(cc_tape *t, cc_ctx *ctx, int training)
+{
+    memset(t, 0, sizeof *t);
+    t->ctx = ctx;
+    t->training = training;
+    arena_init(&t->arena, ctx);
+}
+
+void tape_free(cc_tape *t)
+{
+    for (int i = 0; i < t->cap_nodes; i++) {
+        cc_node *n = &t->nodes[i];
+        if (n->state) op_table[n->op]->state_free(n->state);
+    }
+    ctx_release(t->ctx, t->nodes, sizeof(cc_node) * (size_t)t->cap_nodes);
+    while (t->tensors) {
+        cc_tensor_block *b = t->tensors->next;
+        ctx_release(t->ctx, t->tensors, sizeof *t->tensors);
+        t->tensors = b;
+    }
+    ctx_release(t->ctx, t->scratch, t->scratch_size);
+    arena_free(&t->arena);
+    memset(t, 0, sizeof *t);
+}
+
+void tape_reset(cc_tape *t)
+{
+    arena_reset(&t->arena);
+    t->n_nodes = 0;
+    t->n_recorded = 0;
+    t->tensor_used = 0;
+    status_clear(&t->status);
+}
+
+void tape_set_training(cc_tape *t, int training) { t->training = training; }
+
+int tape_ok(const cc_tape *t) { return !t->status.failed; }
+
+const char *tape_error(const cc_tape *t) { return t->status.failed ? t->status.msg : NULL; }
+
+void *tape_alloc(cc_tape *t, size_t bytes, cc_status *st)
+{
+    return arena_alloc(&t->arena, bytes, st);
+}
+
+static cc_tensor *tensor_new(cc_tape *t)
+{
+    int idx = t->tensor_used;
+    cc_tensor_block **pb = &t->tensors;
+    for (int skip = idx / TENSORS_PER_BLOCK; skip > 0; skip--) {
+        if (!*pb) break;
+        pb = &(*pb)->next;
+    }
+    if (!*pb) {
+        *pb = ctx_alloc(t->ctx, sizeof **pb, &t->status);
+        if (!*pb) return NULL;
+    }
+    cc_tensor *x = &(*pb)->t[idx % TENSORS_PER_BLOCK];
+    memset(x, 0, sizeof *x);
+    t->tensor_used++;
+    return x;
+}
+
+cc_tensor *tape_input(cc_tape *t, int ndim, const int64_t *dims, const float *data,
+                      int requires_grad)
+{
+    if (t->status.failed) return NULL;
+    cc_tensor *x = tensor_new(t);
+    if (!x) return NULL;
+    tensor_set_shape(x, ndim, dims);
+    size_t bytes = tensor_bytes(x);
+    x->data = arena_alloc(&t->arena, bytes, &t->status);
+    if (!x->data) return NULL;
+    if (data)
+        memcpy(x->data, data, bytes);
+    else
+        memset(x->data, 0, bytes);
+    x->requires_grad = requires_grad && t->training;
+    return x;
+}
+
+cc_tensor *tape_detach(cc_tape *t, cc_tensor *x)
+{
+    if (t->status.failed || !x) return NULL;
+    cc_tensor *y = tensor_new(t);
+    if (!y) return NULL;
+    *y = *x;
+    y->grad = NULL;
+    y->grad_ready = 0;
+    y->requires_grad = 0;
+    y->is_param = 0;
+    y->creator = NULL;
+    return y;
+}
+
+static int grow_nodes(cc_tape *t)
+{
+    int cap = t->cap_nodes ? 2 * t->cap_nodes : 64;
+    cc_node *nn = ctx_alloc(t->ctx, sizeof(cc_node) * (size_t)cap, &t->status);
+    if (!nn) return -1;
+    if (t->nodes) memcpy(nn, t->nodes, sizeof(cc_node) * (size_t)t->cap_nodes);
+    ctx_release(t->ctx, t->nodes, sizeof(cc_node) * (size_t)t->cap_nodes);
+    t->nodes = nn;
+    t->cap_nodes = cap;
+    return 0;
+}
+
+/* Does node n's cached state fit this recording? */
+static int key_matches(const cc_tape *t, const cc_node *n, int op, cc_tensor *const *in, int n_in,
+                       const cc_op_args *args)
+{
+    if (!n->key_valid || n->op != op || n->key_n_in != n_in || n->key_training != t->training ||
+        n->key_threads != omp_get_max_threads())
+        return 0;
+    if (memcmp(&n->key_args, args, sizeof *args)) return 0;
+    for (int i = 0; i < n_in; i++)
+        if (!dnnl_memory_desc_equal(&n->key_md[i], &in[i]->md)) return 0;
+    return 1;
+}
+
+cc_tensor *tape_record(cc_tape *t, int op, cc_tensor *const *in, int n_in, const cc_op_args *args)
+{
+    const cc_op_def *def = op_table[op];
+    if (t->status.failed) return NULL;
+    assert(n_in <= OP_MAX_IN);
+    for (int i = 0; i < n_in; i++)
+        if (!in[i]) {
+            status_set(&t->status, "%s: input %d is NULL", def->name, i);
+            return NULL;
+        }
+    if (t->n_nodes == t->cap_nodes && grow_nodes(t)) return NULL;
+    cc_node *n = &t->nodes[t->n_nodes];
+    cc_tensor *out = tensor_new(t);
+    if (!out) return NULL;
+
+    /* The output's shape and layout are part of the cached state: on a key
+     * hit, infer() is skipped and the previous output descriptor reused. */
+    int hit = key_matches(t, n, op, in, n_in, args);
+    if (!hit && n->state) {
+        op_table[n->op]->state_free(n->state);
+        n->state = NULL;
+    }
+    n->op = op;
+    n->n_in = n_in;
+    for (int i = 0; i < n_in; i++) n->in[i] = in[i];
+    n->args = *args;
+    n->out = out;
+    if (hit) {
+        out->ndim = n->out_ndim;
+        memcpy(out->dims, n->out_dims, sizeof out->dims);
+        out->md = n->out_md;
+    } else {
+        n->key_valid = 0;
+        if (def->infer(t, n, out, &t->status)) return NULL;
+        n->key_valid = 1;
+        n->out_ndim = out->ndim;
+        memcpy(n->out_dims, out->dims, sizeof out->dims);
+        n->out_md = out->md;
+        n->key_n_in = n_in;
+        n->key_training = t->training;
+        n->key_threads = omp_get_max_threads();
+        n->key_args = *args;
+        for (int i = 0; i < n_in; i++) n->key_md[i] = in[i]->md;
+    }
+    out->dtype = CC_F32;
+    out->data = arena_alloc(&t->arena, tensor_bytes(out), &t->status);
+    if (!out->data) return NULL;
+    out->creator = n;
+    out->requires_grad = 0;
+    if (t->training && def->backward)
+        for (int i = 0; i < n_in; i++) out->requires_grad |= in[i]->requires_grad;
+
+    double t0 = t->profile ? omp_get_wtime() : 0;
+    if (def->forward(t, n, &t->status)) {
+        n->key_valid = 0;
+        return NULL;
+    }
+    if (t->profile) t->prof_seconds[def->kind][0] += omp_get_wtime() - t0;
+    t->n_nodes++;
+    if (t->training) t->n_recorded++;
+    return out;
+}
+
+float *tape_grad_begin(cc_tape *t, cc_tensor *x, cc_status *st)
+{
+    if (!x->requires_grad) return NULL;
+    size_t bytes = tensor_bytes(x);
+    if (!x->grad) {
+        x->grad = arena_alloc(&t->arena, bytes, st);
+        x->grad_ready = 0;
+        if (!x->grad) return NULL;
+    }
+    if (!x->grad_ready) return x->grad;
+    return arena_alloc(&t->arena, bytes, st);
+}
+
+void tape_grad_end(cc_tape *t, cc_tensor *x, float *buf)
+{
+    (void)t;
+    if (!buf) return;
+    if (buf != x->grad) op_accumulate(x->grad, buf, tensor_bytes(x) / sizeof(float));
+    x->grad_ready = 1;
+}
+
+static int check_backward_ready(cc_tape *t, cc_tensor *y)
+{
+    if (t->status.failed) return -1;
+    if (!y) return status_set(&t->status, "backward: output is NULL");
+    if (!t->training || t->n_recorded == 0)
+        return status_set(&t->status, "backward: the tape recorded nothing (inference mode)");
+    if (!y->requires_grad)
+        return status_set(&t->status, "backward: the output does not depend on anything "
+                                      "that requires a gradient");
+    return 0;
+}
+
+static int walk_backward(cc_tape *t)
+{
+    for (int i = t->n_nodes - 1; i >= 0; i--) {
+        cc_node *n = &t->nodes[i];
+        if (!n->out->requires_grad || !n->out->grad_ready) continue;
+        const cc_op_def *def = op_table[n->op];
+        double t0 = t->profile ? omp_get_wtime() : 0;
+        if (def->backward(t, n, &t->status)) return -1;
+        if (t->profile) t->prof_seconds[def->kind][1] += omp_get_wtime() - t0;
+    }
+    return 0;
+}
+
+int tape_backward(cc_tape *t, cc_tensor *loss)
+{
+    if (check_backward_ready(t, loss)) return -1;
+    if (tensor_numel(loss) != 1) {
+        char b[64];
+        return status_set(&t->status, "backward: loss must have one element, got shape %s",
+                          tensor_shape_str(loss, b, sizeof b));
+    }
+    float *g = tape_grad_begin(t, loss, &t->status);
+    if (!g) return -1;
+    memset(g, 0, tensor_bytes(loss));
+    g[0] = 1.0f;
+    tape_grad_end(t, loss, g);
+    return walk_backward(t);
+}
+
+static int write_buffer(cc_tape *t, const cc_tensor *x, const float *src, float *dst);
+
+int tape_backward_seed(cc_tape *t, cc_tensor *y, const float *seed)
+{
+    if (check_backward_ready(t, y)) return -1;
+    float *g = tape_grad_begin(t, y, &t->status);
+    if (!g || write_buffer(t, y, seed, g)) return -1;
+    tape_grad_end(t, y, g);
+    return walk_backward(t);
+}
+
+/* Moving values between a tensor's layout and plain order: plain tensors
+ * are copied directly; others go through a one-off reorder (allocates: for
+ * results and tests, not for a training step's hot path). */
+static int reorder_once(cc_tape *t, const dnnl_memory_desc_t *from_md, const void *src,
+                        const dnnl_memory_desc_t *to_md, void *dst)
+{
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_primitive_t prim = NULL;
+    dnnl_memory_t ms = NULL, md = NULL;
+    dnnl_status_t s = dnnl_reorder_primitive_desc_create(&pd, from_md, t->ctx->engine, to_md,
+                                                         t->ctx->engine, NULL);
+    if (s == dnnl_success) s = dnnl_primitive_create(&prim, pd);
+    if (s == dnnl_success) s = dnnl_memory_create(&ms, from_md, t->ctx->engine, (void *)src);
+    if (s == dnnl_success) s = dnnl_memory_create(&md, to_md, t->ctx->engine, dst);
+    if (s == dnnl_success) {
+        dnnl_exec_arg_t a[2] = {{DNNL_ARG_FROM, ms}, {DNNL_ARG_TO, md}};
+        s = dnnl_primitive_execute(prim, t->ctx->stream, 2, a);
+    }
+    if (ms) dnnl_memory_destroy(ms);
+    if (md) dnnl_memory_destroy(md);
+    if (prim) dnnl_primitive_destroy(prim);
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    if (s != dnnl_success) return op_dnnl_fail(&t->status, "tape", "reorder", s);
+    return 0;
+}
+
+static int read_buffer(cc_tape *t, const cc_tensor *x, const float *src, float *dst)
+{
+    if (tensor_is_plain(x)) {
+        memcpy(dst, src, (size_t)tensor_numel(x) * sizeof(float));
+        return 0;
+    }
+    dnnl_memory_desc_t plain;
+    tensor_md_plain(&plain, x->ndim, x->dims);
+    return reorder_once(t, &x->md, src, &plain, dst);
+}
+
+static int write_buffer(cc_tape *t, const cc_tensor *x, const float *src, float *dst)
+{
+    if (tensor_is_plain(x)) {
+        memcpy(dst, src, (size_t)tensor_numel(x) * sizeof(float));
+        return 0;
+    }
+    dnnl_memory_desc_t plain;
+    tensor_md_plain(&plain, x->ndim, x->dims);
+    return reorder_once(t, &plain, src, &x->md, dst);
+}
+
+int tape_read(cc_tape *t, cc_tensor *x, float *dst)
+{
+    if (t->status.failed || !x) return -1;
+    return read_buffer(t, x, x->data, dst);
+}
+
+int tape_read_grad(cc_tape *t, cc_tensor *x, float *dst)
+{
+    if (t->status.failed || !x) return -1;
+    if (!x->grad || !x->grad_ready) {
+        memset(dst, 0, sizeof(float) * (size_t)tensor_numel(x));
+        return 0;
+    }
+    return read_buffer(t, x, x->grad, dst);
+}
+
+/* ---- oneDNN helpers for op authors ---- */
+
+dnnl_primitive_attr_t tape_attr_new(void)
+{
+    dnnl_primitive_attr_t a = NULL;
+    if (dnnl_primitive_attr_create(&a) != dnnl_success) return NULL;
+    dnnl_primitive_attr_set_scratchpad_mode(a, dnnl_scratchpad_mode_user);
+    return a;
+}
+
+int tape_prim_create(cc_tape *t, const_dnnl_primitive_desc_t pd, dnnl_primitive_t *prim,
+                     dnnl_memory_t *scratch_mem, const char *what, cc_status *st)
+{
+    DNNL_TRY(st, what, "primitive creation", dnnl_primitive_create(prim, pd));
+    const dnnl_memory_desc_t *smd = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+    size_t need = smd ? dnnl_memory_desc_get_size(smd) : 0;
+    *scratch_mem = NULL;
+    if (need > t->scratch_size) {
+        ctx_release(t->ctx, t->scratch, t->scratch_size);
+        t->scratch = ctx_alloc(t->ctx, need, st);
+        t->scratch_size = t->scratch ? need : 0;
+        if (!t->scratch) return -1;
+    }
+    if (need) DNNL_TRY(st, what, "scratchpad memory",
+                       dnnl_memory_create(scratch_mem, smd, t->ctx->engine, DNNL_MEMORY_NONE));
+    return 0;
+}
+
+int tape_exec(cc_tape *t, dnnl_primitive_t prim, dnnl_memory_t scratch_mem, int nargs,
+              dnnl_exec_arg_t *args, const char *what, cc_status *st)
+{
+    dnnl_exec_arg_t a[16];
+    assert(nargs < 16);
+    memcpy(a, args, sizeof(dnnl_exec_arg_t) * (size_t)nargs);
+    if (scratch_mem) {
+        mem_bind(scratch_mem, t->scratch);
+        a[nargs].arg = DNNL_ARG_SCRATCHPAD;
+        a[nargs].memory = scratch_mem;
+        nargs++;
+    }
+    DNNL_TRY(st, what, "execution", dnnl_primitive_execute(prim, t->ctx->stream, nargs, a));
+    return 0;
+}
+
+int tape_mem_create(cc_tape *t, dnnl_memory_t *m, const dnnl_memory_desc_t *md, cc_status *st)
+{
+    DNNL_TRY(st, "memory", "memory object creation",
+             dnnl_memory_create(m, md, t->ctx->engine, DNNL_MEMORY_NONE));
+    return 0;
+}
+
+int op_dnnl_fail(cc_status *st, const char *op, const char *what, dnnl_status_t s)
+{
+    return status_set(st, "%s: oneDNN %s failed (%s)", op, what, ctx_dnnl_status_name(s));
+}
+
+int op_shape_fail(cc_status *st, const char *op, const char *what, const cc_tensor *got,
+                  const cc_tensor *expected)
+{
+    char a[64], b[64];
+    return status_set(st, "%s: %s (got %s, expected %s)", op, what,
+                      tensor_shape_str(got, a, sizeof a), tensor_shape_str(expected, b, sizeof b));
+}
+
+void op_accumulate(float *dst, const float *src, size_t n)
+{
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) dst[i] += src[i];
+}
+
+int reorder_make(cc_tape *t, cc_reorder *r, const dnnl_memory_desc_t *from,
+                 const dnnl_memory_desc_t *to, const char *what, cc_status *st)
+{
+    memset(r, 0, sizeof *r);
+    if (dnnl_memory_desc_equal(from, to)) return 0;
+    r->needed = 1;
+    dnnl_primitive_desc_t pd = NULL;
+    DNNL_TRY(st, what, "reorder descriptor",
+             dnnl_reorder_primitive_desc_create(&pd, from, t->ctx->engine, to, t->ctx->engine, NULL));
+    dnnl_status_t s = dnnl_primitive_create(&r->prim, pd);
+    dnnl_primitive_desc_destroy(pd);
+    if (s != dnnl_success) return op_dnnl_fail(st, what, "reorder creation", s);
+    if (tape_mem_create(t, &r->from, from, st) || tape_mem_create(t, &r->to, to, st)) return -1;
+    return 0;
+}
+
+int reorder_run(cc_tape *t, cc_reorder *r, const void *from, void *to, const char *what,
+                cc_status *st)
+{
+    if (!r->needed) return 0;
+    mem_bind(r->from, (void *)from);
+    mem_bind(r->to, to);
+    dnnl_exec_arg_t a[2] = {{DNNL_ARG_FROM, r->from}, {DNNL_ARG_TO, r->to}};
+    double t0 = t->profile ? omp_get_wtime() : 0;
+    DNNL_TRY(st, what, "reorder", dnnl_primitive_execute(r->prim, t->ctx->stream, 2, a));
+    if (t->profile) t->prof_seconds[OPK_REORDER][0] += omp_get_wtime() - t0;
+    return 0;
+}
+
+void reorder_free(cc_reorder *r)
+{
+    if (r->prim) dnnl_primitive_destroy(r->prim);
+    if (r->from) dnnl_memory_destroy(r->from);
+    if (r->to) dnnl_memory_destroy(r->to);
+    memset(r, 0, sizeof *r);
+}

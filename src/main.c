@@ -1,0 +1,44 @@
+/* main.c - the `cellcount` executable: dispatch to a subcommand. */
+#include "config.h"
+#include "src/cli.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static const cli_command commands[] = {
+    /* name, function, summary: one line per subcommand */
+    {"simulate", cli_simulate, "make a BBBC005-like data set (TIFF tree or HDF5)"},
+    {"import", cli_import, "convert a BBBC005-style TIFF tree into an HDF5 data set"},
+};
+#define NCOMMANDS (sizeof commands / sizeof commands[0])
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: cellcount [--help] [--version] COMMAND [ARGS]\n\n"
+               "Segment and count cells in microscopy images (FPN + VGG counter).\n\n"
+               "Commands:\n");
+    for (size_t i = 0; i < NCOMMANDS; i++)
+        fprintf(f, "  %-14s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "\nRun `cellcount COMMAND --help` for a command's options.\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("cellcount %s (commit %s)\n", PACKAGE_VERSION, CC_GIT_COMMIT);
+        return 0;
+    }
+    for (size_t i = 0; i < NCOMMANDS; i++)
+        if (!strcmp(argv[1], commands[i].name))
+            return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "cellcount: unknown command '%s' (see cellcount --help)\n", argv[1]);
+    return 2;
+}
