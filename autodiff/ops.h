@@ -17,7 +17,10 @@
     X(conv2d)          /* op_conv.c */                                         \
     X(reorder)         /* op_shape.c: layout change only */                    \
     X(reshape)         /* op_shape.c */                                        \
-    X(expand_channels) /* op_shape.c */
+    X(expand_channels) /* op_shape.c */                                        \
+    /* ops-A: batch_norm, eltwise */                                           \
+    /* ops-B: pool, resample, concat */                                        \
+    /* ops-C: binary, linear, reduce, losses */
 
 #define CC_OP_ENUM(name) OP_##name,
 enum { CC_OPS(CC_OP_ENUM) OP_COUNT };
