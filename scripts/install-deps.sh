@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Install the Debian 12 packages cellcount needs to build, test and run.
+# Idempotent; needs root (or sudo).  Usage: scripts/install-deps.sh
+set -euo pipefail
+pkgs=(build-essential autoconf automake libtool pkg-config
+      libdnnl-dev libhdf5-dev hdf5-tools libtiff-dev libpng-dev libinih-dev check)
+missing=()
+for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+    echo "install-deps: all ${#pkgs[@]} packages present"
+    exit 0
+fi
+SUDO=
+[ "$(id -u)" -eq 0 ] || SUDO=sudo
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get -o DPkg::Lock::Timeout=300 update -q
+$SUDO apt-get -o DPkg::Lock::Timeout=300 install -y -q --no-install-recommends "${missing[@]}"

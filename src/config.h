@@ -1,0 +1,76 @@
+/* config.h - the experiment configuration: every knob of a run, read from an
+ * INI experiment file (libinih) and `--set section.key=value` overrides.
+ *
+ * The key table in config.c is the single source of truth: parsing,
+ * validation, defaults, printing into run files and `report`'s "keys that
+ * differ" all walk it.  Unknown sections/keys and bad values are errors that
+ * name the file, the line and the key.
+ */
+#ifndef CC_CONFIG_H
+#define CC_CONFIG_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "autodiff/status.h"
+
+#define CFG_STR 512
+
+typedef struct cfg_train {
+    int epochs;
+    int batch;
+    char optimizer[16];         /* adam | sgd */
+    double lr;
+    char lr_schedule[16];       /* constant | step */
+    int lr_step_epochs;
+    double lr_gamma;
+    double weight_decay;
+    double momentum;            /* sgd */
+    double beta1, beta2, eps;   /* adam */
+    int max_steps;              /* 0 = all; cap per epoch (smoke tests) */
+} cfg_train;
+
+typedef struct cc_config {
+    /* [run] */
+    char name[CFG_STR];
+    char out_dir[CFG_STR];
+    int64_t seed;
+    int threads;                /* 0 = OMP default */
+    char precision[8];          /* fp32 | bf16 */
+    /* [data] */
+    char data_file[CFG_STR];
+    int augment;                /* random h/v flips */
+    /* [fpn] */
+    int fpn_depth, fpn_width, fpn_channels;
+    char fpn_loss[8];           /* nll | paper | mse */
+    double tv_weight;
+    /* [counter] */
+    char counter_arch[32];
+    char counter_input[16];     /* mask | mask+image | image */
+    char counter_loss[8];
+    int finetune_fpn;
+    /* [fpn_train], [counter_train] */
+    cfg_train fpn_train, counter_train;
+} cc_config;
+
+/* Defaults: the paper's protocol (SPEC "Training defaults"). */
+void config_defaults(cc_config *c);
+
+/* Apply an INI file on top of c.  Errors name path:line and the key. */
+int config_load(cc_config *c, const char *path, cc_status *st);
+
+/* Apply one "section.key=value" override (errors name the override). */
+int config_set(cc_config *c, const char *assignment, cc_status *st);
+
+/* Cross-key checks (e.g. lr_schedule=step needs lr_step_epochs > 0). */
+int config_validate(const cc_config *c, cc_status *st);
+
+/* Write the resolved configuration as INI (reloadable with config_load). */
+void config_write(const cc_config *c, FILE *f);
+
+/* Iterate the keys: for i = 0.. while config_key(c, i, ...) returns 1, gives
+ * "section.key" and the value rendered as text. */
+int config_key(const cc_config *c, int i, char *name, size_t name_len, char *value,
+               size_t value_len);
+
+#endif

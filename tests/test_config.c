@@ -1,0 +1,171 @@
+/* test_config.c - experiment files and overrides. */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "src/config.h"
+
+static char tmpdir[64];
+
+static const char *write_file(const char *name, const char *text)
+{
+    static char path[128];
+    snprintf(path, sizeof path, "%s/%s", tmpdir, name);
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs(text, f);
+    fclose(f);
+    return path;
+}
+
+static void setup(void)
+{
+    strcpy(tmpdir, "/tmp/cc_cfg_XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(tmpdir));
+}
+
+static void teardown(void)
+{
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+
+START_TEST(test_defaults_are_the_papers)
+{
+    cc_config c;
+    config_defaults(&c);
+    ck_assert_int_eq(c.fpn_train.batch, 2);
+    ck_assert_double_eq(c.fpn_train.lr, 1e-3);
+    ck_assert_int_eq(c.counter_train.batch, 5);
+    ck_assert_double_eq(c.counter_train.lr, 1e-4);
+    ck_assert_str_eq(c.counter_train.lr_schedule, "step");
+    ck_assert_int_eq(c.counter_train.lr_step_epochs, 20);
+    ck_assert_double_eq(c.tv_weight, 1e-6);
+    ck_assert_int_eq(config_validate(&c, NULL), 0);
+}
+END_TEST
+
+START_TEST(test_load_and_override)
+{
+    cc_config c;
+    config_defaults(&c);
+    const char *p = write_file("a.ini", "; comment\n[run]\nseed = 42\n\n[fpn]\ndepth = 3\n"
+                                        "loss = paper\n[counter]\narch = resnet18\n"
+                                        "finetune_fpn = yes\n");
+    cc_status st;
+    status_clear(&st);
+    ck_assert_msg(config_load(&c, p, &st) == 0, "%s", st.msg);
+    ck_assert_int_eq(c.seed, 42);
+    ck_assert_int_eq(c.fpn_depth, 3);
+    ck_assert_str_eq(c.fpn_loss, "paper");
+    ck_assert_str_eq(c.counter_arch, "resnet18");
+    ck_assert_int_eq(c.finetune_fpn, 1);
+    ck_assert_int_eq(config_set(&c, "fpn.width=32", &st), 0);
+    ck_assert_int_eq(c.fpn_width, 32);
+    ck_assert_int_eq(config_set(&c, "counter_train.lr=3e-5", &st), 0);
+    ck_assert_double_eq(c.counter_train.lr, 3e-5);
+}
+END_TEST
+
+START_TEST(test_errors_name_file_line_key)
+{
+    cc_config c;
+    config_defaults(&c);
+    cc_status st;
+    status_clear(&st);
+    const char *p = write_file("b.ini", "[run]\nseed = 1\n\n[fpn]\ndepht = 3\n");
+    ck_assert_int_eq(config_load(&c, p, &st), -1);
+    ck_assert_msg(strstr(st.msg, "b.ini:5") && strstr(st.msg, "depht"), "%s", st.msg);
+
+    status_clear(&st);
+    p = write_file("c.ini", "[fpn]\ndepth = 9\n");
+    ck_assert_int_eq(config_load(&c, p, &st), -1);
+    ck_assert_msg(strstr(st.msg, "c.ini:2") && strstr(st.msg, "fpn.depth") && strstr(st.msg, "range"),
+                  "%s", st.msg);
+
+    status_clear(&st);
+    p = write_file("d.ini", "[fpn]\nloss = l1\n");
+    ck_assert_int_eq(config_load(&c, p, &st), -1);
+    ck_assert_msg(strstr(st.msg, "nll|paper|mse"), "%s", st.msg);
+
+    status_clear(&st);
+    p = write_file("e.ini", "[bogus]\nx = 1\n");
+    ck_assert_int_eq(config_load(&c, p, &st), -1);
+    ck_assert_msg(strstr(st.msg, "e.ini:2") && strstr(st.msg, "[bogus]"), "%s", st.msg);
+
+    status_clear(&st);
+    p = write_file("f.ini", "[fpn_train]\nlr = fast\n");
+    ck_assert_int_eq(config_load(&c, p, &st), -1);
+    ck_assert_msg(strstr(st.msg, "not a number"), "%s", st.msg);
+
+    status_clear(&st);
+    ck_assert_int_eq(config_load(&c, "/nonexistent/x.ini", &st), -1);
+    ck_assert_msg(strstr(st.msg, "/nonexistent/x.ini"), "%s", st.msg);
+
+    status_clear(&st);
+    ck_assert_int_eq(config_set(&c, "fpn.widht=3", &st), -1);
+    ck_assert_msg(strstr(st.msg, "fpn.widht"), "%s", st.msg);
+    status_clear(&st);
+    ck_assert_int_eq(config_set(&c, "nodot=3", &st), -1);
+    status_clear(&st);
+    ck_assert_int_eq(config_set(&c, "run.threads=-1", &st), -1);
+}
+END_TEST
+
+START_TEST(test_write_roundtrip)
+{
+    cc_config a, b;
+    config_defaults(&a);
+    config_set(&a, "fpn.tv_weight=1e-4", NULL);
+    config_set(&a, "run.name=abl x", NULL);
+    config_set(&a, "counter.input=mask+image", NULL);
+    const char *p = write_file("w.ini", "");
+    FILE *f = fopen(p, "w");
+    config_write(&a, f);
+    fclose(f);
+    config_defaults(&b);
+    cc_status st;
+    status_clear(&st);
+    ck_assert_msg(config_load(&b, p, &st) == 0, "%s", st.msg);
+    char n1[64], v1[600], n2[64], v2[600];
+    for (int i = 0; config_key(&a, i, n1, sizeof n1, v1, sizeof v1); i++) {
+        ck_assert(config_key(&b, i, n2, sizeof n2, v2, sizeof v2));
+        ck_assert_str_eq(n1, n2);
+        ck_assert_msg(!strcmp(v1, v2), "%s: %s vs %s", n1, v1, v2);
+    }
+}
+END_TEST
+
+START_TEST(test_validate_cross_keys)
+{
+    cc_config c;
+    config_defaults(&c);
+    config_set(&c, "fpn_train.lr_schedule=step", NULL);
+    config_set(&c, "fpn_train.lr_step_epochs=0", NULL);
+    cc_status st;
+    status_clear(&st);
+    ck_assert_int_eq(config_validate(&c, &st), -1);
+    ck_assert(strstr(st.msg, "lr_step_epochs"));
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("config");
+    TCase *tc = tcase_create("config");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, test_defaults_are_the_papers);
+    tcase_add_test(tc, test_load_and_override);
+    tcase_add_test(tc, test_errors_name_file_line_key);
+    tcase_add_test(tc, test_write_roundtrip);
+    tcase_add_test(tc, test_validate_cross_keys);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
