@@ -5,7 +5,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "src/config.h"
+#include "src/exp_config.h"
 
 static char tmpdir[64];
 

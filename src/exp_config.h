@@ -1,4 +1,4 @@
-/* config.h - the experiment configuration: every knob of a run, read from an
+/* exp_config.h - the experiment configuration: every knob of a run, read from an
  * INI experiment file (libinih) and `--set section.key=value` overrides.
  *
  * The key table in config.c is the single source of truth: parsing,

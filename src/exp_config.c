@@ -1,5 +1,5 @@
-/* config.c - see config.h. */
-#include "src/config.h"
+/* exp_config.c - see exp_config.h. */
+#include "src/exp_config.h"
 
 #include <errno.h>
 #include <ini.h>
