@@ -1,0 +1,38 @@
+/* metrics.h - regression metrics for counts with uncertainty.
+ *
+ * Predictions carry a mean and a standard deviation sigma (from the
+ * log-variance head: sigma = exp(s/2)); the reported interval is
+ * mean +- z*sigma with z = 1.96 for 95% (SPEC).  Models without uncertainty
+ * (mse loss) pass sigma = NaN: coverage and width are then NaN.
+ */
+#ifndef CC_METRICS_H
+#define CC_METRICS_H
+
+#include <stddef.h>
+
+typedef struct metrics_summary {
+    size_t n;
+    double mae, rmse, r2, max_err;
+    double coverage95;          /* fraction of truths inside mean +- 1.96 sigma */
+    double width95;             /* mean interval width 2 * 1.96 * sigma */
+    double bias;                /* mean(pred - truth) */
+} metrics_summary;
+
+/* Metrics over the n entries with mask[i] != 0 (mask NULL = all).  r2 is
+ * 1 - SSE/SST (NaN when the truths are constant). */
+metrics_summary metrics_compute(const double *truth, const double *pred, const double *sigma,
+                                const unsigned char *mask, size_t n);
+
+/* Observed coverage of central Gaussian intervals at nominal levels
+ * levels[0..nl) (e.g. 0.1 .. 0.99) -> observed[0..nl). */
+void metrics_calibration(const double *truth, const double *pred, const double *sigma, size_t n,
+                         const double *levels, size_t nl, double *observed);
+
+/* z such that P(|N(0,1)| <= z) = level (0 < level < 1). */
+double metrics_normal_quantile_two_sided(double level);
+
+/* Least-squares line y = a + b x over n points.  Returns 0, or -1 when x is
+ * constant. */
+int metrics_fit_line(const double *x, const double *y, size_t n, double *a, double *b);
+
+#endif

@@ -1,0 +1,75 @@
+/* test_metrics.c - regression and calibration metrics. */
+#include <check.h>
+#include <math.h>
+#include <stdlib.h>
+
+#include "autodiff/rng.h"
+#include "src/metrics.h"
+
+START_TEST(test_hand_values)
+{
+    double t[4] = {1, 2, 3, 4}, p[4] = {1.5, 2, 2, 5}, s[4] = {1, 0.1, 0.4, 0.5};
+    metrics_summary m = metrics_compute(t, p, s, NULL, 4);
+    ck_assert_uint_eq(m.n, 4);
+    ck_assert_double_eq_tol(m.mae, (0.5 + 0 + 1 + 1) / 4.0, 1e-12);
+    ck_assert_double_eq_tol(m.rmse, sqrt((0.25 + 0 + 1 + 1) / 4.0), 1e-12);
+    ck_assert_double_eq_tol(m.r2, 1 - 2.25 / 5.0, 1e-12);
+    ck_assert_double_eq_tol(m.max_err, 1, 1e-12);
+    /* |e| <= 1.96 sigma: 0.5<=1.96 yes, 0<=0.196 yes, 1<=0.784 no, 1<=0.98 no */
+    ck_assert_double_eq_tol(m.coverage95, 0.5, 1e-12);
+    ck_assert_double_eq_tol(m.width95, 2 * 1.959963984540054 * 2.0 / 4, 1e-9);
+    unsigned char mask[4] = {1, 1, 0, 0};
+    m = metrics_compute(t, p, NULL, mask, 4);
+    ck_assert_uint_eq(m.n, 2);
+    ck_assert_double_eq_tol(m.mae, 0.25, 1e-12);
+    ck_assert(isnan(m.coverage95));
+}
+END_TEST
+
+START_TEST(test_calibrated_gaussian_covers_nominal)
+{
+    enum { N = 20000 };
+    static double t[N], p[N], s[N];
+    cc_rng r;
+    rng_seed(&r, 3, 0);
+    for (int i = 0; i < N; i++) {
+        s[i] = 0.5 + rng_uniform(&r);
+        t[i] = 50;
+        p[i] = 50 + s[i] * rng_normal(&r);
+    }
+    double levels[3] = {0.5, 0.8, 0.95}, obs[3];
+    metrics_calibration(t, p, s, N, levels, 3, obs);
+    for (int k = 0; k < 3; k++) ck_assert_double_eq_tol(obs[k], levels[k], 0.015);
+    ck_assert_double_eq_tol(metrics_normal_quantile_two_sided(0.95), 1.959964, 1e-5);
+    /* halving the variance (the `paper` loss's optimum) under-covers */
+    for (int i = 0; i < N; i++) s[i] /= sqrt(2.0);
+    metrics_summary m = metrics_compute(t, p, s, NULL, N);
+    ck_assert_msg(m.coverage95 < 0.88 && m.coverage95 > 0.80, "coverage %g", m.coverage95);
+}
+END_TEST
+
+START_TEST(test_fit_line)
+{
+    double x[5] = {0, 1, 2, 3, 4}, y[5] = {1, 3, 5, 7, 9}, a, b;
+    ck_assert_int_eq(metrics_fit_line(x, y, 5, &a, &b), 0);
+    ck_assert_double_eq_tol(a, 1, 1e-12);
+    ck_assert_double_eq_tol(b, 2, 1e-12);
+    double c[3] = {1, 1, 1};
+    ck_assert_int_eq(metrics_fit_line(c, y, 3, &a, &b), -1);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("metrics");
+    TCase *tc = tcase_create("metrics");
+    tcase_add_test(tc, test_hand_values);
+    tcase_add_test(tc, test_calibrated_gaussian_covers_nominal);
+    tcase_add_test(tc, test_fit_line);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
