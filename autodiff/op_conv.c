@@ -18,9 +18,10 @@ typedef struct conv_state {
     dnnl_primitive_desc_t fpd, bdpd, bwpd;
     dnnl_primitive_t fwd, bwd_data, bwd_w;
     dnnl_memory_t fscr, bdscr, bwscr;
-    dnnl_memory_t m_src, m_w, m_b, m_dst, m_dsrc, m_dw, m_db;
-    cc_reorder r_src, r_w, r_dsrc, r_dw;
-    dnnl_memory_desc_t src_md, w_md, dw_md;
+    dnnl_memory_t m_src, m_w, m_b, m_dst, m_dsrc, m_dw, m_db, m_bwsrc;
+    cc_reorder r_src, r_w, r_dsrc, r_dw, r_bwsrc, r_bdw;
+    dnnl_memory_desc_t src_md, w_md, dw_md, dsrc_md, bwsrc_md, bdw_md;
+    dnnl_memory_t m_bdw;
     float *src_buf, *w_buf;     /* this step's reordered input / weights */
 } conv_state;
 
@@ -42,6 +43,10 @@ static void conv_free(void *p)
     reorder_free(&s->r_w);
     reorder_free(&s->r_dsrc);
     reorder_free(&s->r_dw);
+    reorder_free(&s->r_bwsrc);
+    reorder_free(&s->r_bdw);
+    if (s->m_bwsrc) dnnl_memory_destroy(s->m_bwsrc);
+    if (s->m_bdw) dnnl_memory_destroy(s->m_bdw);
     free(s);
 }
 
@@ -149,22 +154,35 @@ static int conv_forward(cc_tape *t, cc_node *n, cc_status *st)
 }
 
 /* Backward primitives are created on first use (see file comment). */
+/* The backward primitives choose their own diff_src / src layouts (format
+ * `any`): with the forward's layouts a 1-channel plain input would only get
+ * oneDNN's reference kernels, hundreds of times slower than a reorder. */
 static int conv_make_bwd_data(cc_tape *t, cc_node *n, conv_state *s, cc_status *st)
 {
     const cc_tensor *x = n->in[0];
     dnnl_dims_t strides, pads;
     conv_geometry(n, strides, pads);
+    const cc_tensor *w = n->in[1];
+    dnnl_dims_t sd = {x->dims[0], x->dims[1], x->dims[2], x->dims[3]};
+    dnnl_dims_t wd = {w->dims[0], w->dims[1], w->dims[2], w->dims[3]};
+    dnnl_memory_desc_t dsrc_any, w_any;
+    DNNL_TRY(st, "conv2d", "md", dnnl_memory_desc_init_by_tag(&dsrc_any, 4, sd, dnnl_f32, dnnl_format_tag_any));
+    DNNL_TRY(st, "conv2d", "md", dnnl_memory_desc_init_by_tag(&w_any, 4, wd, dnnl_f32, dnnl_format_tag_any));
     dnnl_convolution_desc_t cd;
     DNNL_TRY(st, "conv2d", "backward-data descriptor",
-             dnnl_convolution_backward_data_desc_init(&cd, dnnl_convolution_direct, &s->src_md,
-                                                      &s->w_md, &n->out->md, strides, pads, pads));
+             dnnl_convolution_backward_data_desc_init(&cd, dnnl_convolution_direct, &dsrc_any,
+                                                      &w_any, &n->out->md, strides, pads, pads));
     dnnl_primitive_attr_t attr = tape_attr_new();
     dnnl_status_t e = dnnl_primitive_desc_create(&s->bdpd, &cd, attr, t->ctx->engine, s->fpd);
     dnnl_primitive_attr_destroy(attr);
     if (e != dnnl_success) return op_dnnl_fail(st, "conv2d", "backward-data descriptor", e);
     if (tape_prim_create(t, s->bdpd, &s->bwd_data, &s->bdscr, "conv2d", st)) return -1;
-    return reorder_make(t, &s->r_dsrc, &s->src_md, &x->md, "conv2d input gradient", st) ||
-           tape_mem_create(t, &s->m_dsrc, &s->src_md, st);
+    s->dsrc_md = *dnnl_primitive_desc_query_md(s->bdpd, dnnl_query_diff_src_md, 0);
+    s->bdw_md = *dnnl_primitive_desc_query_md(s->bdpd, dnnl_query_weights_md, 0);
+    return reorder_make(t, &s->r_dsrc, &s->dsrc_md, &x->md, "conv2d input gradient", st) ||
+           reorder_make(t, &s->r_bdw, &w->md, &s->bdw_md, "conv2d weights (backward)", st) ||
+           tape_mem_create(t, &s->m_bdw, &s->bdw_md, st) ||
+           tape_mem_create(t, &s->m_dsrc, &s->dsrc_md, st);
 }
 
 static int conv_make_bwd_weights(cc_tape *t, cc_node *n, conv_state *s, cc_status *st)
@@ -174,13 +192,16 @@ static int conv_make_bwd_weights(cc_tape *t, cc_node *n, conv_state *s, cc_statu
     conv_geometry(n, strides, pads);
     dnnl_dims_t wd = {w->dims[0], w->dims[1], w->dims[2], w->dims[3]};
     dnnl_dims_t bd = {w->dims[0]};
-    dnnl_memory_desc_t w_any, b_md;
+    const cc_tensor *x = n->in[0];
+    dnnl_dims_t sd = {x->dims[0], x->dims[1], x->dims[2], x->dims[3]};
+    dnnl_memory_desc_t w_any, b_md, src_any;
     DNNL_TRY(st, "conv2d", "md", dnnl_memory_desc_init_by_tag(&w_any, 4, wd, dnnl_f32, dnnl_format_tag_any));
     DNNL_TRY(st, "conv2d", "md", dnnl_memory_desc_init_by_tag(&b_md, 1, bd, dnnl_f32, dnnl_a));
+    DNNL_TRY(st, "conv2d", "md", dnnl_memory_desc_init_by_tag(&src_any, 4, sd, dnnl_f32, dnnl_format_tag_any));
     dnnl_convolution_desc_t cd;
     DNNL_TRY(st, "conv2d", "backward-weights descriptor",
              dnnl_convolution_backward_weights_desc_init(
-                 &cd, dnnl_convolution_direct, &s->src_md, &w_any, n->args.i[2] ? &b_md : NULL,
+                 &cd, dnnl_convolution_direct, &src_any, &w_any, n->args.i[2] ? &b_md : NULL,
                  &n->out->md, strides, pads, pads));
     dnnl_primitive_attr_t attr = tape_attr_new();
     dnnl_status_t e = dnnl_primitive_desc_create(&s->bwpd, &cd, attr, t->ctx->engine, s->fpd);
@@ -188,7 +209,10 @@ static int conv_make_bwd_weights(cc_tape *t, cc_node *n, conv_state *s, cc_statu
     if (e != dnnl_success) return op_dnnl_fail(st, "conv2d", "backward-weights descriptor", e);
     if (tape_prim_create(t, s->bwpd, &s->bwd_w, &s->bwscr, "conv2d", st)) return -1;
     s->dw_md = *dnnl_primitive_desc_query_md(s->bwpd, dnnl_query_diff_weights_md, 0);
+    s->bwsrc_md = *dnnl_primitive_desc_query_md(s->bwpd, dnnl_query_src_md, 0);
     return reorder_make(t, &s->r_dw, &s->dw_md, &w->md, "conv2d weight gradient", st) ||
+           reorder_make(t, &s->r_bwsrc, &s->src_md, &s->bwsrc_md, "conv2d input (weights)", st) ||
+           tape_mem_create(t, &s->m_bwsrc, &s->bwsrc_md, st) ||
            tape_mem_create(t, &s->m_dw, &s->dw_md, st) || tape_mem_create(t, &s->m_db, &b_md, st);
 }
 
@@ -203,11 +227,18 @@ static int conv_backward(cc_tape *t, cc_node *n, cc_status *st)
         float *gx = tape_grad_begin(t, x, st);
         if (!gx) return -1;
         float *dsrc = gx;
-        if (s->r_dsrc.needed && !(dsrc = tape_alloc(t, dnnl_memory_desc_get_size(&s->src_md), st)))
+        if (s->r_dsrc.needed && !(dsrc = tape_alloc(t, dnnl_memory_desc_get_size(&s->dsrc_md), st)))
             return -1;
-        mem_bind(s->m_w, s->w_buf);
+        /* The backward-data kernel may want the weights in yet another
+         * blocking (transposed blocks); reorder from the plain master copy. */
+        float *bdw = w->data;
+        if (s->r_bdw.needed &&
+            (!(bdw = tape_alloc(t, dnnl_memory_desc_get_size(&s->bdw_md), st)) ||
+             reorder_run(t, &s->r_bdw, w->data, bdw, "conv2d weights (backward)", st)))
+            return -1;
+        mem_bind(s->m_bdw, bdw);
         mem_bind(s->m_dsrc, dsrc);
-        dnnl_exec_arg_t a[3] = {{DNNL_ARG_DIFF_DST, s->m_dst}, {DNNL_ARG_WEIGHTS, s->m_w},
+        dnnl_exec_arg_t a[3] = {{DNNL_ARG_DIFF_DST, s->m_dst}, {DNNL_ARG_WEIGHTS, s->m_bdw},
                                 {DNNL_ARG_DIFF_SRC, s->m_dsrc}};
         if (tape_exec(t, s->bwd_data, s->bdscr, 3, a, "conv2d backward-data", st) ||
             reorder_run(t, &s->r_dsrc, dsrc, gx, "conv2d input gradient", st))
@@ -221,9 +252,14 @@ static int conv_backward(cc_tape *t, cc_node *n, cc_status *st)
         float *dw = tape_alloc(t, dnnl_memory_desc_get_size(&s->dw_md), st);
         if (!dw || (w->requires_grad && !gw)) return -1;
         if (!s->r_dw.needed && gw) dw = gw;
-        mem_bind(s->m_src, s->src_buf);
+        float *bwsrc = s->src_buf;
+        if (s->r_bwsrc.needed &&
+            (!(bwsrc = tape_alloc(t, dnnl_memory_desc_get_size(&s->bwsrc_md), st)) ||
+             reorder_run(t, &s->r_bwsrc, s->src_buf, bwsrc, "conv2d input (weights)", st)))
+            return -1;
+        mem_bind(s->m_bwsrc, bwsrc);
         mem_bind(s->m_dw, dw);
-        dnnl_exec_arg_t a[4] = {{DNNL_ARG_SRC, s->m_src}, {DNNL_ARG_DIFF_DST, s->m_dst},
+        dnnl_exec_arg_t a[4] = {{DNNL_ARG_SRC, s->m_bwsrc}, {DNNL_ARG_DIFF_DST, s->m_dst},
                                 {DNNL_ARG_DIFF_WEIGHTS, s->m_dw}, {DNNL_ARG_DIFF_BIAS, s->m_db}};
         float *gb = NULL;
         int na = 3;

@@ -18,8 +18,19 @@
     X(reorder)         /* op_shape.c: layout change only */                    \
     X(reshape)         /* op_shape.c */                                        \
     X(expand_channels) /* op_shape.c */                                        \
+    X(batch_norm)      /* op_bnorm.c */                                        \
+    X(eltwise)         /* op_eltwise.c: relu, leaky_relu, exp, clamp, scale */ \
     /* ops-A: batch_norm, eltwise */                                           \
+    X(pool)            /* op_pool.c: max, avg, global avg */                   \
+    X(resample)        /* op_resample.c: bilinear x2 */                        \
+    X(concat)          /* op_concat.c: along channels */                       \
     /* ops-B: pool, resample, concat */                                        \
+    X(binary)          /* op_binary.c: add, mul (channel broadcast) */         \
+    X(linear)          /* op_linear.c */                                       \
+    X(reduce)          /* op_reduce.c: sum, mean */                            \
+    X(loss_gauss)      /* op_loss.c: nll, paper */                             \
+    X(loss_mse)        /* op_loss.c */                                         \
+    X(tv)              /* op_loss.c */                                         \
     /* ops-C: binary, linear, reduce, losses */
 
 #define CC_OP_ENUM(name) OP_##name,
@@ -47,6 +58,11 @@ cc_tensor *op_expand_channels(cc_tape *t, cc_tensor *x, int64_t c);
 cc_tensor *op_batch_norm(cc_tape *t, cc_tensor *x, cc_tensor *gamma, cc_tensor *beta,
                          cc_tensor *run_mean, cc_tensor *run_var, cc_tensor *num_batches,
                          float momentum, float eps);
+/* Batch norm with the running statistics on any tape (PyTorch's eval()
+ * mode): differentiable on a training tape (saliency, frozen backbones),
+ * never updates the buffers. */
+cc_tensor *op_batch_norm_eval(cc_tape *t, cc_tensor *x, cc_tensor *gamma, cc_tensor *beta,
+                              cc_tensor *run_mean, cc_tensor *run_var, float eps);
 
 cc_tensor *op_relu(cc_tape *t, cc_tensor *x);
 cc_tensor *op_leaky_relu(cc_tape *t, cc_tensor *x, float slope);

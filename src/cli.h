@@ -17,5 +17,9 @@ typedef struct cli_command {
 
 int cli_simulate(int argc, char **argv);
 int cli_import(int argc, char **argv);
+int cli_summary(int argc, char **argv);
+int cli_train_fpn(int argc, char **argv);
+int cli_train_counter(int argc, char **argv);
+int cli_evaluate(int argc, char **argv);
 
 #endif

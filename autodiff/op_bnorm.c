@@ -1,0 +1,296 @@
+/* op_bnorm.c - batch normalization on oneDNN.
+ *
+ * in: x (N,C,H,W) or (N,C), gamma (C), beta (C).
+ * aux: [0] run_mean (C), [1] run_var (C), [2] num_batches (1) or NULL.
+ * args: i[0] statistics (BN_BATCH / BN_RUNNING), f[0] momentum, f[1] eps.
+ *
+ * BN_BATCH (op_batch_norm on a training tape): normalise with the batch
+ * mean and biased variance (dnnl_forward_training), keep both in this step's
+ * arena for the full backward through the statistics, then update the
+ * running buffers as PyTorch does: r = (1-m) r + m b, with the UNBIASED
+ * variance b = var * M/(M-1), M = N*H*W, and num_batches += 1.
+ * BN_RUNNING (inference tape, or op_batch_norm_eval): dnnl_use_global_stats
+ * with the running buffers; on a training tape the statistics used are
+ * copied to the arena so the backward sees exactly what the forward used.
+ *
+ * x keeps its layout (plain or blocked) for src, dst and both diffs, so a
+ * conv -> BN -> LeakyReLU chain never reorders.  (N,C) is handed to oneDNN
+ * as (N,C,1,1) through a reshaped descriptor of the same memory.  gamma and
+ * beta are separate scale/shift memories (dnnl_use_scale | dnnl_use_shift).
+ */
+#include "autodiff/op.h"
+#include "autodiff/ops.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { BN_BATCH = 0, BN_RUNNING = 1 };
+
+typedef struct bn_state {
+    dnnl_primitive_desc_t fpd, bpd;
+    dnnl_primitive_t fwd, bwd;
+    dnnl_memory_t fscr, bscr;
+    dnnl_memory_t m_src, m_dst, m_scale, m_shift, m_mean, m_var, m_ws;
+    dnnl_memory_t m_dsrc, m_dscale, m_dshift;
+    dnnl_memory_desc_t data_md;     /* x's layout seen as 4-D */
+    unsigned flags;
+    size_t ws_bytes;
+    float *mean, *var, *ws;         /* this step's statistics (arena) */
+} bn_state;
+
+static void bn_free(void *p)
+{
+    bn_state *s = p;
+    if (!s) return;
+    if (s->fwd) dnnl_primitive_destroy(s->fwd);
+    if (s->bwd) dnnl_primitive_destroy(s->bwd);
+    if (s->fpd) dnnl_primitive_desc_destroy(s->fpd);
+    if (s->bpd) dnnl_primitive_desc_destroy(s->bpd);
+    dnnl_memory_t mems[] = {s->fscr, s->bscr, s->m_src, s->m_dst, s->m_scale, s->m_shift,
+                            s->m_mean, s->m_var, s->m_ws, s->m_dsrc, s->m_dscale, s->m_dshift};
+    for (size_t i = 0; i < sizeof mems / sizeof mems[0]; i++)
+        if (mems[i]) dnnl_memory_destroy(mems[i]);
+    free(s);
+}
+
+/* A per-channel vector must be plain 1-D of length C. */
+static int bn_check_vec(const cc_tensor *v, const char *what, const cc_tensor *x, cc_status *st)
+{
+    char a[64], b[64];
+    if (v->ndim != 1 || v->dims[0] != x->dims[1])
+        return status_set(st, "batch_norm: %s has shape %s, expected %lld (the channels of input %s)",
+                          what, tensor_shape_str(v, a, sizeof a), (long long)x->dims[1],
+                          tensor_shape_str(x, b, sizeof b));
+    if (!tensor_is_plain(v))
+        return status_set(st, "batch_norm: %s (%s) is not plain", what,
+                          tensor_shape_str(v, a, sizeof a));
+    return 0;
+}
+
+static int bn_check(const cc_node *n, cc_status *st)
+{
+    const cc_tensor *x = n->in[0];
+    const cc_op_args *g = &n->args;
+    char a[64];
+    if (x->ndim != 2 && x->ndim != 4)
+        return status_set(st, "batch_norm: input must be (N,C,H,W) or (N,C), got %s",
+                          tensor_shape_str(x, a, sizeof a));
+    if (bn_check_vec(n->in[1], "gamma", x, st) || bn_check_vec(n->in[2], "beta", x, st)) return -1;
+    if (!(g->f[1] > 0) || !(g->f[0] >= 0 && g->f[0] <= 1))
+        return status_set(st, "batch_norm: need eps > 0 and momentum in [0, 1] (got %g, %g)",
+                          (double)g->f[1], (double)g->f[0]);
+    if (!g->aux[0] || !g->aux[1])
+        return status_set(st, "batch_norm: running_mean and running_var are required");
+    if (bn_check_vec(g->aux[0], "running_mean", x, st) ||
+        bn_check_vec(g->aux[1], "running_var", x, st))
+        return -1;
+    if (g->aux[2] && tensor_numel(g->aux[2]) != 1)
+        return status_set(st, "batch_norm: num_batches has shape %s, expected 1",
+                          tensor_shape_str(g->aux[2], a, sizeof a));
+    /* As PyTorch: the batch variance of a single value is meaningless and
+     * the unbiased running estimate would divide by zero. */
+    if (g->i[0] == BN_BATCH && tensor_numel(x) / x->dims[1] == 1)
+        return status_set(st, "batch_norm: expected more than 1 value per channel when "
+                              "training, got input %s", tensor_shape_str(x, a, sizeof a));
+    return 0;
+}
+
+static const dnnl_memory_desc_t *pd_arg_md(const_dnnl_primitive_desc_t pd, int arg)
+{
+    return dnnl_primitive_desc_query_md(pd, dnnl_query_exec_arg_md, arg);
+}
+
+static int bn_infer(cc_tape *t, cc_node *n, cc_tensor *out, cc_status *st)
+{
+    const cc_tensor *x = n->in[0];
+    if (bn_check(n, st)) return -1;
+    bn_state *s = calloc(1, sizeof *s);
+    if (!s) return status_set(st, "batch_norm: out of memory");
+    n->state = s;
+    if (x->ndim == 4) {
+        s->data_md = x->md;
+    } else {
+        dnnl_dims_t d4 = {x->dims[0], x->dims[1], 1, 1};
+        DNNL_TRY(st, "batch_norm", "(N,C) -> (N,C,1,1) descriptor",
+                 dnnl_memory_desc_reshape(&s->data_md, &x->md, 4, d4));
+    }
+    s->flags = dnnl_use_scale | dnnl_use_shift;
+    if (n->args.i[0] == BN_RUNNING) s->flags |= dnnl_use_global_stats;
+    /* forward_training whenever the tape records: the backward needs it as
+     * its hint, global statistics included. */
+    dnnl_batch_normalization_desc_t bd;
+    DNNL_TRY(st, "batch_norm", "forward descriptor",
+             dnnl_batch_normalization_forward_desc_init(
+                 &bd, t->training ? dnnl_forward_training : dnnl_forward_inference, &s->data_md,
+                 n->args.f[1], s->flags));
+    dnnl_primitive_attr_t attr = tape_attr_new();
+    dnnl_status_t e = dnnl_primitive_desc_create(&s->fpd, &bd, attr, t->ctx->engine, NULL);
+    dnnl_primitive_attr_destroy(attr);
+    if (e != dnnl_success) return op_dnnl_fail(st, "batch_norm", "forward primitive descriptor", e);
+    if (tape_prim_create(t, s->fpd, &s->fwd, &s->fscr, "batch_norm", st)) return -1;
+
+    const dnnl_memory_desc_t *dst_md = dnnl_primitive_desc_query_md(s->fpd, dnnl_query_dst_md, 0);
+    if (!dnnl_memory_desc_equal(dst_md, &s->data_md))
+        return status_set(st, "batch_norm: oneDNN changed the layout of the output");
+    const dnnl_memory_desc_t *ws_md = pd_arg_md(s->fpd, DNNL_ARG_WORKSPACE);
+    s->ws_bytes = ws_md ? dnnl_memory_desc_get_size(ws_md) : 0;
+    if (tape_mem_create(t, &s->m_src, &s->data_md, st) ||
+        tape_mem_create(t, &s->m_dst, &s->data_md, st) ||
+        tape_mem_create(t, &s->m_scale, pd_arg_md(s->fpd, DNNL_ARG_SCALE), st) ||
+        tape_mem_create(t, &s->m_shift, pd_arg_md(s->fpd, DNNL_ARG_SHIFT), st) ||
+        tape_mem_create(t, &s->m_mean, pd_arg_md(s->fpd, DNNL_ARG_MEAN), st) ||
+        tape_mem_create(t, &s->m_var, pd_arg_md(s->fpd, DNNL_ARG_VARIANCE), st) ||
+        (s->ws_bytes && tape_mem_create(t, &s->m_ws, ws_md, st)))
+        return -1;
+    out->ndim = x->ndim;
+    memcpy(out->dims, x->dims, sizeof out->dims);
+    out->md = x->md;    /* same memory as data_md, in x's own rank */
+    return 0;
+}
+
+/* PyTorch's update: r = m * b + (1 - m) * r with the unbiased variance. */
+static void bn_update_running(const cc_node *n, const float *mean, const float *var)
+{
+    const cc_tensor *x = n->in[0];
+    const int64_t C = x->dims[1], M = tensor_numel(x) / C;
+    const float m = n->args.f[0];
+    const float unbias = (float)((double)M / (double)(M - 1));
+    float *rm = n->args.aux[0]->data, *rv = n->args.aux[1]->data;
+    for (int64_t c = 0; c < C; c++) {
+        rm[c] = m * mean[c] + (1 - m) * rm[c];
+        rv[c] = m * (var[c] * unbias) + (1 - m) * rv[c];
+    }
+    if (n->args.aux[2]) n->args.aux[2]->data[0] += 1;
+}
+
+static int bn_forward(cc_tape *t, cc_node *n, cc_status *st)
+{
+    bn_state *s = n->state;
+    const cc_tensor *x = n->in[0];
+    const size_t cbytes = sizeof(float) * (size_t)x->dims[1];
+    const int batch = n->args.i[0] == BN_BATCH;
+    s->mean = n->args.aux[0]->data;
+    s->var = n->args.aux[1]->data;
+    if (batch || t->training) {
+        /* batch: oneDNN's outputs; running on a training tape: a snapshot,
+         * since a later op may update the same buffers before backward. */
+        s->mean = tape_alloc(t, cbytes, st);
+        s->var = tape_alloc(t, cbytes, st);
+        if (!s->mean || !s->var) return -1;
+        if (!batch) {
+            memcpy(s->mean, n->args.aux[0]->data, cbytes);
+            memcpy(s->var, n->args.aux[1]->data, cbytes);
+        }
+    }
+    s->ws = NULL;
+    if (s->ws_bytes && !(s->ws = tape_alloc(t, s->ws_bytes, st))) return -1;
+    mem_bind(s->m_src, x->data);
+    mem_bind(s->m_dst, n->out->data);
+    mem_bind(s->m_scale, n->in[1]->data);
+    mem_bind(s->m_shift, n->in[2]->data);
+    mem_bind(s->m_mean, s->mean);
+    mem_bind(s->m_var, s->var);
+    dnnl_exec_arg_t a[7] = {{DNNL_ARG_SRC, s->m_src},     {DNNL_ARG_DST, s->m_dst},
+                            {DNNL_ARG_SCALE, s->m_scale}, {DNNL_ARG_SHIFT, s->m_shift},
+                            {DNNL_ARG_MEAN, s->m_mean},   {DNNL_ARG_VARIANCE, s->m_var},
+                            {DNNL_ARG_WORKSPACE, s->m_ws}};
+    if (s->ws) mem_bind(s->m_ws, s->ws);
+    if (tape_exec(t, s->fwd, s->fscr, s->ws ? 7 : 6, a, "batch_norm forward", st)) return -1;
+    if (batch) bn_update_running(n, s->mean, s->var);
+    return 0;
+}
+
+static int bn_make_bwd(cc_tape *t, bn_state *s, float eps, cc_status *st)
+{
+    dnnl_batch_normalization_desc_t bd;
+    DNNL_TRY(st, "batch_norm", "backward descriptor",
+             dnnl_batch_normalization_backward_desc_init(&bd, dnnl_backward, &s->data_md,
+                                                         &s->data_md, eps, s->flags));
+    dnnl_primitive_attr_t attr = tape_attr_new();
+    dnnl_status_t e = dnnl_primitive_desc_create(&s->bpd, &bd, attr, t->ctx->engine, s->fpd);
+    dnnl_primitive_attr_destroy(attr);
+    if (e != dnnl_success) return op_dnnl_fail(st, "batch_norm", "backward primitive descriptor", e);
+    if (tape_prim_create(t, s->bpd, &s->bwd, &s->bscr, "batch_norm", st)) return -1;
+    if (!dnnl_memory_desc_equal(pd_arg_md(s->bpd, DNNL_ARG_DIFF_SRC), &s->data_md) ||
+        !dnnl_memory_desc_equal(pd_arg_md(s->bpd, DNNL_ARG_DIFF_DST), &s->data_md))
+        return status_set(st, "batch_norm: oneDNN changed the layout of the gradients");
+    return tape_mem_create(t, &s->m_dsrc, &s->data_md, st) ||
+           tape_mem_create(t, &s->m_dscale, pd_arg_md(s->bpd, DNNL_ARG_DIFF_SCALE), st) ||
+           tape_mem_create(t, &s->m_dshift, pd_arg_md(s->bpd, DNNL_ARG_DIFF_SHIFT), st);
+}
+
+/* The gradient buffer for v: v's own when it wants one, else scratch that
+ * oneDNN may fill (it always computes all three diffs). */
+static float *bn_grad_buf(cc_tape *t, cc_tensor *v, cc_status *st)
+{
+    if (v->requires_grad) return tape_grad_begin(t, v, st);
+    return tape_alloc(t, tensor_bytes(v), st);
+}
+
+static int bn_backward(cc_tape *t, cc_node *n, cc_status *st)
+{
+    bn_state *s = n->state;
+    cc_tensor *x = n->in[0], *gamma = n->in[1], *beta = n->in[2];
+    if (!x->requires_grad && !gamma->requires_grad && !beta->requires_grad) return 0;
+    if (!s->bwd && bn_make_bwd(t, s, n->args.f[1], st)) return -1;
+    float *gx = bn_grad_buf(t, x, st), *gg = bn_grad_buf(t, gamma, st);
+    float *gb = bn_grad_buf(t, beta, st);
+    if (!gx || !gg || !gb) return -1;
+    mem_bind(s->m_src, x->data);
+    mem_bind(s->m_dst, n->out->grad);   /* diff_dst: same layout as dst */
+    mem_bind(s->m_scale, gamma->data);
+    mem_bind(s->m_shift, beta->data);
+    mem_bind(s->m_mean, s->mean);
+    mem_bind(s->m_var, s->var);
+    mem_bind(s->m_dsrc, gx);
+    mem_bind(s->m_dscale, gg);
+    mem_bind(s->m_dshift, gb);
+    /* oneDNN 2.6 declares SHIFT an input of the backward with use_shift and
+     * refuses to run without it (dnnl_invalid_arguments), unused as it is. */
+    dnnl_exec_arg_t a[10] = {
+        {DNNL_ARG_SRC, s->m_src},           {DNNL_ARG_DIFF_DST, s->m_dst},
+        {DNNL_ARG_SCALE, s->m_scale},       {DNNL_ARG_SHIFT, s->m_shift},
+        {DNNL_ARG_MEAN, s->m_mean},         {DNNL_ARG_VARIANCE, s->m_var},
+        {DNNL_ARG_DIFF_SRC, s->m_dsrc},     {DNNL_ARG_DIFF_SCALE, s->m_dscale},
+        {DNNL_ARG_DIFF_SHIFT, s->m_dshift}, {DNNL_ARG_WORKSPACE, s->m_ws}};
+    if (s->ws) mem_bind(s->m_ws, s->ws);
+    if (tape_exec(t, s->bwd, s->bscr, s->ws ? 10 : 9, a, "batch_norm backward", st)) return -1;
+    if (x->requires_grad) tape_grad_end(t, x, gx);
+    if (gamma->requires_grad) tape_grad_end(t, gamma, gg);
+    if (beta->requires_grad) tape_grad_end(t, beta, gb);
+    return 0;
+}
+
+const cc_op_def op_def_batch_norm = {"batch_norm", OPK_BNORM, bn_infer, bn_forward, bn_backward,
+                                     bn_free};
+
+static cc_tensor *bn_record(cc_tape *t, cc_tensor *x, cc_tensor *gamma, cc_tensor *beta,
+                            cc_tensor *run_mean, cc_tensor *run_var, cc_tensor *num_batches,
+                            int stats, float momentum, float eps)
+{
+    cc_op_args a;
+    memset(&a, 0, sizeof a);
+    a.i[0] = stats;
+    a.f[0] = momentum;
+    a.f[1] = eps;
+    a.aux[0] = run_mean;
+    a.aux[1] = run_var;
+    a.aux[2] = num_batches;
+    cc_tensor *in[3] = {x, gamma, beta};
+    return tape_record(t, OP_batch_norm, in, 3, &a);
+}
+
+cc_tensor *op_batch_norm(cc_tape *t, cc_tensor *x, cc_tensor *gamma, cc_tensor *beta,
+                         cc_tensor *run_mean, cc_tensor *run_var, cc_tensor *num_batches,
+                         float momentum, float eps)
+{
+    return bn_record(t, x, gamma, beta, run_mean, run_var, num_batches,
+                     t->training ? BN_BATCH : BN_RUNNING, momentum, eps);
+}
+
+cc_tensor *op_batch_norm_eval(cc_tape *t, cc_tensor *x, cc_tensor *gamma, cc_tensor *beta,
+                              cc_tensor *run_mean, cc_tensor *run_var, float eps)
+{
+    return bn_record(t, x, gamma, beta, run_mean, run_var, NULL, BN_RUNNING, 0.0f, eps);
+}

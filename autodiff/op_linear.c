@@ -1,0 +1,211 @@
+/* op_linear.c - fully connected layer on oneDNN's inner product.
+ *
+ * args: i[0] has_bias.  in: x (N,F), w (O,F) (PyTorch layout)[, b (O)].
+ * x is used in its own layout; the weights' layout is the primitive's choice
+ * (format `any`): the plain parameter is reordered to it once per step and
+ * the weight gradient back to plain, as in op_conv.c.  Backward primitives
+ * are built on first use.
+ */
+#include "autodiff/op.h"
+#include "autodiff/ops.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct linear_state {
+    dnnl_primitive_desc_t fpd, bdpd, bwpd;
+    dnnl_primitive_t fwd, bwd_data, bwd_w;
+    dnnl_memory_t fscr, bdscr, bwscr;
+    dnnl_memory_t m_src, m_w, m_b, m_dst, m_dsrc, m_dw, m_db;
+    cc_reorder r_w, r_dw;
+    dnnl_memory_desc_t w_md, dw_md;
+    float *w_buf;               /* this step's weights in w_md */
+} linear_state;
+
+static void linear_free(void *p)
+{
+    linear_state *s = p;
+    if (!s) return;
+    dnnl_primitive_desc_t pds[] = {s->fpd, s->bdpd, s->bwpd};
+    dnnl_primitive_t prims[] = {s->fwd, s->bwd_data, s->bwd_w};
+    dnnl_memory_t mems[] = {s->fscr, s->bdscr, s->bwscr, s->m_src, s->m_w, s->m_b,
+                            s->m_dst, s->m_dsrc, s->m_dw, s->m_db};
+    for (size_t i = 0; i < 3; i++) {
+        if (prims[i]) dnnl_primitive_destroy(prims[i]);
+        if (pds[i]) dnnl_primitive_desc_destroy(pds[i]);
+    }
+    for (size_t i = 0; i < sizeof mems / sizeof mems[0]; i++)
+        if (mems[i]) dnnl_memory_destroy(mems[i]);
+    reorder_free(&s->r_w);
+    reorder_free(&s->r_dw);
+    free(s);
+}
+
+static int linear_infer(cc_tape *t, cc_node *n, cc_tensor *out, cc_status *st)
+{
+    const cc_tensor *x = n->in[0], *w = n->in[1];
+    const int has_bias = n->args.i[0];
+    char a[64], b[64];
+    if (x->ndim != 2 || w->ndim != 2)
+        return status_set(st, "linear: input and weight must be 2-D (got %s and %s)",
+                          tensor_shape_str(x, a, sizeof a), tensor_shape_str(w, b, sizeof b));
+    if (w->dims[1] != x->dims[1])
+        return status_set(st, "linear: weight %s expects %lld features, input is %s",
+                          tensor_shape_str(w, a, sizeof a), (long long)w->dims[1],
+                          tensor_shape_str(x, b, sizeof b));
+    if (has_bias && (n->in[2]->ndim != 1 || n->in[2]->dims[0] != w->dims[0]))
+        return status_set(st, "linear: bias %s does not match weight %s",
+                          tensor_shape_str(n->in[2], a, sizeof a), tensor_shape_str(w, b, sizeof b));
+
+    linear_state *s = calloc(1, sizeof *s);
+    if (!s) return status_set(st, "linear: out of memory");
+    n->state = s;
+    dnnl_dims_t wd = {w->dims[0], w->dims[1]};
+    dnnl_dims_t dd = {x->dims[0], w->dims[0]};
+    dnnl_dims_t bd = {w->dims[0]};
+    dnnl_memory_desc_t w_any, dst_any, b_md;
+    DNNL_TRY(st, "linear", "md", dnnl_memory_desc_init_by_tag(&w_any, 2, wd, dnnl_f32, dnnl_format_tag_any));
+    DNNL_TRY(st, "linear", "md", dnnl_memory_desc_init_by_tag(&dst_any, 2, dd, dnnl_f32, dnnl_format_tag_any));
+    DNNL_TRY(st, "linear", "md", dnnl_memory_desc_init_by_tag(&b_md, 1, bd, dnnl_f32, dnnl_a));
+    dnnl_inner_product_desc_t ipd;
+    DNNL_TRY(st, "linear", "forward descriptor",
+             dnnl_inner_product_forward_desc_init(
+                 &ipd, t->training ? dnnl_forward_training : dnnl_forward_inference, &x->md,
+                 &w_any, has_bias ? &b_md : NULL, &dst_any));
+    dnnl_primitive_attr_t attr = tape_attr_new();
+    dnnl_status_t e = dnnl_primitive_desc_create(&s->fpd, &ipd, attr, t->ctx->engine, NULL);
+    dnnl_primitive_attr_destroy(attr);
+    if (e != dnnl_success) return op_dnnl_fail(st, "linear", "forward primitive descriptor", e);
+    if (tape_prim_create(t, s->fpd, &s->fwd, &s->fscr, "linear", st)) return -1;
+
+    s->w_md = *dnnl_primitive_desc_query_md(s->fpd, dnnl_query_weights_md, 0);
+    const dnnl_memory_desc_t *dst_md = dnnl_primitive_desc_query_md(s->fpd, dnnl_query_dst_md, 0);
+    if (reorder_make(t, &s->r_w, &w->md, &s->w_md, "linear weights", st) ||
+        tape_mem_create(t, &s->m_src, &x->md, st) || tape_mem_create(t, &s->m_w, &s->w_md, st) ||
+        tape_mem_create(t, &s->m_b, &b_md, st) || tape_mem_create(t, &s->m_dst, dst_md, st))
+        return -1;
+    out->ndim = 2;
+    out->dims[0] = dd[0];
+    out->dims[1] = dd[1];
+    out->dims[2] = out->dims[3] = 1;
+    out->md = *dst_md;
+    return 0;
+}
+
+static int linear_forward(cc_tape *t, cc_node *n, cc_status *st)
+{
+    linear_state *s = n->state;
+    cc_tensor *x = n->in[0], *w = n->in[1];
+    s->w_buf = w->data;
+    if (s->r_w.needed) {
+        s->w_buf = tape_alloc(t, dnnl_memory_desc_get_size(&s->w_md), st);
+        if (!s->w_buf || reorder_run(t, &s->r_w, w->data, s->w_buf, "linear weights", st))
+            return -1;
+    }
+    mem_bind(s->m_src, x->data);
+    mem_bind(s->m_w, s->w_buf);
+    mem_bind(s->m_dst, n->out->data);
+    dnnl_exec_arg_t a[4] = {{DNNL_ARG_SRC, s->m_src}, {DNNL_ARG_WEIGHTS, s->m_w},
+                            {DNNL_ARG_DST, s->m_dst}, {DNNL_ARG_BIAS, s->m_b}};
+    int na = 3;
+    if (n->args.i[0]) {
+        mem_bind(s->m_b, n->in[2]->data);
+        na = 4;
+    }
+    return tape_exec(t, s->fwd, s->fscr, na, a, "linear forward", st);
+}
+
+static int linear_make_bwd_data(cc_tape *t, cc_node *n, linear_state *s, cc_status *st)
+{
+    const cc_tensor *x = n->in[0];
+    dnnl_inner_product_desc_t ipd;
+    DNNL_TRY(st, "linear", "backward-data descriptor",
+             dnnl_inner_product_backward_data_desc_init(&ipd, &x->md, &s->w_md, &n->out->md));
+    dnnl_primitive_attr_t attr = tape_attr_new();
+    dnnl_status_t e = dnnl_primitive_desc_create(&s->bdpd, &ipd, attr, t->ctx->engine, s->fpd);
+    dnnl_primitive_attr_destroy(attr);
+    if (e != dnnl_success) return op_dnnl_fail(st, "linear", "backward-data descriptor", e);
+    if (tape_prim_create(t, s->bdpd, &s->bwd_data, &s->bdscr, "linear", st)) return -1;
+    return tape_mem_create(t, &s->m_dsrc, &x->md, st);
+}
+
+static int linear_make_bwd_weights(cc_tape *t, cc_node *n, linear_state *s, cc_status *st)
+{
+    const cc_tensor *x = n->in[0], *w = n->in[1];
+    dnnl_dims_t wd = {w->dims[0], w->dims[1]};
+    dnnl_dims_t bd = {w->dims[0]};
+    dnnl_memory_desc_t w_any, b_md;
+    DNNL_TRY(st, "linear", "md", dnnl_memory_desc_init_by_tag(&w_any, 2, wd, dnnl_f32, dnnl_format_tag_any));
+    DNNL_TRY(st, "linear", "md", dnnl_memory_desc_init_by_tag(&b_md, 1, bd, dnnl_f32, dnnl_a));
+    dnnl_inner_product_desc_t ipd;
+    DNNL_TRY(st, "linear", "backward-weights descriptor",
+             dnnl_inner_product_backward_weights_desc_init(
+                 &ipd, &x->md, &w_any, n->args.i[0] ? &b_md : NULL, &n->out->md));
+    dnnl_primitive_attr_t attr = tape_attr_new();
+    dnnl_status_t e = dnnl_primitive_desc_create(&s->bwpd, &ipd, attr, t->ctx->engine, s->fpd);
+    dnnl_primitive_attr_destroy(attr);
+    if (e != dnnl_success) return op_dnnl_fail(st, "linear", "backward-weights descriptor", e);
+    if (tape_prim_create(t, s->bwpd, &s->bwd_w, &s->bwscr, "linear", st)) return -1;
+    s->dw_md = *dnnl_primitive_desc_query_md(s->bwpd, dnnl_query_diff_weights_md, 0);
+    return reorder_make(t, &s->r_dw, &s->dw_md, &w->md, "linear weight gradient", st) ||
+           tape_mem_create(t, &s->m_dw, &s->dw_md, st) || tape_mem_create(t, &s->m_db, &b_md, st);
+}
+
+static int linear_backward(cc_tape *t, cc_node *n, cc_status *st)
+{
+    linear_state *s = n->state;
+    cc_tensor *x = n->in[0], *w = n->in[1], *b = n->args.i[0] ? n->in[2] : NULL;
+    mem_bind(s->m_dst, n->out->grad);     /* diff_dst shares dst's layout */
+
+    if (x->requires_grad) {
+        if (!s->bwd_data && linear_make_bwd_data(t, n, s, st)) return -1;
+        float *gx = tape_grad_begin(t, x, st);
+        if (!gx) return -1;
+        mem_bind(s->m_w, s->w_buf);
+        mem_bind(s->m_dsrc, gx);
+        dnnl_exec_arg_t a[3] = {{DNNL_ARG_DIFF_DST, s->m_dst}, {DNNL_ARG_WEIGHTS, s->m_w},
+                                {DNNL_ARG_DIFF_SRC, s->m_dsrc}};
+        if (tape_exec(t, s->bwd_data, s->bdscr, 3, a, "linear backward-data", st)) return -1;
+        tape_grad_end(t, x, gx);
+    }
+    if (w->requires_grad || (b && b->requires_grad)) {
+        if (!s->bwd_w && linear_make_bwd_weights(t, n, s, st)) return -1;
+        /* oneDNN computes both; gradients that are not wanted go to scratch. */
+        float *gw = w->requires_grad ? tape_grad_begin(t, w, st) : NULL;
+        if (w->requires_grad && !gw) return -1;
+        float *dw = gw && !s->r_dw.needed ? gw : tape_alloc(t, dnnl_memory_desc_get_size(&s->dw_md), st);
+        if (!dw) return -1;
+        mem_bind(s->m_src, x->data);
+        mem_bind(s->m_dw, dw);
+        dnnl_exec_arg_t a[4] = {{DNNL_ARG_SRC, s->m_src}, {DNNL_ARG_DIFF_DST, s->m_dst},
+                                {DNNL_ARG_DIFF_WEIGHTS, s->m_dw}, {DNNL_ARG_DIFF_BIAS, s->m_db}};
+        float *gb = NULL;
+        int na = 3;
+        if (b) {
+            gb = b->requires_grad ? tape_grad_begin(t, b, st) : NULL;
+            float *db = gb ? gb : tape_alloc(t, sizeof(float) * (size_t)b->dims[0], st);
+            if (!db) return -1;
+            mem_bind(s->m_db, db);
+            na = 4;
+        }
+        if (tape_exec(t, s->bwd_w, s->bwscr, na, a, "linear backward-weights", st)) return -1;
+        if (gw) {
+            if (reorder_run(t, &s->r_dw, dw, gw, "linear weight gradient", st)) return -1;
+            tape_grad_end(t, w, gw);
+        }
+        if (gb) tape_grad_end(t, b, gb);
+    }
+    return 0;
+}
+
+const cc_op_def op_def_linear = {"linear", OPK_LINEAR, linear_infer, linear_forward,
+                                 linear_backward, linear_free};
+
+cc_tensor *op_linear(cc_tape *t, cc_tensor *x, cc_tensor *w, cc_tensor *b)
+{
+    cc_op_args a;
+    memset(&a, 0, sizeof a);
+    a.i[0] = b != NULL;
+    cc_tensor *in[3] = {x, w, b};
+    return tape_record(t, OP_linear, in, b ? 3 : 2, &a);
+}

@@ -1,0 +1,129 @@
+/* op_resample.c - bilinear upsampling by exactly 2 on oneDNN.
+ *
+ * Op `resample`.  args: none.  in: x (N,C,H,W), any layout.
+ * Out (N,C,2H,2W) in x's layout (plain stays plain; blocked -> the pd's
+ * choice for `any`, the same blocking).
+ *
+ * oneDNN's resampling_linear uses half-pixel centres: along each axis the
+ * output index o reads the input at s = (o + 0.5)/2 - 0.5, from the two
+ * neighbours floor(s) and floor(s)+1 clamped to [0, H-1] with weights from
+ * the fractional part.  For a factor of exactly 2 this equals PyTorch's
+ * interpolate(mode='bilinear', align_corners=False) (s clamped at 0,
+ * neighbour clamped at H-1); tests/test_ops_pool_resample.c checks it against
+ * that formula.  Backward (the transpose) is built on first use.
+ */
+#include "autodiff/op.h"
+#include "autodiff/ops.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct resample_state {
+    dnnl_primitive_desc_t fpd, bpd;
+    dnnl_primitive_t fwd, bwd;
+    dnnl_memory_t fscr, bscr;
+    dnnl_memory_t m_src, m_dst;     /* double as diff_src / diff_dst */
+} resample_state;
+
+static const float resample_factors[2] = {2.0f, 2.0f};
+
+static void resample_free(void *p)
+{
+    resample_state *s = p;
+    if (!s) return;
+    if (s->fwd) dnnl_primitive_destroy(s->fwd);
+    if (s->bwd) dnnl_primitive_destroy(s->bwd);
+    if (s->fpd) dnnl_primitive_desc_destroy(s->fpd);
+    if (s->bpd) dnnl_primitive_desc_destroy(s->bpd);
+    dnnl_memory_t mems[] = {s->fscr, s->bscr, s->m_src, s->m_dst};
+    for (size_t i = 0; i < sizeof mems / sizeof mems[0]; i++)
+        if (mems[i]) dnnl_memory_destroy(mems[i]);
+    free(s);
+}
+
+static int resample_infer(cc_tape *t, cc_node *n, cc_tensor *out, cc_status *st)
+{
+    const cc_tensor *x = n->in[0];
+    char a[64];
+    if (x->ndim != 4)
+        return status_set(st, "upsample2x: input must be 4-D (N,C,H,W), got %s",
+                          tensor_shape_str(x, a, sizeof a));
+    int64_t od[4] = {x->dims[0], x->dims[1], 2 * x->dims[2], 2 * x->dims[3]};
+    resample_state *s = calloc(1, sizeof *s);
+    if (!s) return status_set(st, "upsample2x: out of memory");
+    n->state = s;
+    dnnl_memory_desc_t dst_md;
+    if (tensor_is_plain(x)) {
+        tensor_md_plain(&dst_md, 4, od);
+    } else {
+        dnnl_dims_t dd = {od[0], od[1], od[2], od[3]};
+        DNNL_TRY(st, "upsample2x", "md",
+                 dnnl_memory_desc_init_by_tag(&dst_md, 4, dd, dnnl_f32, dnnl_format_tag_any));
+    }
+    dnnl_resampling_desc_t rd;
+    DNNL_TRY(st, "upsample2x", "forward descriptor",
+             dnnl_resampling_forward_desc_init(
+                 &rd, t->training ? dnnl_forward_training : dnnl_forward_inference,
+                 dnnl_resampling_linear, resample_factors, &x->md, &dst_md));
+    dnnl_primitive_attr_t attr = tape_attr_new();
+    dnnl_status_t e = dnnl_primitive_desc_create(&s->fpd, &rd, attr, t->ctx->engine, NULL);
+    dnnl_primitive_attr_destroy(attr);
+    if (e != dnnl_success) return op_dnnl_fail(st, "upsample2x", "forward primitive descriptor", e);
+    if (tape_prim_create(t, s->fpd, &s->fwd, &s->fscr, "upsample2x", st)) return -1;
+    const dnnl_memory_desc_t *qdst = dnnl_primitive_desc_query_md(s->fpd, dnnl_query_dst_md, 0);
+    if (tape_mem_create(t, &s->m_src, &x->md, st) || tape_mem_create(t, &s->m_dst, qdst, st))
+        return -1;
+    out->ndim = 4;
+    memcpy(out->dims, od, sizeof od);
+    out->md = *qdst;
+    return 0;
+}
+
+static int resample_forward(cc_tape *t, cc_node *n, cc_status *st)
+{
+    resample_state *s = n->state;
+    mem_bind(s->m_src, n->in[0]->data);
+    mem_bind(s->m_dst, n->out->data);
+    dnnl_exec_arg_t a[2] = {{DNNL_ARG_SRC, s->m_src}, {DNNL_ARG_DST, s->m_dst}};
+    return tape_exec(t, s->fwd, s->fscr, 2, a, "upsample2x forward", st);
+}
+
+static int resample_make_bwd(cc_tape *t, cc_node *n, resample_state *s, cc_status *st)
+{
+    dnnl_resampling_desc_t rd;
+    DNNL_TRY(st, "upsample2x", "backward descriptor",
+             dnnl_resampling_backward_desc_init(&rd, dnnl_resampling_linear, resample_factors,
+                                                &n->in[0]->md, &n->out->md));
+    dnnl_primitive_attr_t attr = tape_attr_new();
+    dnnl_status_t e = dnnl_primitive_desc_create(&s->bpd, &rd, attr, t->ctx->engine, s->fpd);
+    dnnl_primitive_attr_destroy(attr);
+    if (e != dnnl_success)
+        return op_dnnl_fail(st, "upsample2x", "backward primitive descriptor", e);
+    return tape_prim_create(t, s->bpd, &s->bwd, &s->bscr, "upsample2x", st);
+}
+
+static int resample_backward(cc_tape *t, cc_node *n, cc_status *st)
+{
+    resample_state *s = n->state;
+    cc_tensor *x = n->in[0];
+    if (!x->requires_grad) return 0;
+    if (!s->bwd && resample_make_bwd(t, n, s, st)) return -1;
+    float *g = tape_grad_begin(t, x, st);
+    if (!g) return -1;
+    mem_bind(s->m_src, g);
+    mem_bind(s->m_dst, n->out->grad);
+    dnnl_exec_arg_t a[2] = {{DNNL_ARG_DIFF_SRC, s->m_src}, {DNNL_ARG_DIFF_DST, s->m_dst}};
+    if (tape_exec(t, s->bwd, s->bscr, 2, a, "upsample2x backward", st)) return -1;
+    tape_grad_end(t, x, g);
+    return 0;
+}
+
+const cc_op_def op_def_resample = {"resample", OPK_RESAMPLE, resample_infer, resample_forward,
+                                   resample_backward, resample_free};
+
+cc_tensor *op_upsample2x(cc_tape *t, cc_tensor *x)
+{
+    cc_op_args a;
+    memset(&a, 0, sizeof a);
+    return tape_record(t, OP_resample, &x, 1, &a);
+}

@@ -1,0 +1,158 @@
+/* counter.c - see counter.h.  The registry table is the only place that
+ * knows the architectures. */
+#include "models/counter.h"
+
+#include <stdio.h>
+#include <string.h>
+
+extern const counter_arch counter_arch_vgg11, counter_arch_vgg13, counter_arch_vgg16,
+    counter_arch_vgg19, counter_arch_resnet18;
+
+static const counter_arch *const registry[] = {
+    &counter_arch_vgg11,    /* vgg.c */
+    &counter_arch_vgg13,    /* vgg.c */
+    &counter_arch_vgg16,    /* vgg.c */
+    &counter_arch_vgg19,    /* vgg.c */
+    &counter_arch_resnet18, /* resnet.c */
+};
+#define N_ARCH ((int)(sizeof registry / sizeof registry[0]))
+
+const counter_arch *counter_arch_find(const char *name)
+{
+    for (int i = 0; i < N_ARCH; i++)
+        if (!strcmp(registry[i]->name, name)) return registry[i];
+    return NULL;
+}
+
+int counter_arch_count(void) { return N_ARCH; }
+
+const counter_arch *counter_arch_at(int i) { return i >= 0 && i < N_ARCH ? registry[i] : NULL; }
+
+counter_config counter_config_default(void)
+{
+    counter_config c;
+    memset(&c, 0, sizeof c);
+    strcpy(c.arch, "vgg11");
+    c.in_channels = 1;
+    c.height = 96;
+    c.width = 128;
+    c.width_div = 1;
+    return c;
+}
+
+int counter_width(const counter_config *cfg, int c)
+{
+    int w = c / (cfg->width_div > 0 ? cfg->width_div : 1);
+    return w < 1 ? 1 : w;
+}
+
+static int head_declare(cc_params *P, const char *base, int64_t F, int h1, int h2, counter_head *h,
+                        cc_status *st)
+{
+    char p[CC_PARAM_NAME];
+    if (layer_path(p, st, "%s/fc1", base)) return -1;
+    if (layer_linear_declare(P, p, (int)F, h1, &h->fc1, st)) return -1;
+    if (layer_path(p, st, "%s/bn1", base)) return -1;
+    if (layer_bn_declare(P, p, h1, &h->bn1, st)) return -1;
+    if (layer_path(p, st, "%s/fc2", base)) return -1;
+    if (layer_linear_declare(P, p, h1, h2, &h->fc2, st)) return -1;
+    if (layer_path(p, st, "%s/bn2", base)) return -1;
+    if (layer_bn_declare(P, p, h2, &h->bn2, st)) return -1;
+    if (layer_path(p, st, "%s/fc3", base)) return -1;
+    return layer_linear_declare(P, p, h2, 1, &h->fc3, st);
+}
+
+int counter_build(cc_params *P, const counter_config *cfg, const char *prefix, counter_model *m,
+                  cc_status *st)
+{
+    memset(m, 0, sizeof *m);
+    const counter_arch *a = counter_arch_find(cfg->arch);
+    if (!a) {
+        char known[256] = "";
+        for (int i = 0; i < N_ARCH; i++) {
+            if (i) strncat(known, ", ", sizeof known - strlen(known) - 1);
+            strncat(known, registry[i]->name, sizeof known - strlen(known) - 1);
+        }
+        return status_set(st, "counter: unknown architecture '%s' (known: %s)", cfg->arch, known);
+    }
+    if (cfg->in_channels != 1 && cfg->in_channels != 2)
+        return status_set(st, "counter: %d input channels (1 = mask, 2 = mask + image)",
+                          cfg->in_channels);
+    if (cfg->width_div < 1) return status_set(st, "counter: width divisor %d < 1", cfg->width_div);
+    if (cfg->height < 1 || cfg->width < 1)
+        return status_set(st, "counter: bad input size %dx%d", cfg->height, cfg->width);
+    m->cfg = *cfg;
+    m->arch = a;
+    if (a->build(P, cfg, prefix, &m->backbone, &m->features, st)) {
+        counter_free(m);
+        return -1;
+    }
+    if (m->features > INT32_MAX) {
+        counter_free(m);
+        return status_set(st, "counter: %lld features is too many", (long long)m->features);
+    }
+    const int h1 = counter_width(cfg, 1024), h2 = counter_width(cfg, 512);
+    char p[CC_PARAM_NAME];
+    int rc = layer_path(p, st, "%s/heads/count", prefix);
+    if (!rc) rc = head_declare(P, p, m->features, h1, h2, &m->count, st);
+    if (!rc) rc = layer_path(p, st, "%s/heads/logvar", prefix);
+    if (!rc) rc = head_declare(P, p, m->features, h1, h2, &m->logvar, st);
+    if (rc) counter_free(m);
+    return rc;
+}
+
+static void head_init(cc_params *P, const counter_head *h, uint64_t seed)
+{
+    layer_linear_init(P, &h->fc1, seed);
+    layer_bn_init(P, &h->bn1);
+    layer_linear_init(P, &h->fc2, seed);
+    layer_bn_init(P, &h->bn2);
+    layer_linear_init(P, &h->fc3, seed);
+}
+
+void counter_init(cc_params *P, const counter_model *m, uint64_t seed)
+{
+    m->arch->init(P, m->backbone, seed);
+    head_init(P, &m->count, seed);
+    head_init(P, &m->logvar, seed);
+}
+
+void counter_free(counter_model *m)
+{
+    if (m->arch && m->backbone) m->arch->free_fn(m->backbone);
+    m->backbone = NULL;
+}
+
+static cc_tensor *head_forward(cc_tape *t, cc_params *P, const counter_head *h, cc_tensor *f)
+{
+    cc_tensor *y = layer_linear_forward(t, P, &h->fc1, f);
+    y = layer_lrelu(t, layer_bn_forward(t, P, &h->bn1, y));
+    y = layer_linear_forward(t, P, &h->fc2, y);
+    y = layer_lrelu(t, layer_bn_forward(t, P, &h->bn2, y));
+    return layer_linear_forward(t, P, &h->fc3, y);
+}
+
+int counter_forward(cc_tape *t, cc_params *P, const counter_model *m, cc_tensor *x,
+                    cc_tensor **count, cc_tensor **logvar)
+{
+    *count = *logvar = NULL;
+    if (!tape_ok(t) || !x) {
+        if (tape_ok(t)) status_set(&t->status, "counter: input is NULL");
+        return -1;
+    }
+    char b[64];
+    if (x->ndim != 4 || x->dims[1] != m->cfg.in_channels || x->dims[2] != m->cfg.height ||
+        x->dims[3] != m->cfg.width)
+        return status_set(&t->status, "counter (%s): input %s, the model was built for (N,%d,%d,%d)",
+                          m->arch->name, tensor_shape_str(x, b, sizeof b), m->cfg.in_channels,
+                          m->cfg.height, m->cfg.width);
+    cc_tensor *f = m->arch->forward(t, P, m->backbone, x);
+    if (!f) return -1;
+    if (f->ndim != 2 || f->dims[1] != m->features)
+        return status_set(&t->status, "counter (%s): backbone gave %s features, expected (N,%lld)",
+                          m->arch->name, tensor_shape_str(f, b, sizeof b),
+                          (long long)m->features);
+    *count = op_relu(t, head_forward(t, P, &m->count, f));
+    *logvar = head_forward(t, P, &m->logvar, f);
+    return tape_ok(t) ? 0 : -1;
+}

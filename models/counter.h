@@ -1,0 +1,94 @@
+/* counter.h - the regression network that counts cells from a mask.
+ *
+ * A counter = a backbone chosen by name from a registry (VGG family,
+ * ResNet-18), which maps x (N,Cin,H,W) to features (N,F), followed by two
+ * heads (SPEC "Counter"):
+ *   count  = fc1(F->1024)+bn1+LeakyReLU -> fc2(1024->512)+bn2+LeakyReLU -> fc3(512->1) -> ReLU
+ *   logvar = same shapes, own weights, no final activation.
+ * Cin is 1 (the FPN's finest mean mask) or 2 (mask + area-downsampled
+ * image, concatenated by the caller in that order).
+ *
+ * Parameter paths (prefix "counter" by default; docs/PARAMS.md):
+ *   <prefix>/features/...                         backbone (see vgg.c, resnet.c)
+ *   <prefix>/heads/{count,logvar}/{fc1,bn1,fc2,bn2,fc3}/...
+ *
+ * Adding an architecture: write models/<arch>.c defining a counter_arch
+ * and add one line to the table in counter.c.
+ */
+#ifndef CC_COUNTER_H
+#define CC_COUNTER_H
+
+#include "models/layers.h"
+
+#define COUNTER_ARCH_NAME 32
+
+typedef struct counter_config {
+    char arch[COUNTER_ARCH_NAME];   /* registry name, e.g. "vgg11" */
+    int in_channels;                /* 1 or 2 */
+    int height, width;              /* input size: fixes F for VGG */
+    /* Divide every channel count and head width by this (>= 1, results
+     * floored at 1).  1 is the SPEC model; tests use 8..16 for tiny nets. */
+    int width_div;
+} counter_config;
+
+/* One backbone family member. */
+typedef struct counter_arch {
+    const char *name;
+    const char *about;          /* one line for --help and summaries */
+    /* Declare the backbone's tensors under "<prefix>/features" for cfg's input
+     * size, allocate its private layer table in *bb (freed by free_fn), and
+     * set *features = F.  Returns 0 or -1 with a message (e.g. an input too
+     * small for the backbone's down-sampling). */
+    int (*build)(cc_params *P, const counter_config *cfg, const char *prefix, void **bb,
+                 int64_t *features, cc_status *st);
+    void (*init)(cc_params *P, const void *bb, uint64_t seed);
+    /* x (N,Cin,H,W) -> (N,F) (any layout); NULL on error (tape message). */
+    cc_tensor *(*forward)(cc_tape *t, cc_params *P, const void *bb, cc_tensor *x);
+    void (*free_fn)(void *bb);
+} counter_arch;
+
+typedef struct counter_head {
+    layer_linear fc1, fc2, fc3;
+    layer_bn bn1, bn2;
+} counter_head;
+
+typedef struct counter_model {
+    counter_config cfg;
+    const counter_arch *arch;
+    void *backbone;             /* owned; counter_free() releases it */
+    int64_t features;           /* F */
+    counter_head count, logvar;
+} counter_model;
+
+/* Registry lookup: the architecture named `name`, or NULL. */
+const counter_arch *counter_arch_find(const char *name);
+/* Number of registered architectures and the i-th (for --help listings). */
+int counter_arch_count(void);
+const counter_arch *counter_arch_at(int i);
+
+/* The paper's counter: vgg11, 1 channel, 96x128 input, full width. */
+counter_config counter_config_default(void);
+
+/* Declare a counter's parameters under `prefix` in an unfinalized store.
+ * Returns 0, or -1 with a message (unknown arch naming the known ones,
+ * in_channels not 1 or 2, width_div < 1, input too small, duplicates).
+ * On failure nothing needs freeing; on success call counter_free(). */
+int counter_build(cc_params *P, const counter_config *cfg, const char *prefix, counter_model *m,
+                  cc_status *st);
+
+/* PyTorch default initialisation of every counter tensor (finalized store). */
+void counter_init(cc_params *P, const counter_model *m, uint64_t seed);
+
+/* Release the backbone table (the tensors belong to the store). */
+void counter_free(counter_model *m);
+
+/* Forward x (N,Cin,H,W), H and W as configured.  *count (N,1) >= 0 and
+ * *logvar (N,1).  Returns 0, or -1 with the message in the tape.  BN1d in
+ * the heads needs N >= 2 on a training tape. */
+int counter_forward(cc_tape *t, cc_params *P, const counter_model *m, cc_tensor *x,
+                    cc_tensor **count, cc_tensor **logvar);
+
+/* Channel count c / width_div, at least 1 (for backbone builders). */
+int counter_width(const counter_config *cfg, int c);
+
+#endif

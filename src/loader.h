@@ -1,0 +1,85 @@
+/* loader.h - training data loader over a cellcount data set (dataset.h).
+ *
+ * loader_open() reads the images of one split into memory in their storage
+ * type (uint8 for BBBC005: 7,680 training images of 256x192 are 377 MB) and
+ * the masks as floats, keeping one copy per scene when all images of a
+ * scene carry bit-identical masks (as import writes them), so a 600-scene
+ * split costs about 118 MB of masks.  After loader_open() returns, HDF5 is
+ * never touched again: Debian's HDF5 is a serial (not thread-safe) build,
+ * and this way the trainer may write checkpoints while the prefetch thread
+ * runs.
+ *
+ * A prefetch thread (pthreads) assembles the next batch (float conversion,
+ * flips) into the second of two buffers while the consumer works on the
+ * first.  Every random choice is a pure function of (seed, epoch, dataset
+ * index), so batches do not depend on timing and a run resumed at epoch e
+ * sees exactly the batches of the uninterrupted run:
+ *   - epoch order: the split's indices (ascending) shuffled with rng stream
+ *     (seed ^ LOADER_SHUFFLE_TAG, epoch);
+ *   - flips of sample i in epoch e: rng stream (seed ^ LOADER_FLIP_TAG,
+ *     e * 2^32 + i): bit 0 of the first draw = horizontal, bit 1 =
+ *     vertical; the image and its mask are flipped together.
+ */
+#ifndef CC_LOADER_H
+#define CC_LOADER_H
+
+#include <stdint.h>
+
+#include "autodiff/status.h"
+
+/* Flags for loader_open. */
+enum {
+    LOADER_SHUFFLE = 1,     /* shuffle every epoch (else dataset order) */
+    LOADER_FLIP = 2,        /* random horizontal / vertical flips */
+    LOADER_KEEP_LAST = 4,   /* keep the last partial batch (else drop it) */
+};
+
+#define LOADER_SPLIT_ALL (-1)
+#define LOADER_SHUFFLE_TAG 0x53687566666c6521ull
+#define LOADER_FLIP_TAG 0x466c697073212121ull
+
+/* A batch.  All arrays belong to the loader and stay valid until the next
+ * loader_next(), loader_epoch_begin() or loader_close(). */
+typedef struct loader_batch {
+    int n;                  /* samples in this batch (<= batch size) */
+    int h, w;
+    float *images;          /* (n,1,h,w) intensities in [0,1] */
+    float *masks;           /* (n,1,h,w) foreground fractions, 0 without mask */
+    int32_t *counts;        /* n true cell counts */
+    int32_t *focus;         /* n focus levels */
+    uint8_t *has_mask;      /* n flags */
+    int64_t *indices;       /* n dataset indices (rows of the file) */
+    uint8_t *flipped;       /* n: bit 0 horizontal, bit 1 vertical flip applied */
+} loader_batch;
+
+typedef struct cc_loader cc_loader;
+
+/* Open `path`, load the images with split == `split` (DATASET_TRAIN/VAL/
+ * TEST, or LOADER_SPLIT_ALL) and start the prefetch thread.  batch >= 1.
+ * Returns NULL with st set when the file is invalid, the split is empty,
+ * memory runs out or the thread cannot start. */
+cc_loader *loader_open(const char *path, int split, int batch, uint64_t seed,
+                       unsigned flags, cc_status *st);
+
+/* Start epoch `epoch` (>= 0): any batch of the previous epoch still
+ * prefetched is discarded, the order for this epoch is fixed and
+ * prefetching starts.  Calling it again for the same epoch restarts that
+ * epoch with the same batches. */
+void loader_epoch_begin(cc_loader *L, int64_t epoch);
+
+/* Next batch of the current epoch into *b: returns 1, or 0 when the epoch
+ * is over (or no epoch was begun).  Blocks while the prefetch thread is
+ * still assembling the batch; that time is added to loader_wait_seconds. */
+int loader_next(cc_loader *L, loader_batch *b);
+
+/* Samples in the split, and batches per epoch (after drop/keep last). */
+int64_t loader_size(const cc_loader *L);
+int64_t loader_batches_per_epoch(const cc_loader *L);
+
+/* Total seconds loader_next() spent waiting for the prefetch thread. */
+double loader_wait_seconds(const cc_loader *L);
+
+/* Stop the thread and free everything; NULL is a no-op. */
+void loader_close(cc_loader *L);
+
+#endif

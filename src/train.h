@@ -1,0 +1,40 @@
+/* train.h - the training drivers and evaluation.
+ *
+ * Every epoch appends rows to the run file's "metrics" table (one per
+ * split), rewrites run.h5 atomically, and saves <stage>_last.h5 (and
+ * <stage>_best.h5 when validation improved), so a run killed at any moment
+ * resumes from the last finished epoch.  Because every random choice is a
+ * function of (seed, epoch, sample) and all kernels are deterministic at a
+ * fixed thread count, a resumed run ends with the same weights and metrics
+ * as an uninterrupted one.  A NaN/Inf loss stops the run with a message; the
+ * last good checkpoint is kept.
+ */
+#ifndef CC_TRAIN_H
+#define CC_TRAIN_H
+
+#include "src/exp_config.h"
+
+/* Train the FPN on the data set's training split (validation each epoch).
+ * resume: continue from <out_dir>/fpn_last.h5 if it exists. */
+int train_fpn(const cc_config *cfg, int resume, cc_status *st);
+
+/* Train the counter on FPN masks.  fpn_ckpt: the FPN checkpoint to read
+ * (NULL: <out_dir>/fpn_best.h5). */
+int train_counter(const cc_config *cfg, const char *fpn_ckpt, int resume, cc_status *st);
+
+/* Evaluate on a split (DATASET_TEST by default): metrics overall, per focus
+ * level and per count range, next to the mean-intensity linear baseline
+ * fitted on the training split; printed as a table and stored in run.h5 as
+ * table "eval/<split>".  Checkpoints: <out_dir>/fpn_best.h5 and
+ * counter_best.h5 unless given. */
+int evaluate_run(const cc_config *cfg, int split, const char *fpn_ckpt, const char *counter_ckpt,
+                 FILE *out, cc_status *st);
+
+/* The metrics table's columns, in order. */
+#define TRAIN_METRIC_COLS                                                                  \
+    "stage", "epoch", "split", "loss", "loss_data", "loss_tv", "mae", "rmse", "r2",        \
+        "coverage95", "width95", "lr", "seconds", "images_per_s", "loader_wait_s"
+enum { MC_STAGE, MC_EPOCH, MC_SPLIT, MC_LOSS, MC_LOSS_DATA, MC_LOSS_TV, MC_MAE, MC_RMSE, MC_R2,
+       MC_COVERAGE, MC_WIDTH, MC_LR, MC_SECONDS, MC_IPS, MC_WAIT, MC_NCOLS };
+
+#endif

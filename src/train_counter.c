@@ -1,0 +1,176 @@
+/* train_counter.c - the counter training driver (see train.h). */
+#include "src/train.h"
+
+#include <math.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "src/checkpoint.h"
+#include "src/counting.h"
+#include "src/dataset.h"
+#include "src/metrics.h"
+#include "src/train_util.h"
+
+/* One training epoch; returns images seen or -1.  *loss_out: mean loss. */
+static int64_t counter_epoch(cc_session *s, cc_models *m, cc_tape *t, cc_loader *L,
+                             const mask_cache *mc, int epoch, cc_optim *opt, cc_optim *fpn_opt,
+                             double *loss_out, progress *pg, cc_status *st)
+{
+    const cc_config *c = &s->cfg;
+    loss_kind kind;
+    if (loss_kind_parse(c->counter_loss, &kind, st)) return -1;
+    loader_epoch_begin(L, epoch);
+    loader_batch b;
+    int64_t seen = 0, step = 0;
+    double sum = 0, t0 = session_now();
+    while (loader_next(L, &b)) {
+        if (c->counter_train.max_steps && step >= c->counter_train.max_steps) break;
+        tape_reset(t);
+        float truth[4096];
+        if (b.n > 4096) return status_set(st, "counter: batch larger than 4096");
+        for (int i = 0; i < b.n; i++) truth[i] = (float)b.counts[i];
+        cc_tensor *x = counting_input(t, s, m, mc, &b, fpn_opt != NULL), *cnt, *lv;
+        cc_tensor *y = tape_input(t, 2, (int64_t[]){b.n, 1}, truth, 0);
+        loss_terms lt;
+        cc_tensor *loss = NULL;
+        if (x && counter_forward(t, &m->Pc, &m->counter, x, &cnt, &lv) == 0)
+            loss = counter_loss(t, cnt, lv, y, kind, &lt);
+        if (!loss) return status_set(st, "counter forward: %s", tape_error(t));
+        if (!isfinite(lt.total))
+            return status_set(st, "counter loss is %g at epoch %d step %lld: stopping (the last "
+                                  "good checkpoint is kept)", lt.total, epoch, (long long)step);
+        params_zero_grad(&m->Pc);
+        if (fpn_opt) params_zero_grad(&m->Pf);
+        if (tape_backward(t, loss)) return status_set(st, "counter backward: %s", tape_error(t));
+        if (optim_step(opt, &m->Pc, st)) return -1;
+        if (fpn_opt && optim_step(fpn_opt, &m->Pf, st)) return -1;
+        sum += lt.total * b.n;
+        seen += b.n;
+        step++;
+        progress_update(pg, step, lt.total, (double)seen / (session_now() - t0));
+    }
+    *loss_out = seen ? sum / (double)seen : NAN;
+    return seen;
+}
+
+int train_counter(const cc_config *cfg, const char *fpn_ckpt, int resume, cc_status *st)
+{
+    cc_session s;
+    cc_models m;
+    memset(&m, 0, sizeof m);
+    mask_cache mtr, mva;
+    memset(&mtr, 0, sizeof mtr);
+    memset(&mva, 0, sizeof mva);
+    cc_loader *tr = NULL, *va = NULL;
+    cc_tape ttrain, teval;
+    int tapes = 0, rc = -1;
+    if (session_open(&s, cfg, resume, st)) goto out;
+    const cfg_train *tc = &cfg->counter_train;
+    if (tc->batch < 2) {
+        status_set(st, "counter_train.batch must be >= 2 (BatchNorm in training mode)");
+        goto out;
+    }
+    int h, w;
+    if (train_dataset_size(cfg->data_file, &h, &w, st) || models_build(&m, &s, 1, h, w, st)) goto out;
+    const int needs_fpn = strcmp(cfg->counter_input, "image") != 0;
+    char fpn_path[CFG_STR + 64];
+    if (needs_fpn) {
+        if (fpn_ckpt)
+            snprintf(fpn_path, sizeof fpn_path, "%s", fpn_ckpt);
+        else
+            session_path(&s, "fpn_best.h5", fpn_path, sizeof fpn_path);
+        if (checkpoint_load(fpn_path, &m.Pf, NULL, st)) {
+            status_prefix(st, "counter needs a trained FPN (run train-fpn first, or pass --fpn)");
+            goto out;
+        }
+    }
+    const int finetune = needs_fpn && cfg->finetune_fpn;
+    params_set_frozen(&m.Pf, "", !finetune);
+    if (needs_fpn && !finetune) {
+        fprintf(s.log, "computing FPN masks for the training and validation splits\n");
+        if (mask_cache_build(&mtr, &s, &m, cfg->data_file, DATASET_TRAIN, st) ||
+            mask_cache_build(&mva, &s, &m, cfg->data_file, DATASET_VAL, st))
+            goto out;
+    }
+    unsigned flags = LOADER_SHUFFLE | (cfg->augment ? LOADER_FLIP : 0);
+    if (!(tr = loader_open(cfg->data_file, DATASET_TRAIN, tc->batch, (uint64_t)cfg->seed, flags, st)) ||
+        !(va = loader_open(cfg->data_file, DATASET_VAL, tc->batch, (uint64_t)cfg->seed,
+                           LOADER_KEEP_LAST, st)))
+        goto out;
+    cc_optim opt, fopt;
+    session_optim_init(&opt, tc);
+    session_optim_init(&fopt, tc);
+    tape_init(&ttrain, &s.ctx, 1);
+    tape_init(&teval, &s.ctx, 0);
+    tapes = 1;
+    train_state ts;
+    memset(&ts, 0, sizeof ts);
+    if (finetune) {
+        ts.P2 = &m.Pf;
+        ts.opt2 = &fopt;
+    }
+    if (train_state_begin(&ts, &s, "counter", &m.Pc, &opt, resume, st)) goto out;
+    cc_lr_schedule sched = train_schedule(tc);
+    for (int epoch = ts.next_epoch; epoch < tc->epochs; epoch++) {
+        opt.lr = fopt.lr = lr_schedule_at(&sched, epoch);
+        char label[64];
+        snprintf(label, sizeof label, "counter epoch %d/%d", epoch + 1, tc->epochs);
+        progress pg;
+        int64_t steps = loader_batches_per_epoch(tr);
+        if (tc->max_steps && tc->max_steps < steps) steps = tc->max_steps;
+        progress_begin(&pg, &s, label, steps);
+        double t0 = session_now(), w0 = loader_wait_seconds(tr), trloss = NAN;
+        int64_t ntr = counter_epoch(&s, &m, &ttrain, tr, &mtr, epoch, &opt,
+                                    finetune ? &fopt : NULL, &trloss, &pg, st);
+        progress_end(&pg);
+        if (ntr < 0) goto out;
+        double secs = session_now() - t0, row[MC_NCOLS];
+        train_row_init(row, 1, epoch, DATASET_TRAIN);
+        row[MC_LOSS] = row[MC_LOSS_DATA] = trloss;
+        row[MC_LR] = opt.lr;
+        row[MC_SECONDS] = secs;
+        row[MC_IPS] = (double)ntr / secs;
+        row[MC_WAIT] = loader_wait_seconds(tr) - w0;
+        if (train_append_row(&s, "train", row, st)) goto out;
+
+        t0 = session_now();
+        count_preds p;
+        /* The fine-tuned FPN changes every epoch: predict through it. */
+        mask_cache fresh;
+        memset(&fresh, 0, sizeof fresh);
+        if (finetune && mask_cache_build(&fresh, &s, &m, cfg->data_file, DATASET_VAL, st)) goto out;
+        int pr = counting_predict(&s, &m, &teval, finetune ? &fresh : &mva, va, &p, st);
+        mask_cache_free(&fresh);
+        if (pr) goto out;
+        metrics_summary ms = metrics_compute(p.truth, p.pred, p.sigma, NULL, (size_t)p.n);
+        train_row_init(row, 1, epoch, DATASET_VAL);
+        row[MC_LOSS] = row[MC_LOSS_DATA] = p.loss;
+        row[MC_MAE] = ms.mae;
+        row[MC_RMSE] = ms.rmse;
+        row[MC_R2] = ms.r2;
+        row[MC_COVERAGE] = ms.coverage95;
+        row[MC_WIDTH] = ms.width95;
+        row[MC_SECONDS] = session_now() - t0;
+        row[MC_IPS] = (double)p.n / row[MC_SECONDS];
+        count_preds_free(&p);
+        if (train_append_row(&s, "val", row, st)) goto out;
+        fprintf(s.log, "counter epoch %d/%d: train loss %.4g | val loss %.4g MAE %.3f RMSE %.3f "
+                       "R2 %.4f cover95 %.3f width %.2f | %.1f img/s\n",
+                epoch + 1, tc->epochs, trloss, row[MC_LOSS], ms.mae, ms.rmse, ms.r2,
+                ms.coverage95, ms.width95, (double)ntr / secs);
+        if (train_state_epoch_end(&ts, &s, epoch, ms.mae, st)) goto out;
+    }
+    rc = 0;
+out:
+    if (tapes) {
+        tape_free(&ttrain);
+        tape_free(&teval);
+    }
+    loader_close(tr);
+    loader_close(va);
+    mask_cache_free(&mtr);
+    mask_cache_free(&mva);
+    models_free(&m);
+    session_close(&s);
+    return rc;
+}

@@ -1,0 +1,140 @@
+/* train_util.c - see train_util.h. */
+#include "src/train_util.h"
+
+#include <math.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "src/checkpoint.h"
+#include "src/dataset.h"
+
+static const char *const metric_cols[] = {TRAIN_METRIC_COLS};
+
+int train_dataset_size(const char *path, int *h, int *w, cc_status *st)
+{
+    cc_dataset *ds = dataset_open(path, st);
+    if (!ds) return -1;
+    *h = ds->h;
+    *w = ds->w;
+    dataset_close(ds);
+    return 0;
+}
+
+cc_lr_schedule train_schedule(const cfg_train *t)
+{
+    cc_lr_schedule s;
+    memset(&s, 0, sizeof s);
+    s.kind = !strcmp(t->lr_schedule, "step") ? LR_STEP : LR_CONSTANT;
+    s.base_lr = (float)t->lr;
+    s.step_epochs = t->lr_step_epochs;
+    s.gamma = (float)t->lr_gamma;
+    return s;
+}
+
+void train_row_init(double *row, int stage, int epoch, int split)
+{
+    for (int i = 0; i < MC_NCOLS; i++) row[i] = NAN;
+    row[MC_STAGE] = stage;
+    row[MC_EPOCH] = epoch;
+    row[MC_SPLIT] = split;
+}
+
+static runlog_table *metrics_table(cc_session *s, cc_status *st)
+{
+    return runlog_table_get(&s->rl, "metrics", MC_NCOLS, metric_cols, st);
+}
+
+int train_append_row(cc_session *s, const char *label, const double *row, cc_status *st)
+{
+    runlog_table *t = metrics_table(s, st);
+    return t ? runlog_append(t, label, row, st) : -1;
+}
+
+/* Remove the stage's rows with epoch >= from. */
+static void drop_rows(runlog_table *t, int stage, int from)
+{
+    size_t w = 0;
+    for (size_t r = 0; r < t->nrows; r++) {
+        const double *v = t->values + r * (size_t)t->ncols;
+        if ((int)v[MC_STAGE] == stage && v[MC_EPOCH] >= from) continue;
+        if (w != r) {
+            memmove(t->values + w * (size_t)t->ncols, v, sizeof(double) * (size_t)t->ncols);
+            memcpy(t->labels[w], t->labels[r], RUNLOG_NAME);
+        }
+        w++;
+    }
+    t->nrows = w;
+}
+
+static void ckpt_name(char *buf, size_t n, const cc_session *s, const char *stage, const char *which)
+{
+    char name[64];
+    snprintf(name, sizeof name, "%s_%s.h5", stage, which);
+    session_path(s, name, buf, n);
+}
+
+int train_state_begin(train_state *ts, cc_session *s, const char *stage, cc_params *P,
+                      cc_optim *opt, int resume, cc_status *st)
+{
+    cc_params *P2 = ts->P2;
+    cc_optim *opt2 = ts->opt2;
+    memset(ts, 0, sizeof *ts);
+    ts->P2 = P2;
+    ts->opt2 = opt2;
+    snprintf(ts->stage, sizeof ts->stage, "%s", stage);
+    ts->stage_id = !strcmp(stage, "counter");
+    ts->P = P;
+    ts->opt = opt;
+    ts->best = INFINITY;
+    runlog_table *t = metrics_table(s, st);
+    if (!t) return -1;
+    char path[CFG_STR + 64];
+    ckpt_name(path, sizeof path, s, stage, "last");
+    if (resume && access(path, F_OK) == 0) {
+        double epoch, best;
+        if (checkpoint_load(path, P, opt, st) ||
+            checkpoint_read_attr_double(path, "epoch", &epoch, st) ||
+            checkpoint_read_attr_double(path, "best_val", &best, st))
+            return -1;
+        ts->next_epoch = (int)epoch + 1;
+        ts->best = best;
+        if (ts->P2) {
+            char p2[CFG_STR + 64];
+            ckpt_name(p2, sizeof p2, s, stage, "fpn_last");
+            if (checkpoint_load(p2, ts->P2, ts->opt2, st)) return -1;
+        }
+        fprintf(s->log, "resuming %s from %s after epoch %d\n", stage, path, (int)epoch + 1);
+    }
+    drop_rows(t, ts->stage_id, ts->next_epoch);
+    return 0;
+}
+
+int train_state_epoch_end(train_state *ts, cc_session *s, int epoch, double criterion,
+                          cc_status *st)
+{
+    if (runlog_flush(&s->rl, st)) return -1;
+    int improved = criterion < ts->best;
+    if (improved) ts->best = criterion;
+    ckpt_attr attrs[4] = {
+        {"stage", CKPT_ATTR_STRING, ts->stage, 0},
+        {"epoch", CKPT_ATTR_NUMBER, NULL, epoch},
+        {"best_val", CKPT_ATTR_NUMBER, NULL, ts->best},
+        {"seed", CKPT_ATTR_NUMBER, NULL, (double)s->cfg.seed},
+    };
+    char path[CFG_STR + 64];
+    /* The second store (a fine-tuned FPN) is written before the first so
+     * that a complete <stage>_last.h5 implies a matching <stage>_fpn_last.h5. */
+    for (int pass = 0; pass < 2; pass++) {
+        const char *which[2][2] = {{"fpn_best", "fpn_last"}, {"best", "last"}};
+        cc_params *P = pass ? ts->P : ts->P2;
+        cc_optim *o = pass ? ts->opt : ts->opt2;
+        if (!P) continue;
+        if (improved) {
+            ckpt_name(path, sizeof path, s, ts->stage, which[pass][0]);
+            if (checkpoint_save(path, P, o, attrs, 4, st)) return -1;
+        }
+        ckpt_name(path, sizeof path, s, ts->stage, which[pass][1]);
+        if (checkpoint_save(path, P, o, attrs, 4, st)) return -1;
+    }
+    return 0;
+}
