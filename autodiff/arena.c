@@ -34,15 +34,25 @@ void *arena_alloc(cc_arena *a, size_t bytes, cc_status *st)
 {
     size_t n = (bytes + 63) & ~(size_t)63;
     if (n == 0) n = 64;
-    if (!a->head || a->head->used + n > a->head->cap) {
-        size_t cap = n > ((size_t)16 << 20) ? n : ((size_t)16 << 20);
-        cc_arena_block *b = block_new(a->ctx, cap, st);
+    const size_t def_cap = (size_t)16 << 20;
+    cc_arena_block *b = a->head;
+    if (!b || b->used + n > b->cap) {
+        /* Overflow (first steps only).  A request larger than a default
+         * block gets a block of its own, linked behind the head so the
+         * head's free room still serves the next small requests; the peak
+         * of an overflowing step stays close to its high-water mark. */
+        b = block_new(a->ctx, n > def_cap ? n : def_cap, st);
         if (!b) return NULL;
-        b->next = a->head;
-        a->head = b;
+        if (n > def_cap && a->head) {
+            b->next = a->head->next;
+            a->head->next = b;
+        } else {
+            b->next = a->head;
+            a->head = b;
+        }
     }
-    void *p = a->head->mem + a->head->used;
-    a->head->used += n;
+    void *p = b->mem + b->used;
+    b->used += n;
     a->step_bytes += n;
     if (a->step_bytes > a->high_water) a->high_water = a->step_bytes;
     return p;

@@ -7,7 +7,19 @@
  * the parameter slab are reordered to the primitive's layout once per step,
  * and the weight gradient back to plain.  Backward primitives are built on
  * first use, so inference and frozen layers never pay for them.
+ *
+ * 3x3 / stride 1 / pad 1 convolutions with at least 16 input and output
+ * channels (multiples of 8) run on our Winograd F(4x4,3x3) kernels instead
+ * (conv_wino.h: 4x fewer multiply-adds; oneDNN 2.6 has Winograd only for
+ * AVX-512).  Their output is nChw8c (aBcd8b), the layout oneDNN's AVX2
+ * kernels pick, and they take plain or nChw8c inputs as they are.  3x3 /
+ * stride 1 / pad 1 convolutions to ONE output channel (the FPN heads' last
+ * layers) run on a direct C kernel with a plain output (oneDNN pads that
+ * output to 8 channels and crawls).  Environment, for comparisons and
+ * tests: CC_CONV_WINOGRAD=0 turns Winograd off, =1 uses it for every
+ * eligible shape however small; CC_CONV_ONEDNN=1 runs every conv on oneDNN.
  */
+#include "autodiff/conv_wino.h"
 #include "autodiff/op.h"
 #include "autodiff/ops.h"
 
@@ -23,6 +35,10 @@ typedef struct conv_state {
     dnnl_memory_desc_t src_md, w_md, dw_md, dsrc_md, bwsrc_md, bdw_md;
     dnnl_memory_t m_bdw;
     float *src_buf, *w_buf;     /* this step's reordered input / weights */
+    int wino;                   /* Winograd path: no oneDNN convolution */
+    int single;                 /* one-output-channel C kernel (same fields) */
+    wino_geom wg, wgt;          /* forward and backward-data geometry */
+    wino_layout lsrc, ldst, ldx;    /* src as used, dst, and x's own layout */
 } conv_state;
 
 static void conv_free(void *p)
@@ -54,6 +70,81 @@ static void conv_geometry(const cc_node *n, dnnl_dims_t strides, dnnl_dims_t pad
 {
     strides[0] = strides[1] = n->args.i[0];
     pads[0] = pads[1] = n->args.i[1];
+}
+
+/* Grow the tape's shared scratchpad (also oneDNN's user scratchpad: both
+ * are only used inside one op's execution) to at least `need` bytes. */
+static int scratch_reserve(cc_tape *t, size_t need, cc_status *st)
+{
+    if (need <= t->scratch_size) return 0;
+    ctx_release(t->ctx, t->scratch, t->scratch_size);
+    t->scratch = ctx_alloc(t->ctx, need, st);
+    t->scratch_size = t->scratch ? need : 0;
+    return t->scratch ? 0 : -1;
+}
+
+/* Winograd for eligible shapes doing at least 2e7 multiply-adds (below
+ * that, its fixed costs - weight transform, 36 small GEMM calls - do not
+ * pay); CC_CONV_WINOGRAD=0 never, =1 for every eligible shape (tests). */
+static int env_is(const char *name, const char *value)
+{
+    const char *e = getenv(name);
+    return e && !strcmp(e, value);
+}
+
+static int conv_single_wanted(const cc_tensor *x, const cc_tensor *w, int stride, int pad)
+{
+    return !env_is("CC_CONV_ONEDNN", "1") && w->dims[0] == 1 && w->dims[2] == 3 &&
+           stride == 1 && pad == 1 && x->dims[1] % 8 == 0 && x->dtype == CC_F32 &&
+           tensor_is_plain(w);
+}
+
+static int conv_wino_wanted(const cc_tensor *x, const cc_tensor *w, int stride, int pad)
+{
+    const char *e = getenv("CC_CONV_WINOGRAD");
+    if ((e && !strcmp(e, "0")) || env_is("CC_CONV_ONEDNN", "1")) return 0;
+    if (!(w->dims[2] == 3 && stride == 1 && pad == 1 && x->dims[1] % 8 == 0 &&
+          w->dims[0] % 8 == 0 && x->dims[1] >= 16 && w->dims[0] >= 16 && x->dtype == CC_F32 &&
+          tensor_is_plain(w)))
+        return 0;
+    const double macs = (double)tensor_numel(x) * (double)w->dims[0] * 9.0;
+    return (e && !strcmp(e, "1")) || macs >= 2e7;
+}
+
+/* The C kernels' state (Winograd, or one output channel): layouts,
+ * geometry, scratch, input reorder. */
+static int conv_wino_infer(cc_tape *t, cc_node *n, conv_state *s, const dnnl_dims_t dd,
+                           int single, cc_tensor *out, cc_status *st)
+{
+    const cc_tensor *x = n->in[0];
+    dnnl_memory_desc_t dst_md;
+    DNNL_TRY(st, "conv2d", "md",
+             dnnl_memory_desc_init_by_tag(&dst_md, 4, dd, dnnl_f32, single ? dnnl_abcd : dnnl_aBcd8b));
+    s->src_md = x->md;
+    if (!wino_layout_get(&x->md, &s->ldx)) {
+        dnnl_dims_t sd = {x->dims[0], x->dims[1], x->dims[2], x->dims[3]};
+        DNNL_TRY(st, "conv2d", "md",
+                 dnnl_memory_desc_init_by_tag(&s->src_md, 4, sd, dnnl_f32, dnnl_aBcd8b));
+        wino_layout_get(&s->src_md, &s->ldx);
+        /* the input gradient is computed in src_md and reordered to x's layout */
+        if (reorder_make(t, &s->r_dsrc, &s->src_md, &x->md, "conv2d input gradient", st))
+            return -1;
+    }
+    s->lsrc = s->ldx;
+    if (!single && !wino_layout_get(&dst_md, &s->ldst))
+        return status_set(st, "conv2d: internal error: unsupported Winograd output layout");
+    if (reorder_make(t, &s->r_src, &x->md, &s->src_md, "conv2d input", st)) return -1;
+    wino_geom_init(&s->wg, x->dims[0], x->dims[1], dd[1], dd[2], dd[3]);
+    wino_geom_init(&s->wgt, x->dims[0], dd[1], x->dims[1], dd[2], dd[3]);
+    s->wgt.chunk = s->wg.chunk;     /* same scratch split both ways */
+    const size_t need = single ? 9 * (size_t)x->dims[1] : wino_scratch_floats(&s->wg);
+    if (scratch_reserve(t, sizeof(float) * need, st)) return -1;
+    s->wino = !single;
+    s->single = single;
+    out->ndim = 4;
+    for (int i = 0; i < 4; i++) out->dims[i] = dd[i];
+    out->md = dst_md;
+    return 0;
 }
 
 static int conv_infer(cc_tape *t, cc_node *n, cc_tensor *out, cc_status *st)
@@ -88,6 +179,8 @@ static int conv_infer(cc_tape *t, cc_node *n, cc_tensor *out, cc_status *st)
     dnnl_dims_t wd = {w->dims[0], w->dims[1], k, k};
     dnnl_dims_t dd = {x->dims[0], w->dims[0], ho, wo};
     dnnl_dims_t bd = {w->dims[0]};
+    if (conv_single_wanted(x, w, stride, pad)) return conv_wino_infer(t, n, s, dd, 1, out, st);
+    if (conv_wino_wanted(x, w, stride, pad)) return conv_wino_infer(t, n, s, dd, 0, out, st);
     dnnl_memory_desc_t src_any, w_any, dst_any, b_md;
     DNNL_TRY(st, "conv2d", "md", dnnl_memory_desc_init_by_tag(&src_any, 4, sd, dnnl_f32, dnnl_format_tag_any));
     DNNL_TRY(st, "conv2d", "md", dnnl_memory_desc_init_by_tag(&w_any, 4, wd, dnnl_f32, dnnl_format_tag_any));
@@ -133,6 +226,16 @@ static int conv_forward(cc_tape *t, cc_node *n, cc_status *st)
         s->src_buf = tape_alloc(t, dnnl_memory_desc_get_size(&s->src_md), st);
         if (!s->src_buf || reorder_run(t, &s->r_src, x->data, s->src_buf, "conv2d input", st))
             return -1;
+    }
+    if (s->wino) {
+        wino_forward(&s->wg, s->src_buf, &s->lsrc, w->data, 0,
+                     n->args.i[2] ? n->in[2]->data : NULL, n->out->data, &s->ldst, t->scratch);
+        return 0;
+    }
+    if (s->single) {
+        conv1_forward(&s->wg, s->src_buf, &s->lsrc, w->data, n->args.i[2] ? n->in[2]->data : NULL,
+                      n->out->data, t->scratch);
+        return 0;
     }
     s->w_buf = w->data;
     if (s->r_w.needed) {
@@ -216,9 +319,42 @@ static int conv_make_bwd_weights(cc_tape *t, cc_node *n, conv_state *s, cc_statu
            tape_mem_create(t, &s->m_dw, &s->dw_md, st) || tape_mem_create(t, &s->m_db, &b_md, st);
 }
 
+static int conv_wino_backward(cc_tape *t, cc_node *n, conv_state *s, cc_status *st)
+{
+    cc_tensor *x = n->in[0], *w = n->in[1], *b = n->args.i[2] ? n->in[2] : NULL;
+    if (x->requires_grad) {
+        float *gx = tape_grad_begin(t, x, st), *dsrc = gx;
+        if (!gx) return -1;
+        if (s->r_dsrc.needed && !(dsrc = tape_alloc(t, dnnl_memory_desc_get_size(&s->src_md), st)))
+            return -1;
+        if (s->single)
+            conv1_backward_data(&s->wg, n->out->grad, w->data, dsrc, &s->lsrc, t->scratch);
+        else
+            wino_forward(&s->wgt, n->out->grad, &s->ldst, w->data, 1, NULL, dsrc, &s->lsrc,
+                         t->scratch);
+        if (reorder_run(t, &s->r_dsrc, dsrc, gx, "conv2d input gradient", st)) return -1;
+        tape_grad_end(t, x, gx);
+    }
+    if (w->requires_grad || (b && b->requires_grad)) {
+        float *gw = w->requires_grad ? tape_grad_begin(t, w, st) : NULL;
+        if (!gw && !(gw = tape_alloc(t, tensor_bytes(w), st))) return -1;
+        float *gb = b && b->requires_grad ? tape_grad_begin(t, b, st) : NULL;
+        if (b && b->requires_grad && !gb) return -1;
+        if (s->single)
+            conv1_backward_weights(&s->wg, s->src_buf, &s->lsrc, n->out->grad, gw, gb);
+        else
+            wino_backward_weights(&s->wg, s->src_buf, &s->lsrc, n->out->grad, &s->ldst, gw, gb,
+                                  t->scratch);
+        if (w->requires_grad) tape_grad_end(t, w, gw);
+        if (gb) tape_grad_end(t, b, gb);
+    }
+    return 0;
+}
+
 static int conv_backward(cc_tape *t, cc_node *n, cc_status *st)
 {
     conv_state *s = n->state;
+    if (s->wino || s->single) return conv_wino_backward(t, n, s, st);
     cc_tensor *x = n->in[0], *w = n->in[1], *b = n->args.i[2] ? n->in[2] : NULL;
     mem_bind(s->m_dst, n->out->grad);     /* diff_dst shares dst's layout */
 

@@ -1,10 +1,13 @@
 /* op_linear.c - fully connected layer on oneDNN's inner product.
  *
  * args: i[0] has_bias.  in: x (N,F), w (O,F) (PyTorch layout)[, b (O)].
- * x is used in its own layout; the weights' layout is the primitive's choice
- * (format `any`): the plain parameter is reordered to it once per step and
- * the weight gradient back to plain, as in op_conv.c.  Backward primitives
- * are built on first use.
+ * x is used in its own layout.  The weights stay in the parameter's plain
+ * (O,F) layout when oneDNN has an optimised kernel for it (its GEMM takes
+ * either orientation): reordering the counter's 6144x1024 weights to the
+ * `any` choice (ba) and the gradient back cost more than the layer itself.
+ * Otherwise the layout is the primitive's choice, the plain parameter is
+ * reordered to it once per step and the weight gradient back to plain, as
+ * in op_conv.c.  Backward primitives are built on first use.
  */
 #include "autodiff/op.h"
 #include "autodiff/ops.h"
@@ -68,14 +71,25 @@ static int linear_infer(cc_tape *t, cc_node *n, cc_tensor *out, cc_status *st)
     DNNL_TRY(st, "linear", "md", dnnl_memory_desc_init_by_tag(&dst_any, 2, dd, dnnl_f32, dnnl_format_tag_any));
     DNNL_TRY(st, "linear", "md", dnnl_memory_desc_init_by_tag(&b_md, 1, bd, dnnl_f32, dnnl_a));
     dnnl_inner_product_desc_t ipd;
-    DNNL_TRY(st, "linear", "forward descriptor",
-             dnnl_inner_product_forward_desc_init(
-                 &ipd, t->training ? dnnl_forward_training : dnnl_forward_inference, &x->md,
-                 &w_any, has_bias ? &b_md : NULL, &dst_any));
-    dnnl_primitive_attr_t attr = tape_attr_new();
-    dnnl_status_t e = dnnl_primitive_desc_create(&s->fpd, &ipd, attr, t->ctx->engine, NULL);
-    dnnl_primitive_attr_destroy(attr);
-    if (e != dnnl_success) return op_dnnl_fail(st, "linear", "forward primitive descriptor", e);
+    dnnl_status_t e = dnnl_unimplemented;
+    const dnnl_prop_kind_t pk = t->training ? dnnl_forward_training : dnnl_forward_inference;
+    for (int try_plain = tensor_is_plain(w); try_plain >= 0 && !s->fpd; try_plain--) {
+        DNNL_TRY(st, "linear", "forward descriptor",
+                 dnnl_inner_product_forward_desc_init(&ipd, pk, &x->md, try_plain ? &w->md : &w_any,
+                                                      has_bias ? &b_md : NULL, &dst_any));
+        dnnl_primitive_attr_t attr = tape_attr_new();
+        e = dnnl_primitive_desc_create(&s->fpd, &ipd, attr, t->ctx->engine, NULL);
+        dnnl_primitive_attr_destroy(attr);
+        const char *impl = NULL;
+        if (e == dnnl_success && try_plain &&
+            dnnl_primitive_desc_query(s->fpd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success &&
+            impl && !strncmp(impl, "ref", 3)) {
+            dnnl_primitive_desc_destroy(s->fpd);    /* plain only on the reference kernel */
+            s->fpd = NULL;
+        }
+    }
+    if (e != dnnl_success || !s->fpd)
+        return op_dnnl_fail(st, "linear", "forward primitive descriptor", e);
     if (tape_prim_create(t, s->fpd, &s->fwd, &s->fscr, "linear", st)) return -1;
 
     s->w_md = *dnnl_primitive_desc_query_md(s->fpd, dnnl_query_weights_md, 0);
@@ -138,9 +152,11 @@ static int linear_make_bwd_weights(cc_tape *t, cc_node *n, linear_state *s, cc_s
     DNNL_TRY(st, "linear", "md", dnnl_memory_desc_init_by_tag(&w_any, 2, wd, dnnl_f32, dnnl_format_tag_any));
     DNNL_TRY(st, "linear", "md", dnnl_memory_desc_init_by_tag(&b_md, 1, bd, dnnl_f32, dnnl_a));
     dnnl_inner_product_desc_t ipd;
+    /* the gradient in the forward's weight layout (plain when it is) */
     DNNL_TRY(st, "linear", "backward-weights descriptor",
              dnnl_inner_product_backward_weights_desc_init(
-                 &ipd, &x->md, &w_any, n->args.i[0] ? &b_md : NULL, &n->out->md));
+                 &ipd, &x->md, dnnl_memory_desc_equal(&s->w_md, &w->md) ? &w->md : &w_any,
+                 n->args.i[0] ? &b_md : NULL, &n->out->md));
     dnnl_primitive_attr_t attr = tape_attr_new();
     dnnl_status_t e = dnnl_primitive_desc_create(&s->bwpd, &ipd, attr, t->ctx->engine, s->fpd);
     dnnl_primitive_attr_destroy(attr);

@@ -20,18 +20,15 @@
     X(expand_channels) /* op_shape.c */                                        \
     X(batch_norm)      /* op_bnorm.c */                                        \
     X(eltwise)         /* op_eltwise.c: relu, leaky_relu, exp, clamp, scale */ \
-    /* ops-A: batch_norm, eltwise */                                           \
     X(pool)            /* op_pool.c: max, avg, global avg */                   \
     X(resample)        /* op_resample.c: bilinear x2 */                        \
     X(concat)          /* op_concat.c: along channels */                       \
-    /* ops-B: pool, resample, concat */                                        \
     X(binary)          /* op_binary.c: add, mul (channel broadcast) */         \
     X(linear)          /* op_linear.c */                                       \
     X(reduce)          /* op_reduce.c: sum, mean */                            \
     X(loss_gauss)      /* op_loss.c: nll, paper */                             \
     X(loss_mse)        /* op_loss.c */                                         \
-    X(tv)              /* op_loss.c */                                         \
-    /* ops-C: binary, linear, reduce, losses */
+    X(tv)              /* op_loss.c */
 
 #define CC_OP_ENUM(name) OP_##name,
 enum { CC_OPS(CC_OP_ENUM) OP_COUNT };

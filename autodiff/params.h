@@ -46,6 +46,12 @@ typedef struct cc_params {
     float *value, *grad, *m, *v;    /* n_train each */
     float *buf;                     /* n_buf */
     int finalized;
+    /* 1: the models' BN layers (layer_bn_forward) normalise with the running
+     * statistics even on a training tape and never update them, i.e.
+     * PyTorch's module.eval() for this store; gradients still flow (saliency,
+     * frozen feature extractors).  0 (params_init's default): BN follows the
+     * tape's mode. */
+    int bn_eval;
 } cc_params;
 
 void params_init(cc_params *P, cc_ctx *ctx);

@@ -55,6 +55,7 @@ void tape_free(cc_tape *t)
 void tape_reset(cc_tape *t)
 {
     arena_reset(&t->arena);
+    t->grad_free = NULL;
     t->n_nodes = 0;
     t->n_recorded = 0;
     t->tensor_used = 0;
@@ -199,35 +200,83 @@ cc_tensor *tape_record(cc_tape *t, int op, cc_tensor *const *in, int n_in, const
     if (t->training && def->backward)
         for (int i = 0; i < n_in; i++) out->requires_grad |= in[i]->requires_grad;
 
-    double t0 = t->profile ? omp_get_wtime() : 0;
+    /* reorder_run() books its own time under OPK_REORDER; subtract it from
+     * the op's time so no second is counted twice. */
+    double t0 = 0, r0 = 0;
+    if (t->profile) r0 = t->prof_seconds[OPK_REORDER][0], t0 = omp_get_wtime();
     if (def->forward(t, n, &t->status)) {
         n->key_valid = 0;
         return NULL;
     }
-    if (t->profile) t->prof_seconds[def->kind][0] += omp_get_wtime() - t0;
+    if (t->profile)
+        t->prof_seconds[def->kind][0] +=
+            omp_get_wtime() - t0 - (t->prof_seconds[OPK_REORDER][0] - r0);
     t->n_nodes++;
     if (t->training) t->n_recorded++;
     return out;
+}
+
+/* Gradient buffers with free_grads: each has a 64-byte header holding its
+ * capacity, and released ones form a free list threaded through those
+ * headers; a request takes the smallest free buffer that fits (best fit),
+ * else new arena memory.  The same graph makes the same requests every
+ * step, so the arena's high-water mark is stable and steps stay free of
+ * heap allocations. */
+typedef struct grad_hdr {
+    struct grad_hdr *next;
+    size_t cap;
+} grad_hdr;
+#define GRAD_HDR 64
+
+static float *grad_alloc(cc_tape *t, size_t bytes, cc_status *st)
+{
+    if (!t->free_grads) return arena_alloc(&t->arena, bytes, st);
+    grad_hdr **best = NULL;
+    for (grad_hdr **p = (grad_hdr **)&t->grad_free; *p; p = &(*p)->next)
+        if ((*p)->cap >= bytes && (!best || (*p)->cap < (*best)->cap)) best = p;
+    if (best) {
+        grad_hdr *h = *best;
+        *best = h->next;
+        return (float *)((char *)h + GRAD_HDR);
+    }
+    char *m = arena_alloc(&t->arena, bytes + GRAD_HDR, st);
+    if (!m) return NULL;
+    ((grad_hdr *)m)->cap = bytes;
+    return (float *)(m + GRAD_HDR);
+}
+
+static void grad_release(cc_tape *t, float *p)
+{
+    grad_hdr *h = (grad_hdr *)((char *)p - GRAD_HDR);
+    h->next = t->grad_free;
+    t->grad_free = h;
 }
 
 float *tape_grad_begin(cc_tape *t, cc_tensor *x, cc_status *st)
 {
     if (!x->requires_grad) return NULL;
     size_t bytes = tensor_bytes(x);
+    if (x->grad_ready < 0) {    /* released by an earlier backward */
+        x->grad = NULL;
+        x->grad_ready = 0;
+    }
     if (!x->grad) {
-        x->grad = arena_alloc(&t->arena, bytes, st);
+        x->grad = x->is_param || !x->creator ? arena_alloc(&t->arena, bytes, st)
+                                             : grad_alloc(t, bytes, st);
         x->grad_ready = 0;
         if (!x->grad) return NULL;
     }
     if (!x->grad_ready) return x->grad;
-    return arena_alloc(&t->arena, bytes, st);
+    return grad_alloc(t, bytes, st);
 }
 
 void tape_grad_end(cc_tape *t, cc_tensor *x, float *buf)
 {
-    (void)t;
     if (!buf) return;
-    if (buf != x->grad) op_accumulate(x->grad, buf, tensor_bytes(x) / sizeof(float));
+    if (buf != x->grad) {
+        op_accumulate(x->grad, buf, tensor_bytes(x) / sizeof(float));
+        if (t->free_grads) grad_release(t, buf);
+    }
     x->grad_ready = 1;
 }
 
@@ -247,11 +296,24 @@ static int walk_backward(cc_tape *t)
 {
     for (int i = t->n_nodes - 1; i >= 0; i--) {
         cc_node *n = &t->nodes[i];
-        if (!n->out->requires_grad || !n->out->grad_ready) continue;
+        if (!n->out->requires_grad || n->out->grad_ready <= 0) continue;
         const cc_op_def *def = op_table[n->op];
-        double t0 = t->profile ? omp_get_wtime() : 0;
+        double t0 = 0, r0 = 0;
+        if (t->profile) r0 = t->prof_seconds[OPK_REORDER][0], t0 = omp_get_wtime();
         if (def->backward(t, n, &t->status)) return -1;
-        if (t->profile) t->prof_seconds[def->kind][1] += omp_get_wtime() - t0;
+        if (t->profile) {
+            /* reorder_run() booked its time as forward: move it to backward */
+            const double r = t->prof_seconds[OPK_REORDER][0] - r0;
+            t->prof_seconds[OPK_REORDER][0] = r0;
+            t->prof_seconds[OPK_REORDER][1] += r;
+            t->prof_seconds[def->kind][1] += omp_get_wtime() - t0 - r;
+        }
+        /* n was the only reader of its output's gradient */
+        if (t->free_grads && !n->out->is_param) {
+            grad_release(t, n->out->grad);
+            n->out->grad = NULL;
+            n->out->grad_ready = -1;
+        }
     }
     return 0;
 }
@@ -340,6 +402,9 @@ int tape_read(cc_tape *t, cc_tensor *x, float *dst)
 int tape_read_grad(cc_tape *t, cc_tensor *x, float *dst)
 {
     if (t->status.failed || !x) return -1;
+    if (x->grad_ready < 0)
+        return status_set(&t->status, "tape_read_grad: the gradient of this intermediate "
+                                      "tensor was recycled during backward (free_grads)");
     if (!x->grad || !x->grad_ready) {
         memset(dst, 0, sizeof(float) * (size_t)tensor_numel(x));
         return 0;

@@ -48,6 +48,14 @@ typedef struct cc_tape {
     cc_status status;       /* sticky first error */
     int profile;            /* accumulate per-kind seconds below */
     double prof_seconds[OPK_COUNT][2];  /* [kind][0 forward, 1 backward] */
+    /* 1: backward recycles each intermediate tensor's gradient as soon as
+     * the op that produced the tensor has used it, so a step's peak memory
+     * holds a few layers' gradients instead of all of them (set it in
+     * training loops).  Gradients of leaves (tape_input tensors, parameters)
+     * are kept; tape_read_grad() of an intermediate then fails.  0 (the
+     * default): every gradient stays readable until tape_reset(). */
+    int free_grads;
+    void *grad_free;        /* recycled gradient buffers (free list) */
 } cc_tape;
 
 /* training = 1 records nodes and uses batch statistics; 0 is inference

@@ -117,6 +117,11 @@ void counter_init(cc_params *P, const counter_model *m, uint64_t seed)
     head_init(P, &m->logvar, seed);
 }
 
+void counter_init_count_bias(cc_params *P, const counter_model *m, float mean_count)
+{
+    params_fill(P, m->count.fc3.b, mean_count);
+}
+
 void counter_free(counter_model *m)
 {
     if (m->arch && m->backbone) m->arch->free_fn(m->backbone);

@@ -79,6 +79,15 @@ int counter_build(cc_params *P, const counter_config *cfg, const char *prefix, c
 /* PyTorch default initialisation of every counter tensor (finalized store). */
 void counter_init(cc_params *P, const counter_model *m, uint64_t seed);
 
+/* Set the count head's last bias (fc3/bias) to mean_count, e.g. the mean
+ * count of the training set.  Optional, and a deviation from PyTorch's
+ * default init: the head ends in a ReLU, and with the default init a sample
+ * whose pre-activation starts negative gets no gradient and can stay at 0
+ * for good (observed for most seeds when a tiny counter memorises 8
+ * images).  Starting the output at the data's mean keeps every sample on
+ * the live side of the ReLU at the start. */
+void counter_init_count_bias(cc_params *P, const counter_model *m, float mean_count);
+
 /* Release the backbone table (the tensors belong to the store). */
 void counter_free(counter_model *m);
 

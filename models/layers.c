@@ -128,6 +128,10 @@ cc_tensor *layer_linear_forward(cc_tape *t, cc_params *P, const layer_linear *l,
 
 cc_tensor *layer_bn_forward(cc_tape *t, cc_params *P, const layer_bn *l, cc_tensor *x)
 {
+    if (P->bn_eval)
+        return op_batch_norm_eval(t, x, params_tensor(P, l->gamma), params_tensor(P, l->beta),
+                                  params_tensor(P, l->mean), params_tensor(P, l->var),
+                                  LAYER_BN_EPS);
     return op_batch_norm(t, x, params_tensor(P, l->gamma), params_tensor(P, l->beta),
                          params_tensor(P, l->mean), params_tensor(P, l->var),
                          params_tensor(P, l->count), LAYER_BN_MOMENTUM, LAYER_BN_EPS);

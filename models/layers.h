@@ -83,7 +83,8 @@ void layer_cba_init(cc_params *P, const layer_cba *l, uint64_t seed);
 
 /* Forwards: x (N,cin,H,W) or (N,in); NULL on error (message in the tape,
  * sticky; NULL x gives NULL).  BN uses batch statistics on a training tape
- * and running statistics on an inference tape (momentum 0.1, eps 1e-5). */
+ * and running statistics on an inference tape (momentum 0.1, eps 1e-5), or
+ * running statistics on any tape when P->bn_eval is set (params.h). */
 cc_tensor *layer_conv_forward(cc_tape *t, cc_params *P, const layer_conv *l, cc_tensor *x);
 cc_tensor *layer_linear_forward(cc_tape *t, cc_params *P, const layer_linear *l, cc_tensor *x);
 cc_tensor *layer_bn_forward(cc_tape *t, cc_params *P, const layer_bn *l, cc_tensor *x);

@@ -37,7 +37,7 @@ cc_tensor *loss_data(cc_tape *t, cc_tensor *x, cc_tensor *s, cc_tensor *y, loss_
 
 /* The FPN loss of `out` against target (N,1,H,W) (no gradient is taken
  * through it), where H, W are the FPN input's size: 2x the finest level.
- * tv_weight >= 0 (SPEC: 1e-6).  Returns the (1) total loss, or NULL with a
+ * tv_weight >= 0 (SPEC: 1e-6; 0 skips the TV ops, level_tv stays 0).  Returns the (1) total loss, or NULL with a
  * message in the tape (e.g. a target whose size does not match the levels,
  * naming both shapes).  terms (may be NULL) receives the parts. */
 cc_tensor *fpn_loss(cc_tape *t, const fpn_output *out, cc_tensor *target, loss_kind kind,

@@ -13,6 +13,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "src/h5write.h"
+
 /* Differences shown in a refusal message before "and N more"; the room
  * keeps the tail inside CC_STATUS_MSG even with a long path in front. */
 #define DIFF_SHOW 10
@@ -117,12 +119,14 @@ static int tensor_put(hid_t grp, hid_t lcpl, const cc_param *p, const float *dat
     hsize_t dims[CC_MAX_DIMS];
     for (int i = 0; i < p->ndim; i++) dims[i] = (hsize_t)p->shape[i];
     hid_t s = H5Screate_simple(p->ndim, dims, NULL), d = -1;
+    hid_t dcpl = h5write_plist_create(H5P_DATASET_CREATE);
     int rc = -1;
-    if (s >= 0 &&
-        (d = H5Dcreate2(grp, p->name, H5T_IEEE_F32LE, s, lcpl, H5P_DEFAULT, H5P_DEFAULT)) >= 0 &&
+    if (s >= 0 && dcpl >= 0 &&
+        (d = H5Dcreate2(grp, p->name, H5T_IEEE_F32LE, s, lcpl, dcpl, H5P_DEFAULT)) >= 0 &&
         H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0)
         rc = 0;
     close_id(&d, H5Dclose);
+    close_id(&dcpl, H5Pclose);
     close_id(&s, H5Sclose);
     return rc;
 }
@@ -133,7 +137,9 @@ static int tensor_put(hid_t grp, hid_t lcpl, const cc_param *p, const float *dat
 static int slab_put(const char *path, hid_t optim, hid_t lcpl, const char *gname,
                     const cc_params *P, const float *slab, cc_status *st)
 {
-    hid_t g = H5Gcreate2(optim, gname, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t gcpl = h5write_plist_create(H5P_GROUP_CREATE), g = -1;
+    if (gcpl >= 0) g = H5Gcreate2(optim, gname, H5P_DEFAULT, gcpl, H5P_DEFAULT);
+    close_id(&gcpl, H5Pclose);
     if (g < 0) return h5_fail(st, path, "cannot create group /optim/%s", gname);
     int rc = 0;
     for (int i = 0; i < P->n && rc == 0; i++) {
@@ -149,7 +155,9 @@ static int slab_put(const char *path, hid_t optim, hid_t lcpl, const char *gname
 static int optim_put(const char *path, hid_t file, hid_t lcpl, const cc_params *P,
                      const cc_optim *o, cc_status *st)
 {
-    hid_t g = H5Gcreate2(file, "optim", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t gcpl = h5write_plist_create(H5P_GROUP_CREATE), g = -1;
+    if (gcpl >= 0) g = H5Gcreate2(file, "optim", H5P_DEFAULT, gcpl, H5P_DEFAULT);
+    close_id(&gcpl, H5Pclose);
     if (g < 0) return h5_fail(st, path, "cannot create group /optim");
     /* float -> double is exact, so the floats come back bit for bit, and
      * h5py users see Python-float hyperparameters as in torch param_groups. */
@@ -178,18 +186,20 @@ static int optim_put(const char *path, hid_t file, hid_t lcpl, const cc_params *
 static int file_put(const char *path, const char *tmp, const cc_params *P, const cc_optim *opt,
                     const ckpt_attr *attrs, int n_attrs, cc_status *st)
 {
-    hid_t fapl = -1, file = -1, lcpl = -1, g = -1;
+    hid_t fapl = -1, file = -1, lcpl = -1, g = -1, fcpl = -1, gcpl = -1;
     int rc = -1, version = CKPT_FORMAT_VERSION;
     /* STRONG: H5Fclose really closes the file (and reports flush errors)
      * even if some object id were still open. */
     if ((fapl = H5Pcreate(H5P_FILE_ACCESS)) < 0 ||
         H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG) < 0 ||
         (lcpl = H5Pcreate(H5P_LINK_CREATE)) < 0 ||
-        H5Pset_create_intermediate_group(lcpl, 1) < 0) {
+        H5Pset_create_intermediate_group(lcpl, 1) < 0 ||
+        (fcpl = h5write_plist_create(H5P_FILE_CREATE)) < 0 ||     /* the root group */
+        (gcpl = h5write_plist_create(H5P_GROUP_CREATE)) < 0) {
         h5_fail(st, path, "cannot set up HDF5 property lists");
         goto done;
     }
-    if ((file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl)) < 0) {
+    if ((file = H5Fcreate(tmp, H5F_ACC_TRUNC, fcpl, fapl)) < 0) {
         h5_fail(st, path, "cannot create HDF5 file %s", tmp);
         goto done;
     }
@@ -208,7 +218,7 @@ static int file_put(const char *path, const char *tmp, const cc_params *P, const
             goto done;
         }
     }
-    if ((g = H5Gcreate2(file, "params", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)) < 0) {
+    if ((g = H5Gcreate2(file, "params", H5P_DEFAULT, gcpl, H5P_DEFAULT)) < 0) {
         h5_fail(st, path, "cannot create group /params");
         goto done;
     }
@@ -222,16 +232,21 @@ static int file_put(const char *path, const char *tmp, const cc_params *P, const
     }
     close_id(&g, H5Gclose);
     if (opt && optim_put(path, file, lcpl, P, opt, st) != 0) goto done;
+    if (h5write_reserve(file, path, tmp, st) != 0) goto done;  /* see h5write.h */
     herr_t e = H5Fclose(file);
     file = -1;
     if (e < 0) {
         h5_fail(st, path, "cannot flush and close %s", tmp);
         goto done;
     }
+    h5write_release(tmp);
     rc = 0;
 done:
+    if (file >= 0) h5write_discard(file);   /* failed: closing must not fail too */
     close_id(&g, H5Gclose);
     close_id(&file, H5Fclose);
+    close_id(&gcpl, H5Pclose);
+    close_id(&fcpl, H5Pclose);
     close_id(&lcpl, H5Pclose);
     close_id(&fapl, H5Pclose);
     return rc;

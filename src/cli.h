@@ -21,5 +21,10 @@ int cli_summary(int argc, char **argv);
 int cli_train_fpn(int argc, char **argv);
 int cli_train_counter(int argc, char **argv);
 int cli_evaluate(int argc, char **argv);
+int cli_sweep(int argc, char **argv);
+int cli_report(int argc, char **argv);
+int cli_count(int argc, char **argv);
+int cli_saliency(int argc, char **argv);
+int cli_quickstart(int argc, char **argv);
 
 #endif

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "autodiff/rng.h"
+#include "src/h5write.h"
 
 #define DEFLATE_LEVEL 4
 
@@ -167,8 +168,10 @@ dataset_writer *dataset_writer_open(const char *path, int h, int w, cc_status *s
     if (H5Zfilter_avail(H5Z_FILTER_DEFLATE) <= 0) {
         status_set(st, "%s: this HDF5 library has no deflate filter", path);
     } else {
-        wr->file = H5Fcreate(wr->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+        hid_t fcpl = h5write_plist_create(H5P_FILE_CREATE);    /* the root group */
+        if (fcpl >= 0) wr->file = H5Fcreate(wr->tmp, H5F_ACC_TRUNC, fcpl, H5P_DEFAULT);
         if (wr->file < 0) h5_fail(st, path, "cannot create temporary file %s", wr->tmp);
+        close_id(&fcpl, H5Pclose);
     }
     quiet_end(&q);
     if (wr->file < 0) {
@@ -199,10 +202,17 @@ static hid_t create_stack(dataset_writer *wr, const char *name, hid_t type)
     hsize_t dims[4] = {0, 1, (hsize_t)wr->h, (hsize_t)wr->w};
     hsize_t maxd[4] = {H5S_UNLIMITED, 1, (hsize_t)wr->h, (hsize_t)wr->w};
     hsize_t chunk[4] = {1, 1, (hsize_t)wr->h, (hsize_t)wr->w};
-    hid_t s = H5Screate_simple(4, dims, maxd), p = H5Pcreate(H5P_DATASET_CREATE), d = -1;
-    if (s >= 0 && p >= 0 && H5Pset_chunk(p, 4, chunk) >= 0 && H5Pset_shuffle(p) >= 0 &&
-        H5Pset_deflate(p, DEFLATE_LEVEL) >= 0)
-        d = H5Dcreate2(wr->file, name, type, s, H5P_DEFAULT, p, H5P_DEFAULT);
+    hid_t s = H5Screate_simple(4, dims, maxd), d = -1;
+    hid_t p = h5write_plist_create(H5P_DATASET_CREATE);
+    /* No chunk cache: every append writes its chunks at once, so a full disk
+     * fails the append that hit it, and the final flush (which must not
+     * fail, see h5write.h) has no raw data left to write. */
+    hid_t a = H5Pcreate(H5P_DATASET_ACCESS);
+    if (s >= 0 && p >= 0 && a >= 0 && H5Pset_chunk(p, 4, chunk) >= 0 &&
+        H5Pset_shuffle(p) >= 0 && H5Pset_deflate(p, DEFLATE_LEVEL) >= 0 &&
+        H5Pset_chunk_cache(a, H5D_CHUNK_CACHE_NSLOTS_DEFAULT, 0, H5D_CHUNK_CACHE_W0_DEFAULT) >= 0)
+        d = H5Dcreate2(wr->file, name, type, s, H5P_DEFAULT, p, a);
+    close_id(&a, H5Pclose);
     close_id(&p, H5Pclose);
     close_id(&s, H5Sclose);
     return d;
@@ -218,11 +228,13 @@ static int create_stacks(dataset_writer *wr, cc_status *st)
     return 0;
 }
 
-/* Write one (1,1,H,W) slab at row n of an extendible stack. */
+/* Write one (1,1,H,W) slab at row n of an extendible stack.  On failure
+ * errno is that of the failing system call (ENOSPC...), or 0. */
 static int write_slab(hid_t d, int64_t n, int h, int w, hid_t memtype, const void *buf)
 {
     hsize_t dims[4] = {(hsize_t)n + 1, 1, (hsize_t)h, (hsize_t)w};
     hsize_t start[4] = {(hsize_t)n, 0, 0, 0}, count[4] = {1, 1, (hsize_t)h, (hsize_t)w};
+    errno = 0;
     if (H5Dset_extent(d, dims) < 0) return -1;
     hid_t fs = H5Dget_space(d), ms = H5Screate_simple(4, count, NULL);
     int rc = -1;
@@ -230,8 +242,10 @@ static int write_slab(hid_t d, int64_t n, int h, int w, hid_t memtype, const voi
         H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL) >= 0 &&
         H5Dwrite(d, memtype, ms, fs, H5P_DEFAULT, buf) >= 0)
         rc = 0;
+    int e = errno;
     close_id(&ms, H5Sclose);
     close_id(&fs, H5Sclose);
+    errno = rc ? e : 0;
     return rc;
 }
 
@@ -279,11 +293,16 @@ int dataset_writer_append(dataset_writer *wr, const float *image, const float *m
             buf = wr->u8;
             mt = H5T_NATIVE_UINT8;
         }
-        if (write_slab(wr->images, wr->n, wr->h, wr->w, mt, buf) < 0)
-            rc = h5_fail(st, wr->path, "cannot write image %lld", (long long)wr->n);
-        else if (write_slab(wr->masks, wr->n, wr->h, wr->w, H5T_NATIVE_FLOAT,
-                            mask ? mask : wr->zeros) < 0)
-            rc = h5_fail(st, wr->path, "cannot write mask %lld", (long long)wr->n);
+        const char *what = "image";
+        if (write_slab(wr->images, wr->n, wr->h, wr->w, mt, buf) == 0) {
+            what = "mask";
+            if (write_slab(wr->masks, wr->n, wr->h, wr->w, H5T_NATIVE_FLOAT,
+                           mask ? mask : wr->zeros) == 0)
+                what = NULL;
+        }
+        if (what)
+            rc = h5_fail(st, wr->path, "cannot write %s %lld%s%s", what, (long long)wr->n,
+                         errno ? ": " : "", errno ? strerror(errno) : "");
     }
     quiet_end(&q);
     if (rc) { free(src); return rc; }
@@ -300,13 +319,15 @@ static int write_1d(dataset_writer *wr, const char *name, hid_t ftype, hid_t mty
 {
     hsize_t n = (hsize_t)wr->n;
     hid_t s = H5Screate_simple(1, &n, NULL), d = -1;
+    hid_t p = h5write_plist_create(H5P_DATASET_CREATE);
     int rc = -1;
-    if (s >= 0 && (d = H5Dcreate2(wr->file, name, ftype, s, H5P_DEFAULT, H5P_DEFAULT,
-                                  H5P_DEFAULT)) >= 0 &&
+    if (s >= 0 && p >= 0 &&
+        (d = H5Dcreate2(wr->file, name, ftype, s, H5P_DEFAULT, p, H5P_DEFAULT)) >= 0 &&
         (n == 0 || H5Dwrite(d, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) >= 0) &&
         set_str_attr(d, "description", desc) == 0)
         rc = 0;
     close_id(&d, H5Dclose);
+    close_id(&p, H5Pclose);
     close_id(&s, H5Sclose);
     return rc;
 }
@@ -344,6 +365,8 @@ static int writer_finish(dataset_writer *wr, cc_status *st)
         set_num_attr(wr->file, "split_fractions", H5T_IEEE_F64LE, 3, wr->frac) != 0 ||
         set_str_attr(wr->file, "description", DESC_FILE) != 0)
         return h5_fail(st, wr->path, "cannot write root attributes");
+    /* the final flush must not fail: see h5write.h */
+    if (h5write_reserve(wr->file, wr->path, wr->tmp, st) != 0) return -1;
     close_id(&wr->images, H5Dclose);
     close_id(&wr->masks, H5Dclose);
     herr_t e = H5Fclose(wr->file);
@@ -359,6 +382,8 @@ int dataset_writer_close(dataset_writer *wr, int commit, cc_status *st)
     h5_quiet q;
     quiet_begin(&q);
     if (commit) rc = writer_finish(wr, st);
+    if (wr->file >= 0) h5write_discard(wr->file);  /* only a dropped file is still open */
+    else if (commit && rc == 0) h5write_release(wr->tmp);
     close_id(&wr->images, H5Dclose);
     close_id(&wr->masks, H5Dclose);
     close_id(&wr->file, H5Fclose);

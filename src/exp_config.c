@@ -51,6 +51,8 @@ static const key_def keys[] = {
     {"fpn", "loss", K_ENUM, OFF(fpn_loss), 0, 0, "nll|paper|mse", SZ(fpn_loss)},
     {"fpn", "tv_weight", K_DOUBLE, OFF(tv_weight), 0, 1e6, NULL, 0},
     {"counter", "arch", K_STR, OFF(counter_arch), 0, 0, NULL, SZ(counter_arch)},
+    {"counter", "width_div", K_INT, OFF(counter_width_div), 1, 64, NULL, 0},
+    {"counter", "init_bias", K_ENUM, OFF(counter_init_bias), 0, 0, "pytorch|data", SZ(counter_init_bias)},
     {"counter", "input", K_ENUM, OFF(counter_input), 0, 0, "mask|mask+image|image", SZ(counter_input)},
     {"counter", "loss", K_ENUM, OFF(counter_loss), 0, 0, "nll|paper|mse", SZ(counter_loss)},
     {"counter", "finetune_fpn", K_BOOL, OFF(finetune_fpn), 0, 1, NULL, 0},
@@ -81,7 +83,7 @@ void config_defaults(cc_config *c)
     strcpy(c->out_dir, "runs/run");
     c->seed = 1;
     strcpy(c->precision, "fp32");
-    strcpy(c->data_file, "data/bbbc005.h5");
+    strcpy(c->data_file, "data/bbbc005_w1.h5");
     c->augment = 1;
     c->fpn_depth = 4;
     c->fpn_width = 128;
@@ -89,6 +91,8 @@ void config_defaults(cc_config *c)
     strcpy(c->fpn_loss, "nll");
     c->tv_weight = 1e-6;
     strcpy(c->counter_arch, "vgg11");
+    c->counter_width_div = 1;
+    strcpy(c->counter_init_bias, "pytorch");
     strcpy(c->counter_input, "mask");
     strcpy(c->counter_loss, "nll");
     train_defaults(&c->fpn_train, 2, 1e-3);

@@ -46,6 +46,8 @@ typedef struct cc_config {
     double tv_weight;
     /* [counter] */
     char counter_arch[32];
+    int counter_width_div;      /* divide counter widths (1 = the paper's) */
+    char counter_init_bias[16]; /* pytorch | data (see train_counter) */
     char counter_input[16];     /* mask | mask+image | image */
     char counter_loss[8];
     int finetune_fpn;

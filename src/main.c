@@ -12,7 +12,12 @@ static const cli_command commands[] = {
     {"summary", cli_summary, "print a model's layers, shapes, parameter count and MACs"},
     {"train-fpn", cli_train_fpn, "train the segmentation FPN (experiment file + overrides)"},
     {"train-counter", cli_train_counter, "train the counter on the FPN's masks"},
+    {"quickstart", cli_quickstart, "simulate, train and evaluate a small model end to end"},
     {"evaluate", cli_evaluate, "metrics per focus and count range vs the intensity baseline"},
+    {"sweep", cli_sweep, "run a grid of configuration overrides, one run directory per point"},
+    {"report", cli_report, "compare runs: metrics table, differing keys, CSV, gnuplot plots"},
+    {"count", cli_count, "count cells in TIFF images with a trained run (TSV/CSV, masks)"},
+    {"saliency", cli_saliency, "gradient maps of the predicted count w.r.t. mask and image"},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 

@@ -14,6 +14,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "src/h5write.h"
+
 static const char *isa_name(dnnl_cpu_isa_t isa)
 {
     switch (isa) {
@@ -195,18 +197,24 @@ static int write_string_attr(hid_t obj, const char *key, const char *value)
 
 static int write_table(hid_t file, const runlog_table *t)
 {
-    hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
-    H5Pset_create_intermediate_group(lcpl, 1);
-    hid_t g = H5Gcreate2(file, t->name, lcpl, H5P_DEFAULT, H5P_DEFAULT);
-    H5Pclose(lcpl);
-    if (g < 0) return -1;
+    hid_t lcpl = H5Pcreate(H5P_LINK_CREATE), g = -1;
+    hid_t gcpl = h5write_plist_create(H5P_GROUP_CREATE);    /* reproducible bytes */
+    hid_t dcpl = h5write_plist_create(H5P_DATASET_CREATE);
+    if (lcpl >= 0 && gcpl >= 0 && dcpl >= 0 && H5Pset_create_intermediate_group(lcpl, 1) >= 0)
+        g = H5Gcreate2(file, t->name, lcpl, gcpl, H5P_DEFAULT);
+    if (lcpl >= 0) H5Pclose(lcpl);
+    if (gcpl >= 0) H5Pclose(gcpl);
+    if (g < 0) {
+        if (dcpl >= 0) H5Pclose(dcpl);
+        return -1;
+    }
     int err = 0;
     hsize_t n = t->nrows;
     hid_t space = H5Screate_simple(1, &n, NULL);
     double *col = malloc(sizeof(double) * (t->nrows ? t->nrows : 1));
     for (int c = 0; c < t->ncols && col; c++) {
         for (size_t r = 0; r < t->nrows; r++) col[r] = t->values[r * (size_t)t->ncols + (size_t)c];
-        hid_t d = H5Dcreate2(g, t->cols[c], H5T_IEEE_F64LE, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+        hid_t d = H5Dcreate2(g, t->cols[c], H5T_IEEE_F64LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
         if (d < 0 || (n && H5Dwrite(d, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, col) < 0))
             err = -1;
         if (d >= 0) H5Dclose(d);
@@ -215,7 +223,7 @@ static int write_table(hid_t file, const runlog_table *t)
     free(col);
     hid_t st = H5Tcopy(H5T_C_S1);
     H5Tset_size(st, RUNLOG_NAME);
-    hid_t d = H5Dcreate2(g, "label", st, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t d = H5Dcreate2(g, "label", st, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
     if (d < 0 || (n && H5Dwrite(d, st, H5S_ALL, H5S_ALL, H5P_DEFAULT, t->labels) < 0)) err = -1;
     if (d >= 0) H5Dclose(d);
     /* Column order is part of the table: keep it as an attribute. */
@@ -227,6 +235,7 @@ static int write_table(hid_t file, const runlog_table *t)
     if (write_string_attr(g, "columns", order)) err = -1;
     H5Tclose(st);
     H5Sclose(space);
+    H5Pclose(dcpl);
     H5Gclose(g);
     return err;
 }
@@ -240,7 +249,9 @@ int runlog_flush(const runlog *rl, cc_status *st)
     H5Eget_auto2(H5E_DEFAULT, &old_fn, &old_data);
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     int err = 0;
-    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t fcpl = h5write_plist_create(H5P_FILE_CREATE);     /* the root group */
+    hid_t f = fcpl < 0 ? -1 : H5Fcreate(tmp, H5F_ACC_TRUNC, fcpl, H5P_DEFAULT);
+    if (fcpl >= 0) H5Pclose(fcpl);
     if (f < 0) {
         H5Eset_auto2(H5E_DEFAULT, old_fn, old_data);
         return status_set(st, "%s: cannot create the run file (%s)", tmp,
@@ -249,7 +260,11 @@ int runlog_flush(const runlog *rl, cc_status *st)
     for (int i = 0; i < rl->nattrs && !err; i++)
         err = write_string_attr(f, rl->attrs[i].key, rl->attrs[i].value);
     for (int i = 0; i < rl->ntables && !err; i++) err = write_table(f, &rl->tables[i]);
+    /* the final flush must not fail, nor the close of a failed file: see h5write.h */
+    if (!err && h5write_reserve(f, rl->path, tmp, st) != 0) err = -1;
+    if (err) h5write_discard(f);
     if (H5Fclose(f) < 0) err = -1;
+    if (!err) h5write_release(tmp);
     H5Eset_auto2(H5E_DEFAULT, old_fn, old_data);
     if (err) {
         unlink(tmp);

@@ -324,7 +324,7 @@ int tiff_read_gray(const char *path, cc_image *img, cc_status *st)
 int tiff_write_gray(const char *path, int w, int h, int bits, const void *data,
                     cc_status *st)
 {
-    assert(path && data && w > 0 && h > 0 && (bits == 8 || bits == 16));
+    assert(path && data && w > 0 && h > 0 && (bits == 8 || bits == 16 || bits == 32));
     char tmp[4096];
     if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp)
         return status_set(st, "%s: path too long", path);
@@ -339,19 +339,21 @@ int tiff_write_gray(const char *path, int w, int h, int bits, const void *data,
         return status_set(st, "%s: cannot create %s (%s)", path, tmp, detail(&m));
     }
     uint16_t comp = COMPRESSION_PACKBITS;
-    if (bits == 16)
+    if (bits >= 16)
         comp = TIFFIsCODECConfigured(COMPRESSION_ADOBE_DEFLATE) ? COMPRESSION_ADOBE_DEFLATE
                                                                 : COMPRESSION_NONE;
     int ok = TIFFSetField(tif, TIFFTAG_IMAGEWIDTH, (uint32_t)w) &&
              TIFFSetField(tif, TIFFTAG_IMAGELENGTH, (uint32_t)h) &&
              TIFFSetField(tif, TIFFTAG_BITSPERSAMPLE, (uint16_t)bits) &&
              TIFFSetField(tif, TIFFTAG_SAMPLESPERPIXEL, (uint16_t)1) &&
-             TIFFSetField(tif, TIFFTAG_SAMPLEFORMAT, (uint16_t)SAMPLEFORMAT_UINT) &&
+             TIFFSetField(tif, TIFFTAG_SAMPLEFORMAT,
+                          (uint16_t)(bits == 32 ? SAMPLEFORMAT_IEEEFP : SAMPLEFORMAT_UINT)) &&
              TIFFSetField(tif, TIFFTAG_PHOTOMETRIC, (uint16_t)PHOTOMETRIC_MINISBLACK) &&
              TIFFSetField(tif, TIFFTAG_PLANARCONFIG, (uint16_t)PLANARCONFIG_CONTIG) &&
              TIFFSetField(tif, TIFFTAG_COMPRESSION, comp);
     if (ok && comp == COMPRESSION_ADOBE_DEFLATE)
-        ok = TIFFSetField(tif, TIFFTAG_PREDICTOR, (uint16_t)PREDICTOR_HORIZONTAL);
+        ok = TIFFSetField(tif, TIFFTAG_PREDICTOR,
+                          (uint16_t)(bits == 32 ? PREDICTOR_FLOATINGPOINT : PREDICTOR_HORIZONTAL));
     if (ok) ok = TIFFSetField(tif, TIFFTAG_ROWSPERSTRIP, TIFFDefaultStripSize(tif, 0));
 
     const size_t rowbytes = (size_t)w * (size_t)(bits / 8);

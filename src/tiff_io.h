@@ -48,10 +48,13 @@ void cc_image_to_float(const cc_image *img, float *out);
 /* Write a single-page min-is-black gray TIFF.  `data` is w*h row-major
  * samples: uint8_t for bits == 8 (PackBits-compressed, as BBBC005), uint16_t
  * for bits == 16 (Deflate with horizontal predictor when this libtiff has
- * zlib, else uncompressed).  Atomic: written to `path.tmp.<pid>` and renamed
- * over `path`; on failure the temporary is removed and `path` is untouched.
- * Returns 0 or -1 with st set.  w, h >= 1 and bits in {8, 16} are
- * programmer errors otherwise (assert). */
+ * zlib, else uncompressed), float for bits == 32 (SampleFormat IEEE float,
+ * Deflate with the floating-point predictor when available, for raw maps
+ * such as FPN masks; tiff_read_gray does not read these back).  Atomic:
+ * written to `path.tmp.<pid>` and renamed over `path`; on failure the
+ * temporary is removed and `path` is untouched.  Returns 0 or -1 with st
+ * set.  w, h >= 1 and bits in {8, 16, 32} are programmer errors otherwise
+ * (assert). */
 int tiff_write_gray(const char *path, int w, int h, int bits, const void *data,
                     cc_status *st);
 

@@ -53,6 +53,34 @@ static int64_t counter_epoch(cc_session *s, cc_models *m, cc_tape *t, cc_loader 
     return seen;
 }
 
+/* counter.init_bias = data: start both heads at the best constant
+ * predictor of the training counts (count bias = their mean, log-variance
+ * bias = log of their variance).  With PyTorch's default init the count
+ * starts near 0 and the NLL first inflates the variance: the count head's
+ * gradients then shrink by e^-s within a few steps while Adam's second
+ * moment still remembers the early large ones, and the mean barely moves
+ * for thousands of steps.  (A resumed run overwrites these values.) */
+static int init_bias_from_data(cc_models *m, const char *path, cc_status *st)
+{
+    cc_dataset *ds = dataset_open(path, st);
+    if (!ds) return -1;
+    double sum = 0, sum2 = 0;
+    int64_t n = 0;
+    for (int64_t i = 0; i < ds->n; i++)
+        if (ds->split[i] == DATASET_TRAIN) {
+            sum += ds->counts[i];
+            sum2 += (double)ds->counts[i] * ds->counts[i];
+            n++;
+        }
+    dataset_close(ds);
+    if (n < 2) return status_set(st, "%s: too few training images to initialise the counter", path);
+    double mean = sum / (double)n, var = sum2 / (double)n - mean * mean;
+    if (var < 1e-6) var = 1e-6;
+    params_tensor(&m->Pc, m->counter.count.fc3.b)->data[0] = (float)mean;
+    params_tensor(&m->Pc, m->counter.logvar.fc3.b)->data[0] = (float)log(var);
+    return 0;
+}
+
 int train_counter(const cc_config *cfg, const char *fpn_ckpt, int resume, cc_status *st)
 {
     cc_session s;
@@ -103,6 +131,8 @@ int train_counter(const cc_config *cfg, const char *fpn_ckpt, int resume, cc_sta
     tape_init(&ttrain, &s.ctx, 1);
     tape_init(&teval, &s.ctx, 0);
     tapes = 1;
+    if (!strcmp(cfg->counter_init_bias, "data") && init_bias_from_data(&m, cfg->data_file, st))
+        goto out;
     train_state ts;
     memset(&ts, 0, sizeof ts);
     if (finetune) {

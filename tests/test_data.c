@@ -1,15 +1,19 @@
 /* test_data.c - data pipeline: BBBC names, TIFF I/O, area resize, HDF5 data
  * set, scene split, import, loader. */
 #include <check.h>
+#include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <hdf5.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <tiffio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "autodiff/rng.h"
@@ -21,6 +25,7 @@
 #include "src/resize.h"
 #include "src/tiff_io.h"
 #include "tests/datautil.h"
+#include "tests/fulldisk.h"
 
 /* One temporary directory per test case, made and removed by the parent
  * (unchecked fixture), so it goes away even when a forked test fails. */
@@ -648,6 +653,93 @@ START_TEST(test_split_by_scene)
 }
 END_TEST
 
+/* Writing the same data set twice, in different seconds, gives the same
+ * bytes (HDF5's object timestamps are off). */
+START_TEST(test_dataset_identical_bytes)
+{
+    const int n = 5, h = 7, w = 9;
+    float *imgs = malloc((size_t)n * h * w * 4), *masks = malloc((size_t)n * h * w * 4);
+    for (int type = 0; type < 2; type++) {
+        make_dataset(tpath("same1.h5"), n, h, w, (dataset_dtype)type, imgs, masks);
+        for (time_t t0 = time(NULL); time(NULL) == t0;) usleep(10000);
+        make_dataset(tpath("same2.h5"), n, h, w, (dataset_dtype)type, imgs, masks);
+        char cmd[1200];
+        snprintf(cmd, sizeof cmd, "cmp '%s' '%s'", tpath("same1.h5"), tpath("same2.h5"));
+        ck_assert_msg(system(cmd) == 0, "%s: the files differ", cmd);
+    }
+    free(imgs);
+    free(masks);
+}
+END_TEST
+
+/* Every disk size (tests/fulldisk.h) from "the first image does not fit"
+ * to "everything fits": the writer fails with a message naming the file, leaves no
+ * temporary file, and leaves HDF5 clean.  HDF5 1.10 used to keep a freed
+ * file registered after a failed close, and crashed at exit. */
+START_TEST(test_dataset_disk_full)
+{
+    enum { N = 10, H = 24, W = 40 };
+    float *imgs = malloc(sizeof(float) * N * H * W), *masks = malloc(sizeof(float) * N * H * W);
+    cc_rng r;
+    rng_seed(&r, 9, 0);
+    for (int i = 0; i < N * H * W; i++) {   /* noise: deflate cannot shrink it much */
+        imgs[i] = (float)rng_uniform(&r);
+        masks[i] = (float)rng_uniform(&r);
+    }
+    char dir[PATH_MAX], path[PATH_MAX + 16];   /* the test case's other tests use g_dir */
+    snprintf(dir, sizeof dir, "%s", tpath("small_disk"));
+    ck_assert_int_eq(mkdir(dir, 0700), 0);
+    snprintf(path, sizeof path, "%s/full.h5", dir);
+    long long full_size = -1;   /* the first pass, on an unlimited disk, measures it */
+    int fail_append = 0, fail_close = 0, ok = 0;
+    for (long long limit = 4096; full_size < 0 || limit < full_size + (128 << 10); limit += 4096) {
+        cc_status st;
+        status_clear(&st);
+        fulldisk_set(dir, full_size < 0 ? -1 : limit);
+        dataset_writer *wr = dataset_writer_open(path, H, W, &st);
+        ck_assert_msg(wr != NULL, "%s", st.msg);
+        int rc = 0;
+        for (int i = 0; i < N && rc == 0; i++) {
+            dataset_record rec = {i, 1, 1, i, i, 0, "noise.tif"};
+            rc = dataset_writer_append(wr, imgs + i * H * W, masks + i * H * W, &rec, &st);
+        }
+        if (rc != 0) {
+            fail_append++;
+            ck_assert_msg(strstr(st.msg, path) && strstr(st.msg, strerror(ENOSPC)), "%s", st.msg);
+            ck_assert_int_eq(dataset_writer_close(wr, 0, &st), 0);
+        } else if ((rc = dataset_writer_close(wr, 1, &st)) != 0) {
+            fail_close++;
+            ck_assert_msg(strstr(st.msg, path) && strstr(st.msg, strerror(ENOSPC)), "%s", st.msg);
+        }
+        fulldisk_set(dir, -1);
+        ssize_t ids = H5Fget_obj_count(H5F_OBJ_ALL, H5F_OBJ_ALL);
+        ck_assert_msg(ids == 0, "limit %lld: %zd HDF5 file ids left open", limit, ids);
+        if (rc == 0) {
+            cc_dataset *ds = dataset_open(path, &st);
+            ck_assert_msg(ds && ds->n == N, "limit %lld: %s", limit, st.msg);
+            dataset_close(ds);
+            struct stat sb;
+            ck_assert_int_eq(stat(path, &sb), 0);
+            if (full_size < 0) full_size = sb.st_size;
+            else ok++;
+            ck_assert_int_eq(unlink(path), 0);
+        }
+        ck_assert_msg(full_size > 0, "cannot write %s without a limit: %s", path, st.msg);
+        DIR *d = opendir(dir);   /* no temporary file left */
+        ck_assert_ptr_nonnull(d);
+        for (struct dirent *e; (e = readdir(d));)
+            ck_assert_msg(e->d_name[0] == '.', "left behind: %s", e->d_name);
+        closedir(d);
+    }
+    ck_assert_msg(fail_append > 0 && fail_close > 0 && ok > 0,
+                  "append failures %d, close failures %d, successes %d", fail_append,
+                  fail_close, ok);
+    ck_assert_int_ge(H5close(), 0);   /* what exit() does */
+    free(imgs);
+    free(masks);
+}
+END_TEST
+
 static Suite *data_suite(void)
 {
     Suite *s = suite_create("data");
@@ -669,6 +761,8 @@ static Suite *data_suite(void)
     tcase_add_test(tc, test_dataset_roundtrip);
     tcase_add_test(tc, test_dataset_refused);
     tcase_add_test(tc, test_split_by_scene);
+    tcase_add_test(tc, test_dataset_identical_bytes);
+    tcase_add_test(tc, test_dataset_disk_full);
     suite_add_tcase(s, tc);
     data_add_pipeline_cases(s);
     return s;

@@ -1,0 +1,83 @@
+/* conv_wino.h - Winograd F(4x4, 3x3) kernels for op_conv.c (engine-internal).
+ *
+ * Why: on CPUs without AVX-512 oneDNN 2.6 has no Winograd convolution, and
+ * its direct AVX2 kernels already run near the FMA peak, so the only way to
+ * make the FPN's and VGG's 3x3 convolutions substantially faster is to do
+ * fewer multiplications.  F(4x4,3x3) computes each 4x4 output tile from a
+ * 6x6 input tile with 36 element-wise products instead of 144 (4x fewer
+ * multiply-adds); the products over channels become 36 independent GEMMs
+ * (dnnl_sgemm).  Backward data is the same algorithm on the output gradient
+ * with flipped, transposed weights; backward weights is the exact adjoint
+ * of the forward (36 GEMMs over tiles, then the transposed weight
+ * transform).  Transforms: Lavin & Gray 2016, points 0, +-1, +-2, inf.
+ *
+ * Scope: 3x3 kernel, stride 1, pad 1, f32, channels multiples of 8, tensors
+ * in plain NCHW (abcd) or 8-channel-blocked (aBcd8b, oneDNN's AVX2 layout).
+ * Work is split into fixed chunks of tiles; inside a chunk, transforms are
+ * parallel over tiles and GEMMs over the 36 transform points, each output
+ * element always computed by the same sequence of operations, so results
+ * do not depend on the thread count.
+ */
+#ifndef CC_CONV_WINO_H
+#define CC_CONV_WINO_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <oneapi/dnnl/dnnl.h>
+
+/* Element (n,c,h,w) of a supported layout lives at
+ * n*sn + (c/8)*scb + (c%8)*sc + h*sh + w*sw. */
+typedef struct wino_layout {
+    int64_t sn, scb, sc, sh, sw;
+} wino_layout;
+
+typedef struct wino_geom {
+    int64_t n, cin, cout, h, w;     /* input and output are n x c x h x w */
+    int64_t th, tw, tiles;          /* 4x4 output tiles: th x tw per image */
+    int64_t chunk;                  /* tiles per chunk */
+} wino_geom;
+
+/* Fill l for md when it is plain abcd or aBcd8b with channels a multiple of
+ * 8 and no offset; returns 1, else 0. */
+int wino_layout_get(const dnnl_memory_desc_t *md, wino_layout *l);
+
+/* Geometry of a conv (n, cin, h, w) -> (n, cout, h, w). */
+void wino_geom_init(wino_geom *g, int64_t n, int64_t cin, int64_t cout, int64_t h, int64_t w);
+
+/* Floats of scratch wino_forward / wino_backward_weights need for g (the
+ * transformed weights plus one chunk of transformed input and output). */
+size_t wino_scratch_floats(const wino_geom *g);
+
+/* y (n, cout, h, w) in layout ly = conv3x3 pad 1 of x (n, cin, h, w) in lx,
+ * with w (cout, cin, 3, 3) plain and bias (cout) or NULL.  transpose = 1
+ * computes instead the backward-data convolution: x is then the output
+ * gradient (cin = the conv's cout), w still the conv's (cin', cout', 3, 3)
+ * weights with cout' = g->cin and cin' = g->cout, y the input gradient.
+ * y is overwritten (padding channels of a blocked layout are untouched). */
+void wino_forward(const wino_geom *g, const float *x, const wino_layout *lx, const float *w,
+                  int transpose, const float *bias, float *y, const wino_layout *ly,
+                  float *scratch);
+
+/* dw (cout, cin, 3, 3) plain, overwritten = d loss / d w, and db (cout) or
+ * NULL, from the conv's input x (layout lx) and output gradient dy (ly). */
+void wino_backward_weights(const wino_geom *g, const float *x, const wino_layout *lx,
+                           const float *dy, const wino_layout *ly, float *dw, float *db,
+                           float *scratch);
+
+/* ---- 3x3 / stride 1 / pad 1 convolutions with ONE output channel ----
+ * (the FPN heads' last layers: oneDNN's AVX2 kernel pads the output to 8
+ * channels and runs at ~1 GFLOP/s there).  x (n, cin, h, w) in layout lx
+ * (cin a multiple of 8), w (1, cin, 3, 3) plain, y (n, 1, h, w) plain.
+ * wt: scratch of 9 * cin floats (the weights regrouped by channel block).
+ * Each output / gradient element is a fixed-order sum: deterministic for
+ * any thread count. */
+void conv1_forward(const wino_geom *g, const float *x, const wino_layout *lx, const float *w,
+                   const float *bias, float *y, float *wt);
+/* dx (layout lx) = d loss / d x, overwritten. */
+void conv1_backward_data(const wino_geom *g, const float *dy, const float *w, float *dx,
+                         const wino_layout *lx, float *wt);
+/* dw (1, cin, 3, 3) and db (1) or NULL, overwritten. */
+void conv1_backward_weights(const wino_geom *g, const float *x, const wino_layout *lx,
+                            const float *dy, float *dw, float *db);
+
+#endif

@@ -1,0 +1,521 @@
+/* count_images.c - see count_images.h.
+ *
+ * Mask images (--masks DIR), per input image, at the finest FPN level
+ * (H/2 x W/2 of the models' input size):
+ *   <stem>_mask.tif    the mean mask, 32-bit float, raw values
+ *   <stem>_sigma.tif   its uncertainty exp(logvar/2), 32-bit float, raw
+ *   <stem>_mask.png    8-bit preview on a FIXED scale: round(255 * m) with m
+ *                      clamped to [0,1] (the mask is a foreground fraction),
+ *                      so previews of different images compare directly
+ *   <stem>_sigma.png   8-bit preview normalised PER IMAGE:
+ *                      round(255 * sigma / max sigma of that image), since
+ *                      its range depends on the training (all 0 if max = 0)
+ */
+#include "src/count_images.h"
+
+#include <assert.h>
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "src/checkpoint.h"
+#include "src/png_io.h"
+#include "src/resize.h"
+#include "src/tiff_io.h"
+#include "src/train_util.h"
+
+/* ---- configuration ---------------------------------------------------- */
+
+int count_config_load(cc_config *cfg, const char *run_dir, const char *file,
+                      char *const *sets, int nsets, cc_status *st)
+{
+    config_defaults(cfg);
+    char ini[CFG_STR + 32];
+    snprintf(ini, sizeof ini, "%s/config.ini", run_dir);
+    if (access(ini, F_OK) == 0) {
+        if (config_load(cfg, ini, st)) return -1;
+    } else if (!file) {
+        return status_set(st, "%s: not found (is %s a run directory? pass --config FILE with "
+                              "the run's experiment settings otherwise)", ini, run_dir);
+    }
+    if (file && config_load(cfg, file, st)) return -1;
+    for (int i = 0; i < nsets; i++)
+        if (config_set(cfg, sets[i], st)) return -1;
+    if (strlen(run_dir) >= sizeof cfg->out_dir)
+        return status_set(st, "%s: run directory path too long", run_dir);
+    /* config.ini keeps data.file and run.out_dir as given to training,
+     * relative to its working directory.  When the data set is not found
+     * from here but run_dir ends with that out_dir, the training directory
+     * is run_dir minus it: look for the data set there. */
+    const char *df = cfg->data_file, *od = cfg->out_dir;
+    size_t lr = strlen(run_dir), lo = strlen(od);
+    while (lr > 1 && run_dir[lr - 1] == '/') lr--;
+    while (lo > 1 && od[lo - 1] == '/') lo--;
+    if (df[0] && df[0] != '/' && od[0] && od[0] != '/' && access(df, F_OK) && lr >= lo &&
+        !strncmp(run_dir + lr - lo, od, lo) && (lr == lo || run_dir[lr - lo - 1] == '/')) {
+        char alt[2 * CFG_STR];
+        snprintf(alt, sizeof alt, "%.*s%s", (int)(lr - lo), run_dir, df);
+        if (strlen(alt) < sizeof cfg->data_file && access(alt, F_OK) == 0)
+            snprintf(cfg->data_file, sizeof cfg->data_file, "%s", alt);
+    }
+    snprintf(cfg->out_dir, sizeof cfg->out_dir, "%s", run_dir);
+    return config_validate(cfg, st);
+}
+
+int count_input_size(const cc_config *cfg, int *h, int *w, cc_status *st)
+{
+    if (*h > 0 && *w > 0) return 0;
+    if (!cfg->data_file[0])
+        return status_set(st, "the run's configuration names no data set (data.file), so the "
+                              "models' input size is unknown: pass --size WxH");
+    if (train_dataset_size(cfg->data_file, h, w, st) == 0) return 0;
+    status_prefix(st, "cannot tell the models' input size from the run's data set (pass --size "
+                      "WxH, the image size it was trained on)");
+    return -1;
+}
+
+void count_checkpoint_paths(const cc_config *cfg, const char *fpn_ckpt, const char *counter_ckpt,
+                            char *fpn_path, char *counter_path, size_t len)
+{
+    if (fpn_ckpt)
+        snprintf(fpn_path, len, "%s", fpn_ckpt);
+    else
+        snprintf(fpn_path, len, "%s/%s", cfg->out_dir,
+                 cfg->finetune_fpn ? "counter_fpn_best.h5" : "fpn_best.h5");
+    if (counter_ckpt)
+        snprintf(counter_path, len, "%s", counter_ckpt);
+    else
+        snprintf(counter_path, len, "%s/counter_best.h5", cfg->out_dir);
+}
+
+/* ---- the models ------------------------------------------------------- */
+
+enum { OPEN_CTX = 1, OPEN_MODELS = 2, OPEN_TAPE = 4 };
+
+static int load_checkpoint(const char *path, cc_params *P, const char *what, int h, int w,
+                           cc_status *st)
+{
+    if (access(path, F_OK))
+        return status_set(st, "%s: %s checkpoint not found (%s)", path, what, strerror(errno));
+    if (checkpoint_load(path, P, NULL, st) == 0) return 0;
+    status_prefix(st, "%s checkpoint does not fit the run's %s for %dx%d images", what, what, w, h);
+    return -1;
+}
+
+int count_model_open(count_model *cm, const cc_config *cfg, int h, int w, const char *fpn_ckpt,
+                     const char *counter_ckpt, int want_fpn, cc_status *st)
+{
+    memset(cm, 0, sizeof *cm);
+    cm->s.cfg = *cfg;
+    cm->s.log = stderr;
+    snprintf(cm->s.dir, sizeof cm->s.dir, "%s", cfg->out_dir);
+    cm->h = h;
+    cm->w = w;
+    if (loss_kind_parse(cfg->counter_loss, &cm->kind, st)) return -1;
+    const int f = 1 << cfg->fpn_depth;
+    if (h < 1 || w < 1 || h % f || w % f)
+        return status_set(st, "input size %dx%d is not divisible by 2^fpn.depth = %d", w, h, f);
+    count_checkpoint_paths(cfg, fpn_ckpt, counter_ckpt, cm->fpn_path, cm->counter_path,
+                           sizeof cm->fpn_path);
+    if (ctx_init(&cm->s.ctx, cfg->threads, st)) return -1;
+    cm->open_ |= OPEN_CTX;
+    cm->open_ |= OPEN_MODELS;
+    if (models_build(&cm->m, &cm->s, 1, h, w, st)) return -1;
+    cm->has_fpn = want_fpn || strcmp(cfg->counter_input, "image") != 0;
+    if (cm->has_fpn && load_checkpoint(cm->fpn_path, &cm->m.Pf, "FPN", h, w, st)) return -1;
+    if (load_checkpoint(cm->counter_path, &cm->m.Pc, "counter", h, w, st)) return -1;
+    tape_init(&cm->t, &cm->s.ctx, 0);
+    cm->open_ |= OPEN_TAPE;
+    return 0;
+}
+
+void count_model_close(count_model *cm)
+{
+    if (cm->open_ & OPEN_TAPE) tape_free(&cm->t);
+    if (cm->open_ & OPEN_MODELS) models_free(&cm->m);
+    if (cm->open_ & OPEN_CTX) ctx_free(&cm->s.ctx);
+    cm->open_ = 0;
+}
+
+int count_graph_forward(count_model *cm, cc_tape *t, cc_tensor *x, count_graph *g)
+{
+    memset(g, 0, sizeof *g);
+    const cc_config *c = &cm->s.cfg;
+    if (cm->has_fpn) {
+        cc_tensor *xf = c->fpn_channels != 1 ? op_expand_channels(t, x, c->fpn_channels) : x;
+        fpn_output out;
+        if (fpn_forward(t, &cm->m.Pf, &cm->m.fpn, xf, &out)) return -1;
+        g->mask = out.mean[out.levels - 1];
+        g->mask_logvar = out.logvar[out.levels - 1];
+    }
+    /* The counter's input exactly as counting_input() builds it. */
+    cc_tensor *in = g->mask;
+    if (strcmp(c->counter_input, "mask")) {
+        cc_tensor *img = op_avg_pool2d(t, x, 2);
+        if (!strcmp(c->counter_input, "image")) {
+            in = img;
+        } else {
+            cc_tensor *both[2] = {g->mask, img};
+            in = op_concat(t, both, 2);
+        }
+    }
+    if (!in) return -1;
+    return counter_forward(t, &cm->m.Pc, &cm->m.counter, in, &g->count, &g->logvar);
+}
+
+int count_model_predict(count_model *cm, const float *images, int n, double *count, double *sigma,
+                        float *mask, float *mask_sigma, cc_status *st)
+{
+    assert(n >= 1);
+    if ((mask || mask_sigma) && !cm->has_fpn)
+        return status_set(st, "predict: masks asked for but no FPN loaded");
+    cc_tape *t = &cm->t;
+    tape_reset(t);
+    float c[4096], v[4096];
+    if (n > 4096) return status_set(st, "predict: batch larger than 4096");
+    int64_t d[4] = {n, 1, cm->h, cm->w};
+    cc_tensor *x = tape_input(t, 4, d, images, 0);
+    count_graph g;
+    if (!x || count_graph_forward(cm, t, x, &g) || tape_read(t, g.count, c) ||
+        tape_read(t, g.logvar, v) || (mask && tape_read(t, g.mask, mask)) ||
+        (mask_sigma && tape_read(t, g.mask_logvar, mask_sigma)))
+        return status_set(st, "predict: %s", tape_error(t));
+    for (int i = 0; i < n; i++) {
+        count[i] = c[i];
+        sigma[i] = cm->kind == LOSS_MSE ? NAN : exp(0.5 * (double)v[i]);
+    }
+    if (mask_sigma) {
+        const size_t m = (size_t)n * (size_t)(cm->h / 2) * (size_t)(cm->w / 2);
+        for (size_t i = 0; i < m; i++) mask_sigma[i] = expf(0.5f * mask_sigma[i]);
+    }
+    return 0;
+}
+
+int count_image_load(const char *path, int h, int w, float *dst, cc_status *st)
+{
+    cc_image img;
+    if (tiff_read_gray(path, &img, st)) return -1;
+    float *f = malloc(sizeof(float) * (size_t)img.w * (size_t)img.h);
+    if (!f) {
+        cc_image_free(&img);
+        return status_set(st, "%s: out of memory", path);
+    }
+    cc_image_to_float(&img, f);
+    int rc = resize_area(f, img.w, img.h, dst, w, h, st);
+    if (rc) status_prefix(st, "%s", path);
+    free(f);
+    cc_image_free(&img);
+    return rc;
+}
+
+/* ---- inputs ----------------------------------------------------------- */
+
+static int is_tiff_name(const char *name)
+{
+    if (name[0] == '.') return 0;
+    const char *dot = strrchr(name, '.');
+    return dot && (!strcasecmp(dot, ".tif") || !strcasecmp(dot, ".tiff"));
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int push(count_inputs *in, int *cap, char *path, cc_status *st)
+{
+    if (!path) return status_set(st, "inputs: out of memory");
+    if (in->n == *cap) {
+        int nc = *cap ? 2 * *cap : 16;
+        char **p = realloc(in->paths, sizeof(char *) * (size_t)nc);
+        if (!p) {
+            free(path);
+            return status_set(st, "inputs: out of memory");
+        }
+        in->paths = p;
+        *cap = nc;
+    }
+    in->paths[in->n++] = path;
+    return 0;
+}
+
+/* Add the TIFFs of directory dir, sorted; returns how many, or -1. */
+static int add_dir(count_inputs *in, int *cap, const char *dir, FILE *log, cc_status *st)
+{
+    DIR *d = opendir(dir);
+    if (!d) {
+        if (log) fprintf(log, "cellcount: %s: cannot open directory (%s)\n", dir, strerror(errno));
+        return 0;
+    }
+    int first = in->n;
+    struct dirent *e;
+    size_t dl = strlen(dir);
+    while ((e = readdir(d))) {
+        if (!is_tiff_name(e->d_name)) continue;
+        size_t len = dl + strlen(e->d_name) + 2;
+        char *p = malloc(len);
+        if (p) snprintf(p, len, "%s%s%s", dir, dl && dir[dl - 1] == '/' ? "" : "/", e->d_name);
+        struct stat sb;
+        if (p && (stat(p, &sb) || !S_ISREG(sb.st_mode))) {
+            free(p);
+            continue;
+        }
+        if (push(in, cap, p, st)) {
+            closedir(d);
+            return -1;
+        }
+    }
+    closedir(d);
+    qsort(in->paths + first, (size_t)(in->n - first), sizeof(char *), cmp_str);
+    return in->n - first;
+}
+
+/* "dir/name.tif" -> "name", made unique among stems[0..n). */
+static char *make_stem(const char *path, char *const *stems, int n)
+{
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    size_t len = strlen(base);
+    const char *dot = strrchr(base, '.');
+    if (dot && dot != base && (!strcasecmp(dot, ".tif") || !strcasecmp(dot, ".tiff")))
+        len = (size_t)(dot - base);
+    if (len == 0) base = "image", len = 5;
+    char *s = malloc(len + 16);
+    if (!s) return NULL;
+    for (int k = 1;; k++) {
+        if (k == 1)
+            snprintf(s, len + 16, "%.*s", (int)len, base);
+        else
+            snprintf(s, len + 16, "%.*s-%d", (int)len, base, k);
+        int dup = 0;
+        for (int i = 0; i < n && !dup; i++) dup = !strcmp(stems[i], s);
+        if (!dup) return s;
+    }
+}
+
+void count_inputs_free(count_inputs *in)
+{
+    for (int i = 0; i < in->n; i++) {
+        free(in->paths[i]);
+        if (in->stems) free(in->stems[i]);
+    }
+    free(in->paths);
+    free(in->stems);
+    memset(in, 0, sizeof *in);
+}
+
+int count_inputs_collect(char *const *args, int nargs, count_inputs *in, FILE *log, int *bad,
+                         cc_status *st)
+{
+    memset(in, 0, sizeof *in);
+    int cap = 0;
+    for (int a = 0; a < nargs; a++) {
+        struct stat sb;
+        if (stat(args[a], &sb)) {
+            if (log) fprintf(log, "cellcount: %s: %s\n", args[a], strerror(errno));
+            (*bad)++;
+        } else if (S_ISDIR(sb.st_mode)) {
+            int k = add_dir(in, &cap, args[a], log, st);
+            if (k < 0) goto oom;
+            if (k == 0) {
+                if (log) fprintf(log, "cellcount: %s: directory has no *.tif files\n", args[a]);
+                (*bad)++;
+            }
+        } else if (push(in, &cap, strdup(args[a]), st)) {
+            goto oom;
+        }
+    }
+    in->stems = calloc((size_t)(in->n ? in->n : 1), sizeof(char *));
+    if (!in->stems) goto oom;
+    for (int i = 0; i < in->n; i++)
+        if (!(in->stems[i] = make_stem(in->paths[i], in->stems, i))) goto oom;
+    return 0;
+oom:
+    count_inputs_free(in);
+    return status_set(st, "inputs: out of memory");
+}
+
+int count_mkdirs(const char *dir, cc_status *st)
+{
+    char buf[4096];
+    if (snprintf(buf, sizeof buf, "%s", dir) >= (int)sizeof buf)
+        return status_set(st, "%s: path too long", dir);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = '\0';
+        if (mkdir(buf, 0777) && errno != EEXIST)
+            return status_set(st, "%s: cannot create directory (%s)", buf, strerror(errno));
+        *p = '/';
+    }
+    if (mkdir(buf, 0777) && errno != EEXIST)
+        return status_set(st, "%s: cannot create directory (%s)", buf, strerror(errno));
+    struct stat sb;
+    if (stat(buf, &sb) || !S_ISDIR(sb.st_mode))
+        return status_set(st, "%s: not a directory", buf);
+    return 0;
+}
+
+/* ---- the count command ------------------------------------------------ */
+
+static void put_field(FILE *f, const char *s, int csv)
+{
+    if (csv) {
+        if (!strpbrk(s, ",\"\r\n")) {
+            fputs(s, f);
+            return;
+        }
+        fputc('"', f);
+        for (; *s; s++) {
+            if (*s == '"') fputc('"', f);
+            fputc(*s, f);
+        }
+        fputc('"', f);
+        return;
+    }
+    for (; *s; s++) {
+        if (*s == '\t') fputs("\\t", f);
+        else if (*s == '\n') fputs("\\n", f);
+        else if (*s == '\r') fputs("\\r", f);
+        else fputc(*s, f);
+    }
+}
+
+static void put_row(FILE *f, const char *path, double count, double sigma, int csv)
+{
+    const char sep = csv ? ',' : '\t';
+    put_field(f, path, csv);
+    double lo = count - 1.96 * sigma, hi = count + 1.96 * sigma;
+    if (lo < 0) lo = 0;
+    /* %.4f prints NaN as "nan" (no uncertainty with the mse loss). */
+    fprintf(f, "%c%.4f%c%.4f%c%.4f%c%.4f\n", sep, count, sep, sigma, sep, lo, sep, hi);
+}
+
+/* The four mask files of one image. */
+static int write_masks(const char *dir, const char *stem, const float *mask, const float *sd,
+                       int h, int w, uint8_t *px, cc_status *st)
+{
+    char path[4096];
+    const size_t n = (size_t)h * (size_t)w;
+    float mx = 0;
+    for (size_t i = 0; i < n; i++) mx = sd[i] > mx ? sd[i] : mx;
+    for (int k = 0; k < 2; k++) {
+        const float *v = k ? sd : mask;
+        const char *what = k ? "sigma" : "mask";
+        const float scale = k ? (mx > 0 ? 255.0f / mx : 0.0f) : 255.0f;
+        for (size_t i = 0; i < n; i++) {
+            float q = v[i] * scale;
+            px[i] = (uint8_t)(q <= 0.0f ? 0 : q >= 255.0f ? 255 : (int)(q + 0.5f));
+        }
+        snprintf(path, sizeof path, "%s/%s_%s.png", dir, stem, what);
+        if (png_write_gray(path, w, h, px, st)) return -1;
+        snprintf(path, sizeof path, "%s/%s_%s.tif", dir, stem, what);
+        if (tiff_write_gray(path, w, h, 32, v, st)) return -1;
+    }
+    return 0;
+}
+
+int count_run(const cc_config *cfg, const count_opts *o, char *const *args, int nargs, FILE *out,
+              FILE *log, cc_status *st)
+{
+    assert(o->batch >= 1);
+    int bad = 0, rc = -1, h = o->h, w = o->w, model_open = 0;
+    count_model cm;
+    count_inputs in;
+    memset(&in, 0, sizeof in);
+    float *images = NULL, *masks = NULL, *sds = NULL;
+    uint8_t *px = NULL;
+    double *count = NULL, *sigma = NULL;
+    int *slot = NULL;
+    char tmp[4096] = "";
+    FILE *f = out;
+
+    if (count_input_size(cfg, &h, &w, st)) goto done;
+    model_open = 1;
+    if (count_model_open(&cm, cfg, h, w, o->fpn_ckpt, o->counter_ckpt, o->masks_dir != NULL, st))
+        goto done;
+    if (o->masks_dir && count_mkdirs(o->masks_dir, st)) goto done;
+    if (count_inputs_collect(args, nargs, &in, log, &bad, st)) goto done;
+
+    const size_t plane = (size_t)h * (size_t)w, mplane = plane / 4;
+    const int B = o->batch;
+    images = malloc(sizeof(float) * plane * (size_t)B);
+    count = malloc(sizeof(double) * (size_t)B);
+    sigma = malloc(sizeof(double) * (size_t)B);
+    slot = malloc(sizeof(int) * (size_t)B);
+    if (o->masks_dir) {
+        masks = malloc(sizeof(float) * mplane * (size_t)B);
+        sds = malloc(sizeof(float) * mplane * (size_t)B);
+        px = malloc(mplane);
+    }
+    if (!images || !count || !sigma || !slot || (o->masks_dir && (!masks || !sds || !px))) {
+        status_set(st, "count: out of memory");
+        goto done;
+    }
+    if (o->output) {
+        if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", o->output, (long)getpid()) >= (int)sizeof tmp) {
+            status_set(st, "%s: path too long", o->output);
+            goto done;
+        }
+        if (!(f = fopen(tmp, "w"))) {
+            status_set(st, "%s: cannot write (%s)", tmp, strerror(errno));
+            tmp[0] = '\0';
+            goto done;
+        }
+    }
+    const char sep = o->csv ? ',' : '\t';
+    fprintf(f, "file%ccount%csigma%clower95%cupper95\n", sep, sep, sep, sep);
+
+    for (int next = 0; next < in.n;) {
+        /* Fill a batch with the next readable images. */
+        int n = 0;
+        for (; next < in.n && n < B; next++) {
+            cc_status ist;
+            status_clear(&ist);
+            if (count_image_load(in.paths[next], h, w, images + plane * (size_t)n, &ist)) {
+                if (log) fprintf(log, "cellcount: %s (skipped)\n", ist.msg);
+                bad++;
+                continue;
+            }
+            slot[n++] = next;
+        }
+        if (n == 0) continue;
+        if (count_model_predict(&cm, images, n, count, sigma, masks, sds, st)) goto done;
+        for (int i = 0; i < n; i++) {
+            put_row(f, in.paths[slot[i]], count[i], sigma[i], o->csv);
+            if (o->masks_dir &&
+                write_masks(o->masks_dir, in.stems[slot[i]], masks + mplane * (size_t)i,
+                            sds + mplane * (size_t)i, h / 2, w / 2, px, st))
+                goto done;
+        }
+        fflush(f);
+    }
+    if (o->output) {
+        int werr = ferror(f);
+        FILE *ff = f;
+        f = out;
+        if (fclose(ff) || werr) {
+            status_set(st, "%s: write failed (disk full?)", o->output);
+            goto done;
+        }
+        if (rename(tmp, o->output)) {
+            status_set(st, "%s: cannot rename %s into place (%s)", o->output, tmp, strerror(errno));
+            goto done;
+        }
+        tmp[0] = '\0';
+    } else if (ferror(f)) {
+        status_set(st, "count: writing the table failed");
+        goto done;
+    }
+    rc = bad ? 1 : 0;
+done:
+    if (f && f != out) fclose(f);
+    if (tmp[0]) unlink(tmp);
+    if (model_open) count_model_close(&cm);
+    count_inputs_free(&in);
+    free(images), free(masks), free(sds), free(px), free(count), free(sigma), free(slot);
+    return rc;
+}

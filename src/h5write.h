@@ -1,0 +1,48 @@
+/* h5write.h - helpers for the HDF5 writers (data sets, checkpoints, run
+ * logs): reproducible bytes, and surviving a full disk.
+ *
+ * HDF5 1.10 cannot recover from a failed flush: after a failed H5Fflush
+ * every later flush fails, and a failed H5Fclose frees the file but leaves
+ * its id registered, so library shutdown at exit closes it again and the
+ * process dies with SIGSEGV (HDF5 issue #2257, fixed in 1.14.1).  A writer
+ * that creates `tmp` (to be renamed over `path`) therefore
+ *   - calls h5write_reserve() right before the H5Fclose of a file it keeps,
+ *     treats a failure like a failed write, and after a successful close
+ *     calls h5write_release();
+ *   - calls h5write_discard() before closing anything of a file it drops
+ *     after a failure, then closes and unlinks it as usual.
+ * Files must be opened with the default (sec2) driver; with another driver
+ * these calls do nothing.
+ */
+#ifndef CC_H5WRITE_H
+#define CC_H5WRITE_H
+
+#include <hdf5.h>
+
+#include "autodiff/status.h"
+
+/* A creation property list of class `cls` (H5P_FILE_CREATE for the root
+ * group, H5P_GROUP_CREATE, H5P_DATASET_CREATE) with object modification
+ * times off, so that the same content gives the same bytes.  The caller
+ * closes it with H5Pclose.  -1 on HDF5 failure. */
+hid_t h5write_plist_create(hid_t cls);
+
+/* Allocate the disk blocks of everything the final flush of `file` can
+ * write (all of it lies inside the allocated size plus a small margin), so
+ * that H5Fclose cannot fail for want of space.  The file size does not
+ * change.  Returns 0, or -1 with st = "path: cannot write tmp: <errno>"
+ * when the disk is full.  File systems without fallocate get no guarantee
+ * (returns 0). */
+int h5write_reserve(hid_t file, const char *path, const char *tmp, cc_status *st);
+
+/* Give back the blocks h5write_reserve allocated past the end of the
+ * closed file `tmp`.  Best effort. */
+void h5write_release(const char *tmp);
+
+/* Point the descriptor under `file` at an empty anonymous memory file, so
+ * that closing it writes there and cannot fail.  For a file about to be
+ * deleted; costs memory only for what is still unwritten (HDF5 reads
+ * nothing back while closing).  Best effort. */
+void h5write_discard(hid_t file);
+
+#endif

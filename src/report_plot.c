@@ -1,0 +1,382 @@
+/* report_plot.c - `report --plot`: learning curves and calibration through
+ * gnuplot (see report.h).
+ *
+ * The data go inline as gnuplot datablocks in one script piped to a single
+ * gnuplot process, so nothing but the PNGs is written.  Each PNG is drawn
+ * to a temporary name and renamed once gnuplot has succeeded. */
+#include "src/report.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <math.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_PLOTS 4
+
+/* A gnuplot single-quoted string ('' stands for a quote inside). */
+static void gp_str(FILE *f, const char *s)
+{
+    fputc('\'', f);
+    for (; *s; s++) {
+        if (*s == '\'') fputc('\'', f);
+        if (*s != '\n') fputc(*s, f);
+    }
+    fputc('\'', f);
+}
+
+typedef struct xy {
+    double x, y;
+} xy;
+
+static int xy_cmp(const void *a, const void *b)
+{
+    double d = ((const xy *)a)->x - ((const xy *)b)->x;
+    return (d > 0) - (d < 0);
+}
+
+/* Datablock $<name> with the metrics column `col` of one stage and split
+ * against the epoch (1-based).  Returns the number of points (0: nothing
+ * written). */
+static int block_metric(FILE *f, const char *name, runlog *rl, int stage, int split,
+                        const char *col, double *max_x)
+{
+    runlog_table *t = runlog_table_find(rl, "metrics");
+    if (!t) return 0;
+    int cs = runlog_col(t, "stage"), ce = runlog_col(t, "epoch"), csp = runlog_col(t, "split"),
+        cv = runlog_col(t, col);
+    if (cs < 0 || ce < 0 || csp < 0 || cv < 0 || t->nrows == 0) return 0;
+    xy *p = malloc(sizeof *p * t->nrows);
+    if (!p) return 0;
+    size_t n = 0;
+    for (size_t i = 0; i < t->nrows; i++) {
+        const double *x = t->values + i * (size_t)t->ncols;
+        if (x[cs] == stage && x[csp] == split && isfinite(x[cv])) p[n++] = (xy){x[ce] + 1, x[cv]};
+    }
+    qsort(p, n, sizeof *p, xy_cmp);
+    if (n) {
+        fprintf(f, "$%s << EOD\n", name);
+        for (size_t i = 0; i < n; i++) fprintf(f, "%.17g %.17g\n", p[i].x, p[i].y);
+        fprintf(f, "EOD\n");
+        if (p[n - 1].x > *max_x) *max_x = p[n - 1].x;
+    }
+    free(p);
+    return (int)n;
+}
+
+/* The run's calibration table: test, else val, else train. */
+static runlog_table *calibration(runlog *rl, const char **split)
+{
+    static const char *const splits[] = {"test", "val", "train"};
+    for (int i = 0; i < 3; i++) {
+        char name[64];
+        snprintf(name, sizeof name, "calibration/%s", splits[i]);
+        runlog_table *t = runlog_table_find(rl, name);
+        if (t && t->nrows && runlog_col(t, "nominal") >= 0 && runlog_col(t, "observed") >= 0) {
+            *split = splits[i];
+            return t;
+        }
+    }
+    return NULL;
+}
+
+static int block_calibration(FILE *f, const char *name, runlog *rl, const char **split)
+{
+    runlog_table *t = calibration(rl, split);
+    if (!t) return 0;
+    int cn = runlog_col(t, "nominal"), co = runlog_col(t, "observed");
+    fprintf(f, "$%s << EOD\n", name);
+    for (size_t i = 0; i < t->nrows; i++) {
+        const double *x = t->values + i * (size_t)t->ncols;
+        if (isfinite(x[cn]) && isfinite(x[co])) fprintf(f, "%.17g %.17g\n", x[cn], x[co]);
+    }
+    fprintf(f, "EOD\n");
+    return 1;
+}
+
+typedef struct plot_file {
+    char final[PATH_MAX - 64], tmp[PATH_MAX];
+} plot_file;
+
+/* Start a figure: output to a temp name, recorded in files[]. */
+static void figure(FILE *f, const char *dir, const char *name, const char *title,
+                   const char *xlabel, const char *ylabel, plot_file *files, int *nfiles)
+{
+    plot_file *pf = &files[(*nfiles)++];
+    snprintf(pf->final, sizeof pf->final, "%s/%s", dir, name);
+    snprintf(pf->tmp, sizeof pf->tmp, "%s.tmp.%ld", pf->final, (long)getpid());
+    fprintf(f, "reset\nset output ");
+    gp_str(f, pf->tmp);
+    fprintf(f, "\nset title ");
+    gp_str(f, title);
+    fprintf(f, "\nset xlabel ");
+    gp_str(f, xlabel);
+    fprintf(f, "\nset ylabel ");
+    gp_str(f, ylabel);
+    fprintf(f, "\nset grid\nset key outside right top\nset xtics nomirror\n");
+}
+
+/* A learning-curve figure: per run, train (dashed) and/or val (solid). */
+static void curves(FILE *f, const cc_report *r, const char *dir, const char *file,
+                   const char *title, const char *ylabel, int stage, const char *col,
+                   int with_train, plot_file *files, int *nfiles)
+{
+    int any = 0;
+    double max_x = 0;
+    char *has = calloc((size_t)r->nruns * 2, 1);
+    if (!has) return;
+    for (int i = 0; i < r->nruns; i++) {
+        char name[64];
+        if (with_train) {
+            snprintf(name, sizeof name, "r%d_%s_%d_train", i, col, stage);
+            any |= has[2 * i] = block_metric(f, name, r->runs[i].rl, stage, 0, col, &max_x) > 0;
+        }
+        snprintf(name, sizeof name, "r%d_%s_%d_val", i, col, stage);
+        any |= has[2 * i + 1] = block_metric(f, name, r->runs[i].rl, stage, 1, col, &max_x) > 0;
+    }
+    if (any) {
+        figure(f, dir, file, title, "epoch", ylabel, files, nfiles);
+        /* Whole epochs on the axis while they fit. */
+        if (max_x <= 20) fprintf(f, "set xtics 1\n");
+        if (max_x <= 1) fprintf(f, "set xrange [0.5:1.5]\n");
+        fprintf(f, "plot ");
+        int first = 1;
+        for (int i = 0; i < r->nruns; i++)
+            for (int k = 0; k < 2; k++) {
+                if (!has[2 * i + k]) continue;
+                char label[300];
+                snprintf(label, sizeof label, "%s%s", r->runs[i].name,
+                         with_train ? (k ? " val" : " train") : "");
+                fprintf(f, "%s$r%d_%s_%d_%s with linespoints lc %d dt %d pt 7 ps 0.6 title ",
+                        first ? "" : ", ", i, col, stage, k ? "val" : "train", i + 1, k ? 1 : 2);
+                gp_str(f, label);
+                first = 0;
+            }
+        fprintf(f, "\nset output\n");
+    }
+    free(has);
+}
+
+static void calibration_plot(FILE *f, const cc_report *r, const char *dir, plot_file *files,
+                             int *nfiles)
+{
+    int any = 0;
+    char *has = calloc((size_t)r->nruns, 1);
+    const char **split = calloc((size_t)r->nruns, sizeof *split);
+    if (!has || !split) {
+        free(has);
+        free(split);
+        return;
+    }
+    for (int i = 0; i < r->nruns; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "r%d_calib", i);
+        any |= has[i] = (char)block_calibration(f, name, r->runs[i].rl, &split[i]);
+    }
+    if (any) {
+        figure(f, dir, "calibration.png", "calibration of the predicted count intervals",
+               "nominal coverage", "observed coverage", files, nfiles);
+        fprintf(f, "set size square\nset xrange [0:1]\nset yrange [0:1]\n"
+                   "plot x with lines lc rgb 'black' dt 3 title 'ideal'");
+        for (int i = 0; i < r->nruns; i++) {
+            if (!has[i]) continue;
+            char label[300];
+            snprintf(label, sizeof label, "%s (%s)", r->runs[i].name, split[i]);
+            fprintf(f, ", $r%d_calib with linespoints lc %d pt 7 ps 0.6 title ", i, i + 1);
+            gp_str(f, label);
+        }
+        fprintf(f, "\nset output\n");
+    }
+    free(has);
+    free(split);
+}
+
+/* gnuplot on PATH (or the given path), or NULL. */
+static int find_program(const char *prog, char *out, size_t len)
+{
+    if (strchr(prog, '/')) {
+        snprintf(out, len, "%s", prog);
+        return access(out, X_OK) == 0;
+    }
+    const char *path = getenv("PATH");
+    if (!path) path = "/usr/bin:/bin";
+    while (*path) {
+        const char *colon = strchr(path, ':');
+        size_t l = colon ? (size_t)(colon - path) : strlen(path);
+        snprintf(out, len, "%.*s/%s", (int)l, l ? path : ".", prog);
+        if (access(out, X_OK) == 0) return 1;
+        if (!colon) break;
+        path = colon + 1;
+    }
+    return 0;
+}
+
+static int mkdir_p(const char *path, cc_status *st)
+{
+    char buf[PATH_MAX];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = '\0';
+        if (mkdir(buf, 0777) && errno != EEXIST)
+            return status_set(st, "%s: cannot create directory (%s)", buf, strerror(errno));
+        *p = '/';
+    }
+    if (mkdir(buf, 0777) && errno != EEXIST)
+        return status_set(st, "%s: cannot create directory (%s)", buf, strerror(errno));
+    return 0;
+}
+
+/* Feed script to gnuplot; its messages go to errpath.  Returns its exit
+ * status (or -1 when it could not run). */
+static int run_gnuplot(const char *prog, const char *script, size_t len, const char *errpath)
+{
+    int pfd[2];
+    if (pipe(pfd)) return -1;
+    int efd = open(errpath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+    if (efd < 0) {
+        close(pfd[0]);
+        close(pfd[1]);
+        return -1;
+    }
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(pfd[0], 0);
+        dup2(efd, 1);
+        dup2(efd, 2);
+        close(pfd[0]);
+        close(pfd[1]);
+        execl(prog, "gnuplot", (char *)NULL);
+        dprintf(2, "cannot run %s (%s)\n", prog, strerror(errno));
+        _exit(127);
+    }
+    close(pfd[0]);
+    close(efd);
+    if (pid < 0) {
+        close(pfd[1]);
+        return -1;
+    }
+    /* A gnuplot that stops early must not kill us with SIGPIPE: block it
+     * while writing and drop the pending signal afterwards. */
+    sigset_t pipeset, old;
+    sigemptyset(&pipeset);
+    sigaddset(&pipeset, SIGPIPE);
+    sigprocmask(SIG_BLOCK, &pipeset, &old);
+    size_t off = 0;
+    while (off < len) {
+        ssize_t w = write(pfd[1], script + off, len - off);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) break;
+        off += (size_t)w;
+    }
+    close(pfd[1]);
+    int ws = 0;
+    while (waitpid(pid, &ws, 0) < 0 && errno == EINTR) {}
+    sigset_t pending;
+    sigpending(&pending);
+    if (sigismember(&pending, SIGPIPE) && !sigismember(&old, SIGPIPE))
+        sigtimedwait(&pipeset, NULL, &(struct timespec){0, 0});
+    sigprocmask(SIG_SETMASK, &old, NULL);
+    return WIFEXITED(ws) ? WEXITSTATUS(ws) : -1;
+}
+
+/* First line of gnuplot's output that says what went wrong. */
+static void first_error(const char *errpath, char *out, size_t len)
+{
+    snprintf(out, len, "no message");
+    FILE *f = fopen(errpath, "r");
+    if (!f) return;
+    char line[512], first[512] = "";
+    while (fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\r\n")] = '\0';
+        const char *p = line;
+        while (*p == ' ' || *p == '^') p++;
+        if (!*p) continue;
+        if (!first[0]) snprintf(first, sizeof first, "%s", p);
+        if (strstr(p, "error") || strstr(p, "cannot")) {
+            snprintf(out, len, "%s", p);
+            fclose(f);
+            return;
+        }
+    }
+    if (first[0]) snprintf(out, len, "%s", first);
+    fclose(f);
+}
+
+static int is_png(const char *path)
+{
+    static const unsigned char sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    unsigned char b[8];
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;
+    int ok = fread(b, 1, 8, f) == 8 && !memcmp(b, sig, 8);
+    fclose(f);
+    return ok;
+}
+
+int report_plot(const cc_report *r, const char *dir, const char *gnuplot, FILE *log,
+                cc_status *st)
+{
+    char prog[PATH_MAX];
+    if (!gnuplot) gnuplot = "gnuplot";
+    if (!find_program(gnuplot, prog, sizeof prog))
+        return status_set(st, "--plot needs gnuplot, and %s was not found: install the Debian "
+                              "package gnuplot-nox (apt-get install gnuplot-nox)", gnuplot);
+    if (mkdir_p(dir, st)) return -1;
+    char *script = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&script, &len);
+    if (!f) return status_set(st, "report: out of memory");
+    /* pngcairo draws anti-aliased lines; plain png (libgd) is the fallback
+     * for gnuplot builds without cairo. */
+    fprintf(f, "if (strstrt(GPVAL_TERMINALS, 'pngcairo') > 0) {\n"
+               "  set terminal pngcairo size 1100,650 noenhanced font ',10'\n"
+               "} else {\n"
+               "  set terminal png size 1100,650 noenhanced\n"
+               "}\n");
+    plot_file files[MAX_PLOTS];
+    int nfiles = 0;
+    curves(f, r, dir, "loss_fpn.png", "FPN loss (train dashed, val solid)", "loss", 0, "loss",
+           1, files, &nfiles);
+    curves(f, r, dir, "loss_counter.png", "counter loss (train dashed, val solid)", "loss", 1,
+           "loss", 1, files, &nfiles);
+    curves(f, r, dir, "val_mae.png", "counter validation MAE", "MAE (cells)", 1, "mae", 0, files,
+           &nfiles);
+    calibration_plot(f, r, dir, files, &nfiles);
+    if (fclose(f)) {
+        free(script);
+        return status_set(st, "report: out of memory");
+    }
+    if (nfiles == 0) {
+        free(script);
+        return status_set(st, "--plot: the runs have no metrics or calibration tables to plot");
+    }
+    char errpath[PATH_MAX];
+    snprintf(errpath, sizeof errpath, "%s/.gnuplot.%ld.log", dir, (long)getpid());
+    int rc = run_gnuplot(prog, script, len, errpath);
+    free(script);
+    int ret = 0;
+    if (rc != 0) {
+        char msg[512];
+        first_error(errpath, msg, sizeof msg);
+        ret = status_set(st, "%s failed (%s): %s", prog, rc < 0 ? "could not run" : "exit status",
+                         msg);
+    }
+    unlink(errpath);
+    for (int i = 0; i < nfiles; i++) {
+        if (!ret && !is_png(files[i].tmp))
+            ret = status_set(st, "%s: gnuplot wrote no PNG", files[i].final);
+        if (!ret && rename(files[i].tmp, files[i].final))
+            ret = status_set(st, "%s: cannot replace (%s)", files[i].final, strerror(errno));
+        else if (!ret && log)
+            fprintf(log, "wrote %s\n", files[i].final);
+    }
+    for (int i = 0; i < nfiles; i++) unlink(files[i].tmp);
+    return ret;
+}

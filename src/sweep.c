@@ -1,0 +1,394 @@
+/* sweep.c - sweep specification: sweep files, --grid/--set, grid expansion.
+ * Running the points is in sweep_run.c. */
+#include "src/sweep.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <ini.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+void sweep_spec_init(sweep_spec *s)
+{
+    memset(s, 0, sizeof *s);
+}
+
+static void axis_free(sweep_axis *a)
+{
+    for (int i = 0; i < a->nvalues; i++) free(a->values[i]);
+    free(a->values);
+    memset(a, 0, sizeof *a);
+}
+
+void sweep_spec_free(sweep_spec *s)
+{
+    for (int a = 0; a < s->naxes; a++) axis_free(&s->axes[a]);
+    for (int i = 0; i < s->nsets; i++) free(s->sets[i]);
+    memset(s, 0, sizeof *s);
+}
+
+/* Copy src without leading/trailing blanks into dst (dst may alias src). */
+static void trim_copy(char *dst, const char *src, size_t n)
+{
+    while (isspace((unsigned char)*src)) src++;
+    size_t l = strlen(src);
+    while (l && isspace((unsigned char)src[l - 1])) l--;
+    if (l >= n) l = n - 1;
+    memmove(dst, src, l);
+    dst[l] = '\0';
+}
+
+/* The sweep itself sets these per point. */
+static int key_reserved(const char *key)
+{
+    return !strcmp(key, "run.out_dir") || !strcmp(key, "run.name") || !strcmp(key, "run.threads");
+}
+
+/* Check "key=value" against the configuration's key table.  config_set's
+ * messages start with "--set"; drop that so `where` (file:line) leads. */
+static int check_assignment(const char *assignment, const char *where, cc_status *st)
+{
+    cc_config scratch;
+    config_defaults(&scratch);
+    cc_status local;
+    status_clear(&local);
+    if (config_set(&scratch, assignment, &local) == 0) return 0;
+    const char *m = local.msg;
+    if (!strncmp(m, "--set: ", 7))
+        m += 7;
+    else if (!strncmp(m, "--set ", 6))
+        m += 6;
+    return status_set(st, "%s: %s", where, m);
+}
+
+int sweep_add_grid(sweep_spec *s, const char *assignment, const char *where, cc_status *st)
+{
+    const char *eq = strchr(assignment, '=');
+    char key[64];
+    if (!eq || (size_t)(eq - assignment) >= sizeof key)
+        return status_set(st, "%s: '%s': expected section.key=value1,value2,...", where,
+                          assignment);
+    memcpy(key, assignment, (size_t)(eq - assignment));
+    key[eq - assignment] = '\0';
+    trim_copy(key, key, sizeof key);
+    if (!strchr(key, '.'))
+        return status_set(st, "%s: '%s': expected section.key=value1,value2,...", where,
+                          assignment);
+    if (key_reserved(key))
+        return status_set(st, "%s: %s is set by the sweep itself for every point (use --out, "
+                              "--jobs, --threads)", where, key);
+    sweep_axis a;
+    memset(&a, 0, sizeof a);
+    snprintf(a.key, sizeof a.key, "%s", key);
+    const char *p = eq + 1;
+    for (;;) {
+        const char *comma = strchr(p, ',');
+        size_t l = comma ? (size_t)(comma - p) : strlen(p);
+        char value[CFG_STR], probe[CFG_STR + 80];
+        if (l >= sizeof value) {
+            axis_free(&a);
+            return status_set(st, "%s: %s: value too long", where, key);
+        }
+        memcpy(value, p, l);
+        value[l] = '\0';
+        trim_copy(value, value, sizeof value);
+        if (!value[0]) {
+            axis_free(&a);
+            return status_set(st, "%s: %s: empty value in '%s'", where, key, eq + 1);
+        }
+        for (int i = 0; i < a.nvalues; i++)
+            if (!strcmp(a.values[i], value)) {
+                axis_free(&a);
+                return status_set(st, "%s: %s: value '%s' listed twice", where, key, value);
+            }
+        snprintf(probe, sizeof probe, "%s=%s", key, value);
+        if (check_assignment(probe, where, st)) {
+            axis_free(&a);
+            return -1;
+        }
+        char **nv = realloc(a.values, sizeof(char *) * (size_t)(a.nvalues + 1));
+        char *copy = strdup(value);
+        if (nv) a.values = nv;
+        if (!nv || !copy) {
+            free(copy);
+            axis_free(&a);
+            return status_set(st, "%s: out of memory", where);
+        }
+        a.values[a.nvalues++] = copy;
+        if (!comma) break;
+        p = comma + 1;
+    }
+    for (int i = 0; i < s->naxes; i++)
+        if (!strcmp(s->axes[i].key, key)) {
+            /* The command line refines a sweep file: same key, new values. */
+            axis_free(&s->axes[i]);
+            s->axes[i] = a;
+            return 0;
+        }
+    if (s->naxes == SWEEP_MAX_AXES) {
+        axis_free(&a);
+        return status_set(st, "%s: more than %d grid keys", where, SWEEP_MAX_AXES);
+    }
+    s->axes[s->naxes++] = a;
+    return 0;
+}
+
+int sweep_add_set(sweep_spec *s, const char *assignment, const char *where, cc_status *st)
+{
+    const char *eq = strchr(assignment, '=');
+    char key[64];
+    if (!eq || (size_t)(eq - assignment) >= sizeof key)
+        return status_set(st, "%s: '%s': expected section.key=value", where, assignment);
+    memcpy(key, assignment, (size_t)(eq - assignment));
+    key[eq - assignment] = '\0';
+    trim_copy(key, key, sizeof key);
+    if (key_reserved(key))
+        return status_set(st, "%s: %s is set by the sweep itself for every point (use --out, "
+                              "--jobs, --threads)", where, key);
+    char buf[CFG_STR + 80];
+    char value[CFG_STR];
+    trim_copy(value, eq + 1, sizeof value);
+    snprintf(buf, sizeof buf, "%s=%s", key, value);
+    if (check_assignment(buf, where, st)) return -1;
+    if (s->nsets == SWEEP_MAX_SETS)
+        return status_set(st, "%s: more than %d fixed overrides", where, SWEEP_MAX_SETS);
+    if (!(s->sets[s->nsets] = strdup(buf))) return status_set(st, "%s: out of memory", where);
+    s->nsets++;
+    return 0;
+}
+
+static const struct {
+    const char *name;
+    unsigned bit;
+} stage_names[] = {{"fpn", SWEEP_FPN}, {"counter", SWEEP_COUNTER}, {"evaluate", SWEEP_EVALUATE}};
+
+int sweep_parse_stages(const char *list, unsigned *stages, cc_status *st)
+{
+    unsigned bits = 0;
+    const char *p = list;
+    for (;;) {
+        const char *comma = strchr(p, ',');
+        size_t l = comma ? (size_t)(comma - p) : strlen(p);
+        char tok[32];
+        if (l >= sizeof tok) l = sizeof tok - 1;
+        memcpy(tok, p, l);
+        tok[l] = '\0';
+        trim_copy(tok, tok, sizeof tok);
+        unsigned bit = 0;
+        for (size_t i = 0; i < sizeof stage_names / sizeof stage_names[0]; i++)
+            if (!strcmp(tok, stage_names[i].name)) bit = stage_names[i].bit;
+        if (!bit)
+            return status_set(st, "stages: '%s' is not a stage (fpn, counter, evaluate)", tok);
+        bits |= bit;
+        if (!comma) break;
+        p = comma + 1;
+    }
+    *stages = bits;
+    return 0;
+}
+
+void sweep_stages_str(unsigned stages, char *buf, size_t len)
+{
+    size_t o = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < sizeof stage_names / sizeof stage_names[0]; i++)
+        if (stages & stage_names[i].bit) {
+            int w = snprintf(buf + o, len - o, "%s%s", o ? "," : "", stage_names[i].name);
+            if (w < 0 || (size_t)w >= len - o) break;
+            o += (size_t)w;
+        }
+}
+
+int sweep_file_is_sweep(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    char line[1024];
+    int found = 0;
+    while (!found && fgets(line, sizeof line, f)) {
+        char t[1024];
+        trim_copy(t, line, sizeof t);
+        found = !strcmp(t, "[sweep]");
+    }
+    fclose(f);
+    return found;
+}
+
+typedef struct sweep_parse {
+    sweep_spec *s;
+    const char *path;
+    FILE *f;
+    int line;
+    cc_status *st;
+} sweep_parse;
+
+/* Count lines ourselves: inih's handler gets no line number. */
+static char *sweep_reader(char *str, int num, void *stream)
+{
+    sweep_parse *p = stream;
+    char *r = fgets(str, num, p->f);
+    if (r) p->line++;
+    return r;
+}
+
+static int sweep_ini_handler(void *user, const char *section, const char *name, const char *value)
+{
+    sweep_parse *p = user;
+    char where[CFG_STR + 32], buf[CFG_STR * 2];
+    snprintf(where, sizeof where, "%s:%d", p->path, p->line);
+    if (strcmp(section, "sweep")) {
+        status_set(p->st, "%s: unknown section [%s] (a sweep file has only [sweep])", where, section);
+        return 0;
+    }
+    if (!strcmp(name, "base")) {
+        if (!value[0] || value[0] == '/' || !strchr(p->path, '/')) {
+            snprintf(p->s->base, sizeof p->s->base, "%s", value);
+        } else {
+            /* Relative to the sweep file, like an include. */
+            const char *slash = strrchr(p->path, '/');
+            snprintf(p->s->base, sizeof p->s->base, "%.*s/%s", (int)(slash - p->path), p->path,
+                     value);
+        }
+        return 1;
+    }
+    if (!strcmp(name, "out_dir")) {
+        snprintf(p->s->out_dir, sizeof p->s->out_dir, "%s", value);
+        return 1;
+    }
+    if (!strcmp(name, "stages")) {
+        cc_status local;
+        status_clear(&local);
+        if (sweep_parse_stages(value, &p->s->stages, &local)) {
+            status_set(p->st, "%s: %s", where, local.msg);
+            return 0;
+        }
+        return 1;
+    }
+    int grid = !strncmp(name, "grid.", 5), set = !strncmp(name, "set.", 4);
+    if (grid || set) {
+        snprintf(buf, sizeof buf, "%s=%s", name + (grid ? 5 : 4), value);
+        int r = grid ? sweep_add_grid(p->s, buf, where, p->st) : sweep_add_set(p->s, buf, where, p->st);
+        return r == 0;
+    }
+    status_set(p->st, "%s: unknown key '%s' in [sweep] (expected base, out_dir, stages, "
+                      "grid.SECTION.KEY or set.SECTION.KEY)", where, name);
+    return 0;
+}
+
+int sweep_load(sweep_spec *s, const char *path, cc_status *st)
+{
+    sweep_parse p = {s, path, fopen(path, "r"), 0, st};
+    if (!p.f) return status_set(st, "%s: cannot open sweep file (%s)", path, strerror(errno));
+    cc_status local;
+    status_clear(&local);
+    p.st = &local;
+    int r = ini_parse_stream(sweep_reader, &p, sweep_ini_handler, &p);
+    fclose(p.f);
+    if (local.failed) return status_set(st, "%s", local.msg);
+    if (r > 0) return status_set(st, "%s:%d: syntax error", path, r);
+    if (r < 0) return status_set(st, "%s: cannot read the file", path);
+    return 0;
+}
+
+const char *sweep_point_override(const sweep_spec *s, const sweep_point *p, int a, char *buf,
+                                 size_t len)
+{
+    snprintf(buf, len, "%s=%s", s->axes[a].key, s->axes[a].values[p->idx[a]]);
+    return buf;
+}
+
+static uint32_t fnv1a(const char *s)
+{
+    uint32_t h = 2166136261u;
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 16777619u;
+    return h;
+}
+
+/* Directory name of a point: its overrides, made safe for any file system
+ * and shell, short enough for NAME_MAX. */
+static void point_name(const sweep_spec *s, sweep_point *p)
+{
+    char raw[SWEEP_MAX_AXES * (CFG_STR + 80)];
+    size_t o = 0;
+    raw[0] = '\0';
+    for (int a = 0; a < s->naxes; a++) {
+        char ov[CFG_STR + 80];
+        sweep_point_override(s, p, a, ov, sizeof ov);
+        int w = snprintf(raw + o, sizeof raw - o, "%s%s", a ? "," : "", ov);
+        if (w < 0 || (size_t)w >= sizeof raw - o) break;
+        o += (size_t)w;
+    }
+    size_t n = 0;
+    for (const char *c = raw; *c && n < SWEEP_NAME - 1; c++)
+        p->name[n++] = (isalnum((unsigned char)*c) || strchr("._=,+-", *c)) ? *c : '_';
+    p->name[n] = '\0';
+    if (strlen(raw) > SWEEP_NAME - 1)
+        snprintf(p->name + SWEEP_NAME - 11, 11, "~%08x", (unsigned)fnv1a(raw));
+}
+
+/* The point's full configuration, to reject bad combinations up front. */
+static int point_check(const sweep_spec *s, const sweep_point *p, cc_status *st)
+{
+    cc_config c;
+    config_defaults(&c);
+    if (s->base[0] && config_load(&c, s->base, st)) return -1;
+    for (int i = 0; i < s->nsets; i++)
+        if (config_set(&c, s->sets[i], st)) return -1;
+    for (int a = 0; a < s->naxes; a++) {
+        char ov[CFG_STR + 80];
+        if (config_set(&c, sweep_point_override(s, p, a, ov, sizeof ov), st)) return -1;
+    }
+    if (snprintf(c.out_dir, sizeof c.out_dir, "%s", p->dir) >= (int)sizeof c.out_dir)
+        return status_set(st, "%s: run directory name too long", p->dir);
+    if (config_validate(&c, st)) {
+        status_prefix(st, "point %s: ", p->name);
+        return -1;
+    }
+    return 0;
+}
+
+int sweep_expand(const sweep_spec *s, sweep_point **points, int *npoints, cc_status *st)
+{
+    *points = NULL;
+    *npoints = 0;
+    if (s->naxes == 0) return status_set(st, "no grid keys (--grid SEC.KEY=A,B or grid.SEC.KEY = A,B)");
+    if (!s->out_dir[0]) return status_set(st, "no output directory (--out DIR or out_dir = DIR)");
+    long total = 1;
+    for (int a = 0; a < s->naxes; a++) {
+        total *= s->axes[a].nvalues;
+        if (total > SWEEP_MAX_POINTS)
+            return status_set(st, "more than %d points", SWEEP_MAX_POINTS);
+    }
+    sweep_point *P = calloc((size_t)total, sizeof *P);
+    if (!P) return status_set(st, "sweep: out of memory");
+    for (long i = 0; i < total; i++) {
+        /* Mixed-radix digits of i, the last axis varying fastest. */
+        long r = i;
+        for (int a = s->naxes - 1; a >= 0; a--) {
+            P[i].idx[a] = (int)(r % s->axes[a].nvalues);
+            r /= s->axes[a].nvalues;
+        }
+        point_name(s, &P[i]);
+        if (snprintf(P[i].dir, sizeof P[i].dir, "%s/%s", s->out_dir, P[i].name) >=
+            (int)sizeof P[i].dir) {
+            status_set(st, "%s/%s: run directory name too long", s->out_dir, P[i].name);
+            free(P);
+            return -1;
+        }
+        for (long j = 0; j < i; j++)
+            if (!strcmp(P[i].name, P[j].name)) {
+                status_set(st, "two points map to the same directory name '%s' (values that "
+                               "differ only in characters replaced by '_')", P[i].name);
+                free(P);
+                return -1;
+            }
+        if (point_check(s, &P[i], st)) {
+            free(P);
+            return -1;
+        }
+    }
+    *points = P;
+    *npoints = (int)total;
+    return 0;
+}

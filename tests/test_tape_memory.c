@@ -1,0 +1,230 @@
+/* test_tape_memory.c - the engine's memory and optimizer fast paths:
+ * gradient recycling (tape free_grads), the arena's overflow policy, the
+ * vectorised Adam update, and steady-state steps without heap allocations
+ * on the FPN-like conv -> BN -> LeakyReLU -> upsample/add graph. */
+#include <check.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "autodiff/arena.h"
+#include "autodiff/ops.h"
+#include "autodiff/optim.h"
+#include "autodiff/params.h"
+#include "tests/testutil.h"
+
+typedef struct net {
+    cc_ctx ctx;
+    cc_params P;
+    int w1, b1, g1, be1, m1, v1, w2, w3;
+    cc_tape t;
+} net;
+
+static void net_init(net *n)
+{
+    ck_assert_int_eq(ctx_init(&n->ctx, 1, NULL), 0);
+    params_init(&n->P, &n->ctx);
+    cc_params *P = &n->P;
+    n->w1 = params_add(P, "c1/weight", 4, (int64_t[]){16, 2, 3, 3}, PARAM_TRAINABLE, NULL);
+    n->b1 = params_add(P, "c1/bias", 1, (int64_t[]){16}, PARAM_TRAINABLE, NULL);
+    n->g1 = params_add(P, "bn/weight", 1, (int64_t[]){16}, PARAM_TRAINABLE, NULL);
+    n->be1 = params_add(P, "bn/bias", 1, (int64_t[]){16}, PARAM_TRAINABLE, NULL);
+    n->m1 = params_add(P, "bn/running_mean", 1, (int64_t[]){16}, PARAM_BUFFER, NULL);
+    n->v1 = params_add(P, "bn/running_var", 1, (int64_t[]){16}, PARAM_BUFFER, NULL);
+    n->w2 = params_add(P, "c2/weight", 4, (int64_t[]){16, 16, 3, 3}, PARAM_TRAINABLE, NULL);
+    n->w3 = params_add(P, "c3/weight", 4, (int64_t[]){1, 16, 3, 3}, PARAM_TRAINABLE, NULL);
+    ck_assert_int_eq(params_finalize(P, NULL), 0);
+    params_init_uniform(P, n->w1, 0.3f, 1, 1);
+    params_init_uniform(P, n->b1, 0.3f, 1, 2);
+    params_fill(P, n->g1, 1.0f);
+    params_fill(P, n->v1, 1.0f);
+    params_init_uniform(P, n->w2, 0.1f, 1, 3);
+    params_init_uniform(P, n->w3, 0.1f, 1, 4);
+    tape_init(&n->t, &n->ctx, 1);
+}
+
+static void net_free(net *n)
+{
+    tape_free(&n->t);
+    params_free(&n->P);
+    ctx_free(&n->ctx);
+}
+
+/* conv -> BN -> LeakyReLU -> conv (+ its 2x-upsampled avg-pool: a tensor
+ * with two consumers) -> one-channel conv -> sum; x gets a gradient too. */
+static cc_tensor *net_forward(net *n, const float *xv, cc_tensor **x_out, cc_tensor **mid)
+{
+    cc_tape *t = &n->t;
+    cc_params *P = &n->P;
+    cc_tensor *x = tape_input(t, 4, (int64_t[]){2, 2, 12, 16}, xv, 1);
+    cc_tensor *h = op_conv2d(t, x, params_tensor(P, n->w1), params_tensor(P, n->b1), 1, 1);
+    h = op_batch_norm(t, h, params_tensor(P, n->g1), params_tensor(P, n->be1),
+                      params_tensor(P, n->m1), params_tensor(P, n->v1), NULL, 0.1f, 1e-5f);
+    h = op_leaky_relu(t, h, 0.01f);
+    cc_tensor *u = op_conv2d(t, h, params_tensor(P, n->w2), NULL, 1, 1);
+    u = op_add(t, u, op_upsample2x(t, op_avg_pool2d(t, u, 2)));
+    cc_tensor *y = op_conv2d(t, u, params_tensor(P, n->w3), NULL, 1, 1);
+    *x_out = x;
+    if (mid) *mid = u;
+    return op_sum(t, y);
+}
+
+/* Gradients with recycling are bit-identical to those without; reading a
+ * recycled intermediate gradient fails; the arena high-water mark drops. */
+START_TEST(test_free_grads_same_gradients)
+{
+    float xv[2 * 2 * 12 * 16], gx[2][2 * 2 * 12 * 16];
+    tu_fill_uniform(xv, 768, -1, 1, 7);
+    float *gp[2];
+    size_t hw[2];
+    for (int mode = 0; mode < 2; mode++) {
+        net n;
+        net_init(&n);
+        n.t.free_grads = mode;
+        for (int step = 0; step < 2; step++) {
+            tape_reset(&n.t);
+            params_zero_grad(&n.P);
+            cc_tensor *x, *mid, *L = net_forward(&n, xv, &x, &mid);
+            ck_assert_msg(L != NULL, "%s", tape_error(&n.t));
+            ck_assert_int_eq(tape_backward(&n.t, L), 0);
+            ck_assert_int_eq(tape_read_grad(&n.t, x, gx[mode]), 0);
+            float tmp[2 * 16 * 12 * 16];
+            int rc = tape_read_grad(&n.t, mid, tmp);
+            if (mode) {
+                ck_assert_int_eq(rc, -1);
+                ck_assert(strstr(tape_error(&n.t), "recycled"));
+            } else {
+                ck_assert_int_eq(rc, 0);
+            }
+        }
+        gp[mode] = malloc(sizeof(float) * n.P.n_train);
+        memcpy(gp[mode], n.P.grad, sizeof(float) * n.P.n_train);
+        hw[mode] = n.t.arena.high_water;
+        if (mode) ck_assert_int_eq(memcmp(gp[0], gp[1], sizeof(float) * n.P.n_train), 0);
+        net_free(&n);
+    }
+    ck_assert_int_eq(memcmp(gx[0], gx[1], sizeof gx[0]), 0);
+    ck_assert_msg(hw[1] < hw[0], "arena high-water %zu with recycling, %zu without", hw[1], hw[0]);
+    free(gp[0]);
+    free(gp[1]);
+}
+END_TEST
+
+/* With recycling, identical steps allocate nothing after the first two. */
+START_TEST(test_free_grads_steady_state)
+{
+    float xv[768];
+    tu_fill_uniform(xv, 768, -1, 1, 8);
+    net n;
+    net_init(&n);
+    n.t.free_grads = 1;
+    cc_optim opt;
+    optim_adam_init(&opt, 1e-3f, 0.9f, 0.999f, 1e-8f, 0);
+    size_t allocs = 0, hw = 0;
+    for (int step = 0; step < 6; step++) {
+        tape_reset(&n.t);
+        params_zero_grad(&n.P);
+        cc_tensor *x, *L = net_forward(&n, xv, &x, NULL);
+        ck_assert_msg(L != NULL, "%s", tape_error(&n.t));
+        ck_assert_int_eq(tape_backward(&n.t, L), 0);
+        ck_assert_int_eq(optim_step(&opt, &n.P, NULL), 0);
+        if (step == 2) allocs = n.ctx.n_allocs, hw = n.t.arena.high_water;
+    }
+    ck_assert_uint_eq(n.ctx.n_allocs, allocs);
+    ck_assert_uint_eq(n.t.arena.high_water, hw);
+    net_free(&n);
+}
+END_TEST
+
+static int arena_blocks(const cc_arena *a)
+{
+    int k = 0;
+    for (const cc_arena_block *b = a->head; b; b = b->next) k++;
+    return k;
+}
+
+/* A request larger than a block gets its own block behind the head, so the
+ * head keeps serving small requests; reset coalesces to one block. */
+START_TEST(test_arena_big_request_policy)
+{
+    cc_ctx ctx;
+    ck_assert_int_eq(ctx_init(&ctx, 1, NULL), 0);
+    cc_arena a;
+    arena_init(&a, &ctx);
+    ck_assert_ptr_nonnull(arena_alloc(&a, 1000, NULL));
+    char *head_mem = a.head->mem;
+    ck_assert_ptr_nonnull(arena_alloc(&a, (size_t)20 << 20, NULL));
+    char *small = arena_alloc(&a, 1000, NULL);
+    ck_assert_int_eq(arena_blocks(&a), 2);
+    ck_assert_ptr_eq(small, head_mem + 1024);   /* from the first block */
+    arena_reset(&a);
+    ck_assert_int_eq(arena_blocks(&a), 1);
+    ck_assert_uint_ge(a.head->cap, ((size_t)20 << 20) + 2048);
+    arena_free(&a);
+    ctx_free(&ctx);
+}
+END_TEST
+
+/* The vectorised Adam computes exactly the scalar float formula, tails
+ * included. */
+START_TEST(test_adam_bit_exact)
+{
+    cc_ctx ctx;
+    ck_assert_int_eq(ctx_init(&ctx, 2, NULL), 0);
+    cc_params P;
+    params_init(&P, &ctx);
+    const int n = 40007;    /* several chunks and an odd tail */
+    params_add(&P, "a", 1, (int64_t[]){n}, PARAM_TRAINABLE, NULL);
+    params_add(&P, "b", 1, (int64_t[]){3}, PARAM_TRAINABLE, NULL);
+    ck_assert_int_eq(params_finalize(&P, NULL), 0);
+    const size_t tot = P.n_train;
+    float *w = malloc(sizeof(float) * tot), *m = calloc(tot, sizeof(float));
+    float *v = calloc(tot, sizeof(float)), *g = malloc(sizeof(float) * tot);
+    tu_fill_uniform(P.value, (int64_t)tot, -1, 1, 9);
+    memcpy(w, P.value, sizeof(float) * tot);
+    cc_optim o;
+    optim_adam_init(&o, 1e-2f, 0.9f, 0.999f, 1e-8f, 1e-3f);
+    for (int step = 1; step <= 3; step++) {
+        tu_fill_uniform(P.grad, (int64_t)tot, -1, 1, 10 + step);
+        memcpy(g, P.grad, sizeof(float) * tot);
+        ck_assert_int_eq(optim_step(&o, &P, NULL), 0);
+        const double bc1 = 1.0 - pow(0.9f, step), bc2 = 1.0 - pow(0.999f, step);
+        const float ss = (float)(1e-2f / bc1), ib = (float)(1.0 / sqrt(bc2));
+        for (int p = 0; p < P.n; p++)   /* the slabs may pad between tensors */
+            for (size_t i = P.p[p].offset; i < P.p[p].offset + P.p[p].numel; i++) {
+                float gi = g[i] + 1e-3f * w[i];
+                m[i] = 0.9f * m[i] + (1 - 0.9f) * gi;
+                v[i] = 0.999f * v[i] + (1 - 0.999f) * gi * gi;
+                w[i] -= ss * m[i] / (sqrtf(v[i]) * ib + 1e-8f);
+            }
+    }
+    ck_assert_int_eq(memcmp(w, P.value, sizeof(float) * tot), 0);
+    ck_assert_int_eq(memcmp(m, P.m, sizeof(float) * tot), 0);
+    ck_assert_int_eq(memcmp(v, P.v, sizeof(float) * tot), 0);
+    free(w), free(m), free(v), free(g);
+    params_free(&P);
+    ctx_free(&ctx);
+}
+END_TEST
+
+static Suite *memory_suite(void)
+{
+    Suite *s = suite_create("tape_memory");
+    TCase *tc = tcase_create("memory");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_free_grads_same_gradients);
+    tcase_add_test(tc, test_free_grads_steady_state);
+    tcase_add_test(tc, test_arena_big_request_policy);
+    tcase_add_test(tc, test_adam_bit_exact);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(memory_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

@@ -1,0 +1,255 @@
+/* test_train.c - training drivers end to end on a tiny simulated set:
+ * learning happens, a run killed with SIGKILL mid-epoch and resumed ends
+ * bit-identical to an uninterrupted one, evaluation writes its tables, and
+ * bad configurations fail cleanly. */
+#include <check.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "src/checkpoint.h"
+#include "src/runlog.h"
+#include "src/session.h"
+#include "src/sim_output.h"
+#include "src/train.h"
+
+static char dir[64];
+static char data[128];
+
+static void make_data(void)
+{
+    static const int counts[] = {2, 10, 25, 40}, focus[] = {1, 8};
+    sim_params p;
+    sim_params_default(&p);
+    p.width = 174;
+    p.height = 130;
+    sim_job job = {counts, 4, focus, 2, 5, 1, 1};
+    static const double frac[3] = {0.6, 0.2, 0.2};
+    sim_h5_out o;
+    cc_status st;
+    status_clear(&st);
+    ck_assert_msg(sim_h5_begin(&o, data, 64, 64, &job, 1, frac, &st) == 0, "%s", st.msg);
+    int rc = sim_run(&p, &job, sim_h5_sink, &o, NULL, &st);
+    ck_assert_msg(sim_h5_end(&o, rc == 0, &st) == 0 && rc == 0, "%s", st.msg);
+}
+
+static void setup(void)
+{
+    strcpy(dir, "/tmp/cc_train_XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(data, sizeof data, "%s/sim.h5", dir);
+}
+
+static void teardown(void)
+{
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+
+static void tiny_config(cc_config *c, const char *run, int fpn_epochs)
+{
+    char buf[256];
+    config_defaults(c);
+    const char *keys[] = {"fpn.depth=2", "fpn.width=4", "fpn_train.batch=4", "fpn_train.lr=3e-3",
+                          "counter.width_div=16", "counter_train.batch=4", "counter_train.epochs=2",
+                          "counter_train.lr=1e-3", "counter.init_bias=data", "run.threads=1"};
+    for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) ck_assert_int_eq(config_set(c, keys[i], NULL), 0);
+    snprintf(buf, sizeof buf, "fpn_train.epochs=%d", fpn_epochs);
+    config_set(c, buf, NULL);
+    snprintf(buf, sizeof buf, "data.file=%s", data);
+    config_set(c, buf, NULL);
+    snprintf(buf, sizeof buf, "run.out_dir=%s/%s", dir, run);
+    config_set(c, buf, NULL);
+}
+
+/* Load a checkpoint's parameters into a fresh store (same architecture). */
+static void load_params(const cc_config *c, const char *path, cc_params *P, cc_ctx *ctx, fpn_model *m)
+{
+    params_init(P, ctx);
+    fpn_config fc = {c->fpn_depth, c->fpn_width, c->fpn_channels};
+    ck_assert_int_eq(fpn_build(P, &fc, "fpn", m, NULL), 0);
+    ck_assert_int_eq(params_finalize(P, NULL), 0);
+    cc_status st;
+    status_clear(&st);
+    ck_assert_msg(checkpoint_load(path, P, NULL, &st) == 0, "%s", st.msg);
+}
+
+START_TEST(test_fpn_learns_and_logs)
+{
+    make_data();
+    cc_config c;
+    tiny_config(&c, "a", 4);
+    cc_status st;
+    status_clear(&st);
+    ck_assert_msg(train_fpn(&c, 0, &st) == 0, "%s", st.msg);
+    char path[256];
+    snprintf(path, sizeof path, "%s/a/run.h5", dir);
+    runlog rl;
+    ck_assert_msg(runlog_open(&rl, path, &st) == 0, "%s", st.msg);
+    runlog_table *t = runlog_table_find(&rl, "metrics");
+    ck_assert_ptr_nonnull(t);
+    ck_assert_uint_eq(t->nrows, 8); /* 4 epochs x (train, val) */
+    int cl = runlog_col(t, "loss");
+    double first = t->values[0 * t->ncols + cl], last = t->values[6 * t->ncols + cl];
+    ck_assert_msg(last < first - 0.5, "FPN training loss did not fall: %g -> %g", first, last);
+    ck_assert_str_eq(runlog_attr_get(&rl, "config.fpn.width"), "4");
+    runlog_free(&rl);
+    snprintf(path, sizeof path, "%s/a/fpn_best.h5", dir);
+    ck_assert_int_eq(access(path, R_OK), 0);
+}
+END_TEST
+
+START_TEST(test_resume_after_sigkill_is_exact)
+{
+    make_data();
+    cc_config a, b;
+    tiny_config(&a, "full", 5);
+    tiny_config(&b, "killed", 5);
+    cc_status st;
+    status_clear(&st);
+    ck_assert_msg(train_fpn(&a, 0, &st) == 0, "%s", st.msg);
+
+    /* Kill the second run as soon as its first epoch's checkpoint exists,
+     * i.e. while epoch 2 is running. */
+    char last[256];
+    snprintf(last, sizeof last, "%s/killed/fpn_last.h5", dir);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        cc_status cs;
+        status_clear(&cs);
+        _exit(train_fpn(&b, 0, &cs) ? 1 : 0);
+    }
+    while (access(last, F_OK) != 0) {
+        int status;
+        ck_assert_msg(waitpid(pid, &status, WNOHANG) == 0, "training ended before the kill");
+        usleep(2000);
+    }
+    usleep(20000);
+    kill(pid, SIGKILL);
+    int status;
+    waitpid(pid, &status, 0);
+    ck_assert(WIFSIGNALED(status));
+    double epoch;
+    ck_assert_int_eq(checkpoint_read_attr_double(last, "epoch", &epoch, &st), 0);
+    ck_assert_msg(epoch < 4, "the kill came too late (epoch %g)", epoch);
+
+    ck_assert_msg(train_fpn(&b, 1, &st) == 0, "%s", st.msg);
+
+    cc_ctx ctx;
+    ck_assert_int_eq(ctx_init(&ctx, 1, NULL), 0);
+    cc_params Pa, Pb;
+    fpn_model ma, mb;
+    char pa[256];
+    snprintf(pa, sizeof pa, "%s/full/fpn_last.h5", dir);
+    load_params(&a, pa, &Pa, &ctx, &ma);
+    load_params(&b, last, &Pb, &ctx, &mb);
+    ck_assert_uint_eq(Pa.n_train, Pb.n_train);
+    ck_assert_msg(memcmp(Pa.value, Pb.value, sizeof(float) * Pa.n_train) == 0,
+                  "resumed weights differ from the uninterrupted run");
+    ck_assert(memcmp(Pa.buf, Pb.buf, sizeof(float) * Pa.n_buf) == 0);
+    params_free(&Pa);
+    params_free(&Pb);
+    ctx_free(&ctx);
+
+    /* The metrics agree too (times aside), with no duplicated epochs. */
+    runlog ra, rb;
+    snprintf(pa, sizeof pa, "%s/full/run.h5", dir);
+    ck_assert_int_eq(runlog_open(&ra, pa, &st), 0);
+    snprintf(pa, sizeof pa, "%s/killed/run.h5", dir);
+    ck_assert_int_eq(runlog_open(&rb, pa, &st), 0);
+    runlog_table *ta = runlog_table_find(&ra, "metrics"), *tb = runlog_table_find(&rb, "metrics");
+    ck_assert_uint_eq(ta->nrows, tb->nrows);
+    int cl = runlog_col(ta, "loss"), ce = runlog_col(ta, "epoch");
+    for (size_t r = 0; r < ta->nrows; r++) {
+        ck_assert(ta->values[r * ta->ncols + ce] == tb->values[r * tb->ncols + ce]);
+        ck_assert_msg(ta->values[r * ta->ncols + cl] == tb->values[r * tb->ncols + cl],
+                      "row %zu loss %.9g vs %.9g", r, ta->values[r * ta->ncols + cl],
+                      tb->values[r * tb->ncols + cl]);
+    }
+    runlog_free(&ra);
+    runlog_free(&rb);
+}
+END_TEST
+
+START_TEST(test_counter_and_evaluate)
+{
+    make_data();
+    cc_config c;
+    tiny_config(&c, "e", 2);
+    cc_status st;
+    status_clear(&st);
+    ck_assert_msg(train_fpn(&c, 0, &st) == 0, "%s", st.msg);
+    ck_assert_msg(train_counter(&c, NULL, 0, &st) == 0, "%s", st.msg);
+    FILE *devnull = fopen("/dev/null", "w");
+    ck_assert_msg(evaluate_run(&c, 2, NULL, NULL, devnull, &st) == 0, "%s", st.msg);
+    fclose(devnull);
+    char path[256];
+    snprintf(path, sizeof path, "%s/e/run.h5", dir);
+    runlog rl;
+    ck_assert_int_eq(runlog_open(&rl, path, &st), 0);
+    runlog_table *t = runlog_table_find(&rl, "eval/test");
+    ck_assert_ptr_nonnull(t);
+    ck_assert_str_eq(t->labels[0], "overall");
+    ck_assert(t->values[runlog_col(t, "n")] > 0);
+    ck_assert(isfinite(t->values[runlog_col(t, "base_mae")]));
+    ck_assert_ptr_nonnull(runlog_table_find(&rl, "calibration/test"));
+    /* FPN rows survived the counter stage: both stages are in one file */
+    runlog_table *m = runlog_table_find(&rl, "metrics");
+    int cs = runlog_col(m, "stage"), nf = 0, nc = 0;
+    for (size_t r = 0; r < m->nrows; r++) {
+        if (m->values[r * m->ncols + cs] == 0) nf++;
+        else nc++;
+    }
+    ck_assert_int_eq(nf, 4);
+    ck_assert_int_eq(nc, 4);
+    runlog_free(&rl);
+}
+END_TEST
+
+START_TEST(test_bad_inputs_fail_cleanly)
+{
+    cc_config c;
+    tiny_config(&c, "bad", 1);
+    cc_status st;
+    status_clear(&st);
+    /* missing data file */
+    ck_assert_int_eq(train_fpn(&c, 0, &st), -1);
+    ck_assert_msg(strstr(st.msg, "sim.h5"), "%s", st.msg);
+    /* counter without a trained FPN names the checkpoint */
+    make_data();
+    status_clear(&st);
+    ck_assert_int_eq(train_counter(&c, NULL, 0, &st), -1);
+    ck_assert_msg(strstr(st.msg, "fpn_best.h5"), "%s", st.msg);
+    /* an unwritable run directory */
+    cc_config d = c;
+    config_set(&d, "run.out_dir=/proc/cellcount-cannot-write", NULL);
+    status_clear(&st);
+    ck_assert_int_eq(train_fpn(&d, 0, &st), -1);
+    ck_assert_msg(strstr(st.msg, "/proc/cellcount-cannot-write"), "%s", st.msg);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("train");
+    TCase *tc = tcase_create("train");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 600);
+    tcase_add_test(tc, test_fpn_learns_and_logs);
+    tcase_add_test(tc, test_resume_after_sigkill_is_exact);
+    tcase_add_test(tc, test_counter_and_evaluate);
+    tcase_add_test(tc, test_bad_inputs_fail_cleanly);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
