@@ -382,8 +382,15 @@ static void conv1_regroup(const wino_geom *g, const float *w, float *wt)
         for (int k = 0; k < 9; k++) wt[((c / 8) * 9 + k) * 8 + c % 8] = w[c * 9 + k];
 }
 
+/* Offset of output (n, 0, h, w) in ly; a blocked ly holds 7 padding
+ * channels next to it, kept zero. */
+static inline int64_t conv1_at(const wino_layout *ly, int64_t n, int64_t h, int64_t w)
+{
+    return n * ly->sn + h * ly->sh + w * ly->sw;
+}
+
 void conv1_forward(const wino_geom *g, const float *x, const wino_layout *lx, const float *w,
-                   const float *bias, float *y, float *wt)
+                   const float *bias, float *y, const wino_layout *ly, float *wt)
 {
     const int64_t H = g->h, W = g->w, ncb = g->cin / 8;
     conv1_regroup(g, w, wt);
@@ -392,8 +399,11 @@ void conv1_forward(const wino_geom *g, const float *x, const wino_layout *lx, co
     for (int64_t n = 0; n < g->n; n++)
         for (int64_t h = 0; h < H; h++)
             for (int64_t c = 0; c < W; c++) {
-                v8 acc = v8_splat(0.0f);
+                /* float within a channel block, double across blocks: the
+                 * one output sums thousands of terms */
+                double tot = 0;
                 for (int64_t cb = 0; cb < ncb; cb++) {
+                    v8 acc = v8_splat(0.0f);
                     const float *xb = x + n * lx->sn + cb * lx->scb;
                     const float *wb = wt + cb * 72;
                     for (int kh = 0; kh < 3; kh++) {
@@ -407,13 +417,17 @@ void conv1_forward(const wino_geom *g, const float *x, const wino_layout *lx, co
                             acc += ld8(xb + hh * lx->sh + ww * lx->sw, lx->sc) * wv;
                         }
                     }
+                    tot += (double)hsum8(acc);
                 }
-                y[(n * H + h) * W + c] = hsum8(acc) + b;
+                float *o = y + conv1_at(ly, n, h, c);
+                o[0] = (float)(tot + b);
+                if (ly->sc == 1)
+                    for (int l = 1; l < 8; l++) o[l] = 0.0f;
             }
 }
 
-void conv1_backward_data(const wino_geom *g, const float *dy, const float *w, float *dx,
-                         const wino_layout *lx, float *wt)
+void conv1_backward_data(const wino_geom *g, const float *dy, const wino_layout *ly,
+                         const float *w, float *dx, const wino_layout *lx, float *wt)
 {
     const int64_t H = g->h, W = g->w, ncb = g->cin / 8;
     conv1_regroup(g, w, wt);
@@ -433,7 +447,7 @@ void conv1_backward_data(const wino_geom *g, const float *dy, const float *w, fl
                             if (ow < 0 || ow >= W) continue;
                             v8 wv;
                             memcpy(&wv, wb + (kh * 3 + kw) * 8, sizeof wv);
-                            acc += v8_splat(dy[(n * H + oh) * W + ow]) * wv;
+                            acc += v8_splat(dy[conv1_at(ly, n, oh, ow)]) * wv;
                         }
                     }
                     st8(xb + c * lx->sw, lx->sc, acc);
@@ -442,7 +456,7 @@ void conv1_backward_data(const wino_geom *g, const float *dy, const float *w, fl
 }
 
 void conv1_backward_weights(const wino_geom *g, const float *x, const wino_layout *lx,
-                            const float *dy, float *dw, float *db)
+                            const float *dy, const wino_layout *ly, float *dw, float *db)
 {
     const int64_t H = g->h, W = g->w, ncb = g->cin / 8;
     /* per channel block: images and rows in order, each row summed apart
@@ -456,12 +470,12 @@ void conv1_backward_weights(const wino_geom *g, const float *x, const wino_layou
                 v8 acc[9];
                 for (int k = 0; k < 9; k++) acc[k] = v8_splat(0.0f);
                 const float *xb = x + n * lx->sn + cb * lx->scb;
-                const float *dr = dy + (n * H + h) * W;
+                const float *dr = dy + conv1_at(ly, n, h, 0);
                 for (int kh = 0; kh < 3; kh++) {
                     const int64_t hh = h + kh - 1;
                     if (hh < 0 || hh >= H) continue;
                     for (int64_t c = 0; c < W; c++) {
-                        const v8 d = v8_splat(dr[c]);
+                        const v8 d = v8_splat(dr[c * ly->sw]);
                         for (int kw = 0; kw < 3; kw++) {
                             const int64_t ww = c + kw - 1;
                             if (ww < 0 || ww >= W) continue;
@@ -479,7 +493,7 @@ void conv1_backward_weights(const wino_geom *g, const float *x, const wino_layou
         for (int64_t n = 0; n < g->n; n++)
             for (int64_t h = 0; h < H; h++) {
                 float r = 0;
-                for (int64_t c = 0; c < W; c++) r += dy[(n * H + h) * W + c];
+                for (int64_t c = 0; c < W; c++) r += dy[conv1_at(ly, n, h, c)];
                 s += r;
             }
         db[0] = (float)s;

@@ -1,4 +1,5 @@
-/* conv_wino.h - Winograd F(4x4, 3x3) kernels for op_conv.c (engine-internal).
+/* conv_wino.h - op_conv.c's own kernels (engine-internal): Winograd
+ * F(4x4, 3x3), and a direct kernel for convolutions to one output channel.
  *
  * Why: on CPUs without AVX-512 oneDNN 2.6 has no Winograd convolution, and
  * its direct AVX2 kernels already run near the FMA peak, so the only way to
@@ -65,19 +66,21 @@ void wino_backward_weights(const wino_geom *g, const float *x, const wino_layout
                            float *scratch);
 
 /* ---- 3x3 / stride 1 / pad 1 convolutions with ONE output channel ----
- * (the FPN heads' last layers: oneDNN's AVX2 kernel pads the output to 8
- * channels and runs at ~1 GFLOP/s there).  x (n, cin, h, w) in layout lx
- * (cin a multiple of 8), w (1, cin, 3, 3) plain, y (n, 1, h, w) plain.
- * wt: scratch of 9 * cin floats (the weights regrouped by channel block).
- * Each output / gradient element is a fixed-order sum: deterministic for
- * any thread count. */
+ * (the FPN heads' last layers: oneDNN's AVX2 kernel runs at ~1 GFLOP/s
+ * there).  x (n, cin, h, w) in layout lx (cin a multiple of 8), w (1, cin,
+ * 3, 3) plain, y (n, 1, h, w) in ly: plain, or aBcd8b (what oneDNN picks,
+ * so the ops downstream see the same layout), its 7 padding channels
+ * written as zeros.  wt: scratch of 9 * cin floats (the weights regrouped
+ * by channel block).  Each output / gradient element is a fixed-order sum
+ * (the forward's across channel blocks in double): deterministic for any
+ * thread count. */
 void conv1_forward(const wino_geom *g, const float *x, const wino_layout *lx, const float *w,
-                   const float *bias, float *y, float *wt);
-/* dx (layout lx) = d loss / d x, overwritten. */
-void conv1_backward_data(const wino_geom *g, const float *dy, const float *w, float *dx,
-                         const wino_layout *lx, float *wt);
+                   const float *bias, float *y, const wino_layout *ly, float *wt);
+/* dx (layout lx) = d loss / d x, overwritten; dy in ly. */
+void conv1_backward_data(const wino_geom *g, const float *dy, const wino_layout *ly,
+                         const float *w, float *dx, const wino_layout *lx, float *wt);
 /* dw (1, cin, 3, 3) and db (1) or NULL, overwritten. */
 void conv1_backward_weights(const wino_geom *g, const float *x, const wino_layout *lx,
-                            const float *dy, float *dw, float *db);
+                            const float *dy, const wino_layout *ly, float *dw, float *db);
 
 #endif

@@ -4,6 +4,13 @@
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+
+/* Blocks from this size on come straight from mmap: zero pages the kernel
+ * maps on first touch, so memory that is never written (the gradient and
+ * Adam slabs of an inference-only process, the unused tail of a scratchpad)
+ * never counts in the resident set, and no memset pass is needed. */
+#define CTX_MMAP_MIN ((size_t)1 << 20)
 
 int ctx_init(cc_ctx *c, int threads, cc_status *st)
 {
@@ -41,12 +48,18 @@ void *ctx_alloc(cc_ctx *c, size_t bytes, cc_status *st)
 {
     size_t n = (bytes + 63) & ~(size_t)63;
     if (n == 0) n = 64;
-    void *p = aligned_alloc(64, n);
+    void *p;
+    if (n >= CTX_MMAP_MIN) {
+        p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED) p = NULL;
+    } else {
+        p = aligned_alloc(64, n);
+        if (p) memset(p, 0, n);
+    }
     if (!p) {
         status_set(st, "out of memory allocating %zu bytes", bytes);
         return NULL;
     }
-    memset(p, 0, n);
     c->n_allocs++;
     c->bytes_live += n;
     return p;
@@ -58,7 +71,10 @@ void ctx_release(cc_ctx *c, void *p, size_t bytes)
     size_t n = (bytes + 63) & ~(size_t)63;
     if (n == 0) n = 64;
     c->bytes_live -= n;
-    free(p);
+    if (n >= CTX_MMAP_MIN)
+        munmap(p, n);
+    else
+        free(p);
 }
 
 const char *ctx_dnnl_status_name(dnnl_status_t s)

@@ -447,10 +447,11 @@ int main(int argc, char **argv)
     const double arena_mib = (double)m.tape.arena.high_water / 1048576.0;
     const double params_mib = (double)(m.P.n_train * 4 + m.P.n_buf) * 4 / 1048576.0;
     const double scratch_mib = (double)m.tape.scratch_size / 1048576.0;
-    printf("  memory: RSS %.0f MiB before the first step (program, libraries, parameters), "
-           "step arena high-water %.0f MiB (gradient recycling %s), parameters + grads + Adam "
-           "moments %.0f MiB, shared scratchpad %.0f MiB\n",
-           rss_built, arena_mib, m.tape.free_grads ? "on" : "off", params_mib, scratch_mib);
+    printf("  memory: RSS %.0f MiB before the first step (program, libraries, parameters),\n"
+           "          step arena high-water %.0f MiB (gradient recycling %s),\n"
+           "          parameter slabs (value, grad, Adam m, v) %.0f MiB, shared scratchpad %.0f MiB\n",
+           rss_built, arena_mib, o.infer ? "n/a: inference" : m.tape.free_grads ? "on" : "off",
+           params_mib, scratch_mib);
     printf("  time by kind (mean ms per step, share of the mean step %.1f ms):\n", mean_ms);
     for (int k = 0; k < OPK_COUNT; k++) {
         const double tot = kind_ms[k][0] + kind_ms[k][1];

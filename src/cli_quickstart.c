@@ -20,23 +20,23 @@
 #include "src/sim_output.h"
 #include "src/train.h"
 
-/* Keep in sync with experiments/quickstart.ini (a test compares them). */
+/* Keep in sync with experiments/quickstart.ini (same keys and values). */
 static const char *const quickstart_keys[] = {
     "run.name=quickstart",
     "run.seed=1",
     "fpn.depth=3",
-    "fpn.width=16",
-    "fpn_train.epochs=6",
+    "fpn.width=8",
+    "fpn_train.epochs=4",
     "fpn_train.batch=4",
     "fpn_train.lr=2e-3",
     "counter.arch=vgg11",
     "counter.width_div=8",
     "counter.init_bias=data",
-    "counter_train.epochs=25",
+    "counter_train.epochs=40",
     "counter_train.batch=8",
     "counter_train.lr=1e-3",
     "counter_train.lr_schedule=step",
-    "counter_train.lr_step_epochs=10",
+    "counter_train.lr_step_epochs=15",
 };
 
 static const int quickstart_counts[] = {1,  5,  10, 14, 18, 23, 27, 31, 35, 40, 44, 48,

@@ -152,6 +152,31 @@ START_TEST(test_validate_cross_keys)
 }
 END_TEST
 
+/* Every shipped experiment file loads and validates. */
+START_TEST(test_shipped_experiment_files)
+{
+    const char *top = getenv("CC_TOP_SRCDIR");
+    char cmd[512], path[512];
+    snprintf(cmd, sizeof cmd, "ls %s/experiments/*.ini %s/experiments/ablations/*.ini",
+             top ? top : ".", top ? top : ".");
+    FILE *ls = popen(cmd, "r");
+    ck_assert_ptr_nonnull(ls);
+    int n = 0;
+    while (fgets(path, sizeof path, ls)) {
+        path[strcspn(path, "\n")] = '\0';
+        cc_config c;
+        config_defaults(&c);
+        cc_status st;
+        status_clear(&st);
+        ck_assert_msg(config_load(&c, path, &st) == 0, "%s", st.msg);
+        ck_assert_msg(config_validate(&c, &st) == 0, "%s: %s", path, st.msg);
+        n++;
+    }
+    pclose(ls);
+    ck_assert_int_ge(n, 19); /* paper, quickstart and 17 ablations */
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("config");
@@ -162,6 +187,7 @@ int main(void)
     tcase_add_test(tc, test_errors_name_file_line_key);
     tcase_add_test(tc, test_write_roundtrip);
     tcase_add_test(tc, test_validate_cross_keys);
+    tcase_add_test(tc, test_shipped_experiment_files);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -5,7 +5,7 @@
  * odd sizes and partial tiles; plain and blocked inputs; agreement with
  * oneDNN's direct kernels (CC_CONV_WINOGRAD=0, CC_CONV_ONEDNN=1); and
  * bit-identical results across thread counts.  The shapes are small, so
- * CC_CONV_WINOGRAD=1 forces the path (Check forks each test: the setting
+ * CC_CONV_OWN=1 forces our kernels (Check forks each test: the setting
  * stays in that test's process). */
 #include <check.h>
 #include <math.h>
@@ -174,7 +174,7 @@ static void check_case(const conv_case *k)
 START_TEST(test_wino_odd_sizes)
 {
     const conv_case k = {2, 24, 32, 13, 10, 1, 0};  /* partial tiles both ways */
-    setenv("CC_CONV_WINOGRAD", "1", 1);             /* small shapes: force it */
+    setenv("CC_CONV_OWN", "1", 1);                  /* small shapes: force our kernels */
     check_case(&k);
 }
 END_TEST
@@ -184,7 +184,7 @@ START_TEST(test_wino_small_and_wide)
     const conv_case a = {1, 16, 16, 3, 5, 0, 0};    /* one partial tile */
     const conv_case b = {3, 32, 16, 6, 9, 1, 0};    /* VGG's 6x8-like sizes */
     const conv_case c = {1, 64, 48, 17, 20, 1, 0};  /* several chunks of tiles */
-    setenv("CC_CONV_WINOGRAD", "1", 1);
+    setenv("CC_CONV_OWN", "1", 1);
     check_case(&a);
     check_case(&b);
     check_case(&c);
@@ -195,6 +195,7 @@ END_TEST
 START_TEST(test_single_output_channel)
 {
     const conv_case a = {2, 24, 1, 13, 10, 1, 0}, b = {1, 8, 1, 5, 7, 0, 0};
+    setenv("CC_CONV_OWN", "1", 1);
     check_case(&a);
     check_case(&b);
 }
@@ -217,7 +218,7 @@ static void check_stacked(const conv_case *kc)
     tu_fill_uniform(R, ny, -1, 1, 24);
     tu_fill_uniform(w2, nw2, -0.3f, 0.3f, 25);
     conv_result w1t, w2t, direct;
-    setenv("CC_CONV_WINOGRAD", "1", 1);
+    setenv("CC_CONV_OWN", "1", 1);
     run_conv(&k, x, w, b, w2, R, 1, &w1t);
     run_conv(&k, x, w, b, w2, R, 2, &w2t);
     ck_assert_msg(!memcmp(w1t.y, w2t.y, sizeof(float) * (size_t)ny) &&
