@@ -20,52 +20,6 @@
 #define DIFF_SHOW 10
 #define DIFF_ROOM 640
 
-/* ---- HDF5 error handling -------------------------------------------- */
-
-/* HDF5 prints its error stack to stderr by default; each entry point turns
- * that off for its duration and restores the caller's handler. */
-typedef struct h5_quiet {
-    H5E_auto2_t func;
-    void *data;
-} h5_quiet;
-
-static void quiet_begin(h5_quiet *q)
-{
-    H5Eget_auto2(H5E_DEFAULT, &q->func, &q->data);
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-}
-
-static void quiet_end(const h5_quiet *q) { H5Eset_auto2(H5E_DEFAULT, q->func, q->data); }
-
-static herr_t walk_cb(unsigned n, const H5E_error2_t *e, void *ud)
-{
-    (void)n;
-    char *buf = ud;
-    if (!buf[0] && e->desc && e->desc[0]) snprintf(buf, 256, "%s", e->desc);
-    return 0;
-}
-
-/* "path: what (HDF5: innermost error)".  Call right after the failing HDF5
- * call: the next API call clears the error stack. */
-static int h5_fail(cc_status *st, const char *path, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int h5_fail(cc_status *st, const char *path, const char *fmt, ...)
-{
-    char what[512], why[256] = "";
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(what, sizeof what, fmt, ap);
-    va_end(ap);
-    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, walk_cb, why);
-    if (why[0]) return status_set(st, "%s: %s (HDF5: %s)", path, what, why);
-    return status_set(st, "%s: %s", path, what);
-}
-
-static void close_id(hid_t *id, herr_t (*fn)(hid_t))
-{
-    if (*id >= 0) fn(*id);
-    *id = -1;
-}
 
 static const char *kind_name(cc_optim_kind k) { return k == OPTIM_ADAM ? "adam" : "sgd"; }
 
@@ -94,9 +48,9 @@ static int attr_put_str(hid_t obj, const char *name, const char *value)
         (a = H5Acreate2(obj, name, t, s, H5P_DEFAULT, H5P_DEFAULT)) >= 0 &&
         H5Awrite(a, t, &value) >= 0)
         rc = 0;
-    close_id(&a, H5Aclose);
-    close_id(&s, H5Sclose);
-    close_id(&t, H5Tclose);
+    h5_close_id(&a, H5Aclose);
+    h5_close_id(&s, H5Sclose);
+    h5_close_id(&t, H5Tclose);
     return rc;
 }
 
@@ -109,8 +63,8 @@ static int attr_put_num(hid_t obj, const char *name, hid_t ftype, hid_t mtype, h
     if (s >= 0 && (a = H5Acreate2(obj, name, ftype, s, H5P_DEFAULT, H5P_DEFAULT)) >= 0 &&
         H5Awrite(a, mtype, v) >= 0)
         rc = 0;
-    close_id(&a, H5Aclose);
-    close_id(&s, H5Sclose);
+    h5_close_id(&a, H5Aclose);
+    h5_close_id(&s, H5Sclose);
     return rc;
 }
 
@@ -125,9 +79,9 @@ static int tensor_put(hid_t grp, hid_t lcpl, const cc_param *p, const float *dat
         (d = H5Dcreate2(grp, p->name, H5T_IEEE_F32LE, s, lcpl, dcpl, H5P_DEFAULT)) >= 0 &&
         H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0)
         rc = 0;
-    close_id(&d, H5Dclose);
-    close_id(&dcpl, H5Pclose);
-    close_id(&s, H5Sclose);
+    h5_close_id(&d, H5Dclose);
+    h5_close_id(&dcpl, H5Pclose);
+    h5_close_id(&s, H5Sclose);
     return rc;
 }
 
@@ -139,7 +93,7 @@ static int slab_put(const char *path, hid_t optim, hid_t lcpl, const char *gname
 {
     hid_t gcpl = h5write_plist_create(H5P_GROUP_CREATE), g = -1;
     if (gcpl >= 0) g = H5Gcreate2(optim, gname, H5P_DEFAULT, gcpl, H5P_DEFAULT);
-    close_id(&gcpl, H5Pclose);
+    h5_close_id(&gcpl, H5Pclose);
     if (g < 0) return h5_fail(st, path, "cannot create group /optim/%s", gname);
     int rc = 0;
     for (int i = 0; i < P->n && rc == 0; i++) {
@@ -148,7 +102,7 @@ static int slab_put(const char *path, hid_t optim, hid_t lcpl, const char *gname
         if (tensor_put(g, lcpl, p, slab + p->offset) != 0)
             rc = h5_fail(st, path, "cannot write /optim/%s/%s", gname, p->name);
     }
-    close_id(&g, H5Gclose);
+    h5_close_id(&g, H5Gclose);
     return rc;
 }
 
@@ -157,7 +111,7 @@ static int optim_put(const char *path, hid_t file, hid_t lcpl, const cc_params *
 {
     hid_t gcpl = h5write_plist_create(H5P_GROUP_CREATE), g = -1;
     if (gcpl >= 0) g = H5Gcreate2(file, "optim", H5P_DEFAULT, gcpl, H5P_DEFAULT);
-    close_id(&gcpl, H5Pclose);
+    h5_close_id(&gcpl, H5Pclose);
     if (g < 0) return h5_fail(st, path, "cannot create group /optim");
     /* float -> double is exact, so the floats come back bit for bit, and
      * h5py users see Python-float hyperparameters as in torch param_groups. */
@@ -178,7 +132,7 @@ static int optim_put(const char *path, hid_t file, hid_t lcpl, const cc_params *
     } else if (rc == 0) {
         rc = slab_put(path, g, lcpl, "momentum_buffer", P, P->m, st);
     }
-    close_id(&g, H5Gclose);
+    h5_close_id(&g, H5Gclose);
     return rc;
 }
 
@@ -230,7 +184,7 @@ static int file_put(const char *path, const char *tmp, const cc_params *P, const
             goto done;
         }
     }
-    close_id(&g, H5Gclose);
+    h5_close_id(&g, H5Gclose);
     if (opt && optim_put(path, file, lcpl, P, opt, st) != 0) goto done;
     if (h5write_reserve(file, path, tmp, st) != 0) goto done;  /* see h5write.h */
     herr_t e = H5Fclose(file);
@@ -243,12 +197,12 @@ static int file_put(const char *path, const char *tmp, const cc_params *P, const
     rc = 0;
 done:
     if (file >= 0) h5write_discard(file);   /* failed: closing must not fail too */
-    close_id(&g, H5Gclose);
-    close_id(&file, H5Fclose);
-    close_id(&gcpl, H5Pclose);
-    close_id(&fcpl, H5Pclose);
-    close_id(&lcpl, H5Pclose);
-    close_id(&fapl, H5Pclose);
+    h5_close_id(&g, H5Gclose);
+    h5_close_id(&file, H5Fclose);
+    h5_close_id(&gcpl, H5Pclose);
+    h5_close_id(&fcpl, H5Pclose);
+    h5_close_id(&lcpl, H5Pclose);
+    h5_close_id(&fapl, H5Pclose);
     return rc;
 }
 
@@ -311,9 +265,9 @@ int checkpoint_save(const char *path, const cc_params *P, const cc_optim *opt,
     }
     close(fd);
     h5_quiet q;
-    quiet_begin(&q);
+    h5_quiet_begin(&q);
     int rc = file_put(path, tmp, P, opt, attrs, n_attrs, st);
-    quiet_end(&q);
+    h5_quiet_end(&q);
     if (rc == 0) rc = file_sync(path, tmp, st);
     if (rc == 0 && rename(tmp, path) != 0)
         rc = status_set(st, "%s: cannot rename %s into place: %s", path, tmp, strerror(errno));
@@ -352,7 +306,7 @@ static hid_t file_open(const char *path, cc_status *st)
         h5_fail(st, path, "cannot set up HDF5 property lists");
     else if ((f = H5Fopen(path, H5F_ACC_RDONLY, fapl)) < 0)
         h5_fail(st, path, "cannot open checkpoint (truncated or corrupt HDF5 file)");
-    close_id(&fapl, H5Pclose);
+    h5_close_id(&fapl, H5Pclose);
     return f;
 }
 
@@ -400,10 +354,10 @@ static int attr_get_str(hid_t obj, const char *where, const char *key, char *buf
     else
         free(v);
 done:
-    close_id(&mt, H5Tclose);
-    close_id(&s, H5Sclose);
-    close_id(&t, H5Tclose);
-    close_id(&a, H5Aclose);
+    h5_close_id(&mt, H5Tclose);
+    h5_close_id(&s, H5Sclose);
+    h5_close_id(&t, H5Tclose);
+    h5_close_id(&a, H5Aclose);
     return rc;
 }
 
@@ -436,9 +390,9 @@ static int attr_get_num(hid_t obj, const char *where, const char *key, hid_t mty
     }
     rc = 0;
 done:
-    close_id(&s, H5Sclose);
-    close_id(&t, H5Tclose);
-    close_id(&a, H5Aclose);
+    h5_close_id(&s, H5Sclose);
+    h5_close_id(&t, H5Tclose);
+    h5_close_id(&a, H5Aclose);
     return rc;
 }
 
@@ -447,15 +401,15 @@ static int root_attr_get(const char *path, const char *key, char *buf, size_t le
                          cc_status *st)
 {
     h5_quiet q;
-    quiet_begin(&q);
+    h5_quiet_begin(&q);
     hid_t f = file_open(path, st);
     double v = 0;
     int rc = f < 0 ? -1
              : buf ? attr_get_str(f, "root", key, buf, len, path, st)
                    : attr_get_num(f, "root", key, H5T_NATIVE_DOUBLE, 1, &v, path, st);
     if (rc == 0 && !buf) *out = v;
-    close_id(&f, H5Fclose);
-    quiet_end(&q);
+    h5_close_id(&f, H5Fclose);
+    h5_quiet_end(&q);
     return rc;
 }
 
@@ -724,7 +678,7 @@ static int tensor_get(ck_load *c, hid_t grp, const char *gname, const cc_param *
     hid_t d = H5Dopen2(grp, p->name, H5P_DEFAULT);
     if (d < 0 || H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, dst) < 0) {
         h5_fail(st, c->path, "cannot read %s/%s", gname, p->name);
-        close_id(&d, H5Dclose);
+        h5_close_id(&d, H5Dclose);
         return -1;
     }
     H5Dclose(d);
@@ -811,14 +765,14 @@ int checkpoint_load(const char *path, cc_params *P, cc_optim *opt, cc_status *st
     assert(path && P && P->finalized);
     ck_load c = {.path = path, .file = -1, .params = -1, .optim = -1, .og = {-1, -1}};
     h5_quiet q;
-    quiet_begin(&q);
+    h5_quiet_begin(&q);
     int rc = load_stage(&c, P, opt, st);
-    close_id(&c.og[0], H5Gclose);
-    close_id(&c.og[1], H5Gclose);
-    close_id(&c.params, H5Gclose);
-    close_id(&c.optim, H5Gclose);
-    close_id(&c.file, H5Fclose);
-    quiet_end(&q);
+    h5_close_id(&c.og[0], H5Gclose);
+    h5_close_id(&c.og[1], H5Gclose);
+    h5_close_id(&c.params, H5Gclose);
+    h5_close_id(&c.optim, H5Gclose);
+    h5_close_id(&c.file, H5Fclose);
+    h5_quiet_end(&q);
     if (rc == 0) {
         /* Per tensor, so the slabs' alignment padding keeps its zeros. */
         for (int i = 0; i < P->n; i++) {
@@ -850,12 +804,12 @@ int checkpoint_list(const char *path, FILE *out, cc_status *st)
 {
     assert(path && out);
     h5_quiet q;
-    quiet_begin(&q);
+    h5_quiet_begin(&q);
     ck_list L = {0};
     hid_t f = file_open(path, st);
     int rc = f < 0 ? -1 : list_collect(f, &L, path, st);
-    close_id(&f, H5Fclose);
-    quiet_end(&q);
+    h5_close_id(&f, H5Fclose);
+    h5_quiet_end(&q);
     for (int i = 0; rc == 0 && i < L.n; i++) {
         char shape[H5S_MAX_RANK * 21 + 8];
         shape_str(shape, sizeof shape, L.e[i].ndim, L.e[i].dims);

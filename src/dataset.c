@@ -17,54 +17,6 @@
 
 #define DEFLATE_LEVEL 4
 
-/* ---- HDF5 error handling -------------------------------------------- */
-
-/* HDF5 prints its error stack to stderr by default.  Every public entry
- * point silences that for its duration and turns failures into messages;
- * the previous handler is restored so other modules keep their setting. */
-typedef struct h5_quiet {
-    H5E_auto2_t func;
-    void *data;
-} h5_quiet;
-
-static void quiet_begin(h5_quiet *q)
-{
-    H5Eget_auto2(H5E_DEFAULT, &q->func, &q->data);
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-}
-
-static void quiet_end(const h5_quiet *q) { H5Eset_auto2(H5E_DEFAULT, q->func, q->data); }
-
-static herr_t walk_cb(unsigned n, const H5E_error2_t *e, void *ud)
-{
-    (void)n;
-    char *buf = ud;
-    if (!buf[0] && e->desc && e->desc[0]) snprintf(buf, 256, "%s", e->desc);
-    return 0;
-}
-
-/* Record a failure: "path: what (HDF5: innermost error description)".
- * Must run right after the failing HDF5 call, before any other call
- * clears the error stack. */
-static int h5_fail(cc_status *st, const char *path, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int h5_fail(cc_status *st, const char *path, const char *fmt, ...)
-{
-    char what[512], why[256] = "";
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(what, sizeof what, fmt, ap);
-    va_end(ap);
-    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, walk_cb, why);
-    if (why[0]) return status_set(st, "%s: %s (HDF5: %s)", path, what, why);
-    return status_set(st, "%s: %s", path, what);
-}
-
-static void close_id(hid_t *id, herr_t (*fn)(hid_t))
-{
-    if (*id >= 0) fn(*id);
-    *id = -1;
-}
 
 static int set_str_attr(hid_t obj, const char *name, const char *value)
 {
@@ -75,9 +27,9 @@ static int set_str_attr(hid_t obj, const char *name, const char *value)
         (a = H5Acreate2(obj, name, t, s, H5P_DEFAULT, H5P_DEFAULT)) >= 0 &&
         H5Awrite(a, t, &value) >= 0)
         rc = 0;
-    close_id(&a, H5Aclose);
-    close_id(&s, H5Sclose);
-    close_id(&t, H5Tclose);
+    h5_close_id(&a, H5Aclose);
+    h5_close_id(&s, H5Sclose);
+    h5_close_id(&t, H5Tclose);
     return rc;
 }
 
@@ -88,8 +40,8 @@ static int set_num_attr(hid_t obj, const char *name, hid_t type, hsize_t n, cons
     if (s >= 0 && (a = H5Acreate2(obj, name, type, s, H5P_DEFAULT, H5P_DEFAULT)) >= 0 &&
         H5Awrite(a, type, v) >= 0)
         rc = 0;
-    close_id(&a, H5Aclose);
-    close_id(&s, H5Sclose);
+    h5_close_id(&a, H5Aclose);
+    h5_close_id(&s, H5Sclose);
     return rc;
 }
 
@@ -133,9 +85,9 @@ static const struct { const char *name; const char *desc; } DESC_META[] = {
 
 static void writer_free(dataset_writer *wr)
 {
-    close_id(&wr->images, H5Dclose);
-    close_id(&wr->masks, H5Dclose);
-    close_id(&wr->file, H5Fclose);
+    h5_close_id(&wr->images, H5Dclose);
+    h5_close_id(&wr->masks, H5Dclose);
+    h5_close_id(&wr->file, H5Fclose);
     for (int64_t i = 0; i < wr->n; i++) free(wr->source[i]);
     free(wr->count); free(wr->focus); free(wr->stain); free(wr->site); free(wr->scene);
     free(wr->split); free(wr->has_mask); free(wr->source);
@@ -164,16 +116,16 @@ dataset_writer *dataset_writer_open(const char *path, int h, int w, cc_status *s
     }
     snprintf(wr->tmp, tl, "%s.tmp.%ld", path, (long)getpid());
     h5_quiet q;
-    quiet_begin(&q);
+    h5_quiet_begin(&q);
     if (H5Zfilter_avail(H5Z_FILTER_DEFLATE) <= 0) {
         status_set(st, "%s: this HDF5 library has no deflate filter", path);
     } else {
         hid_t fcpl = h5write_plist_create(H5P_FILE_CREATE);    /* the root group */
         if (fcpl >= 0) wr->file = H5Fcreate(wr->tmp, H5F_ACC_TRUNC, fcpl, H5P_DEFAULT);
         if (wr->file < 0) h5_fail(st, path, "cannot create temporary file %s", wr->tmp);
-        close_id(&fcpl, H5Pclose);
+        h5_close_id(&fcpl, H5Pclose);
     }
-    quiet_end(&q);
+    h5_quiet_end(&q);
     if (wr->file < 0) {
         writer_free(wr);
         return NULL;
@@ -212,9 +164,9 @@ static hid_t create_stack(dataset_writer *wr, const char *name, hid_t type)
         H5Pset_shuffle(p) >= 0 && H5Pset_deflate(p, DEFLATE_LEVEL) >= 0 &&
         H5Pset_chunk_cache(a, H5D_CHUNK_CACHE_NSLOTS_DEFAULT, 0, H5D_CHUNK_CACHE_W0_DEFAULT) >= 0)
         d = H5Dcreate2(wr->file, name, type, s, H5P_DEFAULT, p, a);
-    close_id(&a, H5Pclose);
-    close_id(&p, H5Pclose);
-    close_id(&s, H5Sclose);
+    h5_close_id(&a, H5Pclose);
+    h5_close_id(&p, H5Pclose);
+    h5_close_id(&s, H5Sclose);
     return d;
 }
 
@@ -243,8 +195,8 @@ static int write_slab(hid_t d, int64_t n, int h, int w, hid_t memtype, const voi
         H5Dwrite(d, memtype, ms, fs, H5P_DEFAULT, buf) >= 0)
         rc = 0;
     int e = errno;
-    close_id(&ms, H5Sclose);
-    close_id(&fs, H5Sclose);
+    h5_close_id(&ms, H5Sclose);
+    h5_close_id(&fs, H5Sclose);
     errno = rc ? e : 0;
     return rc;
 }
@@ -278,7 +230,7 @@ int dataset_writer_append(dataset_writer *wr, const float *image, const float *m
     if (!src) return status_set(st, "%s: out of memory", wr->path);
 
     h5_quiet q;
-    quiet_begin(&q);
+    h5_quiet_begin(&q);
     int rc = 0;
     if (wr->images < 0) rc = create_stacks(wr, st);
     if (rc == 0) {
@@ -304,7 +256,7 @@ int dataset_writer_append(dataset_writer *wr, const float *image, const float *m
             rc = h5_fail(st, wr->path, "cannot write %s %lld%s%s", what, (long long)wr->n,
                          errno ? ": " : "", errno ? strerror(errno) : "");
     }
-    quiet_end(&q);
+    h5_quiet_end(&q);
     if (rc) { free(src); return rc; }
     int64_t i = wr->n++;
     wr->count[i] = rec->count; wr->focus[i] = rec->focus; wr->stain[i] = rec->stain;
@@ -326,9 +278,9 @@ static int write_1d(dataset_writer *wr, const char *name, hid_t ftype, hid_t mty
         (n == 0 || H5Dwrite(d, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) >= 0) &&
         set_str_attr(d, "description", desc) == 0)
         rc = 0;
-    close_id(&d, H5Dclose);
-    close_id(&p, H5Pclose);
-    close_id(&s, H5Sclose);
+    h5_close_id(&d, H5Dclose);
+    h5_close_id(&p, H5Pclose);
+    h5_close_id(&s, H5Sclose);
     return rc;
 }
 
@@ -367,8 +319,8 @@ static int writer_finish(dataset_writer *wr, cc_status *st)
         return h5_fail(st, wr->path, "cannot write root attributes");
     /* the final flush must not fail: see h5write.h */
     if (h5write_reserve(wr->file, wr->path, wr->tmp, st) != 0) return -1;
-    close_id(&wr->images, H5Dclose);
-    close_id(&wr->masks, H5Dclose);
+    h5_close_id(&wr->images, H5Dclose);
+    h5_close_id(&wr->masks, H5Dclose);
     herr_t e = H5Fclose(wr->file);
     wr->file = -1;
     if (e < 0) return h5_fail(st, wr->path, "cannot flush and close %s", wr->tmp);
@@ -380,14 +332,14 @@ int dataset_writer_close(dataset_writer *wr, int commit, cc_status *st)
     if (!wr) return 0;
     int rc = 0;
     h5_quiet q;
-    quiet_begin(&q);
+    h5_quiet_begin(&q);
     if (commit) rc = writer_finish(wr, st);
     if (wr->file >= 0) h5write_discard(wr->file);  /* only a dropped file is still open */
     else if (commit && rc == 0) h5write_release(wr->tmp);
-    close_id(&wr->images, H5Dclose);
-    close_id(&wr->masks, H5Dclose);
-    close_id(&wr->file, H5Fclose);
-    quiet_end(&q);
+    h5_close_id(&wr->images, H5Dclose);
+    h5_close_id(&wr->masks, H5Dclose);
+    h5_close_id(&wr->file, H5Fclose);
+    h5_quiet_end(&q);
     if (commit && rc == 0 && rename(wr->tmp, wr->path) != 0)
         rc = status_set(st, "%s: cannot rename %s into place: %s", wr->path, wr->tmp,
                         strerror(errno));
@@ -407,11 +359,11 @@ void dataset_close(cc_dataset *ds)
     if (!ds) return;
     if (ds->h5) {
         h5_quiet q;
-        quiet_begin(&q);
-        close_id(&ds->h5->images, H5Dclose);
-        close_id(&ds->h5->masks, H5Dclose);
-        close_id(&ds->h5->file, H5Fclose);
-        quiet_end(&q);
+        h5_quiet_begin(&q);
+        h5_close_id(&ds->h5->images, H5Dclose);
+        h5_close_id(&ds->h5->masks, H5Dclose);
+        h5_close_id(&ds->h5->file, H5Fclose);
+        h5_quiet_end(&q);
         free(ds->h5);
     }
     if (ds->source)
@@ -679,9 +631,9 @@ cc_dataset *dataset_open(const char *path, cc_status *st)
     }
     ds->h5->file = ds->h5->images = ds->h5->masks = -1;
     h5_quiet q;
-    quiet_begin(&q);
+    h5_quiet_begin(&q);
     int rc = open_body(ds, st);
-    quiet_end(&q);
+    h5_quiet_end(&q);
     if (rc != 0) {
         dataset_close(ds);
         return NULL;
@@ -697,7 +649,7 @@ static int read_stack(cc_dataset *ds, hid_t d, const char *name, int64_t idx, in
     hsize_t start[4] = {(hsize_t)idx, 0, 0, 0};
     hsize_t count[4] = {(hsize_t)n, 1, (hsize_t)ds->h, (hsize_t)ds->w};
     h5_quiet q;
-    quiet_begin(&q);
+    h5_quiet_begin(&q);
     hid_t fs = H5Dget_space(d), ms = H5Screate_simple(4, count, NULL);
     int rc = 0;
     if (fs < 0 || ms < 0 ||
@@ -707,7 +659,7 @@ static int read_stack(cc_dataset *ds, hid_t d, const char *name, int64_t idx, in
                      name, (long long)idx, (long long)(idx + n - 1));
     if (ms >= 0) H5Sclose(ms);
     if (fs >= 0) H5Sclose(fs);
-    quiet_end(&q);
+    h5_quiet_end(&q);
     return rc;
 }
 

@@ -1,4 +1,6 @@
 /* h5write.c - see h5write.h. */
+#include <stdarg.h>
+#include <stdio.h>
 #include "src/h5write.h"
 
 #include <errno.h>
@@ -64,4 +66,38 @@ void h5write_discard(hid_t file)
     if (mfd < 0) return;
     (void)dup2(mfd, fd);
     close(mfd);
+}
+
+void h5_quiet_begin(h5_quiet *q)
+{
+    H5Eget_auto2(H5E_DEFAULT, &q->func, &q->data);
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+}
+
+void h5_quiet_end(const h5_quiet *q) { H5Eset_auto2(H5E_DEFAULT, q->func, q->data); }
+
+static herr_t h5_walk_cb(unsigned n, const H5E_error2_t *e, void *ud)
+{
+    (void)n;
+    char *buf = ud;
+    if (!buf[0] && e->desc && e->desc[0]) snprintf(buf, 256, "%s", e->desc);
+    return 0;
+}
+
+int h5_fail(cc_status *st, const char *path, const char *fmt, ...)
+{
+    char what[512], why[256] = "";
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, h5_walk_cb, why);
+    if (why[0]) return status_set(st, "%s: %s (HDF5: %s)", path, what, why);
+    return status_set(st, "%s: %s", path, what);
+}
+
+void h5_close_id(hid_t *id, herr_t (*fn)(hid_t))
+{
+    if (*id >= 0) fn(*id);
+    *id = -1;
 }

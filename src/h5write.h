@@ -45,4 +45,24 @@ void h5write_release(const char *tmp);
  * nothing back while closing).  Best effort. */
 void h5write_discard(hid_t file);
 
+/* HDF5 prints its error stack to stderr by default; every public entry
+ * point of our HDF5 modules silences that for its duration and restores
+ * the caller's handler (so other modules keep their setting). */
+typedef struct h5_quiet {
+    H5E_auto2_t func;
+    void *data;
+} h5_quiet;
+
+void h5_quiet_begin(h5_quiet *q);
+void h5_quiet_end(const h5_quiet *q);
+
+/* Record a failure as "path: what (HDF5: innermost error description)".
+ * Call right after the failing HDF5 call: the next call clears the stack.
+ * Returns -1. */
+int h5_fail(cc_status *st, const char *path, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Close *id with fn if open, and mark it closed (-1). */
+void h5_close_id(hid_t *id, herr_t (*fn)(hid_t));
+
 #endif
