@@ -65,6 +65,9 @@ int session_open(cc_session *s, const cc_config *cfg, int resume, cc_status *st)
     s->log = stderr;
     s->tty = isatty(fileno(stderr));
     if (config_validate(cfg, st)) return -1;
+    if (strcmp(cfg->precision, "fp32"))
+        return status_set(st, "run.precision = %s is not implemented yet (only fp32)",
+                          cfg->precision);
     snprintf(s->dir, sizeof s->dir, "%s", cfg->out_dir);
     if (mkdir_p(s->dir, st)) return -1;
     if (access(s->dir, W_OK))
