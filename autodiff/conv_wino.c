@@ -15,6 +15,7 @@
  */
 #include "autodiff/conv_wino.h"
 
+#include <omp.h>
 #include <string.h>
 
 /* 8-float vectors; the helpers taking and returning them are static and
@@ -375,6 +376,11 @@ static inline float hsum8(v8 a)
     return ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]));
 }
 
+size_t conv1_scratch_floats(const wino_geom *g, int threads)
+{
+    return (size_t)(9 * g->cin + (int64_t)threads * g->w * 8);
+}
+
 /* wt[(cb*9 + k)*8 + l] = w[(cb*8 + l)*9 + k] */
 static void conv1_regroup(const wino_geom *g, const float *w, float *wt)
 {
@@ -395,35 +401,37 @@ void conv1_forward(const wino_geom *g, const float *x, const wino_layout *lx, co
     const int64_t H = g->h, W = g->w, ncb = g->cin / 8;
     conv1_regroup(g, w, wt);
     const float b = bias ? bias[0] : 0.0f;
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int64_t n = 0; n < g->n; n++)
-        for (int64_t h = 0; h < H; h++)
-            for (int64_t c = 0; c < W; c++) {
-                /* float within a channel block, double across blocks: the
-                 * one output sums thousands of terms */
-                double tot = 0;
-                for (int64_t cb = 0; cb < ncb; cb++) {
-                    v8 acc = v8_splat(0.0f);
-                    const float *xb = x + n * lx->sn + cb * lx->scb;
-                    const float *wb = wt + cb * 72;
+#pragma omp parallel
+    {
+        /* one output row of 8-lane partial sums per thread; the input rows
+         * are then streamed in order instead of hopping between channel
+         * planes for every output */
+        v8 *acc = (v8 *)(wt + 9 * g->cin) + omp_get_thread_num() * W;
+#pragma omp for collapse(2) schedule(static)
+        for (int64_t n = 0; n < g->n; n++)
+            for (int64_t h = 0; h < H; h++) {
+                for (int64_t c = 0; c < W; c++) acc[c] = v8_splat(0.0f);
+                for (int64_t cb = 0; cb < ncb; cb++)
                     for (int kh = 0; kh < 3; kh++) {
                         const int64_t hh = h + kh - 1;
                         if (hh < 0 || hh >= H) continue;
+                        const float *row = x + n * lx->sn + cb * lx->scb + hh * lx->sh;
                         for (int kw = 0; kw < 3; kw++) {
-                            const int64_t ww = c + kw - 1;
-                            if (ww < 0 || ww >= W) continue;
                             v8 wv;
-                            memcpy(&wv, wb + (kh * 3 + kw) * 8, sizeof wv);
-                            acc += ld8(xb + hh * lx->sh + ww * lx->sw, lx->sc) * wv;
+                            memcpy(&wv, wt + (cb * 9 + kh * 3 + kw) * 8, sizeof wv);
+                            const int64_t lo = kw == 0 ? 1 : 0, hi = kw == 2 ? W - 1 : W;
+                            for (int64_t c = lo; c < hi; c++)
+                                acc[c] += ld8(row + (c + kw - 1) * lx->sw, lx->sc) * wv;
                         }
                     }
-                    tot += (double)hsum8(acc);
+                for (int64_t c = 0; c < W; c++) {
+                    float *o = y + conv1_at(ly, n, h, c);
+                    o[0] = hsum8(acc[c]) + b;
+                    if (ly->sc == 1)
+                        for (int l = 1; l < 8; l++) o[l] = 0.0f;
                 }
-                float *o = y + conv1_at(ly, n, h, c);
-                o[0] = (float)(tot + b);
-                if (ly->sc == 1)
-                    for (int l = 1; l < 8; l++) o[l] = 0.0f;
             }
+    }
 }
 
 void conv1_backward_data(const wino_geom *g, const float *dy, const wino_layout *ly,
@@ -431,28 +439,31 @@ void conv1_backward_data(const wino_geom *g, const float *dy, const wino_layout 
 {
     const int64_t H = g->h, W = g->w, ncb = g->cin / 8;
     conv1_regroup(g, w, wt);
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int64_t n = 0; n < g->n; n++)
-        for (int64_t h = 0; h < H; h++)
-            for (int64_t cb = 0; cb < ncb; cb++) {
-                const float *wb = wt + cb * 72;
-                float *xb = dx + n * lx->sn + cb * lx->scb + h * lx->sh;
-                for (int64_t c = 0; c < W; c++) {
-                    v8 acc = v8_splat(0.0f);
+#pragma omp parallel
+    {
+        v8 *acc = (v8 *)(wt + 9 * g->cin) + omp_get_thread_num() * W;
+#pragma omp for collapse(2) schedule(static)
+        for (int64_t n = 0; n < g->n; n++)
+            for (int64_t h = 0; h < H; h++)
+                for (int64_t cb = 0; cb < ncb; cb++) {
+                    for (int64_t c = 0; c < W; c++) acc[c] = v8_splat(0.0f);
                     for (int kh = 0; kh < 3; kh++) {
                         const int64_t oh = h - kh + 1;
                         if (oh < 0 || oh >= H) continue;
+                        const float *drow = dy + conv1_at(ly, n, oh, 0);
                         for (int kw = 0; kw < 3; kw++) {
-                            const int64_t ow = c - kw + 1;
-                            if (ow < 0 || ow >= W) continue;
                             v8 wv;
-                            memcpy(&wv, wb + (kh * 3 + kw) * 8, sizeof wv);
-                            acc += v8_splat(dy[conv1_at(ly, n, oh, ow)]) * wv;
+                            memcpy(&wv, wt + (cb * 9 + kh * 3 + kw) * 8, sizeof wv);
+                            /* input column c reads output column c - kw + 1 */
+                            const int64_t lo = kw == 2 ? 1 : 0, hi = kw == 0 ? W - 1 : W;
+                            for (int64_t c = lo; c < hi; c++)
+                                acc[c] += v8_splat(drow[(c - kw + 1) * ly->sw]) * wv;
                         }
                     }
-                    st8(xb + c * lx->sw, lx->sc, acc);
+                    float *xb = dx + n * lx->sn + cb * lx->scb + h * lx->sh;
+                    for (int64_t c = 0; c < W; c++) st8(xb + c * lx->sw, lx->sc, acc[c]);
                 }
-            }
+    }
 }
 
 void conv1_backward_weights(const wino_geom *g, const float *x, const wino_layout *lx,

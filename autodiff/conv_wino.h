@@ -66,14 +66,15 @@ void wino_backward_weights(const wino_geom *g, const float *x, const wino_layout
                            float *scratch);
 
 /* ---- 3x3 / stride 1 / pad 1 convolutions with ONE output channel ----
- * (the FPN heads' last layers: oneDNN's AVX2 kernel runs at ~1 GFLOP/s
- * there).  x (n, cin, h, w) in layout lx (cin a multiple of 8), w (1, cin,
+ * (the FPN heads' last layers: oneDNN's AVX2 kernel pads the output to 8
+ * channels, ~3 GFLOP/s; this one is ~1.5x faster).  x (n, cin, h, w) in layout lx (cin a multiple of 8), w (1, cin,
  * 3, 3) plain, y (n, 1, h, w) in ly: plain, or aBcd8b (what oneDNN picks,
  * so the ops downstream see the same layout), its 7 padding channels
- * written as zeros.  wt: scratch of 9 * cin floats (the weights regrouped
- * by channel block).  Each output / gradient element is a fixed-order sum
- * (the forward's across channel blocks in double): deterministic for any
- * thread count. */
+ * written as zeros.  wt: scratch of conv1_scratch_floats() (the weights
+ * regrouped by channel block, then a row of partial sums per thread).
+ * Each output / gradient element is a fixed-order sum: deterministic for
+ * any thread count. */
+size_t conv1_scratch_floats(const wino_geom *g, int threads);
 void conv1_forward(const wino_geom *g, const float *x, const wino_layout *lx, const float *w,
                    const float *bias, float *y, const wino_layout *ly, float *wt);
 /* dx (layout lx) = d loss / d x, overwritten; dy in ly. */

@@ -24,6 +24,7 @@
 #include "autodiff/op.h"
 #include "autodiff/ops.h"
 
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -152,7 +153,8 @@ static int conv_wino_infer(cc_tape *t, cc_node *n, conv_state *s, const dnnl_dim
     wino_geom_init(&s->wg, x->dims[0], x->dims[1], dd[1], dd[2], dd[3]);
     wino_geom_init(&s->wgt, x->dims[0], dd[1], x->dims[1], dd[2], dd[3]);
     s->wgt.chunk = s->wg.chunk;     /* same scratch split both ways */
-    const size_t need = single ? 9 * (size_t)x->dims[1] : wino_scratch_floats(&s->wg);
+    const size_t need = single ? conv1_scratch_floats(&s->wg, omp_get_max_threads())
+                               : wino_scratch_floats(&s->wg);
     if (scratch_reserve(t, sizeof(float) * need, st)) return -1;
     s->wino = !single;
     s->single = single;

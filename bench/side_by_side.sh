@@ -114,7 +114,8 @@ run_one() {
     local prog=$1 cfg=$2 thr=$3 round=$4 spec args steps warm load line
     spec=$(config_args "$cfg") || { echo "unknown config $cfg" >&2; exit 2; }
     args=${spec%%|*}; steps=${spec#*|}; warm=${steps#*|}; steps=${steps%%|*}
-    [ "$QUICK" = 1 ] && steps=$(( (steps + 1) / 2 )) && warm=$(( warm > 1 ? warm - 1 : 1 ))
+    # at least 2 warm-up steps: the first builds primitives, the second coalesces the arena
+    [ "$QUICK" = 1 ] && steps=$(( (steps + 1) / 2 )) && warm=$(( warm > 2 ? warm - 1 : warm ))
     load=$(cut -d' ' -f1 /proc/loadavg)
     if [ "$prog" = ours ] || [ "$prog" = before ]; then
         local exe=$BENCH

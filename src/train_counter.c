@@ -129,6 +129,7 @@ int train_counter(const cc_config *cfg, const char *fpn_ckpt, int resume, cc_sta
     session_optim_init(&opt, tc);
     session_optim_init(&fopt, tc);
     tape_init(&ttrain, &s.ctx, 1);
+    ttrain.free_grads = 1;  /* the loop reads no intermediate gradient */
     tape_init(&teval, &s.ctx, 0);
     tapes = 1;
     if (!strcmp(cfg->counter_init_bias, "data") && init_bias_from_data(&m, cfg->data_file, st))

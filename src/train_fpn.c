@@ -83,6 +83,7 @@ int train_fpn(const cc_config *cfg, int resume, cc_status *st)
     cc_optim opt;
     session_optim_init(&opt, tc);
     tape_init(&ttrain, &s.ctx, 1);
+    ttrain.free_grads = 1;  /* the loop reads no intermediate gradient */
     tape_init(&teval, &s.ctx, 0);
     tapes = 1;
 
