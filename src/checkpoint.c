@@ -39,20 +39,6 @@ static int name_ok(const char *name)
     }
 }
 
-static int attr_put_str(hid_t obj, const char *name, const char *value)
-{
-    hid_t t = H5Tcopy(H5T_C_S1), s = H5Screate(H5S_SCALAR), a = -1;
-    int rc = -1;
-    if (t >= 0 && s >= 0 && H5Tset_size(t, H5T_VARIABLE) >= 0 &&
-        H5Tset_cset(t, H5T_CSET_UTF8) >= 0 &&
-        (a = H5Acreate2(obj, name, t, s, H5P_DEFAULT, H5P_DEFAULT)) >= 0 &&
-        H5Awrite(a, t, &value) >= 0)
-        rc = 0;
-    h5_close_id(&a, H5Aclose);
-    h5_close_id(&s, H5Sclose);
-    h5_close_id(&t, H5Tclose);
-    return rc;
-}
 
 /* n == 0: scalar, else a 1-D array of n. */
 static int attr_put_num(hid_t obj, const char *name, hid_t ftype, hid_t mtype, hsize_t n,
@@ -118,7 +104,7 @@ static int optim_put(const char *path, hid_t file, hid_t lcpl, const cc_params *
     double lr = o->lr, betas[2] = {o->beta1, o->beta2}, eps = o->eps, mom = o->momentum,
            wd = o->weight_decay;
     int rc = 0;
-    if (attr_put_str(g, "kind", kind_name(o->kind)) != 0 ||
+    if (h5_attr_put_str(g, "kind", kind_name(o->kind)) != 0 ||
         attr_put_num(g, "lr", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 0, &lr) != 0 ||
         attr_put_num(g, "betas", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 2, betas) != 0 ||
         attr_put_num(g, "eps", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 0, &eps) != 0 ||
@@ -157,7 +143,7 @@ static int file_put(const char *path, const char *tmp, const cc_params *P, const
         h5_fail(st, path, "cannot create HDF5 file %s", tmp);
         goto done;
     }
-    if (attr_put_str(file, "format", CKPT_FORMAT) != 0 ||
+    if (h5_attr_put_str(file, "format", CKPT_FORMAT) != 0 ||
         attr_put_num(file, "format_version", H5T_STD_I32LE, H5T_NATIVE_INT, 0, &version) != 0) {
         h5_fail(st, path, "cannot write the format attributes");
         goto done;
@@ -165,7 +151,7 @@ static int file_put(const char *path, const char *tmp, const cc_params *P, const
     for (int i = 0; i < n_attrs; i++) {
         const ckpt_attr *a = &attrs[i];
         int e = a->kind == CKPT_ATTR_STRING
-                    ? attr_put_str(file, a->key, a->s)
+                    ? h5_attr_put_str(file, a->key, a->s)
                     : attr_put_num(file, a->key, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 0, &a->d);
         if (e != 0) {
             h5_fail(st, path, "cannot write root attribute '%s'", a->key);

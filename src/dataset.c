@@ -18,20 +18,6 @@
 #define DEFLATE_LEVEL 4
 
 
-static int set_str_attr(hid_t obj, const char *name, const char *value)
-{
-    hid_t t = H5Tcopy(H5T_C_S1), s = H5Screate(H5S_SCALAR), a = -1;
-    int rc = -1;
-    if (t >= 0 && s >= 0 && H5Tset_size(t, H5T_VARIABLE) >= 0 &&
-        H5Tset_cset(t, H5T_CSET_UTF8) >= 0 &&
-        (a = H5Acreate2(obj, name, t, s, H5P_DEFAULT, H5P_DEFAULT)) >= 0 &&
-        H5Awrite(a, t, &value) >= 0)
-        rc = 0;
-    h5_close_id(&a, H5Aclose);
-    h5_close_id(&s, H5Sclose);
-    h5_close_id(&t, H5Tclose);
-    return rc;
-}
 
 static int set_num_attr(hid_t obj, const char *name, hid_t type, hsize_t n, const void *v)
 {
@@ -276,7 +262,7 @@ static int write_1d(dataset_writer *wr, const char *name, hid_t ftype, hid_t mty
     if (s >= 0 && p >= 0 &&
         (d = H5Dcreate2(wr->file, name, ftype, s, H5P_DEFAULT, p, H5P_DEFAULT)) >= 0 &&
         (n == 0 || H5Dwrite(d, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) >= 0) &&
-        set_str_attr(d, "description", desc) == 0)
+        h5_attr_put_str(d, "description", desc) == 0)
         rc = 0;
     h5_close_id(&d, H5Dclose);
     h5_close_id(&p, H5Pclose);
@@ -287,9 +273,9 @@ static int write_1d(dataset_writer *wr, const char *name, hid_t ftype, hid_t mty
 static int writer_finish(dataset_writer *wr, cc_status *st)
 {
     if (wr->images < 0 && create_stacks(wr, st) != 0) return -1;
-    if (set_str_attr(wr->images, "description",
+    if (h5_attr_put_str(wr->images, "description",
                      wr->type == DATASET_U8 ? DESC_IMAGES_U8 : DESC_IMAGES_F32) != 0 ||
-        set_str_attr(wr->masks, "description", DESC_MASKS) != 0)
+        h5_attr_put_str(wr->masks, "description", DESC_MASKS) != 0)
         return h5_fail(st, wr->path, "cannot write attributes");
     hid_t vs = H5Tcopy(H5T_C_S1);
     H5Tset_size(vs, H5T_VARIABLE);
@@ -308,14 +294,14 @@ static int writer_finish(dataset_writer *wr, cc_status *st)
     }
     H5Tclose(vs);
     const int32_t version = DATASET_VERSION, hh = wr->h, ww = wr->w;
-    if (set_str_attr(wr->file, "format", DATASET_FORMAT) != 0 ||
+    if (h5_attr_put_str(wr->file, "format", DATASET_FORMAT) != 0 ||
         set_num_attr(wr->file, "version", H5T_STD_I32LE, 1, &version) != 0 ||
         set_num_attr(wr->file, "height", H5T_STD_I32LE, 1, &hh) != 0 ||
         set_num_attr(wr->file, "width", H5T_STD_I32LE, 1, &ww) != 0 ||
-        set_str_attr(wr->file, "image_dtype", wr->type == DATASET_U8 ? "uint8" : "float32") ||
+        h5_attr_put_str(wr->file, "image_dtype", wr->type == DATASET_U8 ? "uint8" : "float32") ||
         set_num_attr(wr->file, "split_seed", H5T_STD_U64LE, 1, &wr->seed) != 0 ||
         set_num_attr(wr->file, "split_fractions", H5T_IEEE_F64LE, 3, wr->frac) != 0 ||
-        set_str_attr(wr->file, "description", DESC_FILE) != 0)
+        h5_attr_put_str(wr->file, "description", DESC_FILE) != 0)
         return h5_fail(st, wr->path, "cannot write root attributes");
     /* the final flush must not fail: see h5write.h */
     if (h5write_reserve(wr->file, wr->path, wr->tmp, st) != 0) return -1;

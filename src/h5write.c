@@ -101,3 +101,18 @@ void h5_close_id(hid_t *id, herr_t (*fn)(hid_t))
     if (*id >= 0) fn(*id);
     *id = -1;
 }
+
+int h5_attr_put_str(hid_t obj, const char *name, const char *value)
+{
+    hid_t t = H5Tcopy(H5T_C_S1), s = H5Screate(H5S_SCALAR), a = -1;
+    int rc = -1;
+    if (t >= 0 && s >= 0 && H5Tset_size(t, H5T_VARIABLE) >= 0 &&
+        H5Tset_cset(t, H5T_CSET_UTF8) >= 0 &&
+        (a = H5Acreate2(obj, name, t, s, H5P_DEFAULT, H5P_DEFAULT)) >= 0 &&
+        H5Awrite(a, t, &value) >= 0)
+        rc = 0;
+    h5_close_id(&a, H5Aclose);
+    h5_close_id(&s, H5Sclose);
+    h5_close_id(&t, H5Tclose);
+    return rc;
+}

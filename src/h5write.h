@@ -62,6 +62,10 @@ void h5_quiet_end(const h5_quiet *q);
 int h5_fail(cc_status *st, const char *path, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* Write a scalar variable-length UTF-8 string attribute.  Returns 0 or -1
+ * (the HDF5 error stack says why). */
+int h5_attr_put_str(hid_t obj, const char *name, const char *value);
+
 /* Close *id with fn if open, and mark it closed (-1). */
 void h5_close_id(hid_t *id, herr_t (*fn)(hid_t));
 

@@ -76,7 +76,7 @@ static int init_bias_from_data(cc_models *m, const char *path, cc_status *st)
     if (n < 2) return status_set(st, "%s: too few training images to initialise the counter", path);
     double mean = sum / (double)n, var = sum2 / (double)n - mean * mean;
     if (var < 1e-6) var = 1e-6;
-    params_tensor(&m->Pc, m->counter.count.fc3.b)->data[0] = (float)mean;
+    counter_init_count_bias(&m->Pc, &m->counter, (float)mean);
     params_tensor(&m->Pc, m->counter.logvar.fc3.b)->data[0] = (float)log(var);
     return 0;
 }
