@@ -38,10 +38,15 @@ static void usage(FILE *f)
             "                            stages = fpn,counter,evaluate\n"
             "                            grid.SEC.KEY = A,B,C    (one line per key)\n"
             "                            set.SEC.KEY = V         (same value for every point)\n"
+            "                            mode = grid | ablation\n"
             "  BASE.ini                or an experiment file all points start from\n"
             "  -g, --grid SEC.KEY=A,B  values of one key (repeatable; replaces the sweep\n"
             "                          file's values for that key)\n"
             "  -s, --set SEC.KEY=V     fixed override for every point (repeatable)\n"
+            "  -a, --ablation          one factor at a time instead of the product: a point\n"
+            "                          'base' with no key overridden, then one point per\n"
+            "                          value of each key alone (a point equal to an earlier\n"
+            "                          one, e.g. the base's own value, is not run twice)\n"
             "  -o, --out DIR           sweep directory (overrides out_dir)\n"
             "      --stages LIST       stages per point: any of fpn,counter,evaluate\n"
             "                          (default: the sweep file's, else all three)\n"
@@ -75,12 +80,13 @@ int cli_sweep(int argc, char **argv)
         {"out", required_argument, 0, 'o'},   {"stages", required_argument, 0, 'S'},
         {"jobs", required_argument, 0, 'j'},  {"threads", required_argument, 0, 't'},
         {"dry-run", no_argument, 0, 'n'},     {"help", no_argument, 0, 'h'},
+        {"ablation", no_argument, 0, 'a'},
         {0, 0, 0, 0}};
     const char *grids[SWEEP_MAX_AXES], *sets[SWEEP_MAX_SETS], *out = NULL, *stage_list = NULL;
-    int ngrids = 0, nsets = 0, jobs = 1, threads = cores(), dry = 0;
+    int ngrids = 0, nsets = 0, jobs = 1, threads = cores(), dry = 0, ablation = 0;
     optind = 1;
     int c;
-    while ((c = getopt_long(argc, argv, "g:s:o:j:t:nh", longs, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "g:s:o:j:t:nah", longs, NULL)) != -1) {
         switch (c) {
         case 'g':
             if (ngrids == SWEEP_MAX_AXES) {
@@ -105,6 +111,7 @@ int cli_sweep(int argc, char **argv)
             if (parse_pos(optarg, "--threads", &threads)) return 2;
             break;
         case 'n': dry = 1; break;
+        case 'a': ablation = 1; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -137,6 +144,7 @@ int cli_sweep(int argc, char **argv)
         if (sweep_add_grid(&spec, grids[i], "--grid", &st)) goto fail;
     for (int i = 0; i < nsets; i++)
         if (sweep_add_set(&spec, sets[i], "--set", &st)) goto fail;
+    if (ablation) spec.ablation = 1;
     if (out) snprintf(spec.out_dir, sizeof spec.out_dir, "%s", out);
     if (stage_list && sweep_parse_stages(stage_list, &spec.stages, &st)) goto fail;
     if (sweep_expand(&spec, &points, &n, &st)) goto fail;

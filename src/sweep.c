@@ -256,6 +256,14 @@ static int sweep_ini_handler(void *user, const char *section, const char *name, 
         snprintf(p->s->out_dir, sizeof p->s->out_dir, "%s", value);
         return 1;
     }
+    if (!strcmp(name, "mode")) {
+        if (!strcmp(value, "grid") || !strcmp(value, "ablation")) {
+            p->s->ablation = !strcmp(value, "ablation");
+            return 1;
+        }
+        status_set(p->st, "%s: mode = '%s' (expected grid or ablation)", where, value);
+        return 0;
+    }
     if (!strcmp(name, "stages")) {
         cc_status local;
         status_clear(&local);
@@ -272,7 +280,7 @@ static int sweep_ini_handler(void *user, const char *section, const char *name, 
         return r == 0;
     }
     status_set(p->st, "%s: unknown key '%s' in [sweep] (expected base, out_dir, stages, "
-                      "grid.SECTION.KEY or set.SECTION.KEY)", where, name);
+                      "mode, grid.SECTION.KEY or set.SECTION.KEY)", where, name);
     return 0;
 }
 
@@ -294,6 +302,7 @@ int sweep_load(sweep_spec *s, const char *path, cc_status *st)
 const char *sweep_point_override(const sweep_spec *s, const sweep_point *p, int a, char *buf,
                                  size_t len)
 {
+    if (p->idx[a] < 0) return NULL;
     snprintf(buf, len, "%s=%s", s->axes[a].key, s->axes[a].values[p->idx[a]]);
     return buf;
 }
@@ -314,11 +323,12 @@ static void point_name(const sweep_spec *s, sweep_point *p)
     raw[0] = '\0';
     for (int a = 0; a < s->naxes; a++) {
         char ov[CFG_STR + 80];
-        sweep_point_override(s, p, a, ov, sizeof ov);
-        int w = snprintf(raw + o, sizeof raw - o, "%s%s", a ? "," : "", ov);
+        if (!sweep_point_override(s, p, a, ov, sizeof ov)) continue;
+        int w = snprintf(raw + o, sizeof raw - o, "%s%s", o ? "," : "", ov);
         if (w < 0 || (size_t)w >= sizeof raw - o) break;
         o += (size_t)w;
     }
+    if (!o) snprintf(raw, sizeof raw, "base");
     size_t n = 0;
     for (const char *c = raw; *c && n < SWEEP_NAME - 1; c++)
         p->name[n++] = (isalnum((unsigned char)*c) || strchr("._=,+-", *c)) ? *c : '_';
@@ -327,8 +337,10 @@ static void point_name(const sweep_spec *s, sweep_point *p)
         snprintf(p->name + SWEEP_NAME - 11, 11, "~%08x", (unsigned)fnv1a(raw));
 }
 
-/* The point's full configuration, to reject bad combinations up front. */
-static int point_check(const sweep_spec *s, const sweep_point *p, cc_status *st)
+/* The point's full configuration, to reject bad combinations up front;
+ * with `text`, also its resolved configuration as written to config.ini
+ * (malloc'ed, without run.* which differ per point by design). */
+static int point_check(const sweep_spec *s, const sweep_point *p, char **text, cc_status *st)
 {
     cc_config c;
     config_defaults(&c);
@@ -337,7 +349,7 @@ static int point_check(const sweep_spec *s, const sweep_point *p, cc_status *st)
         if (config_set(&c, s->sets[i], st)) return -1;
     for (int a = 0; a < s->naxes; a++) {
         char ov[CFG_STR + 80];
-        if (config_set(&c, sweep_point_override(s, p, a, ov, sizeof ov), st)) return -1;
+        if (sweep_point_override(s, p, a, ov, sizeof ov) && config_set(&c, ov, st)) return -1;
     }
     if (snprintf(c.out_dir, sizeof c.out_dir, "%s", p->dir) >= (int)sizeof c.out_dir)
         return status_set(st, "%s: run directory name too long", p->dir);
@@ -345,7 +357,29 @@ static int point_check(const sweep_spec *s, const sweep_point *p, cc_status *st)
         status_prefix(st, "point %s: ", p->name);
         return -1;
     }
+    if (text) {
+        c.out_dir[0] = c.name[0] = '\0';
+        size_t len = 0;
+        FILE *f = open_memstream(text, &len);
+        if (!f) return status_set(st, "sweep: out of memory");
+        config_write(&c, f);
+        if (fclose(f)) return status_set(st, "sweep: out of memory");
+    }
     return 0;
+}
+
+/* The ablation points: base, then every axis value alone. */
+static long ablation_points(const sweep_spec *s, sweep_point *P)
+{
+    long n = 0;
+    for (int a = 0; a < s->naxes; a++) P[0].idx[a] = -1;
+    n++;
+    for (int a = 0; a < s->naxes; a++)
+        for (int v = 0; v < s->axes[a].nvalues; v++, n++) {
+            for (int b = 0; b < s->naxes; b++) P[n].idx[b] = -1;
+            P[n].idx[a] = v;
+        }
+    return n;
 }
 
 int sweep_expand(const sweep_spec *s, sweep_point **points, int *npoints, cc_status *st)
@@ -356,39 +390,62 @@ int sweep_expand(const sweep_spec *s, sweep_point **points, int *npoints, cc_sta
     if (!s->out_dir[0]) return status_set(st, "no output directory (--out DIR or out_dir = DIR)");
     long total = 1;
     for (int a = 0; a < s->naxes; a++) {
-        total *= s->axes[a].nvalues;
+        total = s->ablation ? total + s->axes[a].nvalues : total * s->axes[a].nvalues;
         if (total > SWEEP_MAX_POINTS)
             return status_set(st, "more than %d points", SWEEP_MAX_POINTS);
     }
     sweep_point *P = calloc((size_t)total, sizeof *P);
-    if (!P) return status_set(st, "sweep: out of memory");
-    for (long i = 0; i < total; i++) {
-        /* Mixed-radix digits of i, the last axis varying fastest. */
-        long r = i;
-        for (int a = s->naxes - 1; a >= 0; a--) {
-            P[i].idx[a] = (int)(r % s->axes[a].nvalues);
-            r /= s->axes[a].nvalues;
-        }
-        point_name(s, &P[i]);
-        if (snprintf(P[i].dir, sizeof P[i].dir, "%s/%s", s->out_dir, P[i].name) >=
-            (int)sizeof P[i].dir) {
-            status_set(st, "%s/%s: run directory name too long", s->out_dir, P[i].name);
-            free(P);
-            return -1;
-        }
-        for (long j = 0; j < i; j++)
-            if (!strcmp(P[i].name, P[j].name)) {
-                status_set(st, "two points map to the same directory name '%s' (values that "
-                               "differ only in characters replaced by '_')", P[i].name);
-                free(P);
-                return -1;
+    char **text = calloc((size_t)total, sizeof *text);
+    if (!P || !text) {
+        free(P);
+        free(text);
+        return status_set(st, "sweep: out of memory");
+    }
+    if (s->ablation)
+        ablation_points(s, P);
+    else
+        for (long i = 0; i < total; i++) {
+            /* Mixed-radix digits of i, the last axis varying fastest. */
+            long r = i;
+            for (int a = s->naxes - 1; a >= 0; a--) {
+                P[i].idx[a] = (int)(r % s->axes[a].nvalues);
+                r /= s->axes[a].nvalues;
             }
-        if (point_check(s, &P[i], st)) {
-            free(P);
-            return -1;
+        }
+    long n = 0;                 /* points kept */
+    int rc = 0;
+    for (long i = 0; i < total && !rc; i++) {
+        sweep_point *q = &P[n];
+        if (n != i) *q = P[i];
+        point_name(s, q);
+        if (snprintf(q->dir, sizeof q->dir, "%s/%s", s->out_dir, q->name) >= (int)sizeof q->dir) {
+            rc = status_set(st, "%s/%s: run directory name too long", s->out_dir, q->name);
+            break;
+        }
+        for (long j = 0; j < n && !rc; j++)
+            if (!strcmp(q->name, P[j].name))
+                rc = status_set(st, "two points map to the same directory name '%s' (values "
+                                    "that differ only in characters replaced by '_')", q->name);
+        if (rc || point_check(s, q, s->ablation ? &text[n] : NULL, st)) {
+            rc = -1;
+            break;
+        }
+        int dup = 0;
+        for (long j = 0; j < n && s->ablation && !dup; j++) dup = !strcmp(text[j], text[n]);
+        if (dup) {
+            free(text[n]);
+            text[n] = NULL;
+        } else {
+            n++;
         }
     }
+    for (long i = 0; i < total; i++) free(text[i]);
+    free(text);
+    if (rc) {
+        free(P);
+        return -1;
+    }
     *points = P;
-    *npoints = (int)total;
+    *npoints = (int)n;
     return 0;
 }

@@ -21,6 +21,13 @@
  *   stages = fpn,counter,evaluate
  *   grid.fpn.width = 32,64       ; an axis (file order = nesting order)
  *   set.fpn_train.epochs = 10    ; a fixed override for every point
+ *   mode = grid | ablation       ; product of the axes (default), or one
+ *                                ; factor at a time from the base
+ *
+ * Ablation mode is how ablation studies are run: one point with no axis
+ * overridden ("base"), then one point per axis value with only that axis
+ * overridden; a point whose resolved configuration equals an earlier one
+ * (the value is the base's own) is dropped, so the base runs once.
  */
 #ifndef CC_SWEEP_H
 #define CC_SWEEP_H
@@ -52,6 +59,7 @@ typedef struct sweep_spec {
     sweep_axis axes[SWEEP_MAX_AXES];
     int nsets;
     char *sets[SWEEP_MAX_SETS]; /* fixed "section.key=value" overrides, owned */
+    int ablation;               /* 1: one factor at a time (see above), 0: grid */
 } sweep_spec;
 
 /* An empty spec (no axes, no base). */
@@ -79,12 +87,14 @@ int sweep_parse_stages(const char *list, unsigned *stages, cc_status *st);
 void sweep_stages_str(unsigned stages, char *buf, size_t len);
 
 typedef struct sweep_point {
-    int idx[SWEEP_MAX_AXES];    /* value index per axis */
+    int idx[SWEEP_MAX_AXES];    /* value index per axis; -1 = axis not overridden */
     char name[SWEEP_NAME];      /* directory name under out_dir */
     char dir[CFG_STR];          /* out_dir/name */
 } sweep_point;
 
-/* The points: the product of the axes, the first axis varying slowest.  Each
+/* The points: the product of the axes, the first axis varying slowest (or,
+ * in ablation mode, "base" then each axis value alone, duplicates of an
+ * earlier point's resolved configuration dropped).  Each
  * point's configuration (base + sets + its overrides) is loaded and
  * validated here, so a bad combination fails before anything runs.  Names
  * are "key=value" joined by ',', with characters outside [A-Za-z0-9._=,+-]
@@ -92,7 +102,8 @@ typedef struct sweep_point {
  * the same name are an error.  *points is malloc'ed (caller frees). */
 int sweep_expand(const sweep_spec *s, sweep_point **points, int *npoints, cc_status *st);
 
-/* Axis a's override of point p as "section.key=value" into buf. */
+/* Axis a's override of point p as "section.key=value" into buf; NULL when
+ * the point leaves axis a at the base value (ablation mode). */
 const char *sweep_point_override(const sweep_spec *s, const sweep_point *p, int a, char *buf,
                                  size_t len);
 

@@ -149,7 +149,8 @@ static int stage_args(argvec *a, const sweep_spec *s, const sweep_point *p, int 
     if (s->base[0]) r |= args_add(a, s->base);
     for (int i = 0; i < s->nsets; i++) r |= args_add(a, "--set") | args_add(a, s->sets[i]);
     for (int i = 0; i < s->naxes; i++)
-        r |= args_add(a, "--set") | args_add(a, sweep_point_override(s, p, i, buf, sizeof buf));
+        if (sweep_point_override(s, p, i, buf, sizeof buf))
+            r |= args_add(a, "--set") | args_add(a, buf);
     snprintf(buf, sizeof buf, "run.out_dir=%s", p->dir);
     r |= args_add(a, "--set") | args_add(a, buf);
     snprintf(buf, sizeof buf, "run.threads=%d", threads);

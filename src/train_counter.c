@@ -38,7 +38,7 @@ static int64_t counter_epoch(cc_session *s, cc_models *m, cc_tape *t, cc_loader 
         if (!loss) return status_set(st, "counter forward: %s", tape_error(t));
         if (!isfinite(lt.total))
             return status_set(st, "counter loss is %g at epoch %d step %lld: stopping (the last "
-                                  "good checkpoint is kept)", lt.total, epoch, (long long)step);
+                                  "good checkpoint is kept)", lt.total, epoch + 1, (long long)step + 1);
         params_zero_grad(&m->Pc);
         if (fpn_opt) params_zero_grad(&m->Pf);
         if (tape_backward(t, loss)) return status_set(st, "counter backward: %s", tape_error(t));

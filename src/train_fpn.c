@@ -41,7 +41,7 @@ static int64_t fpn_pass(cc_session *s, cc_models *m, cc_tape *t, cc_loader *L, i
         if (!loss) return status_set(st, "FPN forward: %s", tape_error(t));
         if (!isfinite(lt.total))
             return status_set(st, "FPN loss is %g at epoch %d step %lld: stopping (the last "
-                                  "good checkpoint is kept)", lt.total, epoch, (long long)step);
+                                  "good checkpoint is kept)", lt.total, epoch + 1, (long long)step + 1);
         if (opt) {
             params_zero_grad(&m->Pf);
             if (tape_backward(t, loss)) return status_set(st, "FPN backward: %s", tape_error(t));

@@ -80,6 +80,51 @@ START_TEST(test_grid_product_order_names)
 }
 END_TEST
 
+/* Ablation mode: base, then each value alone; the base's own values
+ * (defaults here: fpn.loss=nll, fpn.depth=4) are not run twice; a sweep
+ * file selects the mode and a bad mode is an error naming file:line. */
+START_TEST(test_ablation_points)
+{
+    sweep_spec s;
+    sweep_spec_init(&s);
+    cc_status st;
+    status_clear(&st);
+    char path[256], text[512];
+    snprintf(path, sizeof path, "%s/abl.ini", dir);
+    snprintf(text, sizeof text,
+             "[sweep]\nout_dir = %s/out\nmode = ablation\ngrid.fpn.loss = nll,paper,mse\n"
+             "grid.fpn.depth = 2,4\nset.fpn.width = 8\n", dir);
+    write_file(path, text);
+    ck_assert_msg(sweep_load(&s, path, &st) == 0, "%s", st.msg);
+    ck_assert_int_eq(s.ablation, 1);
+    sweep_point *p;
+    int n;
+    ck_assert_msg(sweep_expand(&s, &p, &n, &st) == 0, "%s", st.msg);
+    static const char *want[] = {"base", "fpn.loss=paper", "fpn.loss=mse", "fpn.depth=2"};
+    ck_assert_int_eq(n, 4);
+    char ov[128];
+    for (int i = 0; i < 4; i++) ck_assert_str_eq(p[i].name, want[i]);
+    ck_assert_ptr_null(sweep_point_override(&s, &p[0], 0, ov, sizeof ov));
+    ck_assert_ptr_null(sweep_point_override(&s, &p[0], 1, ov, sizeof ov));
+    ck_assert_ptr_null(sweep_point_override(&s, &p[3], 0, ov, sizeof ov));
+    ck_assert_str_eq(sweep_point_override(&s, &p[3], 1, ov, sizeof ov), "fpn.depth=2");
+    free(p);
+    /* The same axes as a grid: the product, base values included. */
+    s.ablation = 0;
+    ck_assert_int_eq(sweep_expand(&s, &p, &n, &st), 0);
+    ck_assert_int_eq(n, 6);
+    free(p);
+    sweep_spec_free(&s);
+
+    sweep_spec_init(&s);
+    snprintf(text, sizeof text, "[sweep]\nout_dir = x\nmode = factorial\n");
+    write_file(path, text);
+    ck_assert_int_eq(sweep_load(&s, path, &st), -1);
+    ck_assert_msg(strstr(st.msg, "abl.ini:3") && strstr(st.msg, "factorial"), "%s", st.msg);
+    sweep_spec_free(&s);
+}
+END_TEST
+
 START_TEST(test_grid_names_sanitised)
 {
     sweep_spec s;
@@ -741,6 +786,7 @@ int main(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, test_grid_product_order_names);
     tcase_add_test(tc, test_grid_names_sanitised);
+    tcase_add_test(tc, test_ablation_points);
     tcase_add_test(tc, test_grid_errors);
     tcase_add_test(tc, test_sweep_file);
     suite_add_tcase(s, tc);

@@ -12,6 +12,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <hdf5.h>
+
 #include "src/checkpoint.h"
 #include "src/runlog.h"
 #include "src/session.h"
@@ -236,6 +238,70 @@ START_TEST(test_bad_inputs_fail_cleanly)
 }
 END_TEST
 
+/* Overwrite every mask of the data file with NaN (a corrupt float data set). */
+static void poison_masks(void)
+{
+    hid_t f = H5Fopen(data, H5F_ACC_RDWR, H5P_DEFAULT);
+    ck_assert_int_ge(f, 0);
+    hid_t d = H5Dopen2(f, "masks", H5P_DEFAULT);
+    ck_assert_int_ge(d, 0);
+    hid_t sp = H5Dget_space(d);
+    hssize_t n = H5Sget_simple_extent_npoints(sp);
+    ck_assert_int_gt(n, 0);
+    float *v = malloc((size_t)n * sizeof *v);
+    ck_assert_ptr_nonnull(v);
+    for (hssize_t i = 0; i < n; i++) v[i] = NAN;
+    ck_assert_int_ge(H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, v), 0);
+    free(v);
+    H5Sclose(sp);
+    H5Dclose(d);
+    H5Fclose(f);
+}
+
+/* A loss that turns non-finite stops the run with a message naming the
+ * epoch and step, and the checkpoint of the last completed epoch stays as it
+ * was: one good epoch, then the data file's masks become NaN and the run is
+ * resumed. */
+START_TEST(test_nonfinite_loss_stops_and_keeps_checkpoint)
+{
+    make_data();
+    cc_config c;
+    tiny_config(&c, "nan", 1);
+    cc_status st;
+    status_clear(&st);
+    ck_assert_msg(train_fpn(&c, 0, &st) == 0, "%s", st.msg);
+    char last[256], cmd[600];
+    snprintf(last, sizeof last, "%s/nan/fpn_last.h5", dir);
+    snprintf(cmd, sizeof cmd, "cp %s %s.good", last, last);
+    ck_assert_int_eq(system(cmd), 0);
+    config_set(&c, "fpn_train.epochs=3", NULL);
+    poison_masks();
+    status_clear(&st);
+    ck_assert_int_eq(train_fpn(&c, 1, &st), -1);
+    ck_assert_msg(strstr(st.msg, "FPN loss is") && strstr(st.msg, "last good checkpoint"), "%s",
+                  st.msg);
+    /* Every checkpoint left is finite and the run file still opens. */
+    cc_ctx ctx;
+    ck_assert_int_eq(ctx_init(&ctx, 1, NULL), 0);
+    cc_params P;
+    fpn_model m;
+    load_params(&c, last, &P, &ctx, &m);
+    for (size_t i = 0; i < P.n_train; i++) ck_assert_msg(isfinite(P.value[i]), "weight %zu", i);
+    params_free(&P);
+    ctx_free(&ctx);
+    /* The failure struck during the first resumed epoch (the loss is -inf or
+     * NaN from its first large steps), so the last checkpoint is the good one. */
+    ck_assert_msg(strstr(st.msg, "epoch 2 step 1"), "%s", st.msg);
+    snprintf(cmd, sizeof cmd, "cmp -s %s %s.good", last, last);
+    ck_assert_int_eq(system(cmd), 0);
+    char path[256];
+    snprintf(path, sizeof path, "%s/nan/run.h5", dir);
+    runlog rl;
+    ck_assert_msg(runlog_open(&rl, path, &st) == 0, "%s", st.msg);
+    runlog_free(&rl);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("train");
@@ -246,6 +312,7 @@ int main(void)
     tcase_add_test(tc, test_resume_after_sigkill_is_exact);
     tcase_add_test(tc, test_counter_and_evaluate);
     tcase_add_test(tc, test_bad_inputs_fail_cleanly);
+    tcase_add_test(tc, test_nonfinite_loss_stops_and_keeps_checkpoint);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
