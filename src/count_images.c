@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "src/checkpoint.h"
+#include "src/runlog.h"
 #include "src/png_io.h"
 #include "src/resize.h"
 #include "src/tiff_io.h"
@@ -128,6 +129,19 @@ int count_model_open(count_model *cm, const cc_config *cfg, int h, int w, const 
     cm->has_fpn = want_fpn || strcmp(cfg->counter_input, "image") != 0;
     if (cm->has_fpn && load_checkpoint(cm->fpn_path, &cm->m.Pf, "FPN", h, w, st)) return -1;
     if (load_checkpoint(cm->counter_path, &cm->m.Pc, "counter", h, w, st)) return -1;
+    cm->sigma_scale = 1;
+    char rp[CFG_STR + 16];
+    snprintf(rp, sizeof rp, "%s/run.h5", cfg->out_dir);
+    runlog rl;
+    cc_status ignore;
+    if (!counter_ckpt && !strcmp(cfg->counter_calibrate, "val") && access(rp, R_OK) == 0 &&
+        runlog_open(&rl, rp, &ignore) == 0) {
+        /* A run evaluated before calibration existed has no factor: 1. */
+        const char *v = runlog_attr_get(&rl, "counter.sigma_scale");
+        double k = v ? strtod(v, NULL) : NAN;
+        if (isfinite(k) && k > 0) cm->sigma_scale = k;
+        runlog_free(&rl);
+    }
     tape_init(&cm->t, &cm->s.ctx, 0);
     cm->open_ |= OPEN_TAPE;
     return 0;
@@ -186,7 +200,7 @@ int count_model_predict(count_model *cm, const float *images, int n, double *cou
         return status_set(st, "predict: %s", tape_error(t));
     for (int i = 0; i < n; i++) {
         count[i] = c[i];
-        sigma[i] = cm->kind == LOSS_MSE ? NAN : exp(0.5 * (double)v[i]);
+        sigma[i] = cm->kind == LOSS_MSE ? NAN : cm->sigma_scale * exp(0.5 * (double)v[i]);
     }
     if (mask_sigma) {
         const size_t m = (size_t)n * (size_t)(cm->h / 2) * (size_t)(cm->w / 2);

@@ -61,6 +61,10 @@ typedef struct count_model {
     int has_fpn;            /* FPN built and loaded */
     int h, w;               /* input size */
     loss_kind kind;         /* counter loss: sigma is NaN for mse */
+    double sigma_scale;     /* evaluate's calibration factor (run.h5 attribute
+                             * counter.sigma_scale) applied to sigma; 1 when the
+                             * run has none, calibrate = none or the counter
+                             * checkpoint was given explicitly */
     char fpn_path[CFG_STR + 64], counter_path[CFG_STR + 64];
     int open_;              /* internal: what count_model_close must free */
 } count_model;

@@ -13,8 +13,8 @@
 
 static const char *const eval_cols[] = {"n", "mae", "rmse", "r2", "max_err", "coverage95",
                                         "width95", "base_mae", "base_rmse", "base_r2",
-                                        "base_max_err"};
-#define EVAL_NCOLS 11
+                                        "base_max_err", "coverage95_raw", "width95_raw"};
+#define EVAL_NCOLS 13
 
 #define MAX_FOCUS 64
 
@@ -74,18 +74,53 @@ static double baseline_predict(const baseline *bl, double intensity, int focus)
     return bl->ga + bl->gb * intensity;
 }
 
+/* One table row; raw_sigma: the counter's own sigma (before calibration). */
 static int add_row(runlog_table *t, FILE *out, const char *label, const count_preds *p,
-                   const double *base, const unsigned char *mask, cc_status *st)
+                   const double *raw_sigma, const double *base, const unsigned char *mask,
+                   cc_status *st)
 {
     metrics_summary m = metrics_compute(p->truth, p->pred, p->sigma, mask, (size_t)p->n);
     if (!m.n) return 0;
     metrics_summary bm = metrics_compute(p->truth, base, NULL, mask, (size_t)p->n);
-    double row[EVAL_NCOLS] = {(double)m.n, m.mae, m.rmse, m.r2, m.max_err, m.coverage95,
-                              m.width95, bm.mae, bm.rmse, bm.r2, bm.max_err};
-    fprintf(out, "%-14s %6zu %7.3f %7.3f %8.4f %7.2f %7.3f %7.2f | %7.3f %7.3f %8.4f %7.2f\n",
-            label, m.n, m.mae, m.rmse, m.r2, m.max_err, m.coverage95, m.width95, bm.mae,
-            bm.rmse, bm.r2, bm.max_err);
+    metrics_summary rm = metrics_compute(p->truth, p->pred, raw_sigma, mask, (size_t)p->n);
+    double row[EVAL_NCOLS] = {(double)m.n, m.mae,   m.rmse,  m.r2,      m.max_err,
+                              m.coverage95, m.width95, bm.mae, bm.rmse, bm.r2,
+                              bm.max_err, rm.coverage95, rm.width95};
+    fprintf(out,
+            "%-14s %6zu %7.3f %7.3f %8.4f %7.2f %7.3f %7.2f | %7.3f %7.3f %8.4f %7.2f | %7.3f %7.2f\n",
+            label, m.n, m.mae, m.rmse, m.r2, m.max_err, m.coverage95, m.width95, bm.mae, bm.rmse,
+            bm.r2, bm.max_err, rm.coverage95, rm.width95);
     return runlog_append(t, label, row, st);
+}
+
+/* Predictions of the counter on one split (mask cache built and freed here). */
+static int predict_split(cc_session *s, cc_models *m, cc_tape *t, int split, int needs_fpn,
+                         count_preds *p, cc_status *st)
+{
+    mask_cache mc;
+    memset(&mc, 0, sizeof mc);
+    cc_loader *L = NULL;
+    int rc = -1;
+    if ((!needs_fpn || mask_cache_build(&mc, s, m, s->cfg.data_file, split, st) == 0) &&
+        (L = loader_open(s->cfg.data_file, split, 16, 0, LOADER_KEEP_LAST, st)))
+        rc = counting_predict(s, m, t, &mc, L, p, st);
+    loader_close(L);
+    mask_cache_free(&mc);
+    return rc;
+}
+
+double evaluate_sigma_scale(const double *truth, const double *pred, const double *sigma,
+                            int64_t n)
+{
+    double sum = 0;
+    int64_t k = 0;
+    for (int64_t i = 0; i < n; i++)
+        if (isfinite(sigma[i]) && sigma[i] > 0) {
+            double z = (truth[i] - pred[i]) / sigma[i];
+            sum += z * z;
+            k++;
+        }
+    return k && sum > 0 ? sqrt(sum / (double)k) : NAN;
 }
 
 int evaluate_run(const cc_config *cfg, int split, const char *fpn_ckpt, const char *counter_ckpt,
@@ -94,12 +129,10 @@ int evaluate_run(const cc_config *cfg, int split, const char *fpn_ckpt, const ch
     cc_session s;
     cc_models m;
     memset(&m, 0, sizeof m);
-    mask_cache mc;
-    memset(&mc, 0, sizeof mc);
-    cc_loader *L = NULL;
-    count_preds p;
+    count_preds p, pv;
     memset(&p, 0, sizeof p);
-    double *base = NULL;
+    memset(&pv, 0, sizeof pv);
+    double *base = NULL, *raw = NULL;
     unsigned char *mask = NULL;
     int tape = 0, rc = -1;
     cc_tape t;
@@ -121,40 +154,55 @@ int evaluate_run(const cc_config *cfg, int split, const char *fpn_ckpt, const ch
     else
         session_path(&s, "counter_best.h5", path, sizeof path);
     if (checkpoint_load(path, &m.Pc, NULL, st)) goto out;
-    if (needs_fpn && mask_cache_build(&mc, &s, &m, cfg->data_file, split, st)) goto out;
-    if (!(L = loader_open(cfg->data_file, split, 16, 0, LOADER_KEEP_LAST, st))) goto out;
     tape_init(&t, &s.ctx, 0);
     tape = 1;
-    if (counting_predict(&s, &m, &t, &mc, L, &p, st)) goto out;
+    if (predict_split(&s, &m, &t, split, needs_fpn, &p, st)) goto out;
     baseline bl;
     if (baseline_fit(&bl, cfg->data_file, st)) goto out;
     base = malloc(sizeof(double) * (size_t)p.n);
+    raw = malloc(sizeof(double) * (size_t)p.n);
     mask = malloc((size_t)p.n);
-    if (!base || !mask) {
+    if (!base || !raw || !mask) {
         status_set(st, "evaluate: out of memory");
         goto out;
     }
     for (int64_t i = 0; i < p.n; i++) base[i] = baseline_predict(&bl, p.intensity[i], p.focus[i]);
+    memcpy(raw, p.sigma, sizeof(double) * (size_t)p.n);
+    /* Calibration: one scale for sigma, the Gaussian NLL's optimum on the
+     * validation split, so that the test split stays untouched. */
+    double scale = 1;
+    if (!strcmp(cfg->counter_calibrate, "val") && p.n && isfinite(p.sigma[0])) {
+        if (predict_split(&s, &m, &t, DATASET_VAL, needs_fpn, &pv, st)) goto out;
+        double k = evaluate_sigma_scale(pv.truth, pv.pred, pv.sigma, pv.n);
+        if (isfinite(k)) scale = k;
+        for (int64_t i = 0; i < p.n; i++) p.sigma[i] *= scale;
+        fprintf(out, "sigma scaled by %.4f, fitted on the validation split (%lld images; "
+                     "counter.calibrate = none reports raw intervals only)\n",
+                scale, (long long)pv.n);
+    }
+    char sbuf[32];
+    snprintf(sbuf, sizeof sbuf, "%.9g", scale);
+    if (runlog_set_attr(&s.rl, "counter.sigma_scale", sbuf, st)) goto out;
 
     static const char *split_names[] = {"train", "val", "test"};
     char tname[64];
     snprintf(tname, sizeof tname, "eval/%s", split_names[split]);
-    runlog_table *tab = runlog_table_get(&s.rl, tname, EVAL_NCOLS, eval_cols, st);
+    runlog_table *tab = runlog_table_fresh(&s.rl, tname, EVAL_NCOLS, eval_cols, st);
     if (!tab) goto out;
-    runlog_clear(tab);
     fprintf(out, "evaluation on the %s split (%lld images): network | mean-intensity baseline "
                  "(a line per focus level, fitted on the training split)\n",
             split_names[split], (long long)p.n);
-    fprintf(out, "%-14s %6s %7s %7s %8s %7s %7s %7s | %7s %7s %8s %7s\n", "group", "n", "MAE",
-            "RMSE", "R2", "maxerr", "cov95", "width", "MAE", "RMSE", "R2", "maxerr");
-    if (add_row(tab, out, "overall", &p, base, NULL, st)) goto out;
+    fprintf(out, "%-14s %6s %7s %7s %8s %7s %7s %7s | %7s %7s %8s %7s | %7s %7s\n", "group", "n",
+            "MAE", "RMSE", "R2", "maxerr", "cov95", "width", "MAE", "RMSE", "R2", "maxerr",
+            "rawcov", "rawwid");
+    if (add_row(tab, out, "overall", &p, raw, base, NULL, st)) goto out;
     for (int f = 0; f < MAX_FOCUS; f++) {
         int any = 0;
         for (int64_t i = 0; i < p.n; i++) any |= (mask[i] = p.focus[i] == f);
         if (!any) continue;
         char label[32];
         snprintf(label, sizeof label, "focus F%d", f);
-        if (add_row(tab, out, label, &p, base, mask, st)) goto out;
+        if (add_row(tab, out, label, &p, raw, base, mask, st)) goto out;
     }
     static const int lo[] = {1, 21, 41, 61, 81}, hi[] = {20, 40, 60, 80, 100000};
     for (int r = 0; r < 5; r++) {
@@ -164,15 +212,14 @@ int evaluate_run(const cc_config *cfg, int split, const char *fpn_ckpt, const ch
             snprintf(label, sizeof label, "count %d-%d", lo[r], hi[r]);
         else
             snprintf(label, sizeof label, "count %d+", lo[r]);
-        if (add_row(tab, out, label, &p, base, mask, st)) goto out;
+        if (add_row(tab, out, label, &p, raw, base, mask, st)) goto out;
     }
     /* Calibration: observed coverage of central intervals, for report --plot. */
     static const double levels[] = {0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99};
     const char *ccols[] = {"nominal", "observed"};
     snprintf(tname, sizeof tname, "calibration/%s", split_names[split]);
-    runlog_table *ct = runlog_table_get(&s.rl, tname, 2, ccols, st);
+    runlog_table *ct = runlog_table_fresh(&s.rl, tname, 2, ccols, st);
     if (!ct) goto out;
-    runlog_clear(ct);
     double obs[11];
     metrics_calibration(p.truth, p.pred, p.sigma, (size_t)p.n, levels, 11, obs);
     for (int k = 0; k < 11; k++) {
@@ -183,11 +230,11 @@ int evaluate_run(const cc_config *cfg, int split, const char *fpn_ckpt, const ch
     if (!rc) fprintf(out, "stored as tables eval/%s and %s in %s/run.h5\n", split_names[split], tname, s.dir);
 out:
     free(base);
+    free(raw);
     free(mask);
     count_preds_free(&p);
+    count_preds_free(&pv);
     if (tape) tape_free(&t);
-    loader_close(L);
-    mask_cache_free(&mc);
     models_free(&m);
     session_close(&s);
     return rc;

@@ -54,6 +54,7 @@ static const key_def keys[] = {
     {"counter", "width_div", K_INT, OFF(counter_width_div), 1, 64, NULL, 0},
     {"counter", "init_bias", K_ENUM, OFF(counter_init_bias), 0, 0, "pytorch|data", SZ(counter_init_bias)},
     {"counter", "input", K_ENUM, OFF(counter_input), 0, 0, "mask|mask+image|image", SZ(counter_input)},
+    {"counter", "calibrate", K_ENUM, OFF(counter_calibrate), 0, 0, "val|none", SZ(counter_calibrate)},
     {"counter", "loss", K_ENUM, OFF(counter_loss), 0, 0, "nll|paper|mse", SZ(counter_loss)},
     {"counter", "finetune_fpn", K_BOOL, OFF(finetune_fpn), 0, 1, NULL, 0},
     TRAIN_KEYS("fpn_train", fpn_train),
@@ -94,6 +95,7 @@ void config_defaults(cc_config *c)
     c->counter_width_div = 1;
     strcpy(c->counter_init_bias, "pytorch");
     strcpy(c->counter_input, "mask");
+    strcpy(c->counter_calibrate, "val");
     strcpy(c->counter_loss, "nll");
     train_defaults(&c->fpn_train, 2, 1e-3);
     train_defaults(&c->counter_train, 5, 1e-4);

@@ -143,6 +143,22 @@ runlog_table *runlog_table_get(runlog *rl, const char *name, int ncols, const ch
     return t;
 }
 
+runlog_table *runlog_table_fresh(runlog *rl, const char *name, int ncols, const char *const *cols,
+                                 cc_status *st)
+{
+    runlog_table *t = runlog_table_find(rl, name);
+    if (t && ncols <= RUNLOG_MAX_COLS) {
+        free(t->values);
+        free(t->labels);
+        memset(t, 0, sizeof *t);
+        strcpy(t->name, name);
+        t->ncols = ncols;
+        for (int i = 0; i < ncols; i++) snprintf(t->cols[i], RUNLOG_NAME, "%s", cols[i]);
+        return t;
+    }
+    return runlog_table_get(rl, name, ncols, cols, st);
+}
+
 int runlog_append(runlog_table *t, const char *label, const double *values, cc_status *st)
 {
     if (t->nrows == t->cap) {

@@ -63,6 +63,11 @@ const char *runlog_attr_get(const runlog *rl, const char *key);
  * must match an existing table's.  Returns NULL + message on mismatch. */
 runlog_table *runlog_table_get(runlog *rl, const char *name, int ncols, const char *const *cols,
                                cc_status *st);
+/* The table called name, empty, with these columns (an existing table is
+ * emptied and takes the new columns: tables rewritten whole, such as an
+ * evaluation's).  NULL + message when no table can be added. */
+runlog_table *runlog_table_fresh(runlog *rl, const char *name, int ncols, const char *const *cols,
+                                 cc_status *st);
 /* Existing table or NULL. */
 runlog_table *runlog_table_find(runlog *rl, const char *name);
 /* Column index or -1. */

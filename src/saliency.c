@@ -44,7 +44,7 @@ int saliency_compute(count_model *cm, cc_tape *t, const float *images, int n,
         return status_set(st, "saliency: %s", tape_error(t));
     for (int i = 0; i < n; i++) {
         out->count[i] = c[i];
-        out->sigma[i] = cm->kind == LOSS_MSE ? NAN : exp(0.5 * (double)v[i]);
+        out->sigma[i] = cm->kind == LOSS_MSE ? NAN : cm->sigma_scale * exp(0.5 * (double)v[i]);
     }
     return 0;
 }

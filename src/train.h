@@ -26,7 +26,18 @@ int train_counter(const cc_config *cfg, const char *fpn_ckpt, int resume, cc_sta
  * level and per count range, next to the mean-intensity linear baseline
  * fitted on the training split; printed as a table and stored in run.h5 as
  * table "eval/<split>".  Checkpoints: <out_dir>/fpn_best.h5 and
- * counter_best.h5 unless given. */
+ * counter_best.h5 unless given.  With counter.calibrate = val (and a sigma),
+ * sigma is multiplied by evaluate_sigma_scale() of the validation split's
+ * predictions; the table has the calibrated and the raw coverage and width,
+ * and the factor is stored as run.h5 attribute counter.sigma_scale (1 when
+ * not calibrated), which `cellcount count` applies too. */
+/* The factor k that maximises the Gaussian likelihood of the truths under
+ * N(pred, (k sigma)^2): sqrt(mean(((truth - pred) / sigma)^2)) over the
+ * entries with a finite positive sigma; NaN when there are none (or all
+ * residuals are 0). */
+double evaluate_sigma_scale(const double *truth, const double *pred, const double *sigma,
+                            int64_t n);
+
 int evaluate_run(const cc_config *cfg, int split, const char *fpn_ckpt, const char *counter_ckpt,
                  FILE *out, cc_status *st);
 

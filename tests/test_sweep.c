@@ -125,6 +125,32 @@ START_TEST(test_ablation_points)
 }
 END_TEST
 
+/* The shipped ablation sweeps: every ablation of experiments/ablations/
+ * once, around the paper's protocol (11 one-key changes + base). */
+START_TEST(test_shipped_ablation_sweeps)
+{
+    const char *top = getenv("CC_TOP_SRCDIR");
+    static const char *files[] = {"sweep.ini", "small.ini"};
+    for (int f = 0; f < 2; f++) {
+        char path[512];
+        snprintf(path, sizeof path, "%s/experiments/ablations/%s", top ? top : ".", files[f]);
+        sweep_spec s;
+        sweep_spec_init(&s);
+        cc_status st;
+        status_clear(&st);
+        ck_assert_int_eq(sweep_file_is_sweep(path), 1);
+        ck_assert_msg(sweep_load(&s, path, &st) == 0, "%s", st.msg);
+        sweep_point *p;
+        int n;
+        ck_assert_msg(sweep_expand(&s, &p, &n, &st) == 0, "%s: %s", path, st.msg);
+        ck_assert_int_eq(n, 12);
+        ck_assert_str_eq(p[0].name, "base");
+        free(p);
+        sweep_spec_free(&s);
+    }
+}
+END_TEST
+
 START_TEST(test_grid_names_sanitised)
 {
     sweep_spec s;
@@ -787,6 +813,7 @@ int main(void)
     tcase_add_test(tc, test_grid_product_order_names);
     tcase_add_test(tc, test_grid_names_sanitised);
     tcase_add_test(tc, test_ablation_points);
+    tcase_add_test(tc, test_shipped_ablation_sweeps);
     tcase_add_test(tc, test_grid_errors);
     tcase_add_test(tc, test_sweep_file);
     suite_add_tcase(s, tc);

@@ -202,6 +202,14 @@ START_TEST(test_counter_and_evaluate)
     ck_assert(t->values[runlog_col(t, "n")] > 0);
     ck_assert(isfinite(t->values[runlog_col(t, "base_mae")]));
     ck_assert_ptr_nonnull(runlog_table_find(&rl, "calibration/test"));
+    /* Calibrated on the validation split: the factor is stored, and the raw
+     * width times the factor is the calibrated width. */
+    const char *k = runlog_attr_get(&rl, "counter.sigma_scale");
+    ck_assert_ptr_nonnull(k);
+    double scale = strtod(k, NULL);
+    ck_assert(isfinite(scale) && scale > 0);
+    double wc = t->values[runlog_col(t, "width95")], wr = t->values[runlog_col(t, "width95_raw")];
+    ck_assert_msg(fabs(wc - scale * wr) <= 1e-6 * wr, "%g vs %g * %g", wc, scale, wr);
     /* FPN rows survived the counter stage: both stages are in one file */
     runlog_table *m = runlog_table_find(&rl, "metrics");
     int cs = runlog_col(m, "stage"), nf = 0, nc = 0;
@@ -235,6 +243,17 @@ START_TEST(test_bad_inputs_fail_cleanly)
     status_clear(&st);
     ck_assert_int_eq(train_fpn(&d, 0, &st), -1);
     ck_assert_msg(strstr(st.msg, "/proc/cellcount-cannot-write"), "%s", st.msg);
+}
+END_TEST
+
+START_TEST(test_sigma_scale)
+{
+    /* Residuals of exactly 2 sigma everywhere: the factor is 2; entries
+     * without a sigma are skipped; none at all gives NaN. */
+    const double truth[4] = {10, 20, 30, 40}, pred[4] = {12, 16, 30, 40};
+    const double sigma[4] = {1, 2, NAN, 0};
+    ck_assert_double_eq_tol(evaluate_sigma_scale(truth, pred, sigma, 4), 2.0, 1e-12);
+    ck_assert(isnan(evaluate_sigma_scale(truth, pred, sigma + 2, 2)));
 }
 END_TEST
 
@@ -312,6 +331,7 @@ int main(void)
     tcase_add_test(tc, test_resume_after_sigkill_is_exact);
     tcase_add_test(tc, test_counter_and_evaluate);
     tcase_add_test(tc, test_bad_inputs_fail_cleanly);
+    tcase_add_test(tc, test_sigma_scale);
     tcase_add_test(tc, test_nonfinite_loss_stops_and_keeps_checkpoint);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
