@@ -45,15 +45,46 @@ static int key_reserved(const char *key)
     return !strcmp(key, "run.out_dir") || !strcmp(key, "run.name") || !strcmp(key, "run.threads");
 }
 
-/* Check "key=value" against the configuration's key table.  config_set's
- * messages start with "--set"; drop that so `where` (file:line) leads. */
+int sweep_override_each(const char *override, int (*fn)(void *arg, const char *assignment),
+                        void *arg)
+{
+    const char *eq = strchr(override, '=');
+    if (!eq) return fn(arg, override);
+    const char *k = override;
+    while (k < eq) {
+        const char *plus = memchr(k, '+', (size_t)(eq - k));
+        const char *end = plus ? plus : eq;
+        char one[CFG_STR + 80];
+        snprintf(one, sizeof one, "%.*s%s", (int)(end - k), k, eq);
+        int r = fn(arg, one);
+        if (r) return r;
+        k = end + 1;
+    }
+    return 0;
+}
+
+typedef struct set_arg {
+    cc_config *c;
+    cc_status *st;
+} set_arg;
+
+static int set_one(void *arg, const char *assignment)
+{
+    set_arg *a = arg;
+    return config_set(a->c, assignment, a->st);
+}
+
+/* Check "key=value" (keys may be linked with '+') against the
+ * configuration's key table.  config_set's messages start with "--set";
+ * drop that so `where` (file:line) leads. */
 static int check_assignment(const char *assignment, const char *where, cc_status *st)
 {
     cc_config scratch;
     config_defaults(&scratch);
     cc_status local;
     status_clear(&local);
-    if (config_set(&scratch, assignment, &local) == 0) return 0;
+    set_arg sa = {&scratch, &local};
+    if (sweep_override_each(assignment, set_one, &sa) == 0) return 0;
     const char *m = local.msg;
     if (!strncmp(m, "--set: ", 7))
         m += 7;
@@ -75,9 +106,15 @@ int sweep_add_grid(sweep_spec *s, const char *assignment, const char *where, cc_
     if (!strchr(key, '.'))
         return status_set(st, "%s: '%s': expected section.key=value1,value2,...", where,
                           assignment);
-    if (key_reserved(key))
-        return status_set(st, "%s: %s is set by the sweep itself for every point (use --out, "
-                              "--jobs, --threads)", where, key);
+    for (const char *k = key; k;) {
+        const char *plus = strchr(k, '+');
+        char one[64];
+        snprintf(one, sizeof one, "%.*s", plus ? (int)(plus - k) : (int)strlen(k), k);
+        if (key_reserved(one))
+            return status_set(st, "%s: %s is set by the sweep itself for every point (use --out, "
+                                  "--jobs, --threads)", where, one);
+        k = plus ? plus + 1 : NULL;
+    }
     sweep_axis a;
     memset(&a, 0, sizeof a);
     snprintf(a.key, sizeof a.key, "%s", key);
@@ -349,7 +386,9 @@ static int point_check(const sweep_spec *s, const sweep_point *p, char **text, c
         if (config_set(&c, s->sets[i], st)) return -1;
     for (int a = 0; a < s->naxes; a++) {
         char ov[CFG_STR + 80];
-        if (sweep_point_override(s, p, a, ov, sizeof ov) && config_set(&c, ov, st)) return -1;
+        set_arg sa = {&c, st};
+        if (sweep_point_override(s, p, a, ov, sizeof ov) && sweep_override_each(ov, set_one, &sa))
+            return -1;
     }
     if (snprintf(c.out_dir, sizeof c.out_dir, "%s", p->dir) >= (int)sizeof c.out_dir)
         return status_set(st, "%s: run directory name too long", p->dir);

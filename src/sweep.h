@@ -20,6 +20,8 @@
  *   out_dir = runs/sweep         ; relative to the working directory
  *   stages = fpn,counter,evaluate
  *   grid.fpn.width = 32,64       ; an axis (file order = nesting order)
+ *   grid.fpn.loss+counter.loss = nll,mse   ; linked keys: one axis, each
+ *                                ; value set for every key joined by '+'
  *   set.fpn_train.epochs = 10    ; a fixed override for every point
  *   mode = grid | ablation       ; product of the axes (default), or one
  *                                ; factor at a time from the base
@@ -101,6 +103,11 @@ typedef struct sweep_point {
  * replaced by '_' (long names are cut and end in a hash); two points with
  * the same name are an error.  *points is malloc'ed (caller frees). */
 int sweep_expand(const sweep_spec *s, sweep_point **points, int *npoints, cc_status *st);
+
+/* Call fn once per key of an override "k1+k2=value" (linked keys) with
+ * "k1=value", "k2=value"; stops at and returns fn's first non-zero result. */
+int sweep_override_each(const char *override, int (*fn)(void *arg, const char *assignment),
+                        void *arg);
 
 /* Axis a's override of point p as "section.key=value" into buf; NULL when
  * the point leaves axis a at the base value (ablation mode). */

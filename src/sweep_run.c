@@ -140,6 +140,11 @@ static int args_add(argvec *a, const char *s)
     return 0;
 }
 
+static int add_set(void *argv, const char *assignment)
+{
+    return args_add(argv, "--set") | args_add(argv, assignment);
+}
+
 /* The command line of stage k for point p. */
 static int stage_args(argvec *a, const sweep_spec *s, const sweep_point *p, int k, int threads,
                       int resume, const char *argv0)
@@ -150,7 +155,7 @@ static int stage_args(argvec *a, const sweep_spec *s, const sweep_point *p, int 
     for (int i = 0; i < s->nsets; i++) r |= args_add(a, "--set") | args_add(a, s->sets[i]);
     for (int i = 0; i < s->naxes; i++)
         if (sweep_point_override(s, p, i, buf, sizeof buf))
-            r |= args_add(a, "--set") | args_add(a, buf);
+            r |= sweep_override_each(buf, add_set, a);
     snprintf(buf, sizeof buf, "run.out_dir=%s", p->dir);
     r |= args_add(a, "--set") | args_add(a, buf);
     snprintf(buf, sizeof buf, "run.threads=%d", threads);

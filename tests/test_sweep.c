@@ -80,6 +80,11 @@ START_TEST(test_grid_product_order_names)
 }
 END_TEST
 
+static int collect_set(void *cfg, const char *assignment)
+{
+    return config_set(cfg, assignment, NULL);
+}
+
 /* Ablation mode: base, then each value alone; the base's own values
  * (defaults here: fpn.loss=nll, fpn.depth=4) are not run twice; a sweep
  * file selects the mode and a bad mode is an error naming file:line. */
@@ -115,6 +120,25 @@ START_TEST(test_ablation_points)
     ck_assert_int_eq(n, 6);
     free(p);
     sweep_spec_free(&s);
+
+    /* Linked keys: one axis sets both. */
+    sweep_spec_init(&s);
+    snprintf(s.out_dir, sizeof s.out_dir, "%s/out", dir);
+    ck_assert_int_eq(sweep_add_grid(&s, "fpn.loss+counter.loss=nll,mse", "--grid", &st), 0);
+    ck_assert_int_eq(sweep_expand(&s, &p, &n, &st), 0);
+    ck_assert_int_eq(n, 2);
+    ck_assert_str_eq(p[1].name, "fpn.loss+counter.loss=mse");
+    cc_config c;
+    config_defaults(&c);
+    ck_assert_int_eq(sweep_override_each(sweep_point_override(&s, &p[1], 0, ov, sizeof ov),
+                                         collect_set, &c), 0);
+    ck_assert_str_eq(c.fpn_loss, "mse");
+    ck_assert_str_eq(c.counter_loss, "mse");
+    free(p);
+    ck_assert_int_eq(sweep_add_grid(&s, "fpn.loss+run.name=a", "--grid", &st), -1);
+    ck_assert_int_eq(sweep_add_grid(&s, "fpn.loss+counter.nope=a", "--grid", &st), -1);
+    sweep_spec_free(&s);
+    status_clear(&st);
 
     sweep_spec_init(&s);
     snprintf(text, sizeof text, "[sweep]\nout_dir = x\nmode = factorial\n");
