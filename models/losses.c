@@ -3,19 +3,20 @@
 
 #include <string.h>
 
-static const char *const kind_names[] = {"nll", "paper", "mse"};
+static const char *const kind_names[] = {"nll", "paper", "mse", "decoupled"};
+#define NKINDS 4
 
 int loss_kind_parse(const char *s, loss_kind *k, cc_status *st)
 {
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < NKINDS; i++)
         if (!strcmp(s, kind_names[i])) {
             *k = (loss_kind)i;
             return 0;
         }
-    return status_set(st, "unknown loss '%s' (nll, paper or mse)", s);
+    return status_set(st, "unknown loss '%s' (nll, paper, mse or decoupled)", s);
 }
 
-const char *loss_kind_name(loss_kind k) { return k >= 0 && k <= 2 ? kind_names[k] : "?"; }
+const char *loss_kind_name(loss_kind k) { return k >= 0 && k < NKINDS ? kind_names[k] : "?"; }
 
 cc_tensor *loss_data(cc_tape *t, cc_tensor *x, cc_tensor *s, cc_tensor *y, loss_kind kind)
 {
@@ -23,6 +24,14 @@ cc_tensor *loss_data(cc_tape *t, cc_tensor *x, cc_tensor *s, cc_tensor *y, loss_
     case LOSS_NLL: return op_loss_nll(t, x, s, y);
     case LOSS_PAPER: return op_loss_paper(t, x, s, y);
     case LOSS_MSE: return op_loss_mse(t, x, y);
+    case LOSS_DECOUPLED: {
+        /* The mean learns from the squared error alone; the log-variance
+         * from the NLL around the detached mean, whose optimum is still
+         * exp(s) = (y-x)^2. */
+        cc_tensor *xd = x ? tape_detach(t, x) : NULL;
+        cc_tensor *a = op_loss_mse(t, x, y), *b = xd ? op_loss_nll(t, xd, s, y) : NULL;
+        return a && b ? op_add(t, a, b) : NULL;
+    }
     }
     if (tape_ok(t)) status_set(&t->status, "loss: bad kind %d", (int)kind);
     return NULL;

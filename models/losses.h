@@ -7,17 +7,23 @@
  *   nll   mean(0.5*exp(-s')*(y-x)^2 + 0.5*s'), s' = max(s, -6)  (default)
  *   paper mean((y-x)^2/(2*exp(t)) + t), t = s if s > -6 else 0
  *   mse   mean((y-x)^2)  (log-variances unused)
+ *   decoupled  mse(x, y) + nll(detach(x), s, y): not in the paper.  With
+ *         nll the mean's gradient is scaled by exp(-s), so samples the
+ *         model finds hard are learnt least (Seitzer et al. 2022, "On the
+ *         pitfalls of heteroscedastic uncertainty estimation"); here the
+ *         mean trains as with mse and the variance keeps nll's calibrated
+ *         optimum exp(s) = (y-x)^2.
  */
 #ifndef CC_LOSSES_H
 #define CC_LOSSES_H
 
 #include "models/fpn.h"
 
-typedef enum loss_kind { LOSS_NLL = 0, LOSS_PAPER = 1, LOSS_MSE = 2 } loss_kind;
+typedef enum loss_kind { LOSS_NLL = 0, LOSS_PAPER = 1, LOSS_MSE = 2, LOSS_DECOUPLED = 3 } loss_kind;
 
 #define LOSS_TV_WEIGHT_DEFAULT 1e-6f
 
-/* "nll", "paper", "mse" -> kind; returns 0, or -1 with a message. */
+/* "nll", "paper", "mse", "decoupled" -> kind; returns 0, or -1 with a message. */
 int loss_kind_parse(const char *s, loss_kind *k, cc_status *st);
 const char *loss_kind_name(loss_kind k);
 

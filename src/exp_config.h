@@ -42,7 +42,7 @@ typedef struct cc_config {
     int augment;                /* random h/v flips */
     /* [fpn] */
     int fpn_depth, fpn_width, fpn_channels;
-    char fpn_loss[8];           /* nll | paper | mse */
+    char fpn_loss[16];          /* nll | paper | mse | decoupled */
     double tv_weight;
     /* [counter] */
     char counter_arch[32];
@@ -50,7 +50,7 @@ typedef struct cc_config {
     char counter_init_bias[16]; /* pytorch | data (see train_counter) */
     char counter_input[16];     /* mask | mask+image | image */
     char counter_calibrate[8];  /* val | none: scale sigma to the validation split (evaluate) */
-    char counter_loss[8];
+    char counter_loss[16];
     int finetune_fpn;
     /* [fpn_train], [counter_train] */
     cfg_train fpn_train, counter_train;

@@ -398,6 +398,43 @@ START_TEST(test_loss_values)
 }
 END_TEST
 
+/* decoupled = mse + nll around the detached mean: the value is the sum, the
+ * mean's gradient is mse's alone, the log-variance's is nll's. */
+START_TEST(test_loss_decoupled)
+{
+    env e;
+    env_open(&e, 1);
+    const float xv[4] = {1, 2, 0.5f, -1}, sv[4] = {0, -7, 1.5f, 0.3f}, yv[4] = {0, 2.5f, 0.25f, 1};
+    cc_tensor *x = tape_input(&e.t, 2, (int64_t[]){4, 1}, xv, 1);
+    cc_tensor *s = tape_input(&e.t, 2, (int64_t[]){4, 1}, sv, 1);
+    cc_tensor *y = tape_input(&e.t, 2, (int64_t[]){4, 1}, yv, 0);
+    double nll = 0, mse = 0, gx[4], gs[4];
+    for (int i = 0; i < 4; i++) {
+        double r = yv[i] - xv[i], sc = sv[i] < -6 ? -6 : sv[i];
+        nll += 0.5 * exp(-sc) * r * r + 0.5 * sc;
+        mse += r * r;
+        gx[i] = -2 * r / 4;
+        gs[i] = sv[i] < -6 ? 0 : (0.5 - 0.5 * exp(-sv[i]) * r * r) / 4;
+    }
+    cc_tensor *l = counter_loss(&e.t, x, s, y, LOSS_DECOUPLED, NULL);
+    ck_assert_msg(l != NULL, "%s", tape_error(&e.t));
+    ck_assert_double_eq_tol(tensor_item(l), (nll + mse) / 4, 1e-4);
+    ck_assert_int_eq(tape_backward(&e.t, l), 0);
+    float dx[4], ds[4];
+    ck_assert_int_eq(tape_read_grad(&e.t, x, dx), 0);
+    ck_assert_int_eq(tape_read_grad(&e.t, s, ds), 0);
+    for (int i = 0; i < 4; i++) {
+        ck_assert_double_eq_tol(dx[i], gx[i], 1e-5);
+        ck_assert_double_eq_tol(ds[i], gs[i], 1e-5);
+    }
+    loss_kind k;
+    ck_assert_int_eq(loss_kind_parse("decoupled", &k, NULL), 0);
+    ck_assert_int_eq(k, LOSS_DECOUPLED);
+    ck_assert_str_eq(loss_kind_name(k), "decoupled");
+    env_close(&e);
+}
+END_TEST
+
 /* fpn_loss on a hand-made 2-level output: batch 2, input 4x4, levels 1x1 and
  * 2x2.  Expected value computed here from the definitions. */
 START_TEST(test_fpn_loss_value)
@@ -507,6 +544,7 @@ static Suite *models_suite(void)
     tc = tcase_create("losses");
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_loss_values);
+    tcase_add_test(tc, test_loss_decoupled);
     tcase_add_test(tc, test_fpn_loss_value);
     suite_add_tcase(s, tc);
     models_add_train_cases(s);
