@@ -175,8 +175,8 @@ int report_finish(cc_report *r, cc_status *st)
 
 const char *const report_cols[REPORT_NCOLS] = {
     "best_ep",  "best_mae",    "best_rmse", "best_r2",   "best_cov95", "final_mae", "final_rmse",
-    "final_r2", "final_cov95", "test_mae",  "test_rmse", "test_r2",    "test_cov95", "fpn_best_val",
-    "train_s"};
+    "final_r2", "final_cov95", "test_mae",  "test_rmse", "test_r2",    "test_cov95", "test_maxerr",
+    "test_width", "fpn_best_val", "train_s"};
 
 /* The four numbers mae, rmse, r2, coverage95 of row x into out. */
 static void four(const runlog_table *t, const double *x, double *out)
@@ -220,7 +220,13 @@ void report_summarize(runlog *rl, report_row *row)
     }
     runlog_table *e = runlog_table_find(rl, "eval/test");
     for (size_t i = 0; e && i < e->nrows; i++)
-        if (!strcmp(e->labels[i], "overall")) four(e, e->values + i * (size_t)e->ncols, v + REPORT_TEST_MAE);
+        if (!strcmp(e->labels[i], "overall")) {
+            const double *x = e->values + i * (size_t)e->ncols;
+            four(e, x, v + REPORT_TEST_MAE);
+            int cm = runlog_col(e, "max_err"), cw = runlog_col(e, "width95");
+            if (cm >= 0) v[REPORT_TEST_MAXERR] = x[cm];
+            if (cw >= 0) v[REPORT_TEST_WIDTH] = x[cw];
+        }
 }
 
 /* The table as cells: row 0 the header, then one row per run. */

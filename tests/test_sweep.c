@@ -547,6 +547,8 @@ START_TEST(test_report_table)
     ck_assert_double_eq_tol(row.v[REPORT_FINAL_R2], 0.53, 1e-12);
     ck_assert_double_eq(row.v[REPORT_TEST_MAE], 7.25);
     ck_assert_double_eq(row.v[REPORT_TEST_COV], 0.95);
+    ck_assert_double_eq(row.v[REPORT_TEST_MAXERR], 20);
+    ck_assert_double_eq(row.v[REPORT_TEST_WIDTH], 3);
     ck_assert_double_eq(row.v[REPORT_FPN_BEST_VAL], 0.2);
     ck_assert_double_eq(row.v[REPORT_TRAIN_S], 1.5 * 2 * (3 + 4));
     report_summarize(r.runs[1].rl, &row);
@@ -576,9 +578,9 @@ START_TEST(test_report_table)
     ck_assert_int_eq(report_write_csv(&r, csv, &st), 0);
     char *c = slurp(csv);
     ck_assert_msg(!strncmp(c, "run,best_ep,best_mae,best_rmse,best_r2,best_cov95,final_mae,", 60), "%s", c);
-    ck_assert_msg(strstr(c, "\nfpn.width=8,2,3,4,0.51,0.9,3,4,0.53,0.9,7.25,8.5,0.75,0.95,0.2,21,8\n"),
+    ck_assert_msg(strstr(c, "\nfpn.width=8,2,3,4,0.51,0.9,3,4,0.53,0.9,7.25,8.5,0.75,0.95,20,3,0.2,21,8\n"),
                   "%s", c);
-    ck_assert_msg(strstr(c, "\nfpn.width=16,2,5,6,0.51,0.9,5,6,0.51,0.9,,,,,0.2,12,16\n"), "%s", c);
+    ck_assert_msg(strstr(c, "\nfpn.width=16,2,5,6,0.51,0.9,5,6,0.51,0.9,,,,,,,0.2,12,16\n"), "%s", c);
     report_free(&r);
 }
 END_TEST
