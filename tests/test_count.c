@@ -17,6 +17,7 @@
 #include "autodiff/rng.h"
 #include "src/checkpoint.h"
 #include "src/count_images.h"
+#include "src/runlog.h"
 #include "src/counting.h"
 #include "src/dataset.h"
 #include "src/resize.h"
@@ -327,6 +328,28 @@ START_TEST(count_table)
     for (int i = 0; i < 4; i++)
         for (int k = 0; k < 4; k++)
             ck_assert_msg(fabs(t.v[i][k] - t2.v[i][k]) <= 1e-4, "row %d col %d", i, k);
+    /* evaluate's calibration factor in the run file scales sigma; with
+     * counter.calibrate = none it is ignored. */
+    char rp[CFG_STR + 16];
+    snprintf(rp, sizeof rp, "%s/run.h5", fx.cfg.out_dir);
+    runlog rl;
+    ck_assert_msg(runlog_create(&rl, rp, &fx.cfg, &st) == 0, "%s", st.msg);
+    ck_assert_int_eq(runlog_set_attr(&rl, "counter.sigma_scale", "2", &st), 0);
+    ck_assert_msg(runlog_flush(&rl, &st) == 0, "%s", st.msg);
+    runlog_free(&rl);
+    for (int calibrate = 1; calibrate >= 0; calibrate--) {
+        cc_config c = fx.cfg;
+        ck_assert_int_eq(config_set(&c, calibrate ? "counter.calibrate=val" : "counter.calibrate=none",
+                                    NULL), 0);
+        o.output = tpath("table", "scaled.csv");
+        ck_assert_msg(count_run(&c, &o, args, 4, stdout, stderr, &st) == 0, "%s", st.msg);
+        table t3;
+        read_table(o.output, ',', &t3);
+        for (int i = 0; i < 4; i++) {
+            ck_assert_double_eq_tol(t3.v[i][0], t.v[i][0], 1e-4);
+            ck_assert_double_eq_tol(t3.v[i][1], (calibrate ? 2 : 1) * t.v[i][1], 2e-4);
+        }
+    }
     ck_assert(no_temporaries(tpath("table", "")));
 }
 END_TEST
