@@ -2,7 +2,8 @@
  *
  * in: x (N,C,H,W) or (N,C), gamma (C), beta (C).
  * aux: [0] run_mean (C), [1] run_var (C), [2] num_batches (1) or NULL.
- * args: i[0] statistics (BN_BATCH / BN_RUNNING), f[0] momentum, f[1] eps.
+ * args: i[0] statistics (BN_BATCH / BN_RUNNING), f[0] momentum, f[1] eps,
+ *       i[1] 1 = LeakyReLU fused after the normalisation, f[2] its slope.
  *
  * BN_BATCH (op_batch_norm on a training tape): normalise with the batch
  * mean and biased variance (dnnl_forward_training), keep both in this step's
@@ -14,7 +15,14 @@
  * copied to the arena so the backward sees exactly what the forward used.
  *
  * x keeps its layout (plain or blocked) for src, dst and both diffs, so a
- * conv -> BN -> LeakyReLU chain never reorders.  (N,C) is handed to oneDNN
+ * conv -> BN -> LeakyReLU chain never reorders.
+ *
+ * Fused LeakyReLU (op_batch_norm_lrelu): oneDNN 2.6's BN fuses only ReLU,
+ * so the activation runs in place on BN's output, and backward scales the
+ * incoming gradient in place by the slope where that output is <= 0 (the
+ * sign of the output is the sign of the pre-activation), before BN's own
+ * backward.  One activation tensor per conv block less, and one pass less
+ * over it each way.  (N,C) is handed to oneDNN
  * as (N,C,1,1) through a reshaped descriptor of the same memory.  gamma and
  * beta are separate scale/shift memories (dnnl_use_scale | dnnl_use_shift).
  */
@@ -198,6 +206,14 @@ static int bn_forward(cc_tape *t, cc_node *n, cc_status *st)
     if (s->ws) mem_bind(s->m_ws, s->ws);
     if (tape_exec(t, s->fwd, s->fscr, s->ws ? 7 : 6, a, "batch_norm forward", st)) return -1;
     if (batch) bn_update_running(n, s->mean, s->var);
+    if (n->args.i[1]) {
+        /* padding lanes of a blocked layout are 0 and stay 0 */
+        float *y = n->out->data;
+        const float slope = n->args.f[2];
+        const int64_t m = (int64_t)(tensor_bytes(n->out) / sizeof(float));
+#pragma omp parallel for schedule(static) if (m > 32768)
+        for (int64_t i = 0; i < m; i++) y[i] = y[i] > 0.0f ? y[i] : y[i] * slope;
+    }
     return 0;
 }
 
@@ -234,6 +250,15 @@ static int bn_backward(cc_tape *t, cc_node *n, cc_status *st)
     cc_tensor *x = n->in[0], *gamma = n->in[1], *beta = n->in[2];
     if (!x->requires_grad && !gamma->requires_grad && !beta->requires_grad) return 0;
     if (!s->bwd && bn_make_bwd(t, s, n->args.f[1], st)) return -1;
+    if (n->args.i[1]) {
+        /* Only this node reads its output's gradient: scale it in place. */
+        const float *y = n->out->data, slope = n->args.f[2];
+        float *gy = n->out->grad;
+        const int64_t m = (int64_t)(tensor_bytes(n->out) / sizeof(float));
+#pragma omp parallel for schedule(static) if (m > 32768)
+        for (int64_t i = 0; i < m; i++)
+            if (y[i] <= 0.0f) gy[i] *= slope;
+    }
     float *gx = bn_grad_buf(t, x, st), *gg = bn_grad_buf(t, gamma, st);
     float *gb = bn_grad_buf(t, beta, st);
     if (!gx || !gg || !gb) return -1;
@@ -267,13 +292,15 @@ const cc_op_def op_def_batch_norm = {"batch_norm", OPK_BNORM, bn_infer, bn_forwa
 
 static cc_tensor *bn_record(cc_tape *t, cc_tensor *x, cc_tensor *gamma, cc_tensor *beta,
                             cc_tensor *run_mean, cc_tensor *run_var, cc_tensor *num_batches,
-                            int stats, float momentum, float eps)
+                            int stats, float momentum, float eps, int lrelu, float slope)
 {
     cc_op_args a;
     memset(&a, 0, sizeof a);
     a.i[0] = stats;
+    a.i[1] = lrelu;
     a.f[0] = momentum;
     a.f[1] = eps;
+    a.f[2] = lrelu ? slope : 0.0f;
     a.aux[0] = run_mean;
     a.aux[1] = run_var;
     a.aux[2] = num_batches;
@@ -286,11 +313,25 @@ cc_tensor *op_batch_norm(cc_tape *t, cc_tensor *x, cc_tensor *gamma, cc_tensor *
                          float momentum, float eps)
 {
     return bn_record(t, x, gamma, beta, run_mean, run_var, num_batches,
-                     t->training ? BN_BATCH : BN_RUNNING, momentum, eps);
+                     t->training ? BN_BATCH : BN_RUNNING, momentum, eps, 0, 0.0f);
+}
+
+cc_tensor *op_batch_norm_lrelu(cc_tape *t, cc_tensor *x, cc_tensor *gamma, cc_tensor *beta,
+                               cc_tensor *run_mean, cc_tensor *run_var, cc_tensor *num_batches,
+                               float momentum, float eps, float slope)
+{
+    return bn_record(t, x, gamma, beta, run_mean, run_var, num_batches,
+                     t->training ? BN_BATCH : BN_RUNNING, momentum, eps, 1, slope);
+}
+
+cc_tensor *op_batch_norm_eval_lrelu(cc_tape *t, cc_tensor *x, cc_tensor *gamma, cc_tensor *beta,
+                                    cc_tensor *run_mean, cc_tensor *run_var, float eps, float slope)
+{
+    return bn_record(t, x, gamma, beta, run_mean, run_var, NULL, BN_RUNNING, 0.0f, eps, 1, slope);
 }
 
 cc_tensor *op_batch_norm_eval(cc_tape *t, cc_tensor *x, cc_tensor *gamma, cc_tensor *beta,
                               cc_tensor *run_mean, cc_tensor *run_var, float eps)
 {
-    return bn_record(t, x, gamma, beta, run_mean, run_var, NULL, BN_RUNNING, 0.0f, eps);
+    return bn_record(t, x, gamma, beta, run_mean, run_var, NULL, BN_RUNNING, 0.0f, eps, 0, 0.0f);
 }

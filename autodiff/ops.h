@@ -60,6 +60,14 @@ cc_tensor *op_batch_norm(cc_tape *t, cc_tensor *x, cc_tensor *gamma, cc_tensor *
  * never updates the buffers. */
 cc_tensor *op_batch_norm_eval(cc_tape *t, cc_tensor *x, cc_tensor *gamma, cc_tensor *beta,
                               cc_tensor *run_mean, cc_tensor *run_var, float eps);
+/* The same followed by LeakyReLU(slope > 0) in one node: equal to
+ * op_leaky_relu(op_batch_norm(...)) in value and gradients, without the
+ * intermediate tensor.  The output has x's layout. */
+cc_tensor *op_batch_norm_lrelu(cc_tape *t, cc_tensor *x, cc_tensor *gamma, cc_tensor *beta,
+                               cc_tensor *run_mean, cc_tensor *run_var, cc_tensor *num_batches,
+                               float momentum, float eps, float slope);
+cc_tensor *op_batch_norm_eval_lrelu(cc_tape *t, cc_tensor *x, cc_tensor *gamma, cc_tensor *beta,
+                                    cc_tensor *run_mean, cc_tensor *run_var, float eps, float slope);
 
 cc_tensor *op_relu(cc_tape *t, cc_tensor *x);
 cc_tensor *op_leaky_relu(cc_tape *t, cc_tensor *x, float slope);

@@ -131,9 +131,9 @@ void counter_free(counter_model *m)
 static cc_tensor *head_forward(cc_tape *t, cc_params *P, const counter_head *h, cc_tensor *f)
 {
     cc_tensor *y = layer_linear_forward(t, P, &h->fc1, f);
-    y = layer_lrelu(t, layer_bn_forward(t, P, &h->bn1, y));
+    y = layer_bn_lrelu_forward(t, P, &h->bn1, y);
     y = layer_linear_forward(t, P, &h->fc2, y);
-    y = layer_lrelu(t, layer_bn_forward(t, P, &h->bn2, y));
+    y = layer_bn_lrelu_forward(t, P, &h->bn2, y);
     return layer_linear_forward(t, P, &h->fc3, y);
 }
 

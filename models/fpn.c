@@ -75,9 +75,9 @@ void fpn_init(cc_params *P, const fpn_model *m, uint64_t seed)
 static cc_tensor *head_forward(cc_tape *t, cc_params *P, const fpn_head *h, cc_tensor *u)
 {
     cc_tensor *y = layer_conv_forward(t, P, &h->conv1, u);
-    y = layer_lrelu(t, layer_bn_forward(t, P, &h->bn1, y));
+    y = layer_bn_lrelu_forward(t, P, &h->bn1, y);
     y = layer_conv_forward(t, P, &h->conv2, y);
-    y = layer_lrelu(t, layer_bn_forward(t, P, &h->bn2, y));
+    y = layer_bn_lrelu_forward(t, P, &h->bn2, y);
     return layer_conv_forward(t, P, &h->conv3, y);
 }
 

@@ -139,7 +139,19 @@ cc_tensor *layer_bn_forward(cc_tape *t, cc_params *P, const layer_bn *l, cc_tens
 
 cc_tensor *layer_lrelu(cc_tape *t, cc_tensor *x) { return op_leaky_relu(t, x, LAYER_LRELU_SLOPE); }
 
+cc_tensor *layer_bn_lrelu_forward(cc_tape *t, cc_params *P, const layer_bn *l, cc_tensor *x)
+{
+    if (P->bn_eval)
+        return op_batch_norm_eval_lrelu(t, x, params_tensor(P, l->gamma),
+                                        params_tensor(P, l->beta), params_tensor(P, l->mean),
+                                        params_tensor(P, l->var), LAYER_BN_EPS, LAYER_LRELU_SLOPE);
+    return op_batch_norm_lrelu(t, x, params_tensor(P, l->gamma), params_tensor(P, l->beta),
+                               params_tensor(P, l->mean), params_tensor(P, l->var),
+                               params_tensor(P, l->count), LAYER_BN_MOMENTUM, LAYER_BN_EPS,
+                               LAYER_LRELU_SLOPE);
+}
+
 cc_tensor *layer_cba_forward(cc_tape *t, cc_params *P, const layer_cba *l, cc_tensor *x)
 {
-    return layer_lrelu(t, layer_bn_forward(t, P, &l->bn, layer_conv_forward(t, P, &l->conv, x)));
+    return layer_bn_lrelu_forward(t, P, &l->bn, layer_conv_forward(t, P, &l->conv, x));
 }

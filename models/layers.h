@@ -89,6 +89,9 @@ cc_tensor *layer_conv_forward(cc_tape *t, cc_params *P, const layer_conv *l, cc_
 cc_tensor *layer_linear_forward(cc_tape *t, cc_params *P, const layer_linear *l, cc_tensor *x);
 cc_tensor *layer_bn_forward(cc_tape *t, cc_params *P, const layer_bn *l, cc_tensor *x);
 cc_tensor *layer_lrelu(cc_tape *t, cc_tensor *x);
+/* layer_lrelu(layer_bn_forward(...)) as one fused node (op_batch_norm_lrelu):
+ * same values and gradients, one activation tensor less. */
+cc_tensor *layer_bn_lrelu_forward(cc_tape *t, cc_params *P, const layer_bn *l, cc_tensor *x);
 cc_tensor *layer_cba_forward(cc_tape *t, cc_params *P, const layer_cba *l, cc_tensor *x);
 
 #endif
