@@ -47,6 +47,30 @@ typedef struct bn_state {
     float *mean, *var, *ws;         /* this step's statistics (arena) */
 } bn_state;
 
+/* ---- the fused LeakyReLU ----
+ * gcc -O2 leaves a plain loop scalar and branchy (a misprediction per
+ * random sign), so 8 lanes at a time with vector extensions, branch-free:
+ * x * (x > 0 ? 1 : slope) via a bit select. */
+typedef float v8f __attribute__((vector_size(32)));
+typedef int32_t v8i __attribute__((vector_size(32)));
+
+/* d[i] *= (s[i] > 0 ? 1 : slope) for i < m; d may equal s. */
+static void lrelu_scale(float *d, const float *s, int64_t m, float slope)
+{
+    const v8f zero = {0}, one = zero + 1.0f, sl = zero + slope;
+    const int64_t nb = m / 8;
+#pragma omp parallel for schedule(static) if (m > 32768)
+    for (int64_t b = 0; b < nb; b++) {
+        v8f sv, dv;
+        memcpy(&sv, s + 8 * b, sizeof sv);
+        memcpy(&dv, d + 8 * b, sizeof dv);
+        const v8i pos = sv > zero;
+        dv *= (v8f)(((v8i)one & pos) | ((v8i)sl & ~pos));
+        memcpy(d + 8 * b, &dv, sizeof dv);
+    }
+    for (int64_t i = 8 * nb; i < m; i++) d[i] *= s[i] > 0.0f ? 1.0f : slope;
+}
+
 static void bn_free(void *p)
 {
     bn_state *s = p;
@@ -209,10 +233,7 @@ static int bn_forward(cc_tape *t, cc_node *n, cc_status *st)
     if (n->args.i[1]) {
         /* padding lanes of a blocked layout are 0 and stay 0 */
         float *y = n->out->data;
-        const float slope = n->args.f[2];
-        const int64_t m = (int64_t)(tensor_bytes(n->out) / sizeof(float));
-#pragma omp parallel for schedule(static) if (m > 32768)
-        for (int64_t i = 0; i < m; i++) y[i] = y[i] > 0.0f ? y[i] : y[i] * slope;
+        lrelu_scale(y, y, (int64_t)(tensor_bytes(n->out) / sizeof(float)), n->args.f[2]);
     }
     return 0;
 }
@@ -252,12 +273,8 @@ static int bn_backward(cc_tape *t, cc_node *n, cc_status *st)
     if (!s->bwd && bn_make_bwd(t, s, n->args.f[1], st)) return -1;
     if (n->args.i[1]) {
         /* Only this node reads its output's gradient: scale it in place. */
-        const float *y = n->out->data, slope = n->args.f[2];
-        float *gy = n->out->grad;
-        const int64_t m = (int64_t)(tensor_bytes(n->out) / sizeof(float));
-#pragma omp parallel for schedule(static) if (m > 32768)
-        for (int64_t i = 0; i < m; i++)
-            if (y[i] <= 0.0f) gy[i] *= slope;
+        lrelu_scale(n->out->grad, n->out->data, (int64_t)(tensor_bytes(n->out) / sizeof(float)),
+                    n->args.f[2]);
     }
     float *gx = bn_grad_buf(t, x, st), *gg = bn_grad_buf(t, gamma, st);
     float *gb = bn_grad_buf(t, beta, st);
