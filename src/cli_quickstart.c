@@ -20,26 +20,6 @@
 #include "src/sim_output.h"
 #include "src/train.h"
 
-/* Keep in sync with experiments/quickstart.ini (same keys and values). */
-static const char *const quickstart_keys[] = {
-    "run.name=quickstart",
-    "run.seed=1",
-    "fpn.depth=4",
-    "fpn.width=16",
-    "fpn_train.epochs=4",
-    "fpn_train.batch=4",
-    "fpn_train.lr=2e-3",
-    "counter.arch=vgg11",
-    "counter.width_div=8",
-    "counter.init_bias=data",
-    "counter.loss=decoupled",
-    "counter_train.epochs=120",
-    "counter_train.batch=32",
-    "counter_train.lr=1e-3",
-    "counter_train.lr_schedule=step",
-    "counter_train.lr_step_epochs=40",
-};
-
 static const int quickstart_counts[] = {1,  5,  10, 14, 18, 23, 27, 31, 35, 40, 44, 48,
                                         53, 57, 61, 66, 70, 74, 78, 83, 87, 91, 96, 100};
 static const int quickstart_focus[] = {1, 7, 14};
@@ -120,8 +100,7 @@ int cli_quickstart(int argc, char **argv)
     cc_status st;
     status_clear(&st);
     char buf[CFG_STR + 32];
-    for (size_t i = 0; i < sizeof quickstart_keys / sizeof *quickstart_keys; i++)
-        if (config_set(&cfg, quickstart_keys[i], &st)) goto fail;
+    if (config_quickstart(&cfg, &st)) goto fail;
     snprintf(buf, sizeof buf, "run.out_dir=%s/run", out);
     if (config_set(&cfg, buf, &st)) goto fail;
     snprintf(buf, sizeof buf, "data.file=%s/sim.h5", out);

@@ -313,3 +313,31 @@ void config_write(const cc_config *c, FILE *f)
         fprintf(f, "%s = %s\n", keys[i].key, v);
     }
 }
+
+/* `cellcount quickstart`'s settings, built in so that it runs from any
+ * directory; tests/test_config checks them against experiments/quickstart.ini. */
+static const char *const quickstart_keys[] = {
+    "run.name=quickstart",
+    "run.seed=1",
+    "fpn.depth=4",
+    "fpn.width=16",
+    "fpn_train.epochs=4",
+    "fpn_train.batch=4",
+    "fpn_train.lr=2e-3",
+    "counter.arch=vgg11",
+    "counter.width_div=8",
+    "counter.init_bias=data",
+    "counter.loss=decoupled",
+    "counter_train.epochs=120",
+    "counter_train.batch=32",
+    "counter_train.lr=1e-3",
+    "counter_train.lr_schedule=step",
+    "counter_train.lr_step_epochs=40",
+};
+
+int config_quickstart(cc_config *c, cc_status *st)
+{
+    for (size_t i = 0; i < sizeof quickstart_keys / sizeof *quickstart_keys; i++)
+        if (config_set(c, quickstart_keys[i], st)) return -1;
+    return 0;
+}

@@ -76,4 +76,8 @@ void config_write(const cc_config *c, FILE *f);
 int config_key(const cc_config *c, int i, char *name, size_t name_len, char *value,
                size_t value_len);
 
+/* Apply `cellcount quickstart`'s built-in settings (the keys of
+ * experiments/quickstart.ini but run.out_dir and data.file) on top of c. */
+int config_quickstart(cc_config *c, cc_status *st);
+
 #endif

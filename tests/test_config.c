@@ -178,6 +178,35 @@ START_TEST(test_shipped_experiment_files)
     ck_assert_int_ge(n, 19); /* paper, quickstart and 17 ablations */
 }
 END_TEST
+/* The quickstart's built-in settings are experiments/quickstart.ini's
+ * (but for the directories, which the command takes from --out). */
+START_TEST(test_quickstart_matches_ini)
+{
+    const char *top = getenv("CC_TOP_SRCDIR");
+    char path[512];
+    snprintf(path, sizeof path, "%s/experiments/quickstart.ini", top ? top : ".");
+    cc_config a, b;
+    config_defaults(&a);
+    config_defaults(&b);
+    cc_status st;
+    status_clear(&st);
+    ck_assert_msg(config_load(&a, path, &st) == 0, "%s", st.msg);
+    ck_assert_msg(config_quickstart(&b, &st) == 0, "%s", st.msg);
+    strcpy(b.out_dir, a.out_dir);
+    strcpy(b.data_file, a.data_file);
+    char *ta = NULL, *tb = NULL;
+    size_t la, lb;
+    FILE *fa = open_memstream(&ta, &la), *fb = open_memstream(&tb, &lb);
+    config_write(&a, fa);
+    config_write(&b, fb);
+    fclose(fa);
+    fclose(fb);
+    ck_assert_msg(!strcmp(ta, tb), "experiments/quickstart.ini:\n%s\nbuilt in:\n%s", ta, tb);
+    free(ta);
+    free(tb);
+}
+END_TEST
+
 
 int main(void)
 {
@@ -190,6 +219,7 @@ int main(void)
     tcase_add_test(tc, test_write_roundtrip);
     tcase_add_test(tc, test_validate_cross_keys);
     tcase_add_test(tc, test_shipped_experiment_files);
+    tcase_add_test(tc, test_quickstart_matches_ini);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
