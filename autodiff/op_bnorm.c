@@ -2,7 +2,8 @@
  *
  * in: x (N,C,H,W) or (N,C), gamma (C), beta (C).
  * aux: [0] run_mean (C), [1] run_var (C), [2] num_batches (1) or NULL.
- * args: i[0] statistics (BN_BATCH / BN_RUNNING), f[0] momentum, f[1] eps,
+ * args: i[0] statistics (BN_BATCH / BN_RUNNING), f[0] momentum (< 0:
+ *       cumulative average, needs num_batches), f[1] eps,
  *       i[1] 1 = LeakyReLU fused after the normalisation, f[2] its slope.
  *
  * BN_BATCH (op_batch_norm on a training tape): normalise with the batch
@@ -29,6 +30,7 @@
 #include "autodiff/op.h"
 #include "autodiff/ops.h"
 
+#include <assert.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -109,8 +111,10 @@ static int bn_check(const cc_node *n, cc_status *st)
         return status_set(st, "batch_norm: input must be (N,C,H,W) or (N,C), got %s",
                           tensor_shape_str(x, a, sizeof a));
     if (bn_check_vec(n->in[1], "gamma", x, st) || bn_check_vec(n->in[2], "beta", x, st)) return -1;
-    if (!(g->f[1] > 0) || !(g->f[0] >= 0 && g->f[0] <= 1))
-        return status_set(st, "batch_norm: need eps > 0 and momentum in [0, 1] (got %g, %g)",
+    if (g->f[0] < 0 && !g->aux[2])
+        return status_set(st, "batch_norm: a cumulative average (momentum < 0) needs num_batches");
+    if (!(g->f[1] > 0) || !(g->f[0] <= 1))
+        return status_set(st, "batch_norm: need eps > 0 and momentum <= 1 (got %g, %g)",
                           (double)g->f[1], (double)g->f[0]);
     if (!g->aux[0] || !g->aux[1])
         return status_set(st, "batch_norm: running_mean and running_var are required");
@@ -181,12 +185,18 @@ static int bn_infer(cc_tape *t, cc_node *n, cc_tensor *out, cc_status *st)
     return 0;
 }
 
-/* PyTorch's update: r = m * b + (1 - m) * r with the unbiased variance. */
+/* PyTorch's update: r = m * b + (1 - m) * r with the unbiased variance;
+ * momentum < 0 (with num_batches): m = 1 / (num_batches + 1), the
+ * cumulative average (PyTorch's momentum=None). */
 static void bn_update_running(const cc_node *n, const float *mean, const float *var)
 {
     const cc_tensor *x = n->in[0];
     const int64_t C = x->dims[1], M = tensor_numel(x) / C;
-    const float m = n->args.f[0];
+    float m = n->args.f[0];
+    if (m < 0) {
+        assert(n->args.aux[2] && "cumulative BN needs num_batches");
+        m = (float)(1.0 / ((double)n->args.aux[2]->data[0] + 1.0));
+    }
     const float unbias = (float)((double)M / (double)(M - 1));
     float *rm = n->args.aux[0]->data, *rv = n->args.aux[1]->data;
     for (int64_t c = 0; c < C; c++) {

@@ -52,6 +52,10 @@ typedef struct cc_params {
      * frozen feature extractors).  0 (params_init's default): BN follows the
      * tape's mode. */
     int bn_eval;
+    /* 1: on a training tape, BN running statistics become the cumulative
+     * average over the batches since num_batches_tracked was 0 (PyTorch's
+     * momentum=None), for re-estimating them with fixed weights. */
+    int bn_cumulative;
 } cc_params;
 
 void params_init(cc_params *P, cc_ctx *ctx);

@@ -134,7 +134,7 @@ cc_tensor *layer_bn_forward(cc_tape *t, cc_params *P, const layer_bn *l, cc_tens
                                   LAYER_BN_EPS);
     return op_batch_norm(t, x, params_tensor(P, l->gamma), params_tensor(P, l->beta),
                          params_tensor(P, l->mean), params_tensor(P, l->var),
-                         params_tensor(P, l->count), LAYER_BN_MOMENTUM, LAYER_BN_EPS);
+                         params_tensor(P, l->count), P->bn_cumulative ? -1.0f : LAYER_BN_MOMENTUM, LAYER_BN_EPS);
 }
 
 cc_tensor *layer_lrelu(cc_tape *t, cc_tensor *x) { return op_leaky_relu(t, x, LAYER_LRELU_SLOPE); }
@@ -147,7 +147,8 @@ cc_tensor *layer_bn_lrelu_forward(cc_tape *t, cc_params *P, const layer_bn *l, c
                                         params_tensor(P, l->var), LAYER_BN_EPS, LAYER_LRELU_SLOPE);
     return op_batch_norm_lrelu(t, x, params_tensor(P, l->gamma), params_tensor(P, l->beta),
                                params_tensor(P, l->mean), params_tensor(P, l->var),
-                               params_tensor(P, l->count), LAYER_BN_MOMENTUM, LAYER_BN_EPS,
+                               params_tensor(P, l->count),
+                               P->bn_cumulative ? -1.0f : LAYER_BN_MOMENTUM, LAYER_BN_EPS,
                                LAYER_LRELU_SLOPE);
 }
 

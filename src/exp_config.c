@@ -54,6 +54,7 @@ static const key_def keys[] = {
     {"counter", "width_div", K_INT, OFF(counter_width_div), 1, 64, NULL, 0},
     {"counter", "init_bias", K_ENUM, OFF(counter_init_bias), 0, 0, "pytorch|data", SZ(counter_init_bias)},
     {"counter", "input", K_ENUM, OFF(counter_input), 0, 0, "mask|mask+image|image", SZ(counter_input)},
+    {"counter", "precise_bn", K_INT, OFF(counter_precise_bn), 0, 1000000, NULL, 0},
     {"counter", "calibrate", K_ENUM, OFF(counter_calibrate), 0, 0, "val|none", SZ(counter_calibrate)},
     {"counter", "loss", K_ENUM, OFF(counter_loss), 0, 0, "nll|paper|mse|decoupled", SZ(counter_loss)},
     {"counter", "finetune_fpn", K_BOOL, OFF(finetune_fpn), 0, 1, NULL, 0},
@@ -262,6 +263,9 @@ int config_validate(const cc_config *c, cc_status *st)
 {
     if (!c->data_file[0]) return status_set(st, "data.file is empty");
     if (!c->out_dir[0]) return status_set(st, "run.out_dir is empty");
+    if (c->counter_precise_bn && c->finetune_fpn)
+        return status_set(st, "counter.precise_bn needs counter.finetune_fpn = false (the "
+                              "FPN's statistics would move too)");
     if (!strcmp(c->counter_input, "image") && c->finetune_fpn)
         return status_set(st, "counter.finetune_fpn needs counter.input = mask or mask+image");
     if (train_validate(&c->fpn_train, "fpn_train", st) ||

@@ -49,6 +49,7 @@ typedef struct cc_config {
     int counter_width_div;      /* divide counter widths (1 = the paper's) */
     char counter_init_bias[16]; /* pytorch | data (see train_counter) */
     char counter_input[16];     /* mask | mask+image | image */
+    int counter_precise_bn;     /* > 0: re-estimate BN statistics on this many training batches after each epoch */
     char counter_calibrate[8];  /* val | none: scale sigma to the validation split (evaluate) */
     char counter_loss[16];
     int finetune_fpn;

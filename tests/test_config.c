@@ -149,6 +149,13 @@ START_TEST(test_validate_cross_keys)
     status_clear(&st);
     ck_assert_int_eq(config_validate(&c, &st), -1);
     ck_assert(strstr(st.msg, "lr_step_epochs"));
+    config_defaults(&c);
+    config_set(&c, "counter.precise_bn=10", NULL);
+    status_clear(&st);
+    ck_assert_int_eq(config_validate(&c, &st), 0);
+    config_set(&c, "counter.finetune_fpn=true", NULL);
+    ck_assert_int_eq(config_validate(&c, &st), -1);
+    ck_assert(strstr(st.msg, "precise_bn"));
 }
 END_TEST
 

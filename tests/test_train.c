@@ -246,6 +246,56 @@ START_TEST(test_bad_inputs_fail_cleanly)
 }
 END_TEST
 
+/* Sum of every .../num_batches_tracked value in a checkpoint, and how many. */
+typedef struct nbt_sum {
+    double sum;
+    int n;
+} nbt_sum;
+
+static herr_t nbt_visit(hid_t g, const char *name, const H5L_info_t *info, void *u)
+{
+    (void)info;
+    nbt_sum *a = u;
+    size_t l = strlen(name);
+    if (l < 19 || strcmp(name + l - 19, "num_batches_tracked")) return 0;
+    hid_t d = H5Dopen2(g, name, H5P_DEFAULT);
+    double v = 0;
+    if (d >= 0 && H5Dread(d, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, &v) >= 0) {
+        a->sum += v;
+        a->n++;
+    }
+    if (d >= 0) H5Dclose(d);
+    return 0;
+}
+
+/* counter.precise_bn = 3: after every epoch the counter's BN statistics are
+ * averaged over 3 training batches with the epoch's final weights, so every
+ * num_batches_tracked of the checkpoint reads 3; the run evaluates. */
+START_TEST(test_counter_precise_bn)
+{
+    make_data();
+    cc_config c;
+    tiny_config(&c, "pbn", 1);
+    config_set(&c, "counter.precise_bn=3", NULL);
+    cc_status st;
+    status_clear(&st);
+    ck_assert_msg(train_fpn(&c, 0, &st) == 0, "%s", st.msg);
+    ck_assert_msg(train_counter(&c, NULL, 0, &st) == 0, "%s", st.msg);
+    char path[256];
+    snprintf(path, sizeof path, "%s/pbn/counter_last.h5", dir);
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    ck_assert_int_ge(f, 0);
+    nbt_sum a = {0, 0};
+    H5Lvisit(f, H5_INDEX_NAME, H5_ITER_INC, nbt_visit, &a);
+    H5Fclose(f);
+    ck_assert_int_gt(a.n, 5);
+    ck_assert_msg(a.sum == 3.0 * a.n, "num_batches_tracked sum %g over %d layers", a.sum, a.n);
+    FILE *devnull = fopen("/dev/null", "w");
+    ck_assert_msg(evaluate_run(&c, 2, NULL, NULL, devnull, &st) == 0, "%s", st.msg);
+    fclose(devnull);
+}
+END_TEST
+
 START_TEST(test_sigma_scale)
 {
     /* Residuals of exactly 2 sigma everywhere: the factor is 2; entries
@@ -332,6 +382,7 @@ int main(void)
     tcase_add_test(tc, test_counter_and_evaluate);
     tcase_add_test(tc, test_bad_inputs_fail_cleanly);
     tcase_add_test(tc, test_sigma_scale);
+    tcase_add_test(tc, test_counter_precise_bn);
     tcase_add_test(tc, test_nonfinite_loss_stops_and_keeps_checkpoint);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
