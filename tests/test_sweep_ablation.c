@@ -8,28 +8,7 @@
 
 #include "src/sweep.h"
 
-static char dir[64];
-
-static void setup(void)
-{
-    strcpy(dir, "/tmp/cc_sweepab_XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(dir));
-}
-
-static void teardown(void)
-{
-    char cmd[256];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    ck_assert_int_eq(system(cmd), 0);
-}
-
-static void write_file(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    ck_assert_ptr_nonnull(f);
-    fputs(text, f);
-    ck_assert_int_eq(fclose(f), 0);
-}
+#include "tests/sweeputil.h"
 
 static int collect_set(void *cfg, const char *assignment)
 {
