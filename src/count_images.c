@@ -23,9 +23,10 @@
 #include <unistd.h>
 
 #include "src/checkpoint.h"
-#include "src/runlog.h"
+#include "src/fsutil.h"
 #include "src/png_io.h"
 #include "src/resize.h"
+#include "src/runlog.h"
 #include "src/tiff_io.h"
 #include "src/train_util.h"
 
@@ -311,6 +312,24 @@ static char *make_stem(const char *path, char *const *stems, int n)
     }
 }
 
+int count_inputs_next_batch(const count_inputs *in, int *next, int B, int h, int w, float *images,
+                            int *slot, FILE *log, int *bad)
+{
+    const size_t plane = (size_t)h * (size_t)w;
+    int n = 0;
+    for (; *next < in->n && n < B; (*next)++) {
+        cc_status ist;
+        status_clear(&ist);
+        if (count_image_load(in->paths[*next], h, w, images + plane * (size_t)n, &ist)) {
+            if (log) fprintf(log, "cellcount: %s (skipped)\n", ist.msg);
+            (*bad)++;
+            continue;
+        }
+        slot[n++] = *next;
+    }
+    return n;
+}
+
 void count_inputs_free(count_inputs *in)
 {
     for (int i = 0; i < in->n; i++) {
@@ -351,26 +370,6 @@ int count_inputs_collect(char *const *args, int nargs, count_inputs *in, FILE *l
 oom:
     count_inputs_free(in);
     return status_set(st, "inputs: out of memory");
-}
-
-int count_mkdirs(const char *dir, cc_status *st)
-{
-    char buf[4096];
-    if (snprintf(buf, sizeof buf, "%s", dir) >= (int)sizeof buf)
-        return status_set(st, "%s: path too long", dir);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = '\0';
-        if (mkdir(buf, 0777) && errno != EEXIST)
-            return status_set(st, "%s: cannot create directory (%s)", buf, strerror(errno));
-        *p = '/';
-    }
-    if (mkdir(buf, 0777) && errno != EEXIST)
-        return status_set(st, "%s: cannot create directory (%s)", buf, strerror(errno));
-    struct stat sb;
-    if (stat(buf, &sb) || !S_ISDIR(sb.st_mode))
-        return status_set(st, "%s: not a directory", buf);
-    return 0;
 }
 
 /* ---- the count command ------------------------------------------------ */
@@ -451,7 +450,7 @@ int count_run(const cc_config *cfg, const count_opts *o, char *const *args, int 
     model_open = 1;
     if (count_model_open(&cm, cfg, h, w, o->fpn_ckpt, o->counter_ckpt, o->masks_dir != NULL, st))
         goto done;
-    if (o->masks_dir && count_mkdirs(o->masks_dir, st)) goto done;
+    if (o->masks_dir && fs_mkdirs(o->masks_dir, st)) goto done;
     if (count_inputs_collect(args, nargs, &in, log, &bad, st)) goto done;
 
     const size_t plane = (size_t)h * (size_t)w, mplane = plane / 4;
@@ -484,18 +483,7 @@ int count_run(const cc_config *cfg, const count_opts *o, char *const *args, int 
     fprintf(f, "file%ccount%csigma%clower95%cupper95\n", sep, sep, sep, sep);
 
     for (int next = 0; next < in.n;) {
-        /* Fill a batch with the next readable images. */
-        int n = 0;
-        for (; next < in.n && n < B; next++) {
-            cc_status ist;
-            status_clear(&ist);
-            if (count_image_load(in.paths[next], h, w, images + plane * (size_t)n, &ist)) {
-                if (log) fprintf(log, "cellcount: %s (skipped)\n", ist.msg);
-                bad++;
-                continue;
-            }
-            slot[n++] = next;
-        }
+        int n = count_inputs_next_batch(&in, &next, B, h, w, images, slot, log, &bad);
         if (n == 0) continue;
         if (count_model_predict(&cm, images, n, count, sigma, masks, sds, st)) goto done;
         for (int i = 0; i < n; i++) {

@@ -119,10 +119,15 @@ typedef struct count_inputs {
  * Returns 0, or -1 when out of memory. */
 int count_inputs_collect(char *const *args, int nargs, count_inputs *in, FILE *log, int *bad,
                          cc_status *st);
-void count_inputs_free(count_inputs *in);
 
-/* mkdir -p.  Returns 0 or -1 naming the directory. */
-int count_mkdirs(const char *dir, cc_status *st);
+/* Load the next up to B readable images of `in`, from *next on, into
+ * images (B x h x w floats); slot[k] = index into `in` of image k.  An
+ * unreadable file is reported on log ("cellcount: FILE: problem
+ * (skipped)"), counted in *bad and passed over.  Advances *next; returns
+ * the number loaded (0 only when `in` is exhausted). */
+int count_inputs_next_batch(const count_inputs *in, int *next, int B, int h, int w, float *images,
+                            int *slot, FILE *log, int *bad);
+void count_inputs_free(count_inputs *in);
 
 /* Options of count_run. */
 typedef struct count_opts {

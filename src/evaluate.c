@@ -172,13 +172,18 @@ int evaluate_run(const cc_config *cfg, int split, const char *fpn_ckpt, const ch
      * validation split, so that the test split stays untouched. */
     double scale = 1;
     if (!strcmp(cfg->counter_calibrate, "val") && p.n && isfinite(p.sigma[0])) {
-        if (predict_split(&s, &m, &t, DATASET_VAL, needs_fpn, &pv, st)) goto out;
-        double k = evaluate_sigma_scale(pv.truth, pv.pred, pv.sigma, pv.n);
+        /* evaluating the validation split itself: its predictions are p */
+        const count_preds *v = &p;
+        if (split != DATASET_VAL) {
+            if (predict_split(&s, &m, &t, DATASET_VAL, needs_fpn, &pv, st)) goto out;
+            v = &pv;
+        }
+        double k = evaluate_sigma_scale(v->truth, v->pred, v->sigma, v->n);
         if (isfinite(k)) scale = k;
         for (int64_t i = 0; i < p.n; i++) p.sigma[i] *= scale;
         fprintf(out, "sigma scaled by %.4f, fitted on the validation split (%lld images; "
                      "counter.calibrate = none reports raw intervals only)\n",
-                scale, (long long)pv.n);
+                scale, (long long)v->n);
     }
     char sbuf[32];
     snprintf(sbuf, sizeof sbuf, "%.9g", scale);

@@ -18,6 +18,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "src/fsutil.h"
+
 #define MAX_PLOTS 4
 
 /* A gnuplot single-quoted string ('' stands for a quote inside). */
@@ -217,22 +219,6 @@ static int find_program(const char *prog, char *out, size_t len)
     return 0;
 }
 
-static int mkdir_p(const char *path, cc_status *st)
-{
-    char buf[PATH_MAX];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = '\0';
-        if (mkdir(buf, 0777) && errno != EEXIST)
-            return status_set(st, "%s: cannot create directory (%s)", buf, strerror(errno));
-        *p = '/';
-    }
-    if (mkdir(buf, 0777) && errno != EEXIST)
-        return status_set(st, "%s: cannot create directory (%s)", buf, strerror(errno));
-    return 0;
-}
-
 /* Feed script to gnuplot; its messages go to errpath.  Returns its exit
  * status (or -1 when it could not run). */
 static int run_gnuplot(const char *prog, const char *script, size_t len, const char *errpath)
@@ -328,7 +314,7 @@ int report_plot(const cc_report *r, const char *dir, const char *gnuplot, FILE *
     if (!find_program(gnuplot, prog, sizeof prog))
         return status_set(st, "--plot needs gnuplot, and %s was not found: install the Debian "
                               "package gnuplot-nox (apt-get install gnuplot-nox)", gnuplot);
-    if (mkdir_p(dir, st)) return -1;
+    if (fs_mkdirs(dir, st)) return -1;
     char *script = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&script, &len);

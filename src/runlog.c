@@ -194,7 +194,6 @@ void runlog_truncate(runlog_table *t, const char *col, double limit)
     t->nrows = w;
 }
 
-void runlog_clear(runlog_table *t) { t->nrows = 0; }
 
 /* ---- HDF5 ---- */
 

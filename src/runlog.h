@@ -80,8 +80,6 @@ int runlog_append(runlog_table *t, const char *label, const double *values, cc_s
  * checkpoint). */
 void runlog_truncate(runlog_table *t, const char *col, double limit);
 
-/* Remove every row (e.g. before re-running an evaluation). */
-void runlog_clear(runlog_table *t);
 
 /* Write the file atomically. */
 int runlog_flush(const runlog *rl, cc_status *st);

@@ -9,6 +9,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "src/fsutil.h"
+#include "src/h5write.h"
 #include "src/png_io.h"
 
 void saliency_prepare(count_model *cm, cc_tape *t)
@@ -58,21 +60,6 @@ typedef struct h5_out {
     H5E_auto2_t efunc;
     void *edata;
 } h5_out;
-
-static int h5_str_attr(hid_t obj, const char *name, const char *value)
-{
-    hid_t t = H5Tcopy(H5T_C_S1), s = H5Screate(H5S_SCALAR), a = -1;
-    int rc = -1;
-    if (t >= 0 && s >= 0 && H5Tset_size(t, H5T_VARIABLE) >= 0 &&
-        H5Tset_cset(t, H5T_CSET_UTF8) >= 0 &&
-        (a = H5Acreate2(obj, name, t, s, H5P_DEFAULT, H5P_DEFAULT)) >= 0 &&
-        H5Awrite(a, t, &value) >= 0)
-        rc = 0;
-    if (a >= 0) H5Aclose(a);
-    if (s >= 0) H5Sclose(s);
-    if (t >= 0) H5Tclose(t);
-    return rc;
-}
 
 static int h5_num_attr(hid_t obj, const char *name, hid_t ftype, hid_t mtype, const void *v)
 {
@@ -125,12 +112,12 @@ static int h5_open(h5_out *o, const char *path, const count_model *cm, cc_status
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     int32_t version = 1;
     o->file = H5Fcreate(o->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    if (o->file < 0 || h5_str_attr(o->file, "format", "cellcount-saliency") ||
+    if (o->file < 0 || h5_attr_put_str(o->file, "format", "cellcount-saliency") ||
         h5_num_attr(o->file, "format_version", H5T_STD_I32LE, H5T_NATIVE_INT32, &version) ||
-        h5_str_attr(o->file, "run_dir", cm->s.cfg.out_dir) ||
-        h5_str_attr(o->file, "fpn_checkpoint", cm->has_fpn ? cm->fpn_path : "") ||
-        h5_str_attr(o->file, "counter_checkpoint", cm->counter_path) ||
-        h5_str_attr(o->file, "counter_input", cm->s.cfg.counter_input) ||
+        h5_attr_put_str(o->file, "run_dir", cm->s.cfg.out_dir) ||
+        h5_attr_put_str(o->file, "fpn_checkpoint", cm->has_fpn ? cm->fpn_path : "") ||
+        h5_attr_put_str(o->file, "counter_checkpoint", cm->counter_path) ||
+        h5_attr_put_str(o->file, "counter_input", cm->s.cfg.counter_input) ||
         (o->root = H5Gcreate2(o->file, "saliency", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)) < 0) {
         h5_close(o, 0, st);
         return status_set(st, "%s: cannot create HDF5 file %s", path, o->tmp);
@@ -144,7 +131,7 @@ static int h5_add(h5_out *o, const char *stem, const char *source, double count,
 {
     const int h = cm->h, w = cm->w;
     hid_t g = H5Gcreate2(o->root, stem, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    int rc = g < 0 || h5_str_attr(g, "source", source) ||
+    int rc = g < 0 || h5_attr_put_str(g, "source", source) ||
              h5_num_attr(g, "count", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &count) ||
              h5_num_attr(g, "sigma", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &sigma) ||
              h5_put(g, "image", h, w, image) || h5_put(g, "image_grad", h, w, image_grad) ||
@@ -195,7 +182,7 @@ int saliency_run(const cc_config *cfg, const saliency_opts *o, char *const *args
     if (count_model_open(&cm, cfg, h, w, o->fpn_ckpt, o->counter_ckpt, 0, st)) goto done;
     saliency_prepare(&cm, &t);
     tape = 1;
-    if (o->png_dir && count_mkdirs(o->png_dir, st)) goto done;
+    if (o->png_dir && fs_mkdirs(o->png_dir, st)) goto done;
     if (count_inputs_collect(args, nargs, &in, log, &bad, st)) goto done;
 
     const int B = o->batch > 4096 ? 4096 : o->batch;
@@ -221,17 +208,7 @@ int saliency_run(const cc_config *cfg, const saliency_opts *o, char *const *args
     fprintf(out, "file\tcount\tsigma\n");
     saliency_maps maps = {count, sigma, mask, mgrad, igrad};
     for (int next = 0; next < in.n;) {
-        int n = 0;
-        for (; next < in.n && n < B; next++) {
-            cc_status ist;
-            status_clear(&ist);
-            if (count_image_load(in.paths[next], h, w, images + plane * (size_t)n, &ist)) {
-                if (log) fprintf(log, "cellcount: %s (skipped)\n", ist.msg);
-                bad++;
-                continue;
-            }
-            slot[n++] = next;
-        }
+        int n = count_inputs_next_batch(&in, &next, B, h, w, images, slot, log, &bad);
         if (n == 0) continue;
         if (saliency_compute(&cm, &t, images, n, &maps, st)) goto done;
         for (int i = 0; i < n; i++) {

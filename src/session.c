@@ -8,6 +8,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "src/fsutil.h"
+
 double session_now(void)
 {
     struct timespec ts;
@@ -19,22 +21,6 @@ const char *session_path(const cc_session *s, const char *name, char *buf, size_
 {
     snprintf(buf, len, "%s/%s", s->dir, name);
     return buf;
-}
-
-static int mkdir_p(const char *path, cc_status *st)
-{
-    char buf[CFG_STR];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = '\0';
-        if (mkdir(buf, 0777) && errno != EEXIST)
-            return status_set(st, "%s: cannot create directory (%s)", buf, strerror(errno));
-        *p = '/';
-    }
-    if (mkdir(buf, 0777) && errno != EEXIST)
-        return status_set(st, "%s: cannot create directory (%s)", buf, strerror(errno));
-    return 0;
 }
 
 static int write_config_ini(cc_session *s, cc_status *st)
@@ -69,7 +55,7 @@ int session_open(cc_session *s, const cc_config *cfg, int resume, cc_status *st)
         return status_set(st, "run.precision = %s is not implemented yet (only fp32)",
                           cfg->precision);
     snprintf(s->dir, sizeof s->dir, "%s", cfg->out_dir);
-    if (mkdir_p(s->dir, st)) return -1;
+    if (fs_mkdirs(s->dir, st)) return -1;
     if (access(s->dir, W_OK))
         return status_set(st, "%s: run directory is not writable (%s)", s->dir, strerror(errno));
     if (ctx_init(&s->ctx, cfg->threads, st)) return -1;

@@ -12,7 +12,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "src/fsutil.h"
 #include "src/runlog.h"
+#include "src/session.h"
 
 extern char **environ;
 
@@ -29,30 +31,6 @@ static const struct {
     {SWEEP_EVALUATE, "evaluate", "run.h5", 0},
 };
 #define NSTAGES 3
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int mkdir_p(const char *path, cc_status *st)
-{
-    char buf[CFG_STR];
-    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
-        return status_set(st, "%s: path too long", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = '\0';
-        if (mkdir(buf, 0777) && errno != EEXIST)
-            return status_set(st, "%s: cannot create directory (%s)", buf, strerror(errno));
-        *p = '/';
-    }
-    if (mkdir(buf, 0777) && errno != EEXIST)
-        return status_set(st, "%s: cannot create directory (%s)", buf, strerror(errno));
-    return 0;
-}
 
 static void point_file(const sweep_point *p, const char *name, char *buf, size_t len)
 {
@@ -213,7 +191,7 @@ static pid_t stage_start(const sweep_spec *s, const sweep_point *p, int k, int t
                          int resume, const sweep_opts *o, cc_status *st)
 {
     char logpath[CFG_STR + 64], omp[48];
-    if (mkdir_p(p->dir, st)) return -1;
+    if (fs_mkdirs(p->dir, st)) return -1;
     point_file(p, "log.txt", logpath, sizeof logpath);
     argvec a = {0, {NULL}};
     if (stage_args(&a, s, p, k, threads, resume, o->argv0 ? o->argv0 : o->exe)) {
@@ -346,7 +324,7 @@ static void stage_ended(const sweep_spec *s, const sweep_point *points, int n, u
             snprintf(r->msg, sizeof r->msg, "%s exited with status %d, see %s/log.txt",
                      stages[sl->stage].cmd, code, p->dir);
     }
-    r->seconds = now_s() - sl->start;
+    r->seconds = session_now() - sl->start;
     (*finished)++;
     if (log) {
         if (r->state == SWEEP_DONE)
@@ -380,7 +358,7 @@ int sweep_run(const sweep_spec *s, const sweep_point *points, int n, const sweep
         if (o->log) print_plan(s, points, n, want, threads, o->argv0 ? o->argv0 : o->exe, o->log);
         return 0;
     }
-    if (mkdir_p(s->out_dir, st)) return -1;
+    if (fs_mkdirs(s->out_dir, st)) return -1;
     if (o->log) {
         fprintf(o->log, "sweep: %d points in %s, %d finished earlier, %d to run, %d at a time, "
                         "%d thread%s each\n", n, s->out_dir, n - torun, torun, jobs, threads,
@@ -407,7 +385,7 @@ int sweep_run(const sweep_spec *s, const sweep_point *points, int n, const sweep
                 int k = next_stage(want, -1);
                 cc_status pst;
                 status_clear(&pst);
-                double t0 = now_s();
+                double t0 = session_now();
                 pid_t pid = stage_start(s, &points[i], k, threads, res[i].resumed, o, &pst);
                 if (pid < 0) {
                     res[i].state = SWEEP_FAILED;
