@@ -146,7 +146,12 @@ int cli_evaluate(int argc, char **argv)
     int r = run_parse(argc, argv, &o,
                       "      --split NAME      train, val or test (default test)\n"
                       "      --fpn FILE        FPN checkpoint (default: RUN_DIR/fpn_best.h5)\n"
-                      "      --counter FILE    counter checkpoint (default: RUN_DIR/counter_best.h5)\n");
+                      "      --counter FILE    counter checkpoint (default: RUN_DIR/counter_best.h5)\n"
+                      "                        (intervals: with counter.calibrate = val, the\n"
+                      "                        default, sigma is scaled by one factor fitted on\n"
+                      "                        the validation split; the table shows calibrated\n"
+                      "                        and raw coverage and width; run.h5 keeps the\n"
+                      "                        factor for count and saliency)\n");
     if (r) return r < 0 ? 0 : r;
     cc_status st;
     status_clear(&st);
