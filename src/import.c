@@ -11,6 +11,7 @@
 
 #include "src/bbbc_name.h"
 #include "src/dataset.h"
+#include "src/normalize.h"
 #include "src/resize.h"
 #include "src/tiff_io.h"
 
@@ -135,17 +136,18 @@ static char *join(const char *dir, const char *name)
 }
 
 /* Read a TIFF (as gray float [0,1] or binarised) and area-resize it. */
-static int load_resized(const char *path, int binary, int w, int h, float *out,
+static int load_resized(const char *path, const cc_norm *norm, int w, int h, float *out,
                         cc_image *img, cc_status *st)
 {
     if (tiff_read_gray(path, img, st) != 0) return -1;
     float *f = malloc((size_t)img->w * img->h * sizeof *f);
     if (!f) return status_set(st, "%s: out of memory", path);
-    if (binary)
+    int rc = 0;
+    if (!norm)  /* a mask: binary */
         for (size_t i = 0; i < (size_t)img->w * img->h; i++) f[i] = img->px[i] > 0;
     else
-        cc_image_to_float(img, f);
-    int rc = resize_area(f, img->w, img->h, out, w, h, st);
+        rc = norm_apply(img, norm, f, NULL, st);
+    if (rc == 0) rc = resize_area(f, img->w, img->h, out, w, h, st);
     if (rc) status_prefix(st, "%s", path);
     free(f);
     return rc;
@@ -193,7 +195,7 @@ static int load_masks(const import_opts *o, const key3 *scenes, int64_t ns, scen
         sm[k].px = malloc(hw * sizeof *sm[k].px);
         if (!path || !sm[k].px)
             status_set(&sts[k], "%s: out of memory", o->masks_dir);
-        else if (load_resized(path, 1, o->width, o->height, sm[k].px, &img, &sts[k]) == 0) {
+        else if (load_resized(path, NULL, o->width, o->height, sm[k].px, &img, &sts[k]) == 0) {
             sm[k].src_w = img.w;
             sm[k].src_h = img.h;
         }
@@ -210,8 +212,9 @@ static int load_masks(const import_opts *o, const key3 *scenes, int64_t ns, scen
 /* ---- the import ------------------------------------------------------ */
 
 /* Read, check and resize images items[i0..i0+n) into buf (n slots). */
-static void load_block(const import_opts *o, const item *items, int64_t i0, int64_t n,
-                       const scene_mask *sm, float *buf, int *bits, cc_status *sts, int nt)
+static void load_block(const import_opts *o, const cc_norm *norm, const item *items, int64_t i0,
+                       int64_t n, const scene_mask *sm, float *buf, int *bits, cc_status *sts,
+                       int nt)
 {
     const size_t hw = (size_t)o->width * o->height;
     #pragma omp parallel for schedule(static) num_threads(nt)
@@ -221,7 +224,7 @@ static void load_block(const import_opts *o, const item *items, int64_t i0, int6
         cc_image img = {0};
         if (!path) {
             status_set(&sts[j], "%s: out of memory", o->images_dir);
-        } else if (load_resized(path, 0, o->width, o->height, buf + (size_t)j * hw, &img,
+        } else if (load_resized(path, norm, o->width, o->height, buf + (size_t)j * hw, &img,
                                 &sts[j]) == 0) {
             bits[j] = img.bits;
             const scene_mask *m = &sm[it->scene];
@@ -246,13 +249,23 @@ static int write_all(const import_opts *o, const item *items, int64_t n, const s
         free(buf); free(bits); free(sts);
         return status_set(st, "%s: out of memory", o->out_path);
     }
+    cc_norm norm;
+    char spec[NORM_SPEC_LEN];
+    if (norm_parse(o->normalize ? o->normalize : "range", &norm, st)) {
+        free(buf); free(bits); free(sts);
+        return -1;
+    }
+    norm_format(&norm, spec, sizeof spec);
     dataset_writer *wr = dataset_writer_open(o->out_path, o->height, o->width, st);
     int rc = wr ? 0 : -1;
-    if (wr) dataset_writer_set_split_info(wr, o->seed, o->frac);
+    if (wr) {
+        dataset_writer_set_split_info(wr, o->seed, o->frac);
+        dataset_writer_set_normalize(wr, spec);
+    }
     for (int64_t i0 = 0; rc == 0 && i0 < n; i0 += block) {
         const int64_t m = n - i0 < block ? n - i0 : block;
         for (int64_t j = 0; j < m; j++) status_clear(&sts[j]);
-        load_block(o, items, i0, m, sm, buf, bits, sts, nt);
+        load_block(o, &norm, items, i0, m, sm, buf, bits, sts, nt);
         for (int64_t j = 0; rc == 0 && j < m; j++) {
             const item *it = &items[i0 + j];
             if (sts[j].failed) {
@@ -261,7 +274,9 @@ static int write_all(const import_opts *o, const item *items, int64_t n, const s
             }
             if (i0 + j == 0) {
                 sum->bits = bits[j];
-                dataset_writer_set_image_type(wr, bits[j] == 8 ? DATASET_U8 : DATASET_F32);
+                /* uint8 keeps 8-bit sources exactly only when scaled by 1/255 */
+                dataset_writer_set_image_type(wr, bits[j] == 8 && norm.kind == NORM_RANGE
+                                                      ? DATASET_U8 : DATASET_F32);
             } else if (bits[j] != sum->bits) {
                 rc = status_set(st, "%s/%s: %d-bit image, but the images before it are "
                                 "%d-bit; mixed bit depths are not supported",
