@@ -115,7 +115,9 @@ int norm_apply(const cc_image *img, const cc_norm *n, float *out, norm_info *inf
     switch (n->kind) {
     case NORM_RANGE: scale = 1.0f / (float)((1u << img->bits) - 1u); break;
     case NORM_BITS: {
-        const uint32_t top = (1u << n->bits) - 1u;
+        /* a file shallower than N bits cannot hold N-bit data: its own range */
+        const int b = n->bits < img->bits ? n->bits : img->bits;
+        const uint32_t top = (1u << b) - 1u;
         scale = 1.0f / (float)top;
         for (size_t i = 0; i < np; i++) ni.clipped += img->px[i] > top;
         break;

@@ -10,6 +10,8 @@
  *                     bits stored in a wider type (a 12-bit camera's 16-bit
  *                     TIFF: bits:12; with `range` it would be 16x too dark).
  *                     Values above 2^N - 1 are clamped to 1 and counted.
+ *                     Files of fewer than N bits (8-bit files with bits:12)
+ *                     keep their own range: they cannot hold N-bit data.
  *   max               [max]    v / (max of the image); all 0 when the max is 0.
  *   percentile:LO,HI  [percentile:LO,HI] (v - P_LO) / (P_HI - P_LO) clamped
  *                     to [0,1], 0 <= LO < HI <= 100; P_q is the nearest-rank

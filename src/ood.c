@@ -165,6 +165,8 @@ void ood_flags(const ood_stats *o, const ood_image *im, char *buf, size_t len)
         const double span = s->max - s->min;
         double m = 0.1 * span;
         if (k == OOD_COUNT) m = fmax(1.0, 0.05 * span);
+        /* sigma is a scale: a nearly constant one must not flag every image */
+        if (k == OOD_SIGMA) m = fmax(m, 0.1 * fabs(s->max));
         int out = x > s->max + m || (k != OOD_SIGMA && x < s->min - m);
         if (!out) continue;
         int w = snprintf(buf + used, len - used, "%s%s", used ? "," : "", ood_stat_names[k]);

@@ -22,8 +22,8 @@
  * Flags (count's `ood` column), each named when it fires:
  *   count       predicted count outside [min - m, max + m] of the training
  *               counts, m = max(1, 5% of max - min);
- *   sigma       calibrated sigma above max + 10% of (max - min) of what
- *               calibration saw;
+ *   sigma       calibrated sigma above max + m of what calibration saw,
+ *               m = 10% of max - min or of max, whichever is larger;
  *   intensity, foreground, area   the image's value outside [min - m,
  *               max + m] of the training images', m = 10% of max - min
  *               (area only for a predicted count >= 1).
