@@ -603,6 +603,7 @@ static Suite *count_suite(void)
     count_add_case(s, "count_config_and_size", count_config_and_size);
     count_add_case(s, "count_masks", count_masks);
     saliency_add_tests(s);
+    count_ood_add_tests(s);
     return s;
 }
 
