@@ -213,7 +213,8 @@ static int load_masks(const import_opts *o, const key3 *scenes, int64_t ns, scen
 
 /* Read, check and resize images items[i0..i0+n) into buf (n slots). */
 static void load_block(const import_opts *o, const cc_norm *norm, const item *items, int64_t i0,
-                       int64_t n, const scene_mask *sm, float *buf, int *bits, cc_status *sts,
+                       int64_t n, const scene_mask *sm, float *buf, int *bits, uint16_t *vmax,
+                       cc_status *sts,
                        int nt)
 {
     const size_t hw = (size_t)o->width * o->height;
@@ -227,6 +228,9 @@ static void load_block(const import_opts *o, const cc_norm *norm, const item *it
         } else if (load_resized(path, norm, o->width, o->height, buf + (size_t)j * hw, &img,
                                 &sts[j]) == 0) {
             bits[j] = img.bits;
+            vmax[j] = 0;
+            for (size_t i = 0; i < (size_t)img.w * img.h; i++)
+                vmax[j] = img.px[i] > vmax[j] ? img.px[i] : vmax[j];
             const scene_mask *m = &sm[it->scene];
             if (m->file && (img.w != m->src_w || img.h != m->src_h))
                 status_set(&sts[j], "%s/%s: mask is %dx%d but its image %s is %dx%d",
@@ -238,21 +242,24 @@ static void load_block(const import_opts *o, const cc_norm *norm, const item *it
 }
 
 static int write_all(const import_opts *o, const item *items, int64_t n, const scene_mask *sm,
-                     const uint8_t *split, int nt, import_summary *sum, cc_status *st)
+                     const uint8_t *split, int nt, import_summary *sum, FILE *log,
+                     cc_status *st)
 {
     const size_t hw = (size_t)o->width * o->height;
     const int64_t block = 8 * (int64_t)nt;
     float *buf = malloc((size_t)block * hw * sizeof *buf);
     int *bits = calloc((size_t)block, sizeof *bits);
+    uint16_t *vmax = calloc((size_t)block, sizeof *vmax);
+    uint16_t all_max = 0;
     cc_status *sts = malloc((size_t)block * sizeof *sts);
-    if (!buf || !bits || !sts) {
-        free(buf); free(bits); free(sts);
+    if (!buf || !bits || !vmax || !sts) {
+        free(buf); free(bits); free(vmax); free(sts);
         return status_set(st, "%s: out of memory", o->out_path);
     }
     cc_norm norm;
     char spec[NORM_SPEC_LEN];
     if (norm_parse(o->normalize ? o->normalize : "range", &norm, st)) {
-        free(buf); free(bits); free(sts);
+        free(buf); free(bits); free(vmax); free(sts);
         return -1;
     }
     norm_format(&norm, spec, sizeof spec);
@@ -265,7 +272,7 @@ static int write_all(const import_opts *o, const item *items, int64_t n, const s
     for (int64_t i0 = 0; rc == 0 && i0 < n; i0 += block) {
         const int64_t m = n - i0 < block ? n - i0 : block;
         for (int64_t j = 0; j < m; j++) status_clear(&sts[j]);
-        load_block(o, &norm, items, i0, m, sm, buf, bits, sts, nt);
+        load_block(o, &norm, items, i0, m, sm, buf, bits, vmax, sts, nt);
         for (int64_t j = 0; rc == 0 && j < m; j++) {
             const item *it = &items[i0 + j];
             if (sts[j].failed) {
@@ -283,15 +290,21 @@ static int write_all(const import_opts *o, const item *items, int64_t n, const s
                                 o->images_dir, it->file, bits[j], sum->bits);
                 break;
             }
+            all_max = vmax[j] > all_max ? vmax[j] : all_max;
             dataset_record rec = {it->nm.count, it->nm.focus, it->nm.stain, it->nm.site,
                                   it->scene, split[i0 + j], it->file};
             rc = dataset_writer_append(wr, buf + (size_t)j * hw, sm[it->scene].px, &rec, st);
             if (rc == 0) sum->split_images[split[i0 + j]]++;
         }
     }
-    free(buf); free(bits); free(sts);
+    free(buf); free(bits); free(vmax); free(sts);
     if (dataset_writer_close(wr, rc == 0, st) != 0) rc = -1;
     if (rc == 0) sum->images = n;
+    if (rc == 0 && log && sum->bits == 16 && norm.kind == NORM_RANGE && all_max <= 4095)
+        fprintf(log, "cellcount import: warning: no 16-bit image exceeds 4095 (max %u): if this "
+                     "is 12-bit camera data, --normalize range made it 16x darker than 8-bit or "
+                     "simulated data of the same scene: import with --normalize bits:12\n",
+                (unsigned)all_max);
     return rc;
 }
 
@@ -393,7 +406,7 @@ int import_run(const import_opts *o, FILE *log, import_summary *sum_out, cc_stat
         fprintf(log, "cellcount import: %lld of %lld scenes have no mask in %s\n",
                 (long long)(ns - sum.scenes_with_mask), (long long)ns, o->masks_dir);
 
-    rc = write_all(o, items, n, sm, split, nt, &sum, st);
+    rc = write_all(o, items, n, sm, split, nt, &sum, log, st);
 
 out:
     if (sm)

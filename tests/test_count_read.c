@@ -423,7 +423,13 @@ START_TEST(import_records_normalize)
         o.normalize = m ? "bits:12" : NULL;
         cc_status st;
         status_clear(&st);
-        ck_assert_msg(import_run(&o, NULL, NULL, &st) == 0, "%s", st.msg);
+        FILE *log = tmpfile();
+        ck_assert_msg(import_run(&o, log, NULL, &st) == 0, "%s", st.msg);
+        char text[2048];
+        slurp(log, text, sizeof text);
+        fclose(log);
+        /* range on 12-bit data is warned about, bits:12 is not */
+        ck_assert_msg(!strstr(text, "bits:12") == (m == 1), "%s", text);
         cc_dataset *ds = dataset_open(o.out_path, &st);
         ck_assert_msg(ds != NULL, "%s", st.msg);
         ck_assert_str_eq(ds->normalize, m ? "bits:12" : "range");
