@@ -589,8 +589,9 @@ int count_run(const cc_config *cfg, const count_opts *o, char *const *args, int 
                      "before they were recorded by train-counter): no out-of-distribution "
                      "check, the ood column says n/a\n", cfg->out_dir);
     else if (log && cm.kind != LOSS_MSE && !cm.ood.s[OOD_SIGMA].have)
-        fprintf(log, "cellcount: note: no calibrated sigma range in %s/run.h5 (run `cellcount "
-                     "evaluate` for it): sigma is not checked for out-of-distribution\n",
+        fprintf(log, "cellcount: note: no calibrated sigma range for this counter in %s/run.h5 "
+                     "(`cellcount evaluate` with counter.calibrate = val records it; unused with "
+                     "--counter FILE): sigma is not checked for out-of-distribution\n",
                 cfg->out_dir);
     if (o->masks_dir && fs_mkdirs(o->masks_dir, st)) goto done;
     if (count_inputs_collect(args, nargs, &in, log, &bad, st)) goto done;
