@@ -25,7 +25,22 @@ static const char common_usage[] =
     "                        named by the run's data.file, the size they were trained\n"
     "                        on); every image is area-resized to it (aspect ratio\n"
     "                        not kept)\n"
-    "      --batch N         images per forward pass (default %d)\n";
+    "      --batch N         images per forward pass (default %d)\n"
+    "      --normalize MODE  how samples become [0,1] intensities (default: as the\n"
+    "                        run's training data, recorded in run.h5; range when it\n"
+    "                        does not say): range (v/255, v/65535), bits:N (v/(2^N-1):\n"
+    "                        N-bit camera data in a 16-bit file, e.g. bits:12), max\n"
+    "                        (v/image max) or percentile:LO,HI (P_LO..P_HI to 0..1,\n"
+    "                        clamped).  max and percentile are per image and erase\n"
+    "                        the brightness-count cue; a choice that scales inputs\n"
+    "                        unlike the training data's gets a warning.  16-bit\n"
+    "                        files whose values never exceed 4095 read with range\n"
+    "                        get a warning suggesting bits:12\n"
+    "      --page N          page of a multi-page TIFF (0 = first; required for\n"
+    "                        multi-page files, an error otherwise)\n"
+    "      --channel N       sample of a multi-channel TIFF (0 = first; required for\n"
+    "                        gray files with several samples per pixel; RGB is read\n"
+    "                        as BT.601 luma unless a channel is chosen)\n";
 
 static void usage(FILE *f, infer_cmd cmd)
 {
@@ -33,7 +48,7 @@ static void usage(FILE *f, infer_cmd cmd)
         fprintf(f,
                 "usage: cellcount count -o RUN_DIR [options] FILE_OR_DIR...\n\n"
                 "Count cells in gray TIFF images (8- or 16-bit) with a trained run: each\n"
-                "image is scaled to [0,1] (v/255 or v/65535), area-resized to the models'\n"
+                "image is scaled to [0,1] (--normalize), area-resized to the models'\n"
                 "input size, segmented by the FPN, and its finest mask counted. A directory\n"
                 "stands for its *.tif/*.tiff files (any case, sorted by name, not recursive,\n"
                 "hidden files skipped).\n\n");
@@ -49,8 +64,15 @@ static void usage(FILE *f, infer_cmd cmd)
                 "  -h, --help            this text\n\n"
                 "Output: a header line, then one line per image: file, count, sigma, lower95,\n"
                 "upper95 (count -+ 1.96 sigma, lower clamped at 0; sigma and bounds are nan\n"
-                "for a counter trained with the mse loss).  STEM is the file name without\n"
+                "for a counter trained with the mse loss), ood.  STEM is the file name without\n"
                 ".tif, made unique with -2, -3, ...\n"
+                "ood: ok, or which of count, intensity, foreground, area, sigma lie outside\n"
+                "what the run saw in training (comma-separated; the training split's\n"
+                "extremes widened by 10%% of their range, 5%% and at least 1 cell for the\n"
+                "count; sigma against the validation split's calibrated sigma, from\n"
+                "`evaluate`): mean intensity, FPN foreground fraction, foreground pixels\n"
+                "per counted cell.  n/a for runs trained before train-counter recorded\n"
+                "these statistics in run.h5.\n"
                 "Exit status: 0 all images counted; 1 an error (missing checkpoint, ...) or\n"
                 "some inputs could not be read (each is reported on stderr and skipped, the\n"
                 "others are counted); 2 usage or configuration error.\n");
@@ -93,7 +115,8 @@ static int parse_size(const char *s, int *w, int *h)
 
 int infer_parse(int argc, char **argv, infer_cmd cmd, infer_opts *o)
 {
-    enum { O_FPN = 256, O_COUNTER, O_SIZE, O_BATCH, O_FORMAT, O_OUTPUT, O_MASKS, O_OUT, O_PNG };
+    enum { O_FPN = 256, O_COUNTER, O_SIZE, O_BATCH, O_FORMAT, O_OUTPUT, O_MASKS, O_OUT, O_PNG,
+           O_NORMALIZE, O_PAGE, O_CHANNEL };
     static const struct option count_longs[] = {
         {"run", required_argument, 0, 'o'},      {"config", required_argument, 0, 'c'},
         {"set", required_argument, 0, 's'},      {"threads", required_argument, 0, 't'},
@@ -101,17 +124,21 @@ int infer_parse(int argc, char **argv, infer_cmd cmd, infer_opts *o)
         {"size", required_argument, 0, O_SIZE},  {"batch", required_argument, 0, O_BATCH},
         {"format", required_argument, 0, O_FORMAT}, {"output", required_argument, 0, O_OUTPUT},
         {"masks", required_argument, 0, O_MASKS}, {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0}};
+        {"normalize", required_argument, 0, O_NORMALIZE}, {"page", required_argument, 0, O_PAGE},
+        {"channel", required_argument, 0, O_CHANNEL}, {0, 0, 0, 0}};
     static const struct option saliency_longs[] = {
         {"run", required_argument, 0, 'o'},      {"config", required_argument, 0, 'c'},
         {"set", required_argument, 0, 's'},      {"threads", required_argument, 0, 't'},
         {"fpn", required_argument, 0, O_FPN},    {"counter", required_argument, 0, O_COUNTER},
         {"size", required_argument, 0, O_SIZE},  {"batch", required_argument, 0, O_BATCH},
         {"out", required_argument, 0, O_OUT},    {"png", required_argument, 0, O_PNG},
-        {"help", no_argument, 0, 'h'},           {0, 0, 0, 0}};
+        {"help", no_argument, 0, 'h'},
+        {"normalize", required_argument, 0, O_NORMALIZE}, {"page", required_argument, 0, O_PAGE},
+        {"channel", required_argument, 0, O_CHANNEL}, {0, 0, 0, 0}};
     const char *cmdname = argv[0];
     memset(o, 0, sizeof *o);
     o->batch = cmd == INFER_COUNT ? 16 : 4;
+    o->page = o->channel = -1;
     const char *run_dir = NULL, *file = NULL;
     char *sets[INFER_MAX_SETS];
     char threads_set[64];
@@ -166,6 +193,29 @@ int infer_parse(int argc, char **argv, infer_cmd cmd, infer_opts *o)
                 return 2;
             }
             break;
+        case O_NORMALIZE: {
+            cc_norm nm;
+            cc_status nst;
+            status_clear(&nst);
+            if (norm_parse(optarg, &nm, &nst)) {
+                fprintf(stderr, "cellcount %s: --%s\n", cmdname, nst.msg);
+                return 2;
+            }
+            o->normalize = optarg;
+            break;
+        }
+        case O_PAGE:
+        case O_CHANNEL: {
+            char *e;
+            long v = strtol(optarg, &e, 10);
+            if (e == optarg || *e || v < 0 || v > 65535) {
+                fprintf(stderr, "cellcount %s: --%s wants a number 0..65535 (0 = the first; got "
+                                "'%s')\n", cmdname, c == O_PAGE ? "page" : "channel", optarg);
+                return 2;
+            }
+            *(c == O_PAGE ? &o->page : &o->channel) = (int)v;
+            break;
+        }
         case O_OUTPUT: o->output = optarg; break;
         case O_MASKS: o->masks = optarg; break;
         case O_OUT: o->out_h5 = optarg; break;
@@ -204,7 +254,8 @@ int cli_count(int argc, char **argv)
     infer_opts o;
     int r = infer_parse(argc, argv, INFER_COUNT, &o);
     if (r) return r < 0 ? 0 : r;
-    count_opts co = {o.fpn, o.counter, o.output, o.csv, o.masks, o.batch, o.h, o.w};
+    count_read rd = {o.normalize, o.page, o.channel};
+    count_opts co = {o.fpn, o.counter, o.output, o.csv, o.masks, o.batch, o.h, o.w, &rd};
     cc_status st;
     status_clear(&st);
     int rc = count_run(&o.cfg, &co, o.inputs, o.ninputs, stdout, stderr, &st);

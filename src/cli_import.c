@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "src/import.h"
+#include "src/normalize.h"
 
 static void usage(FILE *f)
 {
@@ -28,6 +29,11 @@ static void usage(FILE *f)
         "  --seed N         split seed (default 1)\n"
         "  --split A/B/C    train/val/test proportions (default 80/10/10)\n"
         "  --threads N      OpenMP threads for reading and resizing (default: all)\n"
+        "  --normalize MODE range (default: v/255, v/65535), bits:N (v/(2^N-1), e.g.\n"
+        "                   bits:12 for 12-bit camera data in 16-bit files), max or\n"
+        "                   percentile:LO,HI (per image: erase the brightness-count\n"
+        "                   cue); recorded in the data set, and from there in runs\n"
+        "                   trained on it, so that `count` reads images the same way\n"
         "  --help           show this text\n\n"
         "Files whose names do not parse are reported on stderr and skipped.\n");
 }
@@ -87,7 +93,7 @@ int cli_import(int argc, char **argv)
         {"focus", required_argument, NULL, 'f'},  {"size", required_argument, NULL, 'z'},
         {"seed", required_argument, NULL, 's'},   {"split", required_argument, NULL, 'p'},
         {"threads", required_argument, NULL, 't'}, {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
+        {"normalize", required_argument, NULL, 'n'}, {NULL, 0, NULL, 0}};
     import_opts o;
     import_opts_default(&o);
     optind = 0;     /* glibc: full re-initialisation, so the CLI can be run twice */
@@ -153,6 +159,17 @@ int cli_import(int argc, char **argv)
             }
             o.threads = (int)v;
             break;
+        case 'n': {
+            cc_norm nm;
+            cc_status nst;
+            status_clear(&nst);
+            if (norm_parse(optarg, &nm, &nst)) {
+                fprintf(stderr, "cellcount import: --%s\n", nst.msg);
+                return 2;
+            }
+            o.normalize = optarg;
+            break;
+        }
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }

@@ -12,6 +12,8 @@ typedef struct infer_opts {
     const char *fpn, *counter;  /* --fpn, --counter; NULL: the run's best */
     int w, h;                   /* --size; 0: from the run's data set */
     int batch;
+    const char *normalize;      /* --normalize; NULL: the run's */
+    int page, channel;          /* --page, --channel; -1: not given */
     /* count */
     const char *output, *masks;
     int csv;

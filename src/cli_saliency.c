@@ -11,7 +11,8 @@ int cli_saliency(int argc, char **argv)
     infer_opts o;
     int r = infer_parse(argc, argv, INFER_SALIENCY, &o);
     if (r) return r < 0 ? 0 : r;
-    saliency_opts so = {o.fpn, o.counter, o.out_h5, o.png_dir, o.batch, o.h, o.w};
+    count_read rd = {o.normalize, o.page, o.channel};
+    saliency_opts so = {o.fpn, o.counter, o.out_h5, o.png_dir, o.batch, o.h, o.w, &rd};
     cc_status st;
     status_clear(&st);
     int rc = saliency_run(&o.cfg, &so, o.inputs, o.ninputs, stdout, stderr, &st);

@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "src/checkpoint.h"
+#include "src/dataset.h"
 #include "src/fsutil.h"
 #include "src/png_io.h"
 #include "src/resize.h"
@@ -135,13 +136,31 @@ int count_model_open(count_model *cm, const cc_config *cfg, int h, int w, const 
     snprintf(rp, sizeof rp, "%s/run.h5", cfg->out_dir);
     runlog rl;
     cc_status ignore;
-    if (!counter_ckpt && !strcmp(cfg->counter_calibrate, "val") && access(rp, R_OK) == 0 &&
-        runlog_open(&rl, rp, &ignore) == 0) {
+    if (access(rp, R_OK) == 0 && runlog_open(&rl, rp, &ignore) == 0) {
         /* A run evaluated before calibration existed has no factor: 1. */
         const char *v = runlog_attr_get(&rl, "counter.sigma_scale");
         double k = v ? strtod(v, NULL) : NAN;
-        if (isfinite(k) && k > 0) cm->sigma_scale = k;
+        if (!counter_ckpt && !strcmp(cfg->counter_calibrate, "val") && isfinite(k) && k > 0)
+            cm->sigma_scale = k;
+        const char *nv = runlog_attr_get(&rl, "data.normalize");
+        if (nv && strlen(nv) < sizeof cm->train_norm) {
+            snprintf(cm->train_norm, sizeof cm->train_norm, "%s", nv);
+            cm->train_norm_from = "run.h5";
+        }
+        ood_stats_read(&rl, &cm->ood);
+        /* The sigma range was seen through the calibration factor: without
+         * it (explicit checkpoint, calibrate = none) it does not apply. */
+        if (cm->sigma_scale == 1 && !(isfinite(k) && k == 1)) cm->ood.s[OOD_SIGMA].have = 0;
         runlog_free(&rl);
+    }
+    if (!cm->train_norm_from && cfg->data_file[0] && access(cfg->data_file, R_OK) == 0) {
+        /* Runs trained before data.normalize was recorded: the data set says. */
+        cc_dataset *ds = dataset_open(cfg->data_file, &ignore);
+        if (ds) {
+            snprintf(cm->train_norm, sizeof cm->train_norm, "%s", ds->normalize);
+            cm->train_norm_from = "data set";
+            dataset_close(ds);
+        }
     }
     tape_init(&cm->t, &cm->s.ctx, 0);
     cm->open_ |= OPEN_TAPE;
@@ -185,6 +204,13 @@ int count_graph_forward(count_model *cm, cc_tape *t, cc_tensor *x, count_graph *
 int count_model_predict(count_model *cm, const float *images, int n, double *count, double *sigma,
                         float *mask, float *mask_sigma, cc_status *st)
 {
+    return count_model_predict_fg(cm, images, n, count, sigma, mask, mask_sigma, NULL, st);
+}
+
+int count_model_predict_fg(count_model *cm, const float *images, int n, double *count,
+                           double *sigma, float *mask, float *mask_sigma, double *fg,
+                           cc_status *st)
+{
     assert(n >= 1);
     if ((mask || mask_sigma) && !cm->has_fpn)
         return status_set(st, "predict: masks asked for but no FPN loaded");
@@ -203,6 +229,27 @@ int count_model_predict(count_model *cm, const float *images, int n, double *cou
         count[i] = c[i];
         sigma[i] = cm->kind == LOSS_MSE ? NAN : cm->sigma_scale * exp(0.5 * (double)v[i]);
     }
+    if (fg) {
+        const size_t mp = (size_t)(cm->h / 2) * (size_t)(cm->w / 2);
+        for (int i = 0; i < n; i++) fg[i] = NAN;
+        if (cm->has_fpn) {
+            float *m = mask ? mask : malloc(sizeof(float) * mp * (size_t)n);
+            if (!m) return status_set(st, "predict: out of memory");
+            if (!mask && tape_read(t, g.mask, m)) {
+                free(m);
+                return status_set(st, "predict: %s", tape_error(t));
+            }
+            for (int i = 0; i < n; i++) {
+                double sum = 0;
+                for (size_t p = 0; p < mp; p++) {
+                    const float q = m[mp * (size_t)i + p];
+                    sum += q < 0 ? 0 : q > 1 ? 1 : q;
+                }
+                fg[i] = sum / (double)mp;
+            }
+            if (m != mask) free(m);
+        }
+    }
     if (mask_sigma) {
         const size_t m = (size_t)n * (size_t)(cm->h / 2) * (size_t)(cm->w / 2);
         for (size_t i = 0; i < m; i++) mask_sigma[i] = expf(0.5f * mask_sigma[i]);
@@ -212,19 +259,97 @@ int count_model_predict(count_model *cm, const float *images, int n, double *cou
 
 int count_image_load(const char *path, int h, int w, float *dst, cc_status *st)
 {
+    return count_image_load_with(path, NULL, h, w, dst, NULL, NULL, st);
+}
+
+int count_image_load_with(const char *path, const count_reader *rd, int h, int w, float *dst,
+                          cc_image *img_out, norm_info *info, cc_status *st)
+{
+    static const cc_norm range = {NORM_RANGE, 0, 0, 0};
     cc_image img;
-    if (tiff_read_gray(path, &img, st)) return -1;
+    if (tiff_read_gray_at(path, rd ? rd->page : -1, rd ? rd->channel : -1, &img, st)) return -1;
     float *f = malloc(sizeof(float) * (size_t)img.w * (size_t)img.h);
     if (!f) {
         cc_image_free(&img);
         return status_set(st, "%s: out of memory", path);
     }
-    cc_image_to_float(&img, f);
-    int rc = resize_area(f, img.w, img.h, dst, w, h, st);
+    int rc = norm_apply(&img, rd ? &rd->norm : &range, f, info, st);
+    if (rc == 0) rc = resize_area(f, img.w, img.h, dst, w, h, st);
     if (rc) status_prefix(st, "%s", path);
     free(f);
+    if (img_out) {
+        *img_out = img;
+        img_out->px = NULL;
+    }
     cc_image_free(&img);
     return rc;
+}
+
+/* ---- reading options ---------------------------------------------------- */
+
+int count_reader_init(count_reader *rd, const count_read *rq, const count_model *cm, FILE *log,
+                      cc_status *st)
+{
+    memset(rd, 0, sizeof *rd);
+    rd->page = rq ? rq->page : -1;
+    rd->channel = rq ? rq->channel : -1;
+    cc_norm trained;
+    cc_status ignore;
+    /* A run file or data set with an unreadable spec: "range", as before. */
+    if (!cm->train_norm[0] || norm_parse(cm->train_norm, &trained, &ignore))
+        norm_parse("range", &trained, &ignore);
+    if (!rq || !rq->normalize) {
+        rd->norm = trained;
+        return 0;
+    }
+    if (norm_parse(rq->normalize, &rd->norm, st)) return -1;
+    if (norm_mismatch(&rd->norm, &trained) && log) {
+        char a[NORM_SPEC_LEN], b[NORM_SPEC_LEN];
+        norm_format(&rd->norm, a, sizeof a);
+        norm_format(&trained, b, sizeof b);
+        fprintf(log, "cellcount: warning: --normalize %s, but the run was trained on images "
+                     "normalised with %s%s%s%s: the counter gets inputs scaled differently "
+                     "from its training data and its counts may be biased\n",
+                a, b, cm->train_norm_from ? " (" : " (assumed: the run does not say",
+                cm->train_norm_from ? cm->train_norm_from : "",
+                cm->train_norm_from ? ")" : ")");
+    }
+    return 0;
+}
+
+void count_reader_finish(const count_reader *rd, int nread, FILE *log)
+{
+    if (!log) return;
+    if (rd->n_low12 > 1)
+        fprintf(log, "cellcount: warning: %d of %d images were 16-bit with values never above "
+                     "4095 (see the first one above)\n", rd->n_low12, nread);
+    if (rd->n_clipped > 1)
+        fprintf(log, "cellcount: warning: %d of %d images had samples above bits:%d's maximum "
+                     "(clamped; see the first one above)\n", rd->n_clipped, nread,
+                rd->norm.bits);
+}
+
+/* The once-per-run warnings about how one image was scaled. */
+static void warn_scaling(count_reader *rd, const char *path, const cc_image *img,
+                         const norm_info *ni, FILE *log)
+{
+    if (rd->norm.kind == NORM_RANGE && img->bits == 16 &&
+        (ni->vmax <= 4095 || (img->declared_max > 0 && img->declared_max <= 4095))) {
+        if (rd->n_low12++ == 0 && log) {
+            char decl[64] = "";
+            if (img->declared_max > 0)
+                snprintf(decl, sizeof decl, ", MaxSampleValue tag %d", img->declared_max);
+            fprintf(log, "cellcount: warning: %s: 16-bit image whose values never exceed 4095 "
+                         "(max %u%s): if it is 12-bit camera data, --normalize range divides "
+                         "by 65535 and makes it 16x too dark: use --normalize bits:12 (later "
+                         "such files are only counted)\n", path, (unsigned)ni->vmax, decl);
+        }
+    }
+    if (rd->norm.kind == NORM_BITS && ni->clipped > 0 && rd->n_clipped++ == 0 && log)
+        fprintf(log, "cellcount: warning: %s: %lld samples above %u, the maximum of bits:%d "
+                     "(max %u), clamped to 1: is it really %d-bit data? (later such files are "
+                     "only counted)\n", path, (long long)ni->clipped,
+                (1u << rd->norm.bits) - 1u, rd->norm.bits, (unsigned)ni->vmax, rd->norm.bits);
 }
 
 /* ---- inputs ----------------------------------------------------------- */
@@ -313,18 +438,22 @@ static char *make_stem(const char *path, char *const *stems, int n)
 }
 
 int count_inputs_next_batch(const count_inputs *in, int *next, int B, int h, int w, float *images,
-                            int *slot, FILE *log, int *bad)
+                            int *slot, count_reader *rd, FILE *log, int *bad)
 {
     const size_t plane = (size_t)h * (size_t)w;
     int n = 0;
     for (; *next < in->n && n < B; (*next)++) {
         cc_status ist;
         status_clear(&ist);
-        if (count_image_load(in->paths[*next], h, w, images + plane * (size_t)n, &ist)) {
+        cc_image img;
+        norm_info ni;
+        if (count_image_load_with(in->paths[*next], rd, h, w, images + plane * (size_t)n, &img,
+                                  &ni, &ist)) {
             if (log) fprintf(log, "cellcount: %s (skipped)\n", ist.msg);
             (*bad)++;
             continue;
         }
+        if (rd) warn_scaling(rd, in->paths[*next], &img, &ni, log);
         slot[n++] = *next;
     }
     return n;
@@ -397,14 +526,17 @@ static void put_field(FILE *f, const char *s, int csv)
     }
 }
 
-static void put_row(FILE *f, const char *path, double count, double sigma, int csv)
+static void put_row(FILE *f, const char *path, double count, double sigma, const char *ood,
+                    int csv)
 {
     const char sep = csv ? ',' : '\t';
     put_field(f, path, csv);
     double lo = count - 1.96 * sigma, hi = count + 1.96 * sigma;
     if (lo < 0) lo = 0;
     /* %.4f prints NaN as "nan" (no uncertainty with the mse loss). */
-    fprintf(f, "%c%.4f%c%.4f%c%.4f%c%.4f\n", sep, count, sep, sigma, sep, lo, sep, hi);
+    fprintf(f, "%c%.4f%c%.4f%c%.4f%c%.4f%c", sep, count, sep, sigma, sep, lo, sep, hi, sep);
+    put_field(f, ood, csv);
+    fputc('\n', f);
 }
 
 /* The four mask files of one image. */
@@ -441,8 +573,8 @@ int count_run(const cc_config *cfg, const count_opts *o, char *const *args, int 
     memset(&in, 0, sizeof in);
     float *images = NULL, *masks = NULL, *sds = NULL;
     uint8_t *px = NULL;
-    double *count = NULL, *sigma = NULL;
-    int *slot = NULL;
+    double *count = NULL, *sigma = NULL, *fg = NULL;
+    int *slot = NULL, nread = 0;
     char tmp[4096] = "";
     FILE *f = out;
 
@@ -450,6 +582,17 @@ int count_run(const cc_config *cfg, const count_opts *o, char *const *args, int 
     model_open = 1;
     if (count_model_open(&cm, cfg, h, w, o->fpn_ckpt, o->counter_ckpt, o->masks_dir != NULL, st))
         goto done;
+    count_reader rd;
+    if (count_reader_init(&rd, o->read, &cm, log, st)) goto done;
+    if (log && !cm.ood.have_train)
+        fprintf(log, "cellcount: note: %s/run.h5 has no training-set statistics (runs trained "
+                     "before they were recorded by train-counter): no out-of-distribution "
+                     "check, the ood column says n/a\n", cfg->out_dir);
+    else if (log && cm.kind != LOSS_MSE && !cm.ood.s[OOD_SIGMA].have)
+        fprintf(log, "cellcount: note: no calibrated sigma range for this counter in %s/run.h5 "
+                     "(`cellcount evaluate` with counter.calibrate = val records it; unused with "
+                     "--counter FILE): sigma is not checked for out-of-distribution\n",
+                cfg->out_dir);
     if (o->masks_dir && fs_mkdirs(o->masks_dir, st)) goto done;
     if (count_inputs_collect(args, nargs, &in, log, &bad, st)) goto done;
 
@@ -458,13 +601,15 @@ int count_run(const cc_config *cfg, const count_opts *o, char *const *args, int 
     images = malloc(sizeof(float) * plane * (size_t)B);
     count = malloc(sizeof(double) * (size_t)B);
     sigma = malloc(sizeof(double) * (size_t)B);
+    fg = malloc(sizeof(double) * (size_t)B);
     slot = malloc(sizeof(int) * (size_t)B);
     if (o->masks_dir) {
         masks = malloc(sizeof(float) * mplane * (size_t)B);
         sds = malloc(sizeof(float) * mplane * (size_t)B);
         px = malloc(mplane);
     }
-    if (!images || !count || !sigma || !slot || (o->masks_dir && (!masks || !sds || !px))) {
+    if (!images || !count || !sigma || !fg || !slot ||
+        (o->masks_dir && (!masks || !sds || !px))) {
         status_set(st, "count: out of memory");
         goto done;
     }
@@ -480,14 +625,25 @@ int count_run(const cc_config *cfg, const count_opts *o, char *const *args, int 
         }
     }
     const char sep = o->csv ? ',' : '\t';
-    fprintf(f, "file%ccount%csigma%clower95%cupper95\n", sep, sep, sep, sep);
+    fprintf(f, "file%ccount%csigma%clower95%cupper95%cood\n", sep, sep, sep, sep, sep);
 
     for (int next = 0; next < in.n;) {
-        int n = count_inputs_next_batch(&in, &next, B, h, w, images, slot, log, &bad);
+        int n = count_inputs_next_batch(&in, &next, B, h, w, images, slot, &rd, log, &bad);
         if (n == 0) continue;
-        if (count_model_predict(&cm, images, n, count, sigma, masks, sds, st)) goto done;
+        nread += n;
+        if (count_model_predict_fg(&cm, images, n, count, sigma, masks, sds, fg, st)) goto done;
         for (int i = 0; i < n; i++) {
-            put_row(f, in.paths[slot[i]], count[i], sigma[i], o->csv);
+            ood_image oi;
+            double mean = 0;
+            for (size_t p = 0; p < plane; p++) mean += images[plane * (size_t)i + p];
+            oi.v[OOD_COUNT] = count[i];
+            oi.v[OOD_INTENSITY] = mean / (double)plane;
+            oi.v[OOD_FOREGROUND] = fg[i];
+            oi.v[OOD_AREA] = count[i] >= 1 ? fg[i] * (double)plane / count[i] : NAN;
+            oi.v[OOD_SIGMA] = sigma[i];
+            char flags[128];
+            ood_flags(&cm.ood, &oi, flags, sizeof flags);
+            put_row(f, in.paths[slot[i]], count[i], sigma[i], flags, o->csv);
             if (o->masks_dir &&
                 write_masks(o->masks_dir, in.stems[slot[i]], masks + mplane * (size_t)i,
                             sds + mplane * (size_t)i, h / 2, w / 2, px, st))
@@ -495,6 +651,7 @@ int count_run(const cc_config *cfg, const count_opts *o, char *const *args, int 
         }
         fflush(f);
     }
+    count_reader_finish(&rd, nread, log);
     if (o->output) {
         int werr = ferror(f);
         FILE *ff = f;
@@ -518,6 +675,6 @@ done:
     if (tmp[0]) unlink(tmp);
     if (model_open) count_model_close(&cm);
     count_inputs_free(&in);
-    free(images), free(masks), free(sds), free(px), free(count), free(sigma), free(slot);
+    free(images), free(masks), free(sds), free(px), free(count), free(sigma), free(fg), free(slot);
     return rc;
 }

@@ -27,6 +27,8 @@
 #include <stdio.h>
 
 #include "models/losses.h"
+#include "src/normalize.h"
+#include "src/ood.h"
 #include "src/session.h"
 
 /* The configuration of a run for inference: defaults, then
@@ -66,6 +68,11 @@ typedef struct count_model {
                              * run has none, calibrate = none or the counter
                              * checkpoint was given explicitly */
     char fpn_path[CFG_STR + 64], counter_path[CFG_STR + 64];
+    char train_norm[NORM_SPEC_LEN];  /* the training data's normalisation: run.h5
+                             * attribute data.normalize, else the run's data
+                             * set's; "" when neither can be read */
+    const char *train_norm_from;    /* "run.h5", "data set" or NULL */
+    ood_stats ood;          /* run.h5 tables ood/train, ood/sigma (ood.h) */
     int open_;              /* internal: what count_model_close must free */
 } count_model;
 
@@ -99,9 +106,52 @@ int count_graph_forward(count_model *cm, cc_tape *t, cc_tensor *x, count_graph *
 int count_model_predict(count_model *cm, const float *images, int n, double *count, double *sigma,
                         float *mask, float *mask_sigma, cc_status *st);
 
+/* count_model_predict plus, with fg non-NULL, each image's foreground
+ * fraction: the mean of its finest FPN mean mask clamped to [0,1] (NaN
+ * without FPN). */
+int count_model_predict_fg(count_model *cm, const float *images, int n, double *count,
+                           double *sigma, float *mask, float *mask_sigma, double *fg,
+                           cc_status *st);
+
+/* How input files are read (--normalize, --page, --channel). */
+typedef struct count_read {
+    const char *normalize;  /* normalize.h spec; NULL: the run's training data's */
+    int page, channel;      /* tiff_read_gray_at; -1: not chosen */
+} count_read;
+
+/* The resolved reading of one count/saliency run, with the state of its
+ * once-per-run warnings. */
+typedef struct count_reader {
+    cc_norm norm;
+    int page, channel;
+    int n_low12;            /* 16-bit images read with range whose values stay <= 4095 */
+    int n_clipped;          /* images with samples above bits:N's 2^N - 1 */
+} count_reader;
+
+/* Resolve rq (NULL: every default) against the run cm: the normalisation
+ * is rq->normalize when given, else the run's training data's (range when
+ * the run does not say, as for every run made before it was recorded).
+ * When the user's choice and the run's differ in a way that scales the
+ * inputs differently (norm_mismatch: absolute against per-image, or other
+ * per-image parameters) a warning naming both goes to log: a deliberate
+ * choice stays possible.  Returns 0, or -1 for a bad spec (st). */
+int count_reader_init(count_reader *rd, const count_read *rq, const count_model *cm, FILE *log,
+                      cc_status *st);
+
+/* The end-of-run summary of the warnings (when more than one image was
+ * concerned); nread: images read. */
+void count_reader_finish(const count_reader *rd, int nread, FILE *log);
+
 /* Read a gray TIFF, convert to [0,1] and area-resize to h x w into dst
  * (h*w floats).  Returns 0, or -1 with a message naming the file. */
 int count_image_load(const char *path, int h, int w, float *dst, cc_status *st);
+
+/* count_image_load with the page, channel and normalisation of rd (NULL:
+ * range, no page or channel chosen); img_out (may be NULL) gets the
+ * decoded image's size, depth and declared maximum (px NULL), info what
+ * normalisation saw. */
+int count_image_load_with(const char *path, const count_reader *rd, int h, int w, float *dst,
+                          cc_image *img_out, norm_info *info, cc_status *st);
 
 /* The images named on a command line: files as given, directories
  * expanded to their regular files named *.tif / *.tiff (any case; names
@@ -121,12 +171,16 @@ int count_inputs_collect(char *const *args, int nargs, count_inputs *in, FILE *l
                          cc_status *st);
 
 /* Load the next up to B readable images of `in`, from *next on, into
- * images (B x h x w floats); slot[k] = index into `in` of image k.  An
- * unreadable file is reported on log ("cellcount: FILE: problem
- * (skipped)"), counted in *bad and passed over.  Advances *next; returns
- * the number loaded (0 only when `in` is exhausted). */
+ * images (B x h x w floats), read as rd says (NULL: defaults); slot[k] =
+ * index into `in` of image k.  An unreadable file is reported on log
+ * ("cellcount: FILE: problem (skipped)"), counted in *bad and passed over.
+ * The first 16-bit image whose values never exceed 4095 read with
+ * `range` (12-bit camera data, 16x too dark), and the first with samples
+ * above bits:N's maximum, get a warning on log; later ones are counted in
+ * rd (count_reader_finish).  Advances *next; returns the number loaded (0
+ * only when `in` is exhausted). */
 int count_inputs_next_batch(const count_inputs *in, int *next, int B, int h, int w, float *images,
-                            int *slot, FILE *log, int *bad);
+                            int *slot, count_reader *rd, FILE *log, int *bad);
 void count_inputs_free(count_inputs *in);
 
 /* Options of count_run. */
@@ -137,13 +191,17 @@ typedef struct count_opts {
     const char *masks_dir;  /* NULL: no mask images */
     int batch;              /* images per forward, >= 1 */
     int h, w;               /* input size; 0: count_input_size */
+    const count_read *read; /* NULL: the run's normalisation, no page/channel */
 } count_opts;
 
 /* Count every image of args (count_inputs_collect) and write a table:
- * a header line "file count sigma lower95 upper95", then one line per
+ * a header line "file count sigma lower95 upper95 ood", then one line per
  * image that could be read, in input order: the path as given/expanded,
  * the predicted count, sigma and count -+ 1.96 sigma (lower bound clamped
  * at 0; sigma and both bounds "nan" for a counter trained with mse), "%.4f",
+ * and the out-of-distribution flags (ood_flags: "ok", "n/a" for a run
+ * without training statistics, said once on log, or the names of the
+ * statistics out of the training range, e.g. "count,intensity"),
  * tab- or comma-separated (CSV quotes fields with ',', '"' or newlines;
  * TSV writes tab, newline and CR in names as \t, \n, \r).  o->output is
  * written atomically after the last image.  With masks_dir (created if

@@ -46,6 +46,7 @@ struct dataset_writer {
     double frac[3];
     uint8_t *u8;            /* one image, for uint8 conversion */
     float *zeros;           /* one all-zero mask */
+    char normalize[64];     /* root attribute "normalize"; "" writes none */
 };
 
 static const char *DESC_FILE =
@@ -130,6 +131,12 @@ void dataset_writer_set_split_info(dataset_writer *wr, uint64_t seed, const doub
     assert(wr && frac);
     wr->seed = seed;
     memcpy(wr->frac, frac, sizeof wr->frac);
+}
+
+void dataset_writer_set_normalize(dataset_writer *wr, const char *spec)
+{
+    assert(wr && spec && strlen(spec) < sizeof wr->normalize);
+    snprintf(wr->normalize, sizeof wr->normalize, "%s", spec);
 }
 
 int64_t dataset_writer_count(const dataset_writer *wr) { return wr->n; }
@@ -301,7 +308,8 @@ static int writer_finish(dataset_writer *wr, cc_status *st)
         h5_attr_put_str(wr->file, "image_dtype", wr->type == DATASET_U8 ? "uint8" : "float32") ||
         set_num_attr(wr->file, "split_seed", H5T_STD_U64LE, 1, &wr->seed) != 0 ||
         set_num_attr(wr->file, "split_fractions", H5T_IEEE_F64LE, 3, wr->frac) != 0 ||
-        h5_attr_put_str(wr->file, "description", DESC_FILE) != 0)
+        h5_attr_put_str(wr->file, "description", DESC_FILE) != 0 ||
+        (wr->normalize[0] && h5_attr_put_str(wr->file, "normalize", wr->normalize) != 0))
         return h5_fail(st, wr->path, "cannot write root attributes");
     /* the final flush must not fail: see h5write.h */
     if (h5write_reserve(wr->file, wr->path, wr->tmp, st) != 0) return -1;
@@ -548,6 +556,11 @@ static int open_body(cc_dataset *ds, cc_status *st)
     ds->w = w;
     if (get_num_attr(f, "split_seed", H5T_NATIVE_UINT64, 1, &ds->split_seed, path, st) ||
         get_num_attr(f, "split_fractions", H5T_NATIVE_DOUBLE, 3, ds->split_frac, path, st))
+        return -1;
+    /* Optional: data sets written before it existed were all "range". */
+    snprintf(ds->normalize, sizeof ds->normalize, "range");
+    if (H5Aexists(f, "normalize") > 0 &&
+        get_str_attr(f, "normalize", ds->normalize, sizeof ds->normalize, path, st))
         return -1;
 
     /* N comes from /counts; every other data set must agree with it. */

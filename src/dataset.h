@@ -24,7 +24,9 @@
  * Images and masks are chunked one image per chunk, shuffle + deflate level
  * 4.  Root attributes: format, version, height, width, image_dtype
  * ("uint8"/"float32"), split_seed (uint64), split_fractions (3 doubles),
- * description; every data set has a "description" attribute.
+ * description, and optionally normalize (how integer source samples became
+ * [0,1] intensities, a normalize.h spec; absent = "range"); every data set
+ * has a "description" attribute.
  */
 #ifndef CC_DATASET_H
 #define CC_DATASET_H
@@ -65,6 +67,11 @@ void dataset_writer_set_image_type(dataset_writer *wr, dataset_dtype type);
 void dataset_writer_set_split_info(dataset_writer *wr, uint64_t seed,
                                    const double frac[3]);
 
+/* Record how the images were normalised (a normalize.h spec, < 64 bytes),
+ * stored as the root attribute "normalize".  Not called: none stored,
+ * which readers take as "range". */
+void dataset_writer_set_normalize(dataset_writer *wr, const char *spec);
+
 /* Append one image: `image` is h*w floats in [0,1] (values outside are
  * clamped for uint8 storage, which rounds to v/255), `mask` is h*w floats
  * in [0,1] or NULL for "no mask" (stores zeros and has_mask = 0).  Returns
@@ -97,6 +104,7 @@ typedef struct cc_dataset {
     char **source;                                      /* n strings */
     uint64_t split_seed;
     double split_frac[3];
+    char normalize[64];         /* attribute normalize, "range" when absent */
     struct dataset_h5 *h5;      /* private */
 } cc_dataset;
 

@@ -9,6 +9,7 @@
 #include "src/counting.h"
 #include "src/dataset.h"
 #include "src/metrics.h"
+#include "src/ood.h"
 #include "src/train_util.h"
 
 static const char *const eval_cols[] = {"n", "mae", "rmse", "r2", "max_err", "coverage95",
@@ -181,6 +182,9 @@ int evaluate_run(const cc_config *cfg, int split, const char *fpn_ckpt, const ch
         double k = evaluate_sigma_scale(v->truth, v->pred, v->sigma, v->n);
         if (isfinite(k)) scale = k;
         for (int64_t i = 0; i < p.n; i++) p.sigma[i] *= scale;
+        /* the calibrated sigmas count's out-of-distribution flag compares against */
+        if (ood_sigma_stats_write(&s.rl, v->sigma, v->n, split == DATASET_VAL ? 1 : scale, st))
+            goto out;
         fprintf(out, "sigma scaled by %.4f, fitted on the validation split (%lld images; "
                      "counter.calibrate = none reports raw intervals only)\n",
                 scale, (long long)v->n);

@@ -11,6 +11,7 @@
 
 #include "src/bbbc_name.h"
 #include "src/dataset.h"
+#include "src/normalize.h"
 #include "src/resize.h"
 #include "src/tiff_io.h"
 
@@ -135,17 +136,18 @@ static char *join(const char *dir, const char *name)
 }
 
 /* Read a TIFF (as gray float [0,1] or binarised) and area-resize it. */
-static int load_resized(const char *path, int binary, int w, int h, float *out,
+static int load_resized(const char *path, const cc_norm *norm, int w, int h, float *out,
                         cc_image *img, cc_status *st)
 {
     if (tiff_read_gray(path, img, st) != 0) return -1;
     float *f = malloc((size_t)img->w * img->h * sizeof *f);
     if (!f) return status_set(st, "%s: out of memory", path);
-    if (binary)
+    int rc = 0;
+    if (!norm)  /* a mask: binary */
         for (size_t i = 0; i < (size_t)img->w * img->h; i++) f[i] = img->px[i] > 0;
     else
-        cc_image_to_float(img, f);
-    int rc = resize_area(f, img->w, img->h, out, w, h, st);
+        rc = norm_apply(img, norm, f, NULL, st);
+    if (rc == 0) rc = resize_area(f, img->w, img->h, out, w, h, st);
     if (rc) status_prefix(st, "%s", path);
     free(f);
     return rc;
@@ -193,7 +195,7 @@ static int load_masks(const import_opts *o, const key3 *scenes, int64_t ns, scen
         sm[k].px = malloc(hw * sizeof *sm[k].px);
         if (!path || !sm[k].px)
             status_set(&sts[k], "%s: out of memory", o->masks_dir);
-        else if (load_resized(path, 1, o->width, o->height, sm[k].px, &img, &sts[k]) == 0) {
+        else if (load_resized(path, NULL, o->width, o->height, sm[k].px, &img, &sts[k]) == 0) {
             sm[k].src_w = img.w;
             sm[k].src_h = img.h;
         }
@@ -210,8 +212,10 @@ static int load_masks(const import_opts *o, const key3 *scenes, int64_t ns, scen
 /* ---- the import ------------------------------------------------------ */
 
 /* Read, check and resize images items[i0..i0+n) into buf (n slots). */
-static void load_block(const import_opts *o, const item *items, int64_t i0, int64_t n,
-                       const scene_mask *sm, float *buf, int *bits, cc_status *sts, int nt)
+static void load_block(const import_opts *o, const cc_norm *norm, const item *items, int64_t i0,
+                       int64_t n, const scene_mask *sm, float *buf, int *bits, uint16_t *vmax,
+                       cc_status *sts,
+                       int nt)
 {
     const size_t hw = (size_t)o->width * o->height;
     #pragma omp parallel for schedule(static) num_threads(nt)
@@ -221,9 +225,12 @@ static void load_block(const import_opts *o, const item *items, int64_t i0, int6
         cc_image img = {0};
         if (!path) {
             status_set(&sts[j], "%s: out of memory", o->images_dir);
-        } else if (load_resized(path, 0, o->width, o->height, buf + (size_t)j * hw, &img,
+        } else if (load_resized(path, norm, o->width, o->height, buf + (size_t)j * hw, &img,
                                 &sts[j]) == 0) {
             bits[j] = img.bits;
+            vmax[j] = 0;
+            for (size_t i = 0; i < (size_t)img.w * img.h; i++)
+                vmax[j] = img.px[i] > vmax[j] ? img.px[i] : vmax[j];
             const scene_mask *m = &sm[it->scene];
             if (m->file && (img.w != m->src_w || img.h != m->src_h))
                 status_set(&sts[j], "%s/%s: mask is %dx%d but its image %s is %dx%d",
@@ -235,24 +242,37 @@ static void load_block(const import_opts *o, const item *items, int64_t i0, int6
 }
 
 static int write_all(const import_opts *o, const item *items, int64_t n, const scene_mask *sm,
-                     const uint8_t *split, int nt, import_summary *sum, cc_status *st)
+                     const uint8_t *split, int nt, import_summary *sum, FILE *log,
+                     cc_status *st)
 {
     const size_t hw = (size_t)o->width * o->height;
     const int64_t block = 8 * (int64_t)nt;
     float *buf = malloc((size_t)block * hw * sizeof *buf);
     int *bits = calloc((size_t)block, sizeof *bits);
+    uint16_t *vmax = calloc((size_t)block, sizeof *vmax);
+    uint16_t all_max = 0;
     cc_status *sts = malloc((size_t)block * sizeof *sts);
-    if (!buf || !bits || !sts) {
-        free(buf); free(bits); free(sts);
+    if (!buf || !bits || !vmax || !sts) {
+        free(buf); free(bits); free(vmax); free(sts);
         return status_set(st, "%s: out of memory", o->out_path);
     }
+    cc_norm norm;
+    char spec[NORM_SPEC_LEN];
+    if (norm_parse(o->normalize ? o->normalize : "range", &norm, st)) {
+        free(buf); free(bits); free(vmax); free(sts);
+        return -1;
+    }
+    norm_format(&norm, spec, sizeof spec);
     dataset_writer *wr = dataset_writer_open(o->out_path, o->height, o->width, st);
     int rc = wr ? 0 : -1;
-    if (wr) dataset_writer_set_split_info(wr, o->seed, o->frac);
+    if (wr) {
+        dataset_writer_set_split_info(wr, o->seed, o->frac);
+        dataset_writer_set_normalize(wr, spec);
+    }
     for (int64_t i0 = 0; rc == 0 && i0 < n; i0 += block) {
         const int64_t m = n - i0 < block ? n - i0 : block;
         for (int64_t j = 0; j < m; j++) status_clear(&sts[j]);
-        load_block(o, items, i0, m, sm, buf, bits, sts, nt);
+        load_block(o, &norm, items, i0, m, sm, buf, bits, vmax, sts, nt);
         for (int64_t j = 0; rc == 0 && j < m; j++) {
             const item *it = &items[i0 + j];
             if (sts[j].failed) {
@@ -261,22 +281,30 @@ static int write_all(const import_opts *o, const item *items, int64_t n, const s
             }
             if (i0 + j == 0) {
                 sum->bits = bits[j];
-                dataset_writer_set_image_type(wr, bits[j] == 8 ? DATASET_U8 : DATASET_F32);
+                /* uint8 keeps 8-bit sources exactly only when scaled by 1/255 */
+                dataset_writer_set_image_type(wr, bits[j] == 8 && norm.kind == NORM_RANGE
+                                                      ? DATASET_U8 : DATASET_F32);
             } else if (bits[j] != sum->bits) {
                 rc = status_set(st, "%s/%s: %d-bit image, but the images before it are "
                                 "%d-bit; mixed bit depths are not supported",
                                 o->images_dir, it->file, bits[j], sum->bits);
                 break;
             }
+            all_max = vmax[j] > all_max ? vmax[j] : all_max;
             dataset_record rec = {it->nm.count, it->nm.focus, it->nm.stain, it->nm.site,
                                   it->scene, split[i0 + j], it->file};
             rc = dataset_writer_append(wr, buf + (size_t)j * hw, sm[it->scene].px, &rec, st);
             if (rc == 0) sum->split_images[split[i0 + j]]++;
         }
     }
-    free(buf); free(bits); free(sts);
+    free(buf); free(bits); free(vmax); free(sts);
     if (dataset_writer_close(wr, rc == 0, st) != 0) rc = -1;
     if (rc == 0) sum->images = n;
+    if (rc == 0 && log && sum->bits == 16 && norm.kind == NORM_RANGE && all_max <= 4095)
+        fprintf(log, "cellcount import: warning: no 16-bit image exceeds 4095 (max %u): if this "
+                     "is 12-bit camera data, --normalize range made it 16x darker than 8-bit or "
+                     "simulated data of the same scene: import with --normalize bits:12\n",
+                (unsigned)all_max);
     return rc;
 }
 
@@ -378,7 +406,7 @@ int import_run(const import_opts *o, FILE *log, import_summary *sum_out, cc_stat
         fprintf(log, "cellcount import: %lld of %lld scenes have no mask in %s\n",
                 (long long)(ns - sum.scenes_with_mask), (long long)ns, o->masks_dir);
 
-    rc = write_all(o, items, n, sm, split, nt, &sum, st);
+    rc = write_all(o, items, n, sm, split, nt, &sum, log, st);
 
 out:
     if (sm)

@@ -29,6 +29,8 @@ typedef struct import_opts {
     uint64_t seed;              /* split seed, default 1 */
     double frac[3];             /* split fractions, default 0.8/0.1/0.1 */
     int threads;                /* OpenMP threads, 0 = OpenMP's default */
+    const char *normalize;      /* normalize.h spec for the images; NULL = range.
+                                 * Recorded as the data set's normalize attribute */
 } import_opts;
 
 typedef struct import_summary {

@@ -175,13 +175,15 @@ int saliency_run(const cc_config *cfg, const saliency_opts *o, char *const *args
     float *images = NULL, *mask = NULL, *mgrad = NULL, *igrad = NULL;
     double *count = NULL, *sigma = NULL;
     uint8_t *px = NULL;
-    int *slot = NULL;
+    int *slot = NULL, nread = 0;
 
     if (count_input_size(cfg, &h, &w, st)) goto done;
     model_open = 1;
     if (count_model_open(&cm, cfg, h, w, o->fpn_ckpt, o->counter_ckpt, 0, st)) goto done;
     saliency_prepare(&cm, &t);
     tape = 1;
+    count_reader rd;
+    if (count_reader_init(&rd, o->read, &cm, log, st)) goto done;
     if (o->png_dir && fs_mkdirs(o->png_dir, st)) goto done;
     if (count_inputs_collect(args, nargs, &in, log, &bad, st)) goto done;
 
@@ -208,8 +210,9 @@ int saliency_run(const cc_config *cfg, const saliency_opts *o, char *const *args
     fprintf(out, "file\tcount\tsigma\n");
     saliency_maps maps = {count, sigma, mask, mgrad, igrad};
     for (int next = 0; next < in.n;) {
-        int n = count_inputs_next_batch(&in, &next, B, h, w, images, slot, log, &bad);
+        int n = count_inputs_next_batch(&in, &next, B, h, w, images, slot, &rd, log, &bad);
         if (n == 0) continue;
+        nread += n;
         if (saliency_compute(&cm, &t, images, n, &maps, st)) goto done;
         for (int i = 0; i < n; i++) {
             const char *stem = in.stems[slot[i]];
@@ -227,6 +230,7 @@ int saliency_run(const cc_config *cfg, const saliency_opts *o, char *const *args
         }
         fflush(out);
     }
+    count_reader_finish(&rd, nread, log);
     if (h5) {
         h5 = 0;
         cc_status cst;

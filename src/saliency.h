@@ -49,6 +49,7 @@ typedef struct saliency_opts {
     const char *png_dir;    /* NULL: no PNGs */
     int batch;              /* >= 1 */
     int h, w;               /* input size; 0: count_input_size */
+    const count_read *read; /* NULL: the run's normalisation, no page/channel */
 } saliency_opts;
 
 /* Saliency maps of every image of args (count_inputs_collect).

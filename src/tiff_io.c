@@ -201,8 +201,10 @@ static int read_rgba(TIFF *tif, const layout *L, cc_image *img, tiff_msgs *m,
     return 0;
 }
 
-/* Check the current directory and decode it into img (px preallocated). */
-static int decode(TIFF *tif, cc_image *img, tiff_msgs *m, const char *path, cc_status *st)
+/* Check the current directory and decode it into img (px preallocated),
+ * sample `channel` of each pixel when >= 0 (see tiff_read_gray_at). */
+static int decode(TIFF *tif, cc_image *img, tiff_msgs *m, const char *path, int channel,
+                  cc_status *st)
 {
     layout L;
     uint16_t photometric = 0, sfmt = SAMPLEFORMAT_UINT;
@@ -230,6 +232,9 @@ static int decode(TIFF *tif, cc_image *img, tiff_msgs *m, const char *path, cc_s
     case PHOTOMETRIC_MINISBLACK: case PHOTOMETRIC_MINISWHITE: gray = 1; break;
     case PHOTOMETRIC_RGB: gray = 0; break;
     case PHOTOMETRIC_YCBCR:
+        if (channel >= 0)
+            return status_set(st, "%s: YCbCr (JPEG-compressed colour) TIFF: a channel cannot "
+                              "be chosen, only the luma is read (drop --channel)", path);
         if (L.bps != 8)
             return status_set(st, "%s: 16-bit YCbCr TIFF is not supported", path);
         return read_rgba(tif, &L, img, m, path, st);
@@ -242,6 +247,23 @@ static int decode(TIFF *tif, cc_image *img, tiff_msgs *m, const char *path, cc_s
     if (L.spp < (gray ? 1 : 3))
         return status_set(st, "%s: corrupt TIFF: %u samples per pixel for %s", path,
                           (unsigned)L.spp, gray ? "gray" : "RGB");
+    if (channel >= L.spp)
+        return status_set(st, "%s: channel %d out of range: the file has %u sample(s) per "
+                          "pixel (channels 0..%u)", path, channel, (unsigned)L.spp,
+                          (unsigned)L.spp - 1);
+    if (channel < 0 && gray && L.spp > 1) {
+        /* gray + alpha is still one image; anything else is several. */
+        uint16_t nextra = 0, *extra = NULL;
+        int alpha_only = TIFFGetField(tif, TIFFTAG_EXTRASAMPLES, &nextra, &extra) &&
+                         nextra == L.spp - 1;
+        for (int i = 0; alpha_only && i < nextra; i++)
+            alpha_only = extra[i] == EXTRASAMPLE_ASSOCALPHA ||
+                         extra[i] == EXTRASAMPLE_UNASSALPHA;
+        if (!alpha_only)
+            return status_set(st, "%s: multi-channel TIFF (%u samples per pixel): choose one "
+                              "with --channel N (0..%u)", path, (unsigned)L.spp,
+                              (unsigned)L.spp - 1);
+    }
     L.nplanes = (L.planar == PLANARCONFIG_SEPARATE) ? L.spp : 1;
     L.per_plane = (L.planar == PLANARCONFIG_SEPARATE) ? 1 : L.spp;
 
@@ -255,9 +277,10 @@ static int decode(TIFF *tif, cc_image *img, tiff_msgs *m, const char *path, cc_s
     const uint16_t maxv = (uint16_t)((1u << L.bps) - 1u);
     const size_t n = (size_t)L.w * L.h;
     if (rc == 0) {
-        if (gray) {
+        if (gray || channel >= 0) {
+            const int c = channel >= 0 ? channel : 0;
             if (samp != img->px)
-                for (size_t i = 0; i < n; i++) img->px[i] = samp[i * L.spp];
+                for (size_t i = 0; i < n; i++) img->px[i] = samp[i * L.spp + c];
             if (photometric == PHOTOMETRIC_MINISWHITE)
                 for (size_t i = 0; i < n; i++) img->px[i] = (uint16_t)(maxv - img->px[i]);
         } else {
@@ -267,12 +290,19 @@ static int decode(TIFF *tif, cc_image *img, tiff_msgs *m, const char *path, cc_s
             }
         }
         img->bits = L.bps;
+        uint16_t dmax = 0;
+        if (TIFFGetField(tif, TIFFTAG_MAXSAMPLEVALUE, &dmax)) img->declared_max = dmax;
     }
     if (samp != img->px) free(samp);
     return rc;
 }
 
 int tiff_read_gray(const char *path, cc_image *img, cc_status *st)
+{
+    return tiff_read_gray_at(path, -1, -1, img, st);
+}
+
+int tiff_read_gray_at(const char *path, int page, int channel, cc_image *img, cc_status *st)
 {
     assert(path && img);
     memset(img, 0, sizeof *img);
@@ -295,10 +325,15 @@ int tiff_read_gray(const char *path, cc_image *img, cc_status *st)
     }
     int rc = 0;
     uint32_t w = 0, h = 0;
-    if (TIFFNumberOfDirectories(tif) != 1) {
-        rc = status_set(st, "%s: multi-page TIFF (%u pages) is not supported: "
-                        "one image per file expected", path,
-                        (unsigned)TIFFNumberOfDirectories(tif));
+    const unsigned npages = TIFFNumberOfDirectories(tif);
+    if (page < 0 && npages != 1) {
+        rc = status_set(st, "%s: multi-page TIFF (%u pages): choose one with --page N "
+                        "(0..%u)", path, npages, npages ? npages - 1 : 0);
+    } else if (page >= 0 && (unsigned)page >= npages) {
+        rc = status_set(st, "%s: page %d out of range: the file has %u page(s) (0..%u)", path,
+                        page, npages, npages ? npages - 1 : 0);
+    } else if (page > 0 && !TIFFSetDirectory(tif, (tdir_t)page)) {
+        rc = status_set(st, "%s: cannot read page %d (%s)", path, page, detail(&m));
     } else if (!TIFFGetField(tif, TIFFTAG_IMAGEWIDTH, &w) ||
                !TIFFGetField(tif, TIFFTAG_IMAGELENGTH, &h) || w == 0 || h == 0) {
         rc = status_set(st, "%s: corrupt TIFF: missing or zero image size (%s)", path,
@@ -314,7 +349,7 @@ int tiff_read_gray(const char *path, cc_image *img, cc_status *st)
             rc = status_set(st, "%s: out of memory for %ux%u image", path, (unsigned)w,
                             (unsigned)h);
         else
-            rc = decode(tif, img, &m, path, st);
+            rc = decode(tif, img, &m, path, channel, st);
     }
     TIFFClose(tif);     /* closes fd */
     if (rc) cc_image_free(img);

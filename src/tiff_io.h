@@ -5,9 +5,11 @@
  * min-is-white, strips or tiles, contiguous or separate planes, any
  * compression this libtiff decodes.  8/16-bit RGB(A) is converted to gray
  * with the ITU-R BT.601 luma Y = 0.299 R + 0.587 G + 0.114 B (rounded to the
- * nearest integer; alpha and other extra samples are ignored).  Float or
- * signed samples, palette images, bilevel/4/12/32-bit samples and
- * multi-page files are refused with a message naming the file.
+ * nearest integer; alpha and other extra samples are ignored) unless one
+ * sample (channel) is chosen.  Multi-page files need a page chosen, gray
+ * files with several samples per pixel (other than gray + alpha) a channel
+ * (tiff_read_gray_at).  Float or signed samples, palette images and
+ * bilevel/4/12/32-bit samples are refused with a message naming the file.
  *
  * libtiff diagnostics never reach stderr: every TIFF handle is opened with a
  * per-handle error/warning handler (libtiff >= 4.5 TIFFOpenOptions), which
@@ -30,6 +32,9 @@ typedef struct cc_image {
     int w, h;
     int bits;           /* 8 or 16: the sample depth of the source */
     uint16_t *px;       /* w*h values, row-major; owned, free with cc_image_free */
+    int declared_max;   /* the MaxSampleValue tag when the file has one, else 0
+                         * (the TIFF spec says it is statistics only: it does
+                         * not change the scaling, see normalize.h) */
 } cc_image;
 
 /* Read the TIFF at `path` into *img (which is overwritten; on failure it is
@@ -37,6 +42,17 @@ typedef struct cc_image {
  * problem (missing, not a TIFF, truncated or corrupt data, unsupported
  * sample format, more than one page). */
 int tiff_read_gray(const char *path, cc_image *img, cc_status *st);
+
+/* tiff_read_gray with a page and a channel chosen, both counted from 0;
+ * -1 = not chosen.  page: -1 accepts single-page files only; a multi-page
+ * file is then an error that says how many pages it has.  channel: -1
+ * reads gray (and gray + alpha) as gray and RGB as luma, and refuses a
+ * gray file with other extra samples (a multi-channel image) with a
+ * message that says how many; >= 0 takes that sample of each pixel as is
+ * (no luma, min-is-white still inverted; not for YCbCr/JPEG files).  An
+ * index past the file's pages or samples is an error naming the file and
+ * the valid range. */
+int tiff_read_gray_at(const char *path, int page, int channel, cc_image *img, cc_status *st);
 
 /* Free img->px and zero the struct.  Safe on a zeroed or freed image. */
 void cc_image_free(cc_image *img);

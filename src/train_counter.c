@@ -9,6 +9,7 @@
 #include "src/counting.h"
 #include "src/dataset.h"
 #include "src/metrics.h"
+#include "src/ood.h"
 #include "src/train_util.h"
 
 /* One training epoch; returns images seen or -1.  *loss_out: mean loss. */
@@ -226,6 +227,9 @@ int train_counter(const cc_config *cfg, const char *fpn_ckpt, int resume, cc_sta
                 ms.coverage95, ms.width95, (double)ntr / secs);
         if (train_state_epoch_end(&ts, &s, epoch, ms.mae, st)) goto out;
     }
+    /* What count's out-of-distribution flags compare against (ood.h). */
+    if (ood_train_stats_write(&s, needs_fpn && !finetune ? &mtr : NULL, cfg->data_file, st))
+        goto out;
     rc = 0;
 out:
     if (tapes) {

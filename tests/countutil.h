@@ -45,5 +45,7 @@ void count_add_case(Suite *s, const char *name, const TTest *test);
 
 /* test_count_saliency.c */
 void saliency_add_tests(Suite *s);
+/* test_count_ood.c */
+void count_ood_add_tests(Suite *s);
 
 #endif

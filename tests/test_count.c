@@ -205,7 +205,7 @@ void make_run(run_fx *fx, const char *sub, const char *counter_input)
 
 static count_opts opts_default(void)
 {
-    count_opts o = {NULL, NULL, NULL, 0, NULL, 16, H, W};
+    count_opts o = {NULL, NULL, NULL, 0, NULL, 16, H, W, NULL};
     return o;
 }
 
@@ -217,6 +217,7 @@ typedef struct table {
     char header[1024];
     char file[MAXROWS][1024];
     double v[MAXROWS][4];       /* count, sigma, lower95, upper95 */
+    char ood[MAXROWS][128];     /* the ood column */
 } table;
 
 static void read_table(const char *path, char sep, table *t)
@@ -231,7 +232,11 @@ static void read_table(const char *path, char sep, table *t)
         ck_assert_int_lt(t->nrows, MAXROWS);
         int fields = 1;
         for (char *p = line; *p; p++) fields += *p == sep;
-        ck_assert_msg(fields == 5, "expected 5 columns, got %d in '%s'", fields, line);
+        /* the ood column is quoted in CSV when it lists several reasons */
+        char *q = strchr(line, '"');
+        if (q && sep == ',')
+            for (char *p = q + 1; *p && *p != '"'; p++) fields -= *p == ',';
+        ck_assert_msg(fields == 6, "expected 6 columns, got %d in '%s'", fields, line);
         char *p = strchr(line, sep);
         *p = '\0';
         snprintf(t->file[t->nrows], 1024, "%s", line);
@@ -242,6 +247,9 @@ static void read_table(const char *path, char sep, table *t)
             ck_assert_msg(end != e, "bad number in column %d", k + 2);
             e = end + 1;
         }
+        size_t l = strcspn(e, "\n");
+        if (l >= 2 && e[0] == '"' && e[l - 1] == '"') e++, l -= 2;
+        snprintf(t->ood[t->nrows], sizeof t->ood[0], "%.*s", (int)l, e);
         t->nrows++;
     }
     fclose(f);
@@ -294,7 +302,7 @@ START_TEST(count_table)
     ck_assert_msg(count_run(&fx.cfg, &o, args, 4, stdout, stderr, &st) == 0, "%s", st.msg);
     table t;
     read_table(o.output, '\t', &t);
-    ck_assert_str_eq(t.header, "file\tcount\tsigma\tlower95\tupper95\n");
+    ck_assert_str_eq(t.header, "file\tcount\tsigma\tlower95\tupper95\tood\n");
     ck_assert_int_eq(t.nrows, 4);
     for (int i = 0; i < 4; i++) {
         ck_assert_str_eq(t.file[i], args[i]);
@@ -323,7 +331,7 @@ START_TEST(count_table)
     ck_assert_msg(count_run(&fx.cfg, &o, args, 4, stdout, stderr, &st) == 0, "%s", st.msg);
     table t2;
     read_table(o.output, ',', &t2);
-    ck_assert_str_eq(t2.header, "file,count,sigma,lower95,upper95\n");
+    ck_assert_str_eq(t2.header, "file,count,sigma,lower95,upper95,ood\n");
     ck_assert_int_eq(t2.nrows, 4);
     for (int i = 0; i < 4; i++)
         for (int k = 0; k < 4; k++)
@@ -595,6 +603,7 @@ static Suite *count_suite(void)
     count_add_case(s, "count_config_and_size", count_config_and_size);
     count_add_case(s, "count_masks", count_masks);
     saliency_add_tests(s);
+    count_ood_add_tests(s);
     return s;
 }
 

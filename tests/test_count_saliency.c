@@ -306,7 +306,7 @@ START_TEST(saliency_files)
     FILE *f = fopen(args[2], "w");
     fputs("junk", f);
     fclose(f);
-    saliency_opts o = {NULL, NULL, tpath("sal", "out/sal.h5"), tpath("sal", "png"), 4, H, W};
+    saliency_opts o = {NULL, NULL, tpath("sal", "out/sal.h5"), tpath("sal", "png"), 4, H, W, NULL};
     ck_assert_int_eq(mkdir(tpath("sal", "out"), 0777), 0);
     FILE *out = tmpfile(), *log = tmpfile();
     ck_assert_int_eq(saliency_run(&fx.cfg, &o, args, 3, out, log, &st), 1);
