@@ -155,6 +155,16 @@ int train_state_epoch_end(train_state *ts, cc_session *s, int epoch, double crit
     if (dist_check_same(&s->dist, ts->P, ts->stage, st) ||
         (ts->P2 && dist_check_same(&s->dist, ts->P2, ts->stage, st)))
         return -1;
+    cc_dist *d = &s->dist;
+    if (d->size > 1 && d->reductions) {   /* what the gradient reductions cost */
+        fprintf(s->log, "%s epoch %d: %d ranks, %lld gradient allreduces, %.2f s in them "
+                        "(%.1f ms each), %.1f MB sent per step per rank\n",
+                ts->stage, epoch + 1, d->size, (long long)d->reductions, d->comm_seconds,
+                1e3 * d->comm_seconds / (double)d->reductions,
+                d->comm_bytes / (double)d->reductions / 1e6);
+        d->reductions = 0;
+        d->comm_seconds = d->comm_bytes = 0;
+    }
     int improved = criterion < ts->best;
     if (improved) ts->best = criterion;
     if (!s->writer) return 0;   /* rank 0 alone writes */

@@ -50,6 +50,24 @@ int main(int argc, char **argv)
     cc_dist d;
     dist_open(&d);
     const int p = d.size;
+    if (argc == 4 && !strcmp(argv[1], "--bench")) {
+        /* --bench FLOATS REPS: seconds per gradient allreduce (docs/CLUSTER.md) */
+        const size_t n = (size_t)atol(argv[2]);
+        const int reps = atoi(argv[3]);
+        float *g = calloc(n, sizeof *g);
+        if (!g || reps < 1) return 1;
+        dist_allreduce_grad(&d, g, n, 1, p, &st);    /* warm-up */
+        d.comm_seconds = 0;
+        for (int i = 0; i < reps; i++) dist_allreduce_grad(&d, g, n, 1, p, &st);
+        if (d.rank == 0)
+            printf("allreduce of %.1f MB over %d ranks: %.1f ms each (%.2f GB/s bus)\n",
+                   4e-6 * (double)n, p, 1e3 * d.comm_seconds / reps,
+                   2.0 * (p - 1) / p * 4.0 * (double)n / (d.comm_seconds / reps) / 1e9);
+        free(g);
+        dist_close(&d);
+        dist_finalize();
+        return 0;
+    }
 
     /* Gradient reduction: lengths that split evenly, unevenly, and into
      * fewer elements than ranks (empty chunks). */
