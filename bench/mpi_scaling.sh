@@ -4,9 +4,11 @@
 # 1 process x 2 threads, side by side, plus the gradient allreduce alone at
 # the paper's sizes (FPN width 128: 6.9 M floats = 27 MB; VGG-11 counter at
 # 1x96x128: 22 M floats = 88 MB).  Run from a build configured --with-mpi.
-# usage: bench/mpi_scaling.sh [WIDTH [STEPS]]   (FPN width, default 32; steps 4)
+# Rounds interleave the three configurations; compare them within a round.
+# The allreduce time a rank measures includes waiting for the slower rank.
+# usage: bench/mpi_scaling.sh [WIDTH [STEPS [ROUNDS]]]   (default 32 4 3)
 set -u
-W=${1:-32}; STEPS=${2:-4}
+W=${1:-32}; STEPS=${2:-4}; ROUNDS=${3:-3}
 cc=./cellcount
 export OMPI_MCA_btl=self,vader OMPI_MCA_oob_tcp_if_include=lo OMP_WAIT_POLICY=passive
 [ "$(id -u)" -eq 0 ] && export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
@@ -28,11 +30,12 @@ run() {  # label np threads
     grep "allreduces" "$tmp/$1.log" | sed 's/^/    /'
 }
 echo "FPN depth 4 width $W, 256x192 images, global batch 4, $(nproc) CPUs, load $(cut -d' ' -f1 /proc/loadavg)"
-run np1x1thread 1 1
-run np2x1thread 2 1
-run np1x2threads 1 2
-run np2x1thread_again 2 1
-run np1x1thread_again 1 1
+for r in $(seq "$ROUNDS"); do
+    echo "round $r (load $(cut -d' ' -f1 /proc/loadavg))"
+    run np1x1thread 1 1
+    run np2x1thread 2 1
+    run np1x2threads 1 2
+done
 for n in 6900000 22000000; do
     OMP_NUM_THREADS=1 timeout 300 mpirun --oversubscribe --bind-to none -np 2 tests/test_mpi_dist --bench $n 10
 done
