@@ -27,8 +27,16 @@ cleanup() {
 }
 trap cleanup EXIT
 # Free ports (a Slurm on this machine would hold 6817/6818).
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+port() {
+    local p
+    for _ in $(seq 50); do
+        p=$(( 20000 + RANDOM % 20000 ))
+        ss -ltn 2>/dev/null | grep -q ":$p " || { echo $p; return; }
+    done
+    echo $p
+}
 p1=$(port); p2=$(port)
+while [ "$p2" = "$p1" ]; do p2=$(port); done
 cpus=$(nproc)
 mem=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 / 2 ))
 mkdir -p "$tmp/state" "$tmp/spool" "$tmp/log"
