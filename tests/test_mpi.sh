@@ -99,7 +99,7 @@ mp=$!
 ranks() {  # PIDs of the job's ranks (from /proc: procps may be missing)
     local f
     for f in /proc/[0-9]*/cmdline; do
-        tr '\0' ' ' < "$f" 2>/dev/null | grep -q "^$cc train-fpn .*$tmp/kill" && { f=${f#/proc/}; echo "${f%/cmdline}"; }
+        { tr '\0' ' ' < "$f"; } 2>/dev/null | grep -q "^$cc train-fpn .*$tmp/kill" && { f=${f#/proc/}; echo "${f%/cmdline}"; }
     done
 }
 for _ in $(seq 150); do [ "$(ranks | wc -l)" = 2 ] && break; sleep 0.2; done
