@@ -61,8 +61,14 @@ int cli_report(int argc, char **argv)
     int rc = 1;
     for (int i = optind; i < argc; i++)
         if (report_add(&r, argv[i], &st)) goto fail;
+    if (r.nruns == 0 && r.nmissing) {  /* a sweep none of whose points has a run yet */
+        report_print_missing(&r, stdout);
+        rc = 0;
+        goto out;
+    }
     if (report_finish(&r, &st)) goto fail;
     report_print(&r, stdout);
+    report_print_missing(&r, stdout);
     fflush(stdout);
     if (csv) {
         if (report_write_csv(&r, csv, &st)) goto fail;

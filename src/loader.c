@@ -31,6 +31,7 @@ struct cc_loader {
     int64_t *index;         /* n dataset indices, ascending */
     int32_t *counts, *focus;
     uint8_t *has_mask;
+    int shard, shards;      /* this loader's slice of every batch (dist.h) */
 
     /* shared with the prefetch thread, guarded by mu */
     pthread_mutex_t mu;
@@ -109,8 +110,19 @@ static void fill_batch(const cc_loader *L, int64_t epoch, const int64_t *perm, i
 {
     const int64_t start = bi * L->batch;
     const int64_t n = L->n - start < L->batch ? L->n - start : L->batch;
-    for (int j = 0; j < n; j++) fill_sample(L, epoch, perm[start + j], b, j);
-    b->n = (int)n;
+    const int64_t lo = n * L->shard / L->shards, hi = n * (L->shard + 1) / L->shards;
+    for (int64_t j = lo; j < hi; j++) fill_sample(L, epoch, perm[start + j], b, (int)(j - lo));
+    b->n = (int)(hi - lo);
+    b->global_n = (int)n;
+}
+
+void loader_set_shard(cc_loader *L, int shard, int shards)
+{
+    assert(L && shards >= 1 && shard >= 0 && shard < shards);
+    pthread_mutex_lock(&L->mu);
+    L->shard = shard;
+    L->shards = shards;
+    pthread_mutex_unlock(&L->mu);
 }
 
 static void *prefetch_main(void *arg)
@@ -286,6 +298,7 @@ cc_loader *loader_open(const char *path, int split, int batch, uint64_t seed,
     L->batch = batch; L->flags = flags; L->seed = seed;
     L->u8 = ds->image_type == DATASET_U8;
     L->held = -1;
+    L->shards = 1;
     for (int64_t i = 0; i < ds->n; i++)
         if (split == LOADER_SPLIT_ALL || ds->split[i] == split) L->n++;
     int rc = 0;

@@ -50,6 +50,7 @@ typedef struct loader_batch {
     uint8_t *has_mask;      /* n flags */
     int64_t *indices;       /* n dataset indices (rows of the file) */
     uint8_t *flipped;       /* n: bit 0 horizontal, bit 1 vertical flip applied */
+    int global_n;           /* samples of the whole batch over all shards (= n unsharded) */
 } loader_batch;
 
 typedef struct cc_loader cc_loader;
@@ -71,6 +72,15 @@ void loader_epoch_begin(cc_loader *L, int64_t epoch);
  * is over (or no epoch was begun).  Blocks while the prefetch thread is
  * still assembling the batch; that time is added to loader_wait_seconds. */
 int loader_next(cc_loader *L, loader_batch *b);
+
+/* Data-parallel training (dist.h): from the next loader_epoch_begin on,
+ * every batch of the epoch order (same permutation, same batch boundaries
+ * at any shard count) is cut into `shards` contiguous slices and this
+ * loader yields slice `shard` only: rows [n k / S, n (k+1) / S) of an
+ * n-sample batch.  The samples a step sees over all shards therefore do not
+ * depend on the number of ranks, and a kept last batch is split without
+ * duplicates (a slice may be empty: b.n == 0).  Default: 0 of 1. */
+void loader_set_shard(cc_loader *L, int shard, int shards);
 
 /* Samples in the split, and batches per epoch (after drop/keep last). */
 int64_t loader_size(const cc_loader *L);

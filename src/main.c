@@ -1,6 +1,7 @@
 /* main.c - the `cellcount` executable: dispatch to a subcommand. */
 #include "config.h"
 #include "src/cli.h"
+#include "src/dist.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -31,7 +32,9 @@ static void usage(FILE *f)
     fprintf(f, "\nRun `cellcount COMMAND --help` for a command's options.\n");
 }
 
-int main(int argc, char **argv)
+/* The command; under MPI with several ranks only the trainers run (every
+ * other command would have each rank write the same files). */
+static int dispatch(int argc, char **argv)
 {
     if (argc < 2) {
         usage(stderr);
@@ -42,12 +45,38 @@ int main(int argc, char **argv)
         return 0;
     }
     if (!strcmp(argv[1], "--version")) {
-        printf("cellcount %s (commit %s)\n", PACKAGE_VERSION, CC_GIT_COMMIT);
+        printf("cellcount %s (commit %s, MPI %s)\n", PACKAGE_VERSION, CC_GIT_COMMIT,
+               dist_compiled() ? "yes: data-parallel train-fpn/train-counter under mpirun"
+                               : "no: ./configure --with-mpi to enable");
         return 0;
     }
     for (size_t i = 0; i < NCOMMANDS; i++)
-        if (!strcmp(argv[1], commands[i].name))
+        if (!strcmp(argv[1], commands[i].name)) {
+            if (dist_world_size() > 1 && strncmp(argv[1], "train-", 6)) {
+                if (dist_world_rank() == 0)
+                    fprintf(stderr, "cellcount %s: runs as one process; under MPI only "
+                                    "train-fpn and train-counter use several ranks (this job "
+                                    "has %d)\n", argv[1], dist_world_size());
+                return 2;
+            }
             return commands[i].run(argc - 1, argv + 1);
+        }
     fprintf(stderr, "cellcount: unknown command '%s' (see cellcount --help)\n", argv[1]);
     return 2;
+}
+
+int main(int argc, char **argv)
+{
+    cc_status st;
+    status_clear(&st);
+    if (dist_init(&argc, &argv, &st)) {
+        fprintf(stderr, "cellcount: %s\n", st.msg);
+        return 1;
+    }
+    int rc = dispatch(argc, argv);
+    /* One rank's failure (its message is printed) ends the whole job: the
+     * others may be waiting in a collective and would hang. */
+    if (rc != 0 && rc != 2) dist_abort(rc);
+    dist_finalize();
+    return rc;
 }

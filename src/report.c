@@ -26,6 +26,7 @@ void report_free(cc_report *r)
     }
     free(r->runs);
     free(r->diff);
+    free(r->missing);
     memset(r, 0, sizeof *r);
 }
 
@@ -74,6 +75,51 @@ static int add_file(cc_report *r, const char *path, cc_status *st)
     return 0;
 }
 
+/* Note a sweep point that the table cannot show (and why). */
+static int note_missing(cc_report *r, const char *name, const char *why, cc_status *st)
+{
+    void *m = realloc(r->missing, sizeof *r->missing * (size_t)(r->nmissing + 1));
+    if (!m) return status_set(st, "report: out of memory");
+    r->missing = m;
+    snprintf(r->missing[r->nmissing++], sizeof *r->missing, "%.180s: %.200s", name, why);
+    return 0;
+}
+
+/* One point directory of a sweep: its run when readable, else a note. */
+static int add_point(cc_report *r, const char *dir, const char *name, cc_status *st)
+{
+    char path[CFG_STR + 300];
+    struct stat sb;
+    snprintf(path, sizeof path, "%s/%s/run.h5", dir, name);
+    if (stat(path, &sb) || !S_ISREG(sb.st_mode)) return note_missing(r, name, "missing (no run.h5)", st);
+    cc_status e;
+    status_clear(&e);
+    if (add_file(r, path, &e)) return note_missing(r, name, e.msg, st);
+    snprintf(path, sizeof path, "%s/%s/DONE", dir, name);
+    if (access(path, F_OK))
+        return note_missing(r, name, "unfinished or failed (no DONE marker; see its log.txt)", st);
+    return 0;
+}
+
+/* A sweep directory with points.txt: exactly the listed points. */
+static int add_listed(cc_report *r, const char *dir, FILE *f, cc_status *st)
+{
+    char line[512];
+    int rc = 0;
+    while (!rc && fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\r\n")] = '\0';
+        if (line[0] && line[0] != '#') rc = add_point(r, dir, line, st);
+    }
+    return rc;
+}
+
+void report_print_missing(const cc_report *r, FILE *f)
+{
+    if (!r->nmissing) return;
+    fprintf(f, "\n%d point%s not in the table:\n", r->nmissing, r->nmissing == 1 ? "" : "s");
+    for (int i = 0; i < r->nmissing; i++) fprintf(f, "  %s\n", r->missing[i]);
+}
+
 static int skip_dot(const struct dirent *d)
 {
     return d->d_name[0] != '.';
@@ -89,6 +135,16 @@ int report_add(cc_report *r, const char *arg, cc_status *st)
     for (size_t l = strlen(dir); l > 1 && dir[l - 1] == '/'; l--) dir[l - 1] = '\0';
     snprintf(path, sizeof path, "%s/run.h5", dir);
     if (access(path, F_OK) == 0) return add_file(r, path, st);
+    /* A sweep directory with the list of its points (written by sweep
+     * --emit-slurm / --emit-commands): missing and failed points are
+     * listed, not fatal. */
+    snprintf(path, sizeof path, "%s/points.txt", dir);
+    FILE *pf = fopen(path, "r");
+    if (pf) {
+        int rc = add_listed(r, dir, pf, st);
+        fclose(pf);
+        return rc;
+    }
     /* A sweep directory: its points, one level down, in natural order
      * (fpn.width=8 before fpn.width=16). */
     struct dirent **list;
@@ -99,7 +155,9 @@ int report_add(cc_report *r, const char *arg, cc_status *st)
         snprintf(path, sizeof path, "%s/%s/run.h5", dir, list[i]->d_name);
         if (!rc && stat(path, &sb) == 0 && S_ISREG(sb.st_mode)) {
             found++;
-            rc = add_file(r, path, st);
+            cc_status e;
+            status_clear(&e);
+            if (add_file(r, path, &e)) rc = note_missing(r, list[i]->d_name, e.msg, st);
         }
         free(list[i]);
     }

@@ -26,6 +26,8 @@ typedef struct cc_report {
     report_run *runs;
     int ndiff;
     char (*diff)[RUNLOG_NAME];  /* "section.key" of the configuration keys that differ */
+    int nmissing;               /* sweep points without a readable run, listed ... */
+    char (*missing)[400];       /* ... as "NAME: why" by report_print_missing */
 } cc_report;
 
 /* The headline numbers of one run, in table order; NaN where the run has
@@ -87,5 +89,10 @@ int report_write_csv(const cc_report *r, const char *path, cc_status *st);
  * plot not written, no data at all. */
 int report_plot(const cc_report *r, const char *dir, const char *gnuplot, FILE *log,
                 cc_status *st);
+
+/* After the table: the sweep points that have no run yet (listed in the
+ * sweep's points.txt, see `cellcount sweep --emit-slurm`), whose run file
+ * cannot be read, or that have not finished (no DONE marker). */
+void report_print_missing(const cc_report *r, FILE *f);
 
 #endif

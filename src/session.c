@@ -55,6 +55,17 @@ int session_open(cc_session *s, const cc_config *cfg, int resume, cc_status *st)
         return status_set(st, "run.precision = %s is not implemented yet (only fp32)",
                           cfg->precision);
     snprintf(s->dir, sizeof s->dir, "%s", cfg->out_dir);
+    dist_open(&s->dist);
+    s->writer = s->dist.rank == 0;
+    if (!s->writer) {   /* rank > 0: compute only, rank 0 writes and reports */
+        if (!(s->log = fopen("/dev/null", "w"))) return status_set(st, "/dev/null: cannot open");
+        s->tty = 0;
+        if (ctx_init(&s->ctx, cfg->threads, st)) return -1;
+        char p[CFG_STR + 32];
+        if (runlog_create(&s->rl, session_path(s, "run.h5", p, sizeof p), cfg, st)) return -1;
+        s->rl_open = 1;
+        return 0;
+    }
     if (fs_mkdirs(s->dir, st)) return -1;
     if (access(s->dir, W_OK))
         return status_set(st, "%s: run directory is not writable (%s)", s->dir, strerror(errno));
@@ -76,6 +87,9 @@ int session_open(cc_session *s, const cc_config *cfg, int resume, cc_status *st)
         return -1;
     }
     s->rl_open = 1;
+    char ranks[32];
+    snprintf(ranks, sizeof ranks, "%d", s->dist.size);
+    if (runlog_set_attr(&s->rl, "mpi_ranks", ranks, st)) return -1;
     return write_config_ini(s, st);
 }
 
@@ -83,6 +97,9 @@ void session_close(cc_session *s)
 {
     if (s->rl_open) runlog_free(&s->rl);
     ctx_free(&s->ctx);
+    dist_close(&s->dist);
+    if (s->log && s->log != stderr) fclose(s->log);
+    s->log = NULL;
     s->rl_open = 0;
 }
 

@@ -23,6 +23,7 @@
 #include "models/counter.h"
 #include "models/fpn.h"
 #include "models/losses.h"
+#include "src/dist.h"
 #include "src/exp_config.h"
 #include "src/runlog.h"
 
@@ -34,10 +35,15 @@ typedef struct cc_session {
     char dir[CFG_STR];
     FILE *log;              /* progress and messages (stderr) */
     int tty;                /* log is a terminal: live progress line */
+    cc_dist dist;           /* MPI ranks (dist.h); size 1 without MPI */
+    int writer;             /* this process writes the run directory (rank 0) */
 } cc_session;
 
 /* Create the context and the run directory (mkdir -p), write config.ini,
- * and open (resume) or create run.h5.  Returns 0 or -1. */
+ * and open (resume) or create run.h5.  Under MPI only rank 0 touches the
+ * run directory (writer = 1; run.h5 gets attribute mpi_ranks); the other
+ * ranks keep an in-memory run log that is never written and log to
+ * /dev/null.  Returns 0 or -1. */
 int session_open(cc_session *s, const cc_config *cfg, int resume, cc_status *st);
 void session_close(cc_session *s);
 

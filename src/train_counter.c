@@ -37,12 +37,15 @@ static int64_t counter_epoch(cc_session *s, cc_models *m, cc_tape *t, cc_loader 
         if (x && counter_forward(t, &m->Pc, &m->counter, x, &cnt, &lv) == 0)
             loss = counter_loss(t, cnt, lv, y, kind, &lt);
         if (!loss) return status_set(st, "counter forward: %s", tape_error(t));
-        if (!isfinite(lt.total))
+        if (dist_any(&s->dist, !isfinite(lt.total)))   /* MPI: all ranks stop together */
             return status_set(st, "counter loss is %g at epoch %d step %lld: stopping (the last "
                                   "good checkpoint is kept)", lt.total, epoch + 1, (long long)step + 1);
         params_zero_grad(&m->Pc);
         if (fpn_opt) params_zero_grad(&m->Pf);
         if (tape_backward(t, loss)) return status_set(st, "counter backward: %s", tape_error(t));
+        if (dist_allreduce_grad(&s->dist, m->Pc.grad, m->Pc.n_train, b.n, b.global_n, st) ||
+            (fpn_opt && dist_allreduce_grad(&s->dist, m->Pf.grad, m->Pf.n_train, b.n, b.global_n, st)))
+            return -1;
         if (optim_step(opt, &m->Pc, st)) return -1;
         if (fpn_opt && optim_step(fpn_opt, &m->Pf, st)) return -1;
         sum += lt.total * b.n;
@@ -50,6 +53,9 @@ static int64_t counter_epoch(cc_session *s, cc_models *m, cc_tape *t, cc_loader 
         step++;
         progress_update(pg, step, lt.total, (double)seen / (session_now() - t0));
     }
+    double all[2] = {sum, (double)seen};
+    if (dist_sum_doubles(&s->dist, all, 2, st)) return -1;   /* MPI: over all ranks */
+    sum = all[0], seen = (int64_t)all[1];
     *loss_out = seen ? sum / (double)seen : NAN;
     return seen;
 }
@@ -156,7 +162,8 @@ int train_counter(const cc_config *cfg, const char *fpn_ckpt, int resume, cc_sta
     unsigned flags = LOADER_SHUFFLE | (cfg->augment ? LOADER_FLIP : 0);
     if (!(tr = loader_open(cfg->data_file, DATASET_TRAIN, tc->batch, (uint64_t)cfg->seed, flags, st)) ||
         !(va = loader_open(cfg->data_file, DATASET_VAL, tc->batch, (uint64_t)cfg->seed,
-                           LOADER_KEEP_LAST, st)))
+                           LOADER_KEEP_LAST, st)) ||
+        train_shard_loaders(&s, tr, NULL, tc->batch, 2, "counter_train.batch", st))
         goto out;
     cc_optim opt, fopt;
     session_optim_init(&opt, tc);
@@ -190,6 +197,9 @@ int train_counter(const cc_config *cfg, const char *fpn_ckpt, int resume, cc_sta
         if (ntr < 0) goto out;
         if (cfg->counter_precise_bn > 0 &&
             precise_bn(&s, &m, &ttrain, tr, &mtr, epoch, cfg->counter_precise_bn, st))
+            goto out;
+        if (dist_average_buffers(&s.dist, &m.Pc, st) ||
+            (finetune && dist_average_buffers(&s.dist, &m.Pf, st)))
             goto out;
         double secs = session_now() - t0, row[MC_NCOLS];
         train_row_init(row, 1, epoch, DATASET_TRAIN);

@@ -28,6 +28,7 @@ static int64_t fpn_pass(cc_session *s, cc_models *m, cc_tape *t, cc_loader *L, i
     double t0 = session_now();
     while (loader_next(L, &b)) {
         if (max_steps && step >= max_steps) break;
+        if (!b.n) continue;     /* MPI: an empty slice of the last validation batch */
         tape_reset(t);
         int64_t xd[4] = {b.n, 1, b.h, b.w};
         cc_tensor *x = tape_input(t, 4, xd, b.images, 0);
@@ -39,12 +40,14 @@ static int64_t fpn_pass(cc_session *s, cc_models *m, cc_tape *t, cc_loader *L, i
         if (fpn_forward(t, &m->Pf, &m->fpn, x, &out) == 0)
             loss = fpn_loss(t, &out, y, kind, (float)c->tv_weight, &lt);
         if (!loss) return status_set(st, "FPN forward: %s", tape_error(t));
-        if (!isfinite(lt.total))
+        if (opt ? dist_any(&s->dist, !isfinite(lt.total)) : !isfinite(lt.total))
             return status_set(st, "FPN loss is %g at epoch %d step %lld: stopping (the last "
                                   "good checkpoint is kept)", lt.total, epoch + 1, (long long)step + 1);
         if (opt) {
             params_zero_grad(&m->Pf);
             if (tape_backward(t, loss)) return status_set(st, "FPN backward: %s", tape_error(t));
+            if (dist_allreduce_grad(&s->dist, m->Pf.grad, m->Pf.n_train, b.n, b.global_n, st))
+                return -1;
             if (optim_step(opt, &m->Pf, st)) return -1;
         }
         sum->total += lt.total * b.n;
@@ -54,6 +57,9 @@ static int64_t fpn_pass(cc_session *s, cc_models *m, cc_tape *t, cc_loader *L, i
         step++;
         if (pg) progress_update(pg, step, lt.total, (double)seen / (session_now() - t0));
     }
+    double all[4] = {sum->total, sum->data, sum->tv, (double)seen};
+    if (dist_sum_doubles(&s->dist, all, 4, st)) return -1;   /* MPI: over all ranks */
+    sum->total = all[0], sum->data = all[1], sum->tv = all[2], seen = (int64_t)all[3];
     if (seen) {
         sum->total /= (double)seen;
         sum->data /= (double)seen;
@@ -79,7 +85,9 @@ int train_fpn(const cc_config *cfg, int resume, cc_status *st)
         !(va = loader_open(cfg->data_file, DATASET_VAL, tc->batch, (uint64_t)cfg->seed,
                            LOADER_KEEP_LAST, st)))
         goto out;
-    if (models_build(&m, &s, 0, h, w, st)) goto out;
+    if (train_shard_loaders(&s, tr, va, tc->batch, 1, "fpn_train.batch", st) ||
+        models_build(&m, &s, 0, h, w, st))
+        goto out;
     cc_optim opt;
     session_optim_init(&opt, tc);
     tape_init(&ttrain, &s.ctx, 1);
@@ -103,7 +111,7 @@ int train_fpn(const cc_config *cfg, int resume, cc_status *st)
         loss_terms trs, vas;
         int64_t ntr = fpn_pass(&s, &m, &ttrain, tr, epoch, &opt, &trs, &pg, st);
         progress_end(&pg);
-        if (ntr < 0) goto out;
+        if (ntr < 0 || dist_average_buffers(&s.dist, &m.Pf, st)) goto out;
         double secs = session_now() - t0;
         double row[MC_NCOLS];
         train_row_init(row, 0, epoch, DATASET_TRAIN);

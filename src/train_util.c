@@ -31,6 +31,21 @@ cc_lr_schedule train_schedule(const cfg_train *t)
     return s;
 }
 
+int train_shard_loaders(cc_session *s, cc_loader *tr, cc_loader *va, int batch,
+                        int min_per_rank, const char *key, cc_status *st)
+{
+    const int n = s->dist.size;
+    if (n == 1) return 0;
+    if (batch / n < min_per_rank)
+        return status_set(st, "%s = %d over %d MPI ranks leaves a rank %d image%s per step; it "
+                              "needs at least %d (the batch is global: raise it to %d or use "
+                              "fewer ranks)", key, batch, n, batch / n, batch / n == 1 ? "" : "s",
+                          min_per_rank, min_per_rank * n);
+    loader_set_shard(tr, s->dist.rank, n);
+    if (va) loader_set_shard(va, s->dist.rank, n);
+    return 0;
+}
+
 void train_row_init(double *row, int stage, int epoch, int split)
 {
     for (int i = 0; i < MC_NCOLS; i++) row[i] = NAN;
@@ -73,6 +88,27 @@ static void ckpt_name(char *buf, size_t n, const cc_session *s, const char *stag
     session_path(s, name, buf, n);
 }
 
+/* MPI: rank 0's weights, optimizer state, epoch and best value to every
+ * rank (at start the initialisations agree anyway; at resume only rank 0
+ * has read the checkpoint, written at any number of ranks). */
+static int train_state_share(train_state *ts, cc_session *s, cc_status *st)
+{
+    cc_dist *d = &s->dist;
+    if (d->size == 1) return 0;
+    double v[4] = {ts->next_epoch, ts->best, (double)ts->opt->step,
+                   ts->opt2 ? (double)ts->opt2->step : 0};
+    if (dist_bcast_doubles(d, v, 4, st) || dist_bcast_params(d, ts->P, st) ||
+        (ts->P2 && dist_bcast_params(d, ts->P2, st)))
+        return -1;
+    ts->next_epoch = (int)v[0];
+    ts->best = v[1];
+    ts->opt->step = (int64_t)v[2];
+    if (ts->opt2) ts->opt2->step = (int64_t)v[3];
+    if (ts->next_epoch > 0)
+        fprintf(s->log, "%d ranks resume %s after epoch %d\n", d->size, ts->stage, ts->next_epoch);
+    return 0;
+}
+
 int train_state_begin(train_state *ts, cc_session *s, const char *stage, cc_params *P,
                       cc_optim *opt, int resume, cc_status *st)
 {
@@ -90,7 +126,8 @@ int train_state_begin(train_state *ts, cc_session *s, const char *stage, cc_para
     if (!t) return -1;
     char path[CFG_STR + 64];
     ckpt_name(path, sizeof path, s, stage, "last");
-    if (resume && access(path, F_OK) == 0) {
+    /* Under MPI rank 0 reads the checkpoint and broadcasts it (below). */
+    if (s->writer && resume && access(path, F_OK) == 0) {
         double epoch, best;
         if (checkpoint_load(path, P, opt, st) ||
             checkpoint_read_attr_double(path, "epoch", &epoch, st) ||
@@ -105,6 +142,7 @@ int train_state_begin(train_state *ts, cc_session *s, const char *stage, cc_para
         }
         fprintf(s->log, "resuming %s from %s after epoch %d\n", stage, path, (int)epoch + 1);
     }
+    if (train_state_share(ts, s, st)) return -1;
     drop_rows(t, ts->stage_id, ts->next_epoch);
     return 0;
 }
@@ -112,9 +150,25 @@ int train_state_begin(train_state *ts, cc_session *s, const char *stage, cc_para
 int train_state_epoch_end(train_state *ts, cc_session *s, int epoch, double criterion,
                           cc_status *st)
 {
-    if (runlog_flush(&s->rl, st)) return -1;
+    /* Once per epoch the ranks compare their weights: a divergence (a
+     * non-deterministic kernel, a bit flip) stops the job. */
+    if (dist_check_same(&s->dist, ts->P, ts->stage, st) ||
+        (ts->P2 && dist_check_same(&s->dist, ts->P2, ts->stage, st)))
+        return -1;
+    cc_dist *d = &s->dist;
+    if (d->size > 1 && d->reductions) {   /* what the gradient reductions cost */
+        fprintf(s->log, "%s epoch %d: %d ranks, %lld gradient allreduces, %.2f s in them "
+                        "(%.1f ms each), %.1f MB sent per step per rank\n",
+                ts->stage, epoch + 1, d->size, (long long)d->reductions, d->comm_seconds,
+                1e3 * d->comm_seconds / (double)d->reductions,
+                d->comm_bytes / (double)d->reductions / 1e6);
+        d->reductions = 0;
+        d->comm_seconds = d->comm_bytes = 0;
+    }
     int improved = criterion < ts->best;
     if (improved) ts->best = criterion;
+    if (!s->writer) return 0;   /* rank 0 alone writes */
+    if (runlog_flush(&s->rl, st)) return -1;
     ckpt_attr attrs[4] = {
         {"stage", CKPT_ATTR_STRING, ts->stage, 0},
         {"epoch", CKPT_ATTR_NUMBER, NULL, epoch},

@@ -4,6 +4,7 @@
 #define CC_TRAIN_UTIL_H
 
 #include "autodiff/optim.h"
+#include "src/loader.h"
 #include "src/session.h"
 #include "src/train.h"
 
@@ -38,6 +39,12 @@ int train_state_begin(train_state *ts, cc_session *s, const char *stage, cc_para
  * redoes the epoch instead of losing it). */
 int train_state_epoch_end(train_state *ts, cc_session *s, int epoch, double criterion,
                           cc_status *st);
+
+/* MPI (dist.h): give every rank its slice of each batch of tr (and of va
+ * unless NULL); a clear error when `batch` (the setting named key) leaves
+ * a rank fewer than min_per_rank samples. */
+int train_shard_loaders(cc_session *s, cc_loader *tr, cc_loader *va, int batch,
+                        int min_per_rank, const char *key, cc_status *st);
 
 /* A metrics row of NaNs with stage/epoch/split filled in. */
 void train_row_init(double *row, int stage, int epoch, int split);
