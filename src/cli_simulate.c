@@ -155,7 +155,7 @@ enum {
     OPT_OUT_DIR = 256, OPT_OUT, OPT_PREVIEW, OPT_FORCE, OPT_SIZE, OPT_SPLIT_SEED, OPT_SPLIT,
     OPT_COUNTS, OPT_FOCUS, OPT_SITES, OPT_STAIN, OPT_IMAGE_SIZE, OPT_SEED, OPT_THREADS,
     OPT_RADIUS, OPT_IRREG, OPT_CLUSTER_PROB, OPT_CLUSTERS, OPT_OVERLAP, OPT_NOISE,
-    OPT_AUTOF, OPT_ILLUM, OPT_CONTRAST, OPT_BRIGHT, OPT_GAIN, OPT_QUIET, OPT_HELP,
+    OPT_AUTOF, OPT_ILLUM, OPT_CONTRAST, OPT_BRIGHT, OPT_GAIN, OPT_BG, OPT_NRATIO, OPT_NCONTRAST, OPT_NGAIN, OPT_QUIET, OPT_HELP,
 };
 
 static int bad(const char *opt, const char *val, const char *want)
@@ -192,6 +192,10 @@ int cli_simulate(int argc, char **argv)
         {"contrast", required_argument, 0, OPT_CONTRAST},
         {"brightness-sd", required_argument, 0, OPT_BRIGHT},
         {"gain", required_argument, 0, OPT_GAIN},
+        {"background", required_argument, 0, OPT_BG},
+        {"nucleus-ratio", required_argument, 0, OPT_NRATIO},
+        {"nucleus-contrast", required_argument, 0, OPT_NCONTRAST},
+        {"nucleus-gain", required_argument, 0, OPT_NGAIN},
         {"quiet", no_argument, 0, OPT_QUIET},
         {"help", no_argument, 0, OPT_HELP},
         {0, 0, 0, 0},
@@ -282,6 +286,10 @@ int cli_simulate(int argc, char **argv)
         KNOB(OPT_CONTRAST, "--contrast", contrast, d >= 0.1 && d <= 10, "an exponent 0.1..10")
         KNOB(OPT_BRIGHT, "--brightness-sd", brightness_sd, d >= 0 && d <= 3, "a log-sd 0..3")
         KNOB(OPT_GAIN, "--gain", gain, d > 0 && d <= 1000, "a positive gain <= 1000")
+        KNOB(OPT_BG, "--background", background, d >= 0 && d <= 255, "a level 0..255")
+        KNOB(OPT_NRATIO, "--nucleus-ratio", nucleus_ratio, d > 0 && d <= 1, "a ratio in (0, 1]")
+        KNOB(OPT_NCONTRAST, "--nucleus-contrast", nucleus_contrast, d >= 0.1 && d <= 10, "an exponent 0.1..10")
+        KNOB(OPT_NGAIN, "--nucleus-gain", nucleus_gain, d > 0 && d <= 100, "a positive ratio <= 100")
 #undef KNOB
         case ':':
             fprintf(stderr, "cellcount simulate: %s needs a value\n", argv[optind - 1]);

@@ -31,12 +31,13 @@
 /* Reference geometry of BBBC005 (DATA.md). */
 #define SIM_REF_WIDTH 696
 #define SIM_REF_HEIGHT 520
-#define SIM_REF_CELL_RADIUS 25.0  /* cytoplasm radius at SIM_REF_WIDTH */
-#define SIM_NUCLEUS_RATIO 0.4     /* nucleus radius / cytoplasm radius (10/25) */
+#define SIM_REF_CELL_RADIUS 31.5  /* cytoplasm radius at SIM_REF_WIDTH (docs/DATA.md) */
+#define SIM_NUCLEUS_RATIO 0.505   /* nucleus radius / cytoplasm radius (15.9/31.5) */
 
 typedef struct sim_params {
     int width, height;       /* image size in px (696 x 520) */
     double cell_radius;      /* cytoplasm radius in px; <= 0: 25 * width/696 */
+    double nucleus_ratio;    /* nucleus radius / cytoplasm radius */
     double irregularity;     /* multiplies the shape noise a and b (1) */
     double cluster_prob;     /* probability a cell joins a cluster (0.25) */
     int clusters;            /* cluster centres per scene (3), >= 1 */
@@ -44,10 +45,13 @@ typedef struct sim_params {
     int max_tries;           /* re-draws before the least-overlapping try is kept (50) */
     double autofluor;        /* autofluorescence energy / cell energy (0.05) */
     double illumination;     /* depth of the quadratic illumination fall-off (0.25) */
-    double noise_var;        /* additive Gaussian noise variance on [0,1] (1e-4) */
+    double noise_var;        /* additive Gaussian noise variance on [0,1] */
+    double background;       /* offset added to every pixel, 8-bit levels (1) */
     double contrast;         /* exponent on object intensities (calibrated) */
     double brightness_sd;    /* log-sd of a per-object brightness factor (calibrated) */
     double gain;             /* intensity scale before quantisation, calibrated */
+    double nucleus_contrast; /* exponent on nucleus (w1) intensities, instead of contrast */
+    double nucleus_gain;     /* nucleus (w1) brightness relative to cell bodies */
     uint64_t seed;           /* generator family (rng_seed) */
 } sim_params;
 
