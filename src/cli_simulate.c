@@ -155,7 +155,7 @@ enum {
     OPT_OUT_DIR = 256, OPT_OUT, OPT_PREVIEW, OPT_FORCE, OPT_SIZE, OPT_SPLIT_SEED, OPT_SPLIT,
     OPT_COUNTS, OPT_FOCUS, OPT_SITES, OPT_STAIN, OPT_IMAGE_SIZE, OPT_SEED, OPT_THREADS,
     OPT_RADIUS, OPT_IRREG, OPT_CLUSTER_PROB, OPT_CLUSTERS, OPT_OVERLAP, OPT_NOISE,
-    OPT_AUTOF, OPT_ILLUM, OPT_CONTRAST, OPT_BRIGHT, OPT_GAIN, OPT_BG, OPT_NRATIO, OPT_NCONTRAST, OPT_NGAIN, OPT_QUIET, OPT_HELP,
+    OPT_AUTOF, OPT_ILLUM, OPT_CONTRAST, OPT_BRIGHT, OPT_GAIN, OPT_BG, OPT_NRATIO, OPT_NCONTRAST, OPT_NGAIN, OPT_NBRIGHT, OPT_QUIET, OPT_HELP,
 };
 
 static int bad(const char *opt, const char *val, const char *want)
@@ -196,6 +196,7 @@ int cli_simulate(int argc, char **argv)
         {"nucleus-ratio", required_argument, 0, OPT_NRATIO},
         {"nucleus-contrast", required_argument, 0, OPT_NCONTRAST},
         {"nucleus-gain", required_argument, 0, OPT_NGAIN},
+        {"nucleus-brightness-sd", required_argument, 0, OPT_NBRIGHT},
         {"quiet", no_argument, 0, OPT_QUIET},
         {"help", no_argument, 0, OPT_HELP},
         {0, 0, 0, 0},
@@ -290,6 +291,7 @@ int cli_simulate(int argc, char **argv)
         KNOB(OPT_NRATIO, "--nucleus-ratio", nucleus_ratio, d > 0 && d <= 1, "a ratio in (0, 1]")
         KNOB(OPT_NCONTRAST, "--nucleus-contrast", nucleus_contrast, d >= 0.1 && d <= 10, "an exponent 0.1..10")
         KNOB(OPT_NGAIN, "--nucleus-gain", nucleus_gain, d > 0 && d <= 100, "a positive ratio <= 100")
+        KNOB(OPT_NBRIGHT, "--nucleus-brightness-sd", nucleus_brightness_sd, d >= 0 && d <= 3, "a log-sd 0..3")
 #undef KNOB
         case ':':
             fprintf(stderr, "cellcount simulate: %s needs a value\n", argv[optind - 1]);

@@ -39,14 +39,15 @@ void sim_params_default(sim_params *p)
     p->irregularity = 1.0;
     /* Calibrated against real BBBC005 files (docs/DATA.md, 'Real images'
      * and 'The simulator'; `cellcount stats` on the real subset): cells
-     * cluster and overlap more than SIMCEP's 0.25 / 0.2 suggest (w2 mask
-     * coverage 0.33 at C44 and 0.64 at C100, 17 blobs at C44), there is no
+     * overlap more than SIMCEP's limit 0.2 suggests and gather in two
+     * clusters (w2 mask coverage 0.33 at C44 and 0.64 at C100, 17 blobs at
+     * C44 but almost no touching cells at C5), there is no
      * visible illumination gradient or autofluorescence, the background is
      * level 1 with little noise, and objects are flat (mean ~150, max
      * ~190-230 at F1) with little cell-to-cell brightness spread. */
-    p->cluster_prob = 0.6;
-    p->clusters = 3;
-    p->overlap_limit = 0.55;
+    p->cluster_prob = 0.25;
+    p->clusters = 2;
+    p->overlap_limit = 0.6;
     p->max_tries = 50;
     p->autofluor = 0.0;
     p->illumination = 0.0;
@@ -55,8 +56,9 @@ void sim_params_default(sim_params *p)
     p->contrast = 0.7;
     p->brightness_sd = 0.03;
     p->gain = 0.88;
-    p->nucleus_contrast = 0.75;
-    p->nucleus_gain = 1.03;
+    p->nucleus_contrast = 0.6;
+    p->nucleus_gain = 0.9;
+    p->nucleus_brightness_sd = 0.12;
     p->seed = 1;
 }
 
@@ -112,6 +114,9 @@ int sim_params_check(const sim_params *p, cc_status *st)
     if (!(p->nucleus_contrast >= 0.1 && p->nucleus_contrast <= 10.0))
         return status_set(st, "simulate: nucleus contrast %g out of range (0.1..10)",
                           p->nucleus_contrast);
+    if (!(p->nucleus_brightness_sd >= 0.0 && p->nucleus_brightness_sd <= 3.0))
+        return status_set(st, "simulate: nucleus brightness spread %g out of range (0..3)",
+                          p->nucleus_brightness_sd);
     if (!(p->nucleus_gain > 0.0 && p->nucleus_gain <= 100.0))
         return status_set(st, "simulate: nucleus gain %g out of range (0..100]", p->nucleus_gain);
     if (!(p->gain > 0.0 && p->gain <= 1000.0))
@@ -424,10 +429,11 @@ int sim_render(const sim_params *p, const sim_scene *sc, int stain, float *img,
         /* Cells take up stain unequally: a per-object brightness factor
          * (log-normal, median 1).  Without it blurred images (F >= 30) stay
          * far below the real maxima at the real mean. */
-        float bright = (float)exp(p->brightness_sd * rng_normal(&r));
+        const double z = rng_normal(&r);
+        float bright = (float)exp(p->brightness_sd * z);
         float g = (float)p->contrast;
-        if (stain == 1) {  /* nuclei: their own exponent and relative gain */
-            bright *= (float)p->nucleus_gain;
+        if (stain == 1) {  /* nuclei: their own spread, exponent and gain */
+            bright = (float)(p->nucleus_gain * exp(p->nucleus_brightness_sd * z));
             g = (float)p->nucleus_contrast;
         }
         for (size_t k = 0; k < (size_t)o.tw * o.th; k++)

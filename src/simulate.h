@@ -52,6 +52,7 @@ typedef struct sim_params {
     double gain;             /* intensity scale before quantisation, calibrated */
     double nucleus_contrast; /* exponent on nucleus (w1) intensities, instead of contrast */
     double nucleus_gain;     /* nucleus (w1) brightness relative to cell bodies */
+    double nucleus_brightness_sd; /* log-sd of the per-nucleus brightness (w1) */
     uint64_t seed;           /* generator family (rng_seed) */
 } sim_params;
 

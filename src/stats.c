@@ -327,6 +327,7 @@ int stats_add_tiff_dir(stats_table *t, const char *dir, const char *masks_dir, i
     for (long i = 0; i < n && !rc; i++) {
         bbbc_name nm;
         cc_status ignore;
+        status_clear(&ignore);
         if (bbbc_name_parse(names[i], &nm, &ignore)) {
             (*skipped)++;
             continue;
