@@ -65,7 +65,7 @@ static void usage(FILE *f)
 "  --gain K             intensity scale (default 0.88)\n"
 "  --nucleus-contrast G exponent on nucleus intensities (default 0.6)\n"
 "  --nucleus-brightness-sd S  log-sd of the per-nucleus brightness (default 0.12)\n"
-"  --nucleus-gain K     nucleus brightness relative to --gain (default 0.9)\n\n"
+"  --nucleus-gain K     nucleus brightness relative to --gain (default 0.93)\n\n"
 "  --quiet              no progress lines\n"
 "  --help               this text\n\n"
 "Exit status: 0 ok, 1 runtime error (nothing half-written is left), 2 usage.\n");

@@ -57,7 +57,7 @@ void sim_params_default(sim_params *p)
     p->brightness_sd = 0.03;
     p->gain = 0.88;
     p->nucleus_contrast = 0.6;
-    p->nucleus_gain = 0.9;
+    p->nucleus_gain = 0.93;
     p->nucleus_brightness_sd = 0.12;
     p->seed = 1;
 }
