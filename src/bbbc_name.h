@@ -26,7 +26,7 @@ typedef struct bbbc_name {
     int count;          /* C: true number of cells, >= 0 */
     int focus;          /* F: blur diameter, >= 1 */
     int site;           /* s: sample number, >= 1 */
-    int stain;          /* w: 1 = cell bodies, 2 = nuclei, >= 1 */
+    int stain;          /* w: 1 = nuclei, 2 = cell bodies, >= 1 */
 } bbbc_name;
 
 /* Parse a file name.  Leading directories are ignored (everything up to the

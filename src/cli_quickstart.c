@@ -45,7 +45,7 @@ static int simulate_set(const char *path, int sites, int threads, cc_status *st)
     p.width = 348;
     p.height = 260;
     p.seed = 1;
-    sim_job job = {quickstart_counts, 24, quickstart_focus, 3, sites, 1, threads};
+    sim_job job = {quickstart_counts, 24, quickstart_focus, 3, sites, 2, threads}; /* w2 */
     if (sim_params_check(&p, st) || sim_job_check(&job, st)) return -1;
     sim_h5_out o;
     static const double frac[3] = {0.8, 0.1, 0.1};

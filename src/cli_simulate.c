@@ -43,24 +43,29 @@ static void usage(FILE *f)
 "  --counts LIST        cell counts, e.g. 1,5,10 (default: BBBC005's 24)\n"
 "  --focus LIST         focus levels F >= 1 (default: BBBC005's 16)\n"
 "  --sites N            sites 1..N per (count, focus) (default 25)\n"
-"  --stain 1|2|both     w1 = cell bodies, w2 = nuclei (default both)\n"
+"  --stain 1|2|both     w1 = nuclei, w2 = cell bodies (the paper's; default both)\n"
 "  --image-size WxH     simulated image size (default 696x520)\n"
 "  --seed N             simulation seed (default 1)\n"
 "  --threads N          OpenMP threads (default: OpenMP's); output bytes do\n"
 "                       not depend on it\n\n"
-"Simulator knobs (defaults reproduce BBBC005):\n"
-"  --cell-radius PX     cytoplasm radius (default 25 px scaled by width/696;\n"
-"                       nuclei are 0.4 of it)\n"
+"Simulator knobs (defaults calibrated on real BBBC005 files, docs/DATA.md;\n"
+"compare with `cellcount stats`; the cell-body knobs act on w2):\n"
+"  --cell-radius PX     cell-body radius (default 31.5 px scaled by width/696)\n"
+"  --nucleus-ratio R    nucleus radius / cell-body radius (default 0.505)\n"
 "  --irregularity X     scale of the shape noise a, b (default 1)\n"
 "  --cluster-prob P     probability a cell joins a cluster (default 0.25)\n"
-"  --clusters N         cluster centres per scene (default 3)\n"
-"  --overlap L          max fraction of a new cell already covered (default 0.2)\n"
-"  --noise-var V        Gaussian noise variance on [0,1] (default 1e-4)\n"
-"  --autofluor E        autofluorescence energy / cell energy (default 0.05)\n"
-"  --illumination D     depth of the illumination fall-off (default 0.25)\n"
-"  --contrast G         exponent on object intensities (default 3)\n"
-"  --brightness-sd S    log-sd of the per-cell brightness (default 0.3)\n"
-"  --gain K             intensity scale (default 0.9)\n\n"
+"  --clusters N         cluster centres per scene (default 2)\n"
+"  --overlap L          max fraction of a new cell already covered (default 0.6)\n"
+"  --noise-var V        Gaussian noise variance on [0,1] (default 1e-5)\n"
+"  --background B       offset added to every pixel, 8-bit levels (default 1)\n"
+"  --autofluor E        autofluorescence energy / cell energy (default 0)\n"
+"  --illumination D     depth of the illumination fall-off (default 0)\n"
+"  --contrast G         exponent on cell-body intensities (default 0.7)\n"
+"  --brightness-sd S    log-sd of the per-cell brightness (default 0.03)\n"
+"  --gain K             intensity scale (default 0.88)\n"
+"  --nucleus-contrast G exponent on nucleus intensities (default 0.6)\n"
+"  --nucleus-brightness-sd S  log-sd of the per-nucleus brightness (default 0.12)\n"
+"  --nucleus-gain K     nucleus brightness relative to --gain (default 0.93)\n\n"
 "  --quiet              no progress lines\n"
 "  --help               this text\n\n"
 "Exit status: 0 ok, 1 runtime error (nothing half-written is left), 2 usage.\n");
@@ -155,7 +160,7 @@ enum {
     OPT_OUT_DIR = 256, OPT_OUT, OPT_PREVIEW, OPT_FORCE, OPT_SIZE, OPT_SPLIT_SEED, OPT_SPLIT,
     OPT_COUNTS, OPT_FOCUS, OPT_SITES, OPT_STAIN, OPT_IMAGE_SIZE, OPT_SEED, OPT_THREADS,
     OPT_RADIUS, OPT_IRREG, OPT_CLUSTER_PROB, OPT_CLUSTERS, OPT_OVERLAP, OPT_NOISE,
-    OPT_AUTOF, OPT_ILLUM, OPT_CONTRAST, OPT_BRIGHT, OPT_GAIN, OPT_QUIET, OPT_HELP,
+    OPT_AUTOF, OPT_ILLUM, OPT_CONTRAST, OPT_BRIGHT, OPT_GAIN, OPT_BG, OPT_NRATIO, OPT_NCONTRAST, OPT_NGAIN, OPT_NBRIGHT, OPT_QUIET, OPT_HELP,
 };
 
 static int bad(const char *opt, const char *val, const char *want)
@@ -192,6 +197,11 @@ int cli_simulate(int argc, char **argv)
         {"contrast", required_argument, 0, OPT_CONTRAST},
         {"brightness-sd", required_argument, 0, OPT_BRIGHT},
         {"gain", required_argument, 0, OPT_GAIN},
+        {"background", required_argument, 0, OPT_BG},
+        {"nucleus-ratio", required_argument, 0, OPT_NRATIO},
+        {"nucleus-contrast", required_argument, 0, OPT_NCONTRAST},
+        {"nucleus-gain", required_argument, 0, OPT_NGAIN},
+        {"nucleus-brightness-sd", required_argument, 0, OPT_NBRIGHT},
         {"quiet", no_argument, 0, OPT_QUIET},
         {"help", no_argument, 0, OPT_HELP},
         {0, 0, 0, 0},
@@ -282,6 +292,11 @@ int cli_simulate(int argc, char **argv)
         KNOB(OPT_CONTRAST, "--contrast", contrast, d >= 0.1 && d <= 10, "an exponent 0.1..10")
         KNOB(OPT_BRIGHT, "--brightness-sd", brightness_sd, d >= 0 && d <= 3, "a log-sd 0..3")
         KNOB(OPT_GAIN, "--gain", gain, d > 0 && d <= 1000, "a positive gain <= 1000")
+        KNOB(OPT_BG, "--background", background, d >= 0 && d <= 255, "a level 0..255")
+        KNOB(OPT_NRATIO, "--nucleus-ratio", nucleus_ratio, d > 0 && d <= 1, "a ratio in (0, 1]")
+        KNOB(OPT_NCONTRAST, "--nucleus-contrast", nucleus_contrast, d >= 0.1 && d <= 10, "an exponent 0.1..10")
+        KNOB(OPT_NGAIN, "--nucleus-gain", nucleus_gain, d > 0 && d <= 100, "a positive ratio <= 100")
+        KNOB(OPT_NBRIGHT, "--nucleus-brightness-sd", nucleus_brightness_sd, d >= 0 && d <= 3, "a log-sd 0..3")
 #undef KNOB
         case ':':
             fprintf(stderr, "cellcount simulate: %s needs a value\n", argv[optind - 1]);

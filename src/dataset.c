@@ -62,7 +62,7 @@ static const struct { const char *name; const char *desc; } DESC_META[] = {
     {"has_mask", "(N) 1 if the image's scene has a ground-truth mask, else 0"},
     {"counts", "(N) true number of cells (C in the file name)"},
     {"focus", "(N) focus blur level (F in the file name)"},
-    {"stain", "(N) stain (w in the file name): 1 cell bodies, 2 nuclei"},
+    {"stain", "(N) stain (w in the file name): 1 nuclei, 2 cell bodies"},
     {"site", "(N) sample number (s in the file name)"},
     {"scene", "(N) scene id, unique per (count, site, stain); all focus levels of a "
               "scene share its mask"},

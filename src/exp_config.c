@@ -85,7 +85,7 @@ void config_defaults(cc_config *c)
     strcpy(c->out_dir, "runs/run");
     c->seed = 1;
     strcpy(c->precision, "fp32");
-    strcpy(c->data_file, "data/bbbc005_w1.h5");
+    strcpy(c->data_file, "data/bbbc005_w2.h5");
     c->augment = 1;
     c->fpn_depth = 4;
     c->fpn_width = 128;

@@ -9,6 +9,7 @@
 static const cli_command commands[] = {
     /* name, function, summary: one line per subcommand */
     {"simulate", cli_simulate, "make a BBBC005-like data set (TIFF tree or HDF5)"},
+    {"stats", cli_stats, "image statistics of a TIFF tree or data set (real vs simulated)"},
     {"import", cli_import, "convert a BBBC005-style TIFF tree into an HDF5 data set"},
     {"summary", cli_summary, "print a model's layers, shapes, parameter count and MACs"},
     {"train-fpn", cli_train_fpn, "train the segmentation FPN (experiment file + overrides)"},

@@ -35,22 +35,30 @@ void sim_params_default(sim_params *p)
     p->width = SIM_REF_WIDTH;
     p->height = SIM_REF_HEIGHT;
     p->cell_radius = 0.0;
+    p->nucleus_ratio = SIM_NUCLEUS_RATIO;
     p->irregularity = 1.0;
+    /* Calibrated against real BBBC005 files (docs/DATA.md, 'Real images'
+     * and 'The simulator'; `cellcount stats` on the real subset): cells
+     * overlap more than SIMCEP's limit 0.2 suggests and gather in two
+     * clusters (w2 mask coverage 0.33 at C44 and 0.64 at C100, 17 blobs at
+     * C44 but almost no touching cells at C5), there is no
+     * visible illumination gradient or autofluorescence, the background is
+     * level 1 with little noise, and objects are flat (mean ~150, max
+     * ~190-230 at F1) with little cell-to-cell brightness spread. */
     p->cluster_prob = 0.25;
-    p->clusters = 3;
-    p->overlap_limit = 0.2;
+    p->clusters = 2;
+    p->overlap_limit = 0.6;
     p->max_tries = 50;
-    p->autofluor = 0.05;
-    p->illumination = 0.25;
-    p->noise_var = 1e-4;
-    /* Calibrated against DATA.md's real BBBC005 figures (w1, 696 x 520):
-     * mean ~2 at C = 1 rising to ~37 at C = 100, F1 maxima ~140-255
-     * falling to ~50-150 at F48.  Plain b + (1-b) T textures are too flat
-     * (matching the mean would cap the maxima near 100), hence the
-     * contrast exponent and the per-cell brightness spread. */
-    p->contrast = 3.0;
-    p->brightness_sd = 0.3;
-    p->gain = 0.9;
+    p->autofluor = 0.0;
+    p->illumination = 0.0;
+    p->noise_var = 1e-5;
+    p->background = 1.0;
+    p->contrast = 0.7;
+    p->brightness_sd = 0.03;
+    p->gain = 0.88;
+    p->nucleus_contrast = 0.6;
+    p->nucleus_gain = 0.93;
+    p->nucleus_brightness_sd = 0.12;
     p->seed = 1;
 }
 
@@ -91,6 +99,10 @@ int sim_params_check(const sim_params *p, cc_status *st)
     if (!(p->illumination >= 0.0 && p->illumination <= 1.0))
         return status_set(st, "simulate: illumination %g out of range (0..1)",
                           p->illumination);
+    if (!(p->background >= 0.0 && p->background <= 255.0))
+        return status_set(st, "simulate: background %g out of range (0..255)", p->background);
+    if (!(p->nucleus_ratio > 0.0 && p->nucleus_ratio <= 1.0))
+        return status_set(st, "simulate: nucleus ratio %g out of range (0..1]", p->nucleus_ratio);
     if (!(p->noise_var >= 0.0 && p->noise_var <= 1.0))
         return status_set(st, "simulate: noise variance %g out of range (0..1)",
                           p->noise_var);
@@ -99,6 +111,14 @@ int sim_params_check(const sim_params *p, cc_status *st)
     if (!(p->brightness_sd >= 0.0 && p->brightness_sd <= 3.0))
         return status_set(st, "simulate: brightness spread %g out of range (0..3)",
                           p->brightness_sd);
+    if (!(p->nucleus_contrast >= 0.1 && p->nucleus_contrast <= 10.0))
+        return status_set(st, "simulate: nucleus contrast %g out of range (0.1..10)",
+                          p->nucleus_contrast);
+    if (!(p->nucleus_brightness_sd >= 0.0 && p->nucleus_brightness_sd <= 3.0))
+        return status_set(st, "simulate: nucleus brightness spread %g out of range (0..3)",
+                          p->nucleus_brightness_sd);
+    if (!(p->nucleus_gain > 0.0 && p->nucleus_gain <= 100.0))
+        return status_set(st, "simulate: nucleus gain %g out of range (0..100]", p->nucleus_gain);
     if (!(p->gain > 0.0 && p->gain <= 1000.0))
         return status_set(st, "simulate: gain %g out of range (0..1000]", p->gain);
     return 0;
@@ -198,7 +218,7 @@ int sim_scene_generate(const sim_params *p, int count, int site, sim_scene *sc,
         c->tries = t > p->max_tries ? p->max_tries : t;
         c->forced = t > p->max_tries;
         c->overlap = best;
-        sim_shape_make(&r, NUCL_A * irr, NUCL_B * irr, radius * SIM_NUCLEUS_RATIO,
+        sim_shape_make(&r, NUCL_A * irr, NUCL_B * irr, radius * p->nucleus_ratio,
                        c->cx, c->cy, &c->nucl);
         c->depth = fabs(DEPTH_SD * rng_normal(&r));
         double u = c->depth / (3.0 * DEPTH_SD);
@@ -227,7 +247,7 @@ void sim_mask_render(const sim_scene *sc, int stain, uint8_t *mask)
     assert(stain == 1 || stain == 2);
     memset(mask, 0, (size_t)sc->width * sc->height);
     for (int i = 0; i < sc->ncells; i++)
-        sim_poly_mask(stain == 1 ? &sc->cells[i].cyto : &sc->cells[i].nucl, mask,
+        sim_poly_mask(stain == 2 ? &sc->cells[i].cyto : &sc->cells[i].nucl, mask,
                       sc->width, sc->height, 255);
 }
 
@@ -355,7 +375,7 @@ int sim_render(const sim_params *p, const sim_scene *sc, int stain, float *img,
                cc_status *st)
 {
     if (stain != 1 && stain != 2)
-        return status_set(st, "simulate: stain %d is not 1 (cell body) or 2 (nuclei)", stain);
+        return status_set(st, "simulate: stain %d is not 1 (nuclei) or 2 (cell bodies)", stain);
     const int w = sc->width, h = sc->height;
     const size_t n = (size_t)w * h;
     assert(w == p->width && h == p->height);
@@ -365,9 +385,9 @@ int sim_render(const sim_params *p, const sim_scene *sc, int stain, float *img,
     for (int i = 0; i < sc->ncells; i++) {
         const sim_cell *c = &sc->cells[i];
         obj_win o;
-        object_window(stain == 1 ? &c->cyto : &c->nucl, c->sigma, &o);
+        object_window(stain == 2 ? &c->cyto : &c->nucl, c->sigma, &o);
         size_t a = (size_t)o.bw * o.bh, t = (size_t)o.tw * o.th;
-        size_t tw = stain == 1 ? sim_texture_work(o.tw, o.th, 2, 8)
+        size_t tw = stain == 2 ? sim_texture_work(o.tw, o.th, 2, 8)
                                : sim_texture_work(o.tw, o.th, 2, 5);
         size_t b = sim_blur_work(o.bw, o.bh, c->sigma);
         if (a > win) win = a;
@@ -393,7 +413,7 @@ int sim_render(const sim_params *p, const sim_scene *sc, int stain, float *img,
     memset(img, 0, n * sizeof *img);
     for (int i = 0; i < sc->ncells; i++) {
         const sim_cell *c = &sc->cells[i];
-        const sim_poly *poly = stain == 1 ? &c->cyto : &c->nucl;
+        const sim_poly *poly = stain == 2 ? &c->cyto : &c->nucl;
         obj_win o;
         object_window(poly, c->sigma, &o);
         size_t a = (size_t)o.bw * o.bh;
@@ -402,15 +422,20 @@ int sim_render(const sim_params *p, const sim_scene *sc, int stain, float *img,
         for (int j = 0; j < o.th; j++)
             memcpy(wgt + (size_t)j * o.tw, cov + (size_t)(j + o.pad) * o.bw + o.pad,
                    (size_t)o.tw * sizeof *wgt);
-        if (stain == 1)
+        if (stain == 2)
             sim_texture_make(&r, o.tw, o.th, CYTO_TEX, wgt, tx, txw);
         else
             sim_texture_make(&r, o.tw, o.th, NUCL_TEX, wgt, tx, txw);
         /* Cells take up stain unequally: a per-object brightness factor
          * (log-normal, median 1).  Without it blurred images (F >= 30) stay
          * far below the real maxima at the real mean. */
-        const float bright = (float)exp(p->brightness_sd * rng_normal(&r));
-        const float g = (float)p->contrast;
+        const double z = rng_normal(&r);
+        float bright = (float)exp(p->brightness_sd * z);
+        float g = (float)p->contrast;
+        if (stain == 1) {  /* nuclei: their own spread, exponent and gain */
+            bright = (float)(p->nucleus_gain * exp(p->nucleus_brightness_sd * z));
+            g = (float)p->nucleus_contrast;
+        }
         for (size_t k = 0; k < (size_t)o.tw * o.th; k++)
             tx[k] = bright * (g != 1.0f ? powf(tx[k], g) : tx[k]);
         memset(val, 0, a * sizeof *val);
@@ -446,6 +471,7 @@ int sim_render(const sim_params *p, const sim_scene *sc, int stain, float *img,
      * point, reaching 1 - illumination at the farthest corner distance. */
     double lx = rng_range(&r, 0.0, w), ly = rng_range(&r, 0.0, h);
     const float gain = (float)p->gain, sd = (float)sqrt(p->noise_var);
+    const float bg = (float)(p->background / 255.0);
     const double s = p->illumination / 2.0;
     for (int y = 0; y < h; y++) {
         double dy = (y + 0.5 - ly) / h;
@@ -453,7 +479,7 @@ int sim_render(const sim_params *p, const sim_scene *sc, int stain, float *img,
             double dx = (x + 0.5 - lx) / w;
             float light = (float)(1.0 - s * (dx * dx + dy * dy));
             size_t i = (size_t)y * w + x;
-            img[i] = gain * light * (img[i] + ka * af[i]) + sd * (float)rng_normal(&r);
+            img[i] = gain * light * (img[i] + ka * af[i]) + bg + sd * (float)rng_normal(&r);
         }
     }
     free(den);

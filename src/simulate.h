@@ -3,7 +3,8 @@
  * Written from the description in docs/DATA.md (never from SIMCEP's code).
  * A *scene* is one (count C, site s): C cells, each a cytoplasm contour and
  * a nucleus contour around the same centre, plus a defocus depth.  A scene
- * is rendered once per stain (w1 = cytoplasm/cell body, w2 = nuclei) into a
+ * is rendered once per stain (w1 = nuclei, w2 = cytoplasm/cell body, as in
+ * the real BBBC005 files) into a
  * sharp float image with every measurement effect except the global focus
  * blur; the 16 focus levels are then Gaussian blurs (sigma = F/4) of that
  * one image, so all focus levels share the cells and the mask.
@@ -31,23 +32,28 @@
 /* Reference geometry of BBBC005 (DATA.md). */
 #define SIM_REF_WIDTH 696
 #define SIM_REF_HEIGHT 520
-#define SIM_REF_CELL_RADIUS 25.0  /* cytoplasm radius at SIM_REF_WIDTH */
-#define SIM_NUCLEUS_RATIO 0.4     /* nucleus radius / cytoplasm radius (10/25) */
+#define SIM_REF_CELL_RADIUS 31.5  /* cytoplasm radius at SIM_REF_WIDTH (docs/DATA.md) */
+#define SIM_NUCLEUS_RATIO 0.505   /* nucleus radius / cytoplasm radius (15.9/31.5) */
 
 typedef struct sim_params {
     int width, height;       /* image size in px (696 x 520) */
-    double cell_radius;      /* cytoplasm radius in px; <= 0: 25 * width/696 */
+    double cell_radius;      /* cytoplasm radius in px; <= 0: 31.5 * width/696 */
+    double nucleus_ratio;    /* nucleus radius / cytoplasm radius */
     double irregularity;     /* multiplies the shape noise a and b (1) */
     double cluster_prob;     /* probability a cell joins a cluster (0.25) */
-    int clusters;            /* cluster centres per scene (3), >= 1 */
-    double overlap_limit;    /* max fraction of a new cell already covered (0.2) */
+    int clusters;            /* cluster centres per scene (2), >= 1 */
+    double overlap_limit;    /* max fraction of a new cell already covered (0.6) */
     int max_tries;           /* re-draws before the least-overlapping try is kept (50) */
-    double autofluor;        /* autofluorescence energy / cell energy (0.05) */
-    double illumination;     /* depth of the quadratic illumination fall-off (0.25) */
-    double noise_var;        /* additive Gaussian noise variance on [0,1] (1e-4) */
-    double contrast;         /* exponent on object intensities (calibrated) */
-    double brightness_sd;    /* log-sd of a per-object brightness factor (calibrated) */
-    double gain;             /* intensity scale before quantisation, calibrated */
+    double autofluor;        /* autofluorescence energy / cell energy (0) */
+    double illumination;     /* depth of the quadratic illumination fall-off (0) */
+    double noise_var;        /* additive Gaussian noise variance on [0,1] (1e-5) */
+    double background;       /* offset added to every pixel, 8-bit levels (1) */
+    double contrast;         /* exponent on cell-body (w2) intensities (0.7) */
+    double brightness_sd;    /* log-sd of the per-cell (w2) brightness (0.03) */
+    double gain;             /* intensity scale before quantisation (0.88) */
+    double nucleus_contrast; /* exponent on nucleus (w1) intensities, instead of contrast */
+    double nucleus_gain;     /* nucleus (w1) brightness relative to cell bodies */
+    double nucleus_brightness_sd; /* log-sd of the per-nucleus brightness (w1) */
     uint64_t seed;           /* generator family (rng_seed) */
 } sim_params;
 
@@ -161,7 +167,7 @@ int sim_scene_generate(const sim_params *p, int count, int site, sim_scene *sc,
 void sim_scene_free(sim_scene *sc);
 
 /* Ground-truth mask of one stain: 255 where a pixel centre is inside any
- * cytoplasm (stain 1) or any nucleus (stain 2), else 0; mask is w*h. */
+ * nucleus (stain 1) or any cytoplasm (stain 2), else 0; mask is w*h. */
 void sim_mask_render(const sim_scene *sc, int stain, uint8_t *mask);
 
 /* Render the sharp image of stain 1 or 2 (w*h floats, [0,1] scale before

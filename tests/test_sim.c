@@ -157,7 +157,7 @@ START_TEST(test_mask_covers_cells)
             for (int x = 0; x < TW; x++) {
                 int in = 0;
                 for (int i = 0; i < sc.ncells && !in; i++)
-                    in = inside_ref(stain == 1 ? &sc.cells[i].cyto : &sc.cells[i].nucl,
+                    in = inside_ref(stain == 2 ? &sc.cells[i].cyto : &sc.cells[i].nucl,
                                     x + 0.5, y + 0.5);
                 uint8_t v = m[(size_t)y * TW + x];
                 ck_assert(v == 0 || v == 255);
@@ -168,7 +168,7 @@ START_TEST(test_mask_covers_cells)
         /* union <= sum of the cells' own areas, and not empty */
         for (int i = 0; i < sc.ncells; i++) {
             long in;
-            sim_poly_count(stain == 1 ? &sc.cells[i].cyto : &sc.cells[i].nucl, NULL, TW, TH,
+            sim_poly_count(stain == 2 ? &sc.cells[i].cyto : &sc.cells[i].nucl, NULL, TW, TH,
                            &in, NULL);
             area_sum += in;
         }
@@ -180,8 +180,8 @@ START_TEST(test_mask_covers_cells)
             ck_assert_msg(m[(size_t)y * TW + x] == 255, "cell %d centre (%g,%g) not in mask",
                           i, sc.cells[i].cx, sc.cells[i].cy);
         }
-        /* the cytoplasm area at radius 25/4 px is near pi r^2 */
-        if (stain == 1) {
+        /* the cytoplasm (w2) area at the scaled default radius is near pi r^2 */
+        if (stain == 2) {
             double r = sim_params_radius(&p), mean = (double)area_sum / sc.ncells;
             ck_assert_msg(mean > 0.6 * M_PI * r * r && mean < 1.4 * M_PI * r * r,
                           "mean cell area %g px vs pi r^2 = %g", mean, M_PI * r * r);
@@ -301,8 +301,9 @@ END_TEST
 
 START_TEST(test_realistic_levels)
 {
-    /* DATA.md's real w1 figures at full size: mean ~1 (C1) .. ~35 (C100),
-     * maxima 110..255.  A quick band check at full size with one site. */
+    /* DATA.md's real w1 (nuclei) figures at full size: mean ~1.3 (C1) ..
+     * ~33 (C100), maxima 110..255.  A quick band check at full size with
+     * one site; test_sim_stats holds both stains against the full table. */
     sim_params p;
     sim_params_default(&p);
     double mx1, mx100, mx100b;
@@ -328,13 +329,15 @@ START_TEST(test_overlaps_averaged)
     p.contrast = 1;
     p.brightness_sd = 0;
     p.gain = 1;
+    p.background = 0;
     sim_scene sc;
     cc_status st;
     status_clear(&st);
     ck_assert_msg(sim_scene_generate(&p, 120, 1, &sc, &st) == 0, "%s", st.msg);
     size_t n = (size_t)TW * TH;
     float *img = malloc(n * sizeof *img);
-    ck_assert_msg(sim_render(&p, &sc, 1, img, &st) == 0, "%s", st.msg);
+    /* w2: the cell bodies, which overlap */
+    ck_assert_msg(sim_render(&p, &sc, 2, img, &st) == 0, "%s", st.msg);
     float mx = 0;
     long bright = 0;
     for (size_t i = 0; i < n; i++) {
