@@ -302,49 +302,7 @@ static int attr_get_str(hid_t obj, const char *where, const char *key, char *buf
                         const char *path, cc_status *st)
 {
     assert(len > 0);
-    buf[0] = '\0';
-    htri_t ex = H5Aexists(obj, key);
-    if (ex < 0) return h5_fail(st, path, "cannot look up %s attribute '%s'", where, key);
-    if (ex == 0) return 1;
-    hid_t a = H5Aopen(obj, key, H5P_DEFAULT), t = -1, s = -1, mt = -1;
-    int rc = -1;
-    if (a < 0 || (t = H5Aget_type(a)) < 0 || (s = H5Aget_space(a)) < 0) {
-        h5_fail(st, path, "cannot open %s attribute '%s'", where, key);
-        goto done;
-    }
-    if (H5Tget_class(t) != H5T_STRING || H5Sget_simple_extent_npoints(s) != 1) {
-        status_set(st, "%s: %s attribute '%s' is not a string", path, where, key);
-        goto done;
-    }
-    /* h5py writes str as variable-length, numpy bytes as fixed-length. */
-    int var = H5Tis_variable_str(t) > 0;
-    size_t sz = var ? 0 : H5Tget_size(t);
-    char *v = var ? NULL : calloc(1, sz + 1);
-    if (!var && !v) {
-        status_set(st, "%s: out of memory", path);
-        goto done;
-    }
-    if ((mt = H5Tcopy(H5T_C_S1)) < 0 || H5Tset_size(mt, var ? H5T_VARIABLE : sz + 1) < 0 ||
-        H5Tset_strpad(mt, H5T_STR_NULLTERM) < 0 || H5Tset_cset(mt, H5Tget_cset(t)) < 0 ||
-        H5Aread(a, mt, var ? (void *)&v : v) < 0) {
-        h5_fail(st, path, "cannot read %s attribute '%s'", where, key);
-    } else if (v && strlen(v) >= len) {
-        status_set(st, "%s: %s attribute '%s' is longer than %zu bytes", path, where, key,
-                   len - 1);
-    } else {
-        snprintf(buf, len, "%s", v ? v : "");
-        rc = 0;
-    }
-    if (var)
-        H5free_memory(v);
-    else
-        free(v);
-done:
-    h5_close_id(&mt, H5Tclose);
-    h5_close_id(&s, H5Sclose);
-    h5_close_id(&t, H5Tclose);
-    h5_close_id(&a, H5Aclose);
-    return rc;
+    return h5_attr_get_str(obj, path, where, key, buf, len, st);
 }
 
 /* n numbers converted to mtype (H5T_NATIVE_DOUBLE or H5T_NATIVE_INT64; the

@@ -387,38 +387,14 @@ static int get_num_attr(hid_t f, const char *name, hid_t mt, hssize_t nelem, voi
     return rc;
 }
 
-/* Read a string attribute (variable or fixed length) into buf. */
+/* Read a string root attribute into buf (h5_attr_get_str's rule). */
 static int get_str_attr(hid_t f, const char *name, char *buf, size_t len, const char *path,
                         cc_status *st)
 {
-    if (H5Aexists(f, name) <= 0)
+    int rc = h5_attr_get_str(f, path, "root", name, buf, len, st);
+    if (rc == 1)
         return status_set(st, "%s: not a %s file: missing root attribute '%s'", path,
                           DATASET_FORMAT, name);
-    hid_t a = H5Aopen(f, name, H5P_DEFAULT), t = a >= 0 ? H5Aget_type(a) : -1;
-    int rc = 0;
-    if (t < 0 || H5Tget_class(t) != H5T_STRING) {
-        rc = status_set(st, "%s: root attribute '%s' is not a string", path, name);
-    } else if (H5Tis_variable_str(t) > 0) {
-        char *s = NULL;
-        hid_t mt = H5Tcopy(H5T_C_S1);
-        H5Tset_size(mt, H5T_VARIABLE);
-        H5Tset_cset(mt, H5Tget_cset(t));    /* HDF5 converts no ASCII <-> UTF-8 */
-        if (H5Aread(a, mt, &s) < 0 || !s) {
-            rc = h5_fail(st, path, "cannot read attribute '%s'", name);
-        } else {
-            snprintf(buf, len, "%s", s);
-            H5free_memory(s);
-        }
-        H5Tclose(mt);
-    } else {
-        size_t sz = H5Tget_size(t);
-        char *s = calloc(sz + 1, 1);
-        if (!s || H5Aread(a, t, s) < 0) rc = h5_fail(st, path, "cannot read attribute '%s'", name);
-        else snprintf(buf, len, "%s", s);
-        free(s);
-    }
-    if (t >= 0) H5Tclose(t);
-    if (a >= 0) H5Aclose(a);
     return rc;
 }
 
