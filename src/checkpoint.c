@@ -9,10 +9,12 @@
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <math.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "src/fsutil.h"
 #include "src/h5write.h"
 
 /* Differences shown in a refusal message before "and N more"; the room
@@ -237,16 +239,15 @@ int checkpoint_save(const char *path, const cc_params *P, const cc_optim *opt,
             if (!strcmp(attrs[j].key, k))
                 return status_set(st, "%s: attribute '%s' given twice", path, k);
     }
-    size_t tl = strlen(path) + 32;
-    char *tmp = malloc(tl);
-    if (!tmp) return status_set(st, "%s: out of memory", path);
-    snprintf(tmp, tl, "%s.tmp.%ld", path, (long)getpid());
+    fs_atomic aw;
+    if (fs_atomic_begin(&aw, path, st) != 0) return -1;
+    const char *tmp = aw.tmp;
     /* Create it ourselves first: open(2)'s errno ("Permission denied", "No
      * such file or directory") is a clearer message than HDF5's. */
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
     if (fd < 0) {
         status_set(st, "%s: cannot create temporary file %s: %s", path, tmp, strerror(errno));
-        free(tmp);
+        fs_atomic_abort(&aw);
         return -1;
     }
     close(fd);
@@ -255,13 +256,11 @@ int checkpoint_save(const char *path, const cc_params *P, const cc_optim *opt,
     int rc = file_put(path, tmp, P, opt, attrs, n_attrs, st);
     h5_quiet_end(&q);
     if (rc == 0) rc = file_sync(path, tmp, st);
-    if (rc == 0 && rename(tmp, path) != 0)
-        rc = status_set(st, "%s: cannot rename %s into place: %s", path, tmp, strerror(errno));
+    if (rc == 0 && fs_atomic_commit(&aw, st) != 0) rc = -1;
     if (rc != 0)
-        unlink(tmp);
+        fs_atomic_abort(&aw);
     else
-        dir_sync(path);
-    free(tmp);
+        dir_sync(aw.target);
     return rc;
 }
 
@@ -629,6 +628,27 @@ static int tensor_get(ck_load *c, hid_t grp, const char *gname, const cc_param *
     return 0;
 }
 
+/* A model read from a file is checked before anyone counts with it: a NaN
+ * weight or a negative BN running variance gave a plausible count with
+ * exit status 0.  nonneg: the tensor is a variance (or Adam's second
+ * moment). */
+static int tensor_check(const char *path, const char *gname, const char *name, const float *v,
+                        size_t n, int nonneg, cc_status *st)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(v[i]) || (nonneg && v[i] < 0))
+            return status_set(st, "%s: %s/%s[%zu] is %g (%s): the checkpoint is damaged", path,
+                              gname, name, i, (double)v[i],
+                              isfinite(v[i]) ? "a negative variance" : "not finite");
+    return 0;
+}
+
+static int ends_with(const char *s, const char *suffix)
+{
+    size_t a = strlen(s), b = strlen(suffix);
+    return a >= b && !strcmp(s + a - b, suffix);
+}
+
 static float *stage_alloc(size_t n) { return malloc(sizeof(float) * (n ? n : 1)); }
 
 /* Validate everything, then read into staging buffers; P is not touched. */
@@ -693,12 +713,18 @@ static int load_stage(ck_load *c, const cc_params *P, const cc_optim *opt, cc_st
     for (int i = 0; i < P->n; i++) {
         const cc_param *p = &P->p[i];
         float *dst = (p->kind == PARAM_TRAINABLE ? c->val : c->buf) + p->offset;
-        if (tensor_get(c, c->params, "/params", p, dst, st) != 0) return -1;
+        if (tensor_get(c, c->params, "/params", p, dst, st) != 0 ||
+            tensor_check(path, "/params", p->name, dst, p->numel,
+                         ends_with(p->name, "running_var"), st) != 0)
+            return -1;
         if (p->kind != PARAM_TRAINABLE) continue;
         for (int k = 0; k < ng; k++) {
             char gname[64];
             snprintf(gname, sizeof gname, "/optim/%s", groups[k]);
-            if (tensor_get(c, c->og[k], gname, p, c->mom[k] + p->offset, st) != 0) return -1;
+            if (tensor_get(c, c->og[k], gname, p, c->mom[k] + p->offset, st) != 0 ||
+                tensor_check(path, gname, p->name, c->mom[k] + p->offset, p->numel,
+                             !strcmp(groups[k], "exp_avg_sq"), st) != 0)
+                return -1;
         }
     }
     return 0;

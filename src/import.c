@@ -288,6 +288,23 @@ static int focus_selected(const import_opts *o, int f)
     return 0;
 }
 
+/* -1 + message if `out` (when it exists) is one of the files of `dir`:
+ * the import would replace an input it is reading. */
+static int out_not_input(const char *out, const char *dir, const name_list *files,
+                         cc_status *st)
+{
+    struct stat so, si;
+    if (!dir || stat(out, &so) != 0) return 0;
+    char full[4096];
+    for (int64_t i = 0; i < files->n; i++) {
+        snprintf(full, sizeof full, "%s/%s", dir, files->v[i]);
+        if (stat(full, &si) == 0 && si.st_dev == so.st_dev && si.st_ino == so.st_ino)
+            return status_set(st, "%s: the output is the input %s: refusing to overwrite it",
+                              out, full);
+    }
+    return 0;
+}
+
 int import_run(const import_opts *o, FILE *log, import_summary *sum_out, cc_status *st)
 {
     assert(o && o->images_dir && o->out_path && o->width > 0 && o->height > 0);
@@ -297,6 +314,15 @@ int import_run(const import_opts *o, FILE *log, import_summary *sum_out, cc_stat
 
     name_list files;
     if (list_dir(o->images_dir, &files, st) != 0) return -1;
+    name_list mfiles = {0};
+    if (o->masks_dir) (void)list_dir(o->masks_dir, &mfiles, NULL);   /* its errors come later */
+    int clash = out_not_input(o->out_path, o->images_dir, &files, st) != 0 ||
+                out_not_input(o->out_path, o->masks_dir, &mfiles, st) != 0;
+    names_free(&mfiles);
+    if (clash) {
+        names_free(&files);
+        return -1;
+    }
     sum.files = files.n;
     item *items = calloc((size_t)(files.n ? files.n : 1), sizeof *items);
     key3 *scenes = NULL, *groups = NULL;

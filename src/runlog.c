@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "src/fsutil.h"
 #include "src/h5write.h"
 
 static const char *isa_name(dnnl_cpu_isa_t isa)
@@ -257,8 +258,9 @@ static int write_table(hid_t file, const runlog_table *t)
 
 int runlog_flush(const runlog *rl, cc_status *st)
 {
-    char tmp[sizeof rl->path + 32];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", rl->path, (long)getpid());
+    fs_atomic aw;
+    if (fs_atomic_begin(&aw, rl->path, st) != 0) return -1;
+    const char *tmp = aw.tmp;
     H5E_auto2_t old_fn;
     void *old_data;
     H5Eget_auto2(H5E_DEFAULT, &old_fn, &old_data);
@@ -269,6 +271,7 @@ int runlog_flush(const runlog *rl, cc_status *st)
     if (fcpl >= 0) H5Pclose(fcpl);
     if (f < 0) {
         H5Eset_auto2(H5E_DEFAULT, old_fn, old_data);
+        fs_atomic_abort(&aw);
         return status_set(st, "%s: cannot create the run file (%s)", tmp,
                           errno ? strerror(errno) : "HDF5 error");
     }
@@ -282,15 +285,10 @@ int runlog_flush(const runlog *rl, cc_status *st)
     if (!err) h5write_release(tmp);
     H5Eset_auto2(H5E_DEFAULT, old_fn, old_data);
     if (err) {
-        unlink(tmp);
+        fs_atomic_abort(&aw);
         return status_set(st, "%s: writing the run file failed (disk full?)", rl->path);
     }
-    if (rename(tmp, rl->path)) {
-        int e = errno;
-        unlink(tmp);
-        return status_set(st, "%s: cannot replace the run file (%s)", rl->path, strerror(e));
-    }
-    return 0;
+    return fs_atomic_commit(&aw, st);
 }
 
 /* ---- reading ----

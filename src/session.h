@@ -34,11 +34,16 @@ typedef struct cc_session {
     char dir[CFG_STR];
     FILE *log;              /* progress and messages (stderr) */
     int tty;                /* log is a terminal: live progress line */
+    int made_dir;           /* session_open created dir (see session_close) */
 } cc_session;
 
 /* Create the context and the run directory (mkdir -p), write config.ini,
  * and open (resume) or create run.h5.  Returns 0 or -1. */
 int session_open(cc_session *s, const cc_config *cfg, int resume, cc_status *st);
+/* Free the session.  A run directory that session_open created and that
+ * never got a run.h5 (the command failed before its first result) is
+ * removed again, so a failed command leaves no directory with only
+ * config.ini in it. */
 void session_close(cc_session *s);
 
 /* "<dir>/<name>" into buf. */

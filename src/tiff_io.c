@@ -1,9 +1,11 @@
 /* tiff_io.c - see tiff_io.h. */
 #include "src/tiff_io.h"
+#include "src/fsutil.h"
 
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -276,8 +278,16 @@ int tiff_read_gray(const char *path, cc_image *img, cc_status *st)
 {
     assert(path && img);
     memset(img, 0, sizeof *img);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO must not block open() forever; only regular
+     * files are images. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) return status_set(st, "%s: cannot open: %s", path, strerror(errno));
+    struct stat sb;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) ||
+        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) != 0) {
+        close(fd);
+        return status_set(st, "%s: not a regular file (a FIFO, device or directory?)", path);
+    }
 
     tiff_msgs m = {0};
     TIFFOpenOptions *opts = make_opts(&m);
@@ -325,17 +335,20 @@ int tiff_write_gray(const char *path, int w, int h, int bits, const void *data,
                     cc_status *st)
 {
     assert(path && data && w > 0 && h > 0 && (bits == 8 || bits == 16 || bits == 32));
-    char tmp[4096];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp)
-        return status_set(st, "%s: path too long", path);
+    fs_atomic aw;
+    if (fs_atomic_begin(&aw, path, st) != 0) return -1;
+    const char *tmp = aw.tmp;
 
     tiff_msgs m = {0};
     TIFFOpenOptions *opts = make_opts(&m);
-    if (!opts) return status_set(st, "%s: out of memory", path);
+    if (!opts) {
+        fs_atomic_abort(&aw);
+        return status_set(st, "%s: out of memory", path);
+    }
     TIFF *tif = TIFFOpenExt(tmp, "w", opts);
     TIFFOpenOptionsFree(opts);
     if (!tif) {
-        unlink(tmp);
+        fs_atomic_abort(&aw);
         return status_set(st, "%s: cannot create %s (%s)", path, tmp, detail(&m));
     }
     uint16_t comp = COMPRESSION_PACKBITS;
@@ -370,13 +383,8 @@ int tiff_write_gray(const char *path, int w, int h, int bits, const void *data,
     TIFFClose(tif);
     if (ok && m.nerr) ok = 0;
     if (!ok) {
-        unlink(tmp);
+        fs_atomic_abort(&aw);
         return status_set(st, "%s: cannot write TIFF (%s)", path, detail(&m));
     }
-    if (rename(tmp, path) != 0) {
-        int e = errno;
-        unlink(tmp);
-        return status_set(st, "%s: cannot rename %s into place: %s", path, tmp, strerror(e));
-    }
-    return 0;
+    return fs_atomic_commit(&aw, st);
 }
