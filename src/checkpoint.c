@@ -528,7 +528,7 @@ static int diffs_fail(const ck_diffs *d, const char *path, cc_status *st)
 static void list_match(ck_list *L, const cc_params *P, int trainable_only, const char *prefix,
                        ck_diffs *d)
 {
-    qsort(L->e, (size_t)L->n, sizeof *L->e, entry_cmp);
+    if (L->n > 1) qsort(L->e, (size_t)L->n, sizeof *L->e, entry_cmp);   /* e may be NULL */
     for (int i = 0; i < P->n; i++) {
         const cc_param *p = &P->p[i];
         if (trainable_only && p->kind != PARAM_TRAINABLE) continue;

@@ -16,6 +16,8 @@
 /* Largest image we accept, in pixels: far above any microscope frame, and
  * low enough that a corrupt header cannot make us allocate gigabytes. */
 #define TIFF_MAX_PIXELS (1LL << 28)
+/* Largest decoded sample buffer per file (all samples as 16 bits). */
+#define TIFF_MAX_DECODED (1ull << 30)
 
 /* Diagnostics captured from one TIFF handle.  Only the first error is kept:
  * later ones are usually consequences of it. */
@@ -226,6 +228,14 @@ static int decode(TIFF *tif, cc_image *img, tiff_msgs *m, const char *path, cc_s
     if (L.bps != 8 && L.bps != 16)
         return status_set(st, "%s: %u-bit TIFF samples are not supported (8 or 16 only)",
                           path, (unsigned)L.bps);
+    /* A header may claim 65535 samples per pixel: bound what decoding
+     * allocates (found by fuzz/fuzz_tiff). */
+    if (L.spp > 8)
+        return status_set(st, "%s: %u samples per pixel (at most 8)", path, (unsigned)L.spp);
+    if ((uint64_t)L.w * L.h * L.spp * 2u > TIFF_MAX_DECODED)
+        return status_set(st, "%s: %ux%u TIFF with %u samples per pixel is too large to decode "
+                          "(over %d MiB)", path, (unsigned)L.w, (unsigned)L.h, (unsigned)L.spp,
+                          (int)(TIFF_MAX_DECODED >> 20));
 
     int gray;
     switch (photometric) {

@@ -3,6 +3,7 @@
  * must now be refused with a message naming the file and the problem. */
 #include <check.h>
 #include <hdf5.h>
+#include <tiffio.h>
 #include <math.h>
 #include <signal.h>
 #include <stdint.h>
@@ -746,6 +747,66 @@ START_TEST(test_tiff_fifo)
 }
 END_TEST
 
+/* Found by fuzz/fuzz_tiff: a header claiming many samples per pixel made
+ * the decoder allocate gigabytes. */
+START_TEST(test_tiff_many_samples)
+{
+    char path[128];
+    snprintf(path, sizeof path, "%s/wide.tif", dir);
+    TIFF *t = TIFFOpen(path, "w");
+    ck_assert_ptr_nonnull(t);
+    TIFFSetField(t, TIFFTAG_IMAGEWIDTH, 4);
+    TIFFSetField(t, TIFFTAG_IMAGELENGTH, 2);
+    TIFFSetField(t, TIFFTAG_BITSPERSAMPLE, 8);
+    TIFFSetField(t, TIFFTAG_SAMPLESPERPIXEL, 100);
+    TIFFSetField(t, TIFFTAG_PHOTOMETRIC, PHOTOMETRIC_MINISBLACK);
+    TIFFSetField(t, TIFFTAG_PLANARCONFIG, PLANARCONFIG_CONTIG);
+    uint8_t row[400] = {0};
+    for (int y = 0; y < 2; y++) ck_assert_int_eq(TIFFWriteScanline(t, row, (uint32_t)y, 0), 1);
+    TIFFClose(t);
+    cc_image img;
+    cc_status st;
+    status_clear(&st);
+    ck_assert_int_eq(tiff_read_gray(path, &img, &st), -1);
+    ck_assert_msg_has(&st, "100 samples per pixel (at most 8)");
+}
+END_TEST
+
+/* Found by fuzz/fuzz_checkpoint (UBSan: qsort of NULL): an empty /params. */
+START_TEST(test_checkpoint_empty_params)
+{
+    char path[128];
+    snprintf(path, sizeof path, "%s/ck.h5", dir);
+    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t t = H5Tcopy(H5T_C_S1), s = H5Screate(H5S_SCALAR);
+    H5Tset_size(t, strlen(CKPT_FORMAT) + 1);
+    hid_t a = H5Acreate2(f, "format", t, s, H5P_DEFAULT, H5P_DEFAULT);
+    H5Awrite(a, t, CKPT_FORMAT);
+    H5Aclose(a);
+    int64_t one = CKPT_FORMAT_VERSION;
+    a = H5Acreate2(f, "format_version", H5T_STD_I64LE, s, H5P_DEFAULT, H5P_DEFAULT);
+    H5Awrite(a, H5T_NATIVE_INT64, &one);
+    H5Aclose(a);
+    H5Tclose(t);
+    H5Sclose(s);
+    H5Gclose(H5Gcreate2(f, "params", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
+    H5Fclose(f);
+    cc_ctx ctx;
+    cc_status st;
+    status_clear(&st);
+    ck_assert_int_eq(ctx_init(&ctx, 1, &st), 0);
+    cc_params P;
+    params_init(&P, &ctx);
+    int64_t shape[1] = {4};
+    ck_assert_int_ge(params_add(&P, "m/w", 1, shape, PARAM_TRAINABLE, &st), 0);
+    ck_assert_int_eq(params_finalize(&P, &st), 0);
+    ck_assert_int_eq(checkpoint_load(path, &P, NULL, &st), -1);
+    ck_assert_msg_has(&st, "missing m/w");
+    params_free(&P);
+    ctx_free(&ctx);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("hostile");
@@ -783,6 +844,8 @@ int main(void)
     tcase_add_test(tc, test_atomic_stale_temps);
     tcase_add_test(tc, test_atomic_signal_cleanup);
     tcase_add_test(tc, test_tiff_fifo);
+    tcase_add_test(tc, test_tiff_many_samples);
+    tcase_add_test(tc, test_checkpoint_empty_params);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
