@@ -47,6 +47,15 @@ static void teardown(void)
 #define ck_assert_msg_has(st, s) \
     ck_assert_msg(strstr((st)->msg, (s)) != NULL, "message '%s' lacks '%s'", (st)->msg, (s))
 
+
+/* Item 11: no HDF5 object (file, group, data set, attribute, type, space)
+ * may stay open after a reader returned, failed or not. */
+#define ck_assert_h5_closed()                                                          \
+    do {                                                                               \
+        ssize_t open_ids = H5Fget_obj_count(H5F_OBJ_ALL, H5F_OBJ_ALL);                 \
+        ck_assert_msg(open_ids == 0, "%zd HDF5 objects left open", open_ids);          \
+    } while (0)
+
 /* A valid run file with table "metrics" (columns epoch, rmse; 2 rows). */
 static void make_run(const char *path)
 {
@@ -114,6 +123,7 @@ START_TEST(test_run_column_longer_than_label)
     cc_status st;
     status_clear(&st);
     ck_assert_int_eq(runlog_open(&rl, path, &st), -1);
+    ck_assert_h5_closed();
     ck_assert_msg_has(&st, path);
     ck_assert_msg_has(&st, "'rmse' has 100 rows, 'label' has 2");
 }
@@ -140,6 +150,7 @@ START_TEST(test_run_label_2d)
     cc_status st;
     status_clear(&st);
     ck_assert_int_eq(runlog_open(&rl, path, &st), -1);
+    ck_assert_h5_closed();
     ck_assert_msg_has(&st, "column 'label' is not a one-dimensional");
 }
 END_TEST
@@ -170,6 +181,8 @@ START_TEST(test_run_string_array_attrs)
         cc_status st;
         status_clear(&st);
         ck_assert_int_eq(runlog_open(&rl, path, &st), -1);
+        ck_assert_h5_closed();
+    ck_assert_h5_closed();
         ck_assert_msg_has(&st, path);
         ck_assert_msg_has(&st, want);
     }
@@ -191,6 +204,7 @@ START_TEST(test_run_version)
     cc_status st;
     status_clear(&st);
     ck_assert_int_eq(runlog_open(&rl, path, &st), -1);
+    ck_assert_h5_closed();
     ck_assert_msg_has(&st, "attribute 'format_version' is not a string");
     f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
     H5Adelete(f, "format_version");
@@ -204,6 +218,7 @@ START_TEST(test_run_version)
     H5Fclose(f);
     status_clear(&st);
     ck_assert_int_eq(runlog_open(&rl, path, &st), -1);
+    ck_assert_h5_closed();
     ck_assert_msg_has(&st, "run file format version '7' is not supported");
     /* and a good one still opens */
     make_run(path);
@@ -226,6 +241,8 @@ START_TEST(test_dataset_format_array)
         cc_status st;
         status_clear(&st);
         ck_assert_ptr_null(dataset_open(path, &st));
+    ck_assert_h5_closed();
+        ck_assert_h5_closed();
         ck_assert_msg_has(&st, path);
         ck_assert_msg_has(&st, "root attribute 'format' is not a single string");
     }
@@ -244,6 +261,7 @@ START_TEST(test_checkpoint_attr_array)
     cc_status st;
     status_clear(&st);
     ck_assert_int_eq(checkpoint_read_attr_string(path, "model", buf, sizeof buf, &st), -1);
+    ck_assert_h5_closed();
     ck_assert_msg_has(&st, "root attribute 'model' is not a single string");
 }
 END_TEST
@@ -440,6 +458,7 @@ START_TEST(test_dataset_bad_values)
     cc_status st;
     status_clear(&st);
     ck_assert_ptr_null(dataset_open(path, &st));
+    ck_assert_h5_closed();
     ck_assert_msg_has(&st, "/counts[0] = -2 is negative");
     make_ds(path, 4, 1, -5.0f, 3);
     status_clear(&st);
@@ -475,6 +494,7 @@ START_TEST(test_dataset_shape_messages)
     cc_status st;
     status_clear(&st);
     ck_assert_ptr_null(dataset_open(path, &st));
+    ck_assert_h5_closed();
     ck_assert_msg_has(&st, "/images has 4 entries but /counts has 2");
     make_ds(path, 4, 1, 0.5f, 3);
     f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
@@ -486,6 +506,7 @@ START_TEST(test_dataset_shape_messages)
     H5Fclose(f);
     status_clear(&st);
     ck_assert_ptr_null(dataset_open(path, &st));
+    ck_assert_h5_closed();
     ck_assert_msg_has(&st, "/images has shape (8,8), expected (4,1,8,8)");
 }
 END_TEST
@@ -523,6 +544,7 @@ START_TEST(test_checkpoint_values)
             continue;
         }
         ck_assert_int_eq(r, -1);
+        ck_assert_h5_closed();
         ck_assert_msg_has(&st, k == 1 ? "/params/m/bn/weight[2] is nan (not finite)"
                                       : "/params/m/bn/running_var[3] is -0.5 (a negative variance)");
     }
@@ -801,6 +823,7 @@ START_TEST(test_checkpoint_empty_params)
     ck_assert_int_ge(params_add(&P, "m/w", 1, shape, PARAM_TRAINABLE, &st), 0);
     ck_assert_int_eq(params_finalize(&P, &st), 0);
     ck_assert_int_eq(checkpoint_load(path, &P, NULL, &st), -1);
+    ck_assert_h5_closed();
     ck_assert_msg_has(&st, "missing m/w");
     params_free(&P);
     ctx_free(&ctx);
