@@ -187,12 +187,26 @@ static int resolve(const char *path, char *out, size_t len, cc_status *st)
     return status_set(st, "%s: too many levels of symbolic links", path);
 }
 
+/* /dev/stdout, /dev/fd/N, /proc/self/fd/N...: a descriptor the caller
+ * (the shell) opened -- a pipe, a terminal, or a file opened for append --
+ * is written through, never replaced (devices are found by stat). */
+static int fd_alias(const char *path)
+{
+    if (!strcmp(path, "/dev/stdout") || !strcmp(path, "/dev/stderr") ||
+        !strncmp(path, "/dev/fd/", 8) || !strncmp(path, "/proc/self/fd/", 14))
+        return 1;
+    if (strncmp(path, "/proc/", 6)) return 0;
+    const char *p = path + 6;
+    while (*p >= '0' && *p <= '9') p++;
+    return p > path + 6 && !strncmp(p, "/fd/", 4);
+}
+
 static int begin(fs_atomic *a, const char *path, int is_dir, cc_status *st)
 {
     memset(a, 0, sizeof *a);
     a->slot = -1;
     a->is_dir = is_dir;
-    if (!is_dir && (!strncmp(path, "/dev/", 5) || !strncmp(path, "/proc/", 6))) {
+    if (!is_dir && fd_alias(path)) {
         a->direct = 1;
     } else if (resolve(path, a->target, sizeof a->target, st) != 0) {
         return -1;

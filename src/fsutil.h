@@ -17,10 +17,11 @@ int fs_mkdirs(const char *dir, cc_status *st);
  * fs_atomic_commit() renames it over `a.target`, so a reader sees the old
  * file or the whole new one and a failure leaves nothing half-written.
  *  - A symbolic link is followed: its target is replaced, the link stays.
- *  - Devices, FIFOs, sockets and /dev/... or /proc/... paths (/dev/stdout,
- *    /dev/full) are written directly (a.direct = 1, a.tmp == the path): not
- *    atomic, but a device node is never replaced by a regular file.  Only
- *    regular files (or new names) are renamed over.
+ *  - Devices, FIFOs, sockets and descriptor aliases (/dev/stdout,
+ *    /dev/fd/N, /proc/self/fd/N) are written directly (a.direct = 1,
+ *    a.tmp == the path): not atomic, but a device node is never replaced by
+ *    a regular file, nor a shell's redirection target.  Only regular files
+ *    (or new names) are renamed over.
  *  - Temp names are "<target>.tmp.<host>.<pid>": on a shared file system
  *    a run removes only its own host's temp files, and only those of dead
  *    processes (fs_atomic_begin does that for the target's name, so what a

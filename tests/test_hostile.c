@@ -2,6 +2,7 @@
  * here crashed, corrupted memory or passed silently before its fix; each
  * must now be refused with a message naming the file and the problem. */
 #include <check.h>
+#include <fcntl.h>
 #include <hdf5.h>
 #include <tiffio.h>
 #include <math.h>
@@ -671,6 +672,26 @@ START_TEST(test_atomic_fifo_device)
     ck_assert_int_eq(fs_atomic_begin(&a, "/dev/full", &st), 0);
     ck_assert_int_eq(a.direct, 1);
     fs_atomic_abort(&a);
+    /* a redirection target (a regular file behind /dev/fd/N) is written
+     * through, not replaced */
+    char reg[128], alias[64];
+    snprintf(reg, sizeof reg, "%s/redirected", dir);
+    int fd = open(reg, O_WRONLY | O_CREAT | O_APPEND, 0600);
+    ck_assert_int_ge(fd, 0);
+    snprintf(alias, sizeof alias, "/dev/fd/%d", fd);
+    ck_assert_int_eq(fs_atomic_begin(&a, alias, &st), 0);
+    ck_assert_int_eq(a.direct, 1);
+    fs_atomic_abort(&a);
+    close(fd);
+    unlink(reg);
+    /* an ordinary file under /dev/shm is still written atomically */
+    char shm[64];
+    snprintf(shm, sizeof shm, "/dev/shm/cc_hostile_%ld", (long)getpid());
+    if (access("/dev/shm", W_OK) == 0) {
+        ck_assert_int_eq(fs_atomic_begin(&a, shm, &st), 0);
+        ck_assert_int_eq(a.direct, 0);
+        fs_atomic_abort(&a);
+    }
     ck_assert_int_eq(stat("/dev/full", &sb), 0);
     ck_assert(S_ISCHR(sb.st_mode));
     status_clear(&st);
