@@ -2,6 +2,8 @@
 #include "src/fsutil.h"
 
 #include <dirent.h>
+#include <pthread.h>
+#include <stdint.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -131,19 +133,50 @@ static void host_name(char *buf, size_t len)
         if (*p == '/') *p = '_';
 }
 
+/* Directories already scanned for stale temp files by this process: a
+ * writer of thousands of files into one directory (simulate, count --masks)
+ * must not list it thousands of times.  Per process, mutex-guarded; a
+ * collision of the 64-bit hashes only skips a best-effort scan. */
+#define FS_SCANNED 256
+static struct {
+    pthread_mutex_t mu;
+    uint64_t hash[FS_SCANNED];
+    unsigned next;
+} fs_scanned = {PTHREAD_MUTEX_INITIALIZER, {0}, 0};
+
+static int first_scan(const char *dir, const char *base)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (const char *p = dir; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ull;
+    h = (h ^ '/') * 1099511628211ull;
+    /* staging directories are scanned per base name: they are few */
+    if (base) for (const char *p = base; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ull;
+    int first = 1;
+    pthread_mutex_lock(&fs_scanned.mu);
+    for (unsigned i = 0; i < FS_SCANNED && first; i++) first = fs_scanned.hash[i] != h;
+    if (first) fs_scanned.hash[fs_scanned.next++ % FS_SCANNED] = h;
+    pthread_mutex_unlock(&fs_scanned.mu);
+    return first;
+}
+
 /* Remove "<base>.tmp.<host>.<pid>" entries of dir left by dead processes
- * of this host (kill(pid, 0) says ESRCH).  Best effort. */
+ * of this host (kill(pid, 0) says ESRCH).  Best effort; files: once per
+ * directory and process (the scan removes every base name's). */
 static void remove_stale(const char *dir, const char *base, const char *host, int is_dir)
 {
-    char prefix[NAME_MAX + 160];
-    if (snprintf(prefix, sizeof prefix, "%s.tmp.%s.", base, host) >= (int)sizeof prefix) return;
-    size_t pl = strlen(prefix);
+    if (!first_scan(dir, is_dir ? base : NULL)) return;
+    char infix[NAME_MAX + 160];
+    if (snprintf(infix, sizeof infix, ".tmp.%s.", host) >= (int)sizeof infix) return;
+    size_t il = strlen(infix), bl = strlen(base);
     DIR *d = opendir(dir);
     if (!d) return;
     struct dirent *e;
     while ((e = readdir(d))) {
-        if (strncmp(e->d_name, prefix, pl)) continue;
-        const char *digits = e->d_name + pl;
+        /* directories: "<base><infix><pid>"; files: "<any name><infix><pid>" */
+        const char *at = is_dir ? (strncmp(e->d_name, base, bl) ? NULL : e->d_name + bl)
+                                : strstr(e->d_name, infix);
+        if (!at || strncmp(at, infix, il)) continue;
+        const char *digits = at + il;
         char *end;
         errno = 0;
         long pid = strtol(digits, &end, 10);
