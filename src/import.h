@@ -29,6 +29,8 @@ typedef struct import_opts {
     uint64_t seed;              /* split seed, default 1 */
     double frac[3];             /* split fractions, default 0.8/0.1/0.1 */
     int threads;                /* OpenMP threads, 0 = OpenMP's default */
+    uint64_t decode_budget;     /* decoded bytes in flight over all threads, 0 = 2 GiB;
+                                   a file larger than this is decoded alone */
 } import_opts;
 
 typedef struct import_summary {
@@ -42,6 +44,7 @@ typedef struct import_summary {
     int64_t split_images[3];    /* images per split (train, val, test) */
     int64_t split_scenes[3];    /* scenes per split */
     int bits;                   /* source sample depth (8 or 16) */
+    uint64_t peak_decode;       /* most decoded bytes in flight at once (estimate) */
 } import_summary;
 
 /* Fill o with the defaults (every pointer NULL). */

@@ -851,6 +851,44 @@ START_TEST(test_checkpoint_empty_params)
 }
 END_TEST
 
+/* Item 12: decoded bytes in flight are bounded over import's threads: with
+ * a budget of one image, images are decoded one at a time (and a budget
+ * below one image still imports). */
+START_TEST(test_import_decode_budget)
+{
+    char img[128], path[300], out[160];
+    snprintf(img, sizeof img, "%s/img", dir);
+    ck_assert_int_eq(mkdir(img, 0700), 0);
+    static uint8_t px[64 * 64];
+    for (int i = 0; i < 64 * 64; i++) px[i] = (uint8_t)i;
+    cc_status st;
+    status_clear(&st);
+    for (int k = 0; k < 8; k++) {
+        snprintf(path, sizeof path, "%s/SIMCEPImages_A05_C%d_F1_s%02d_w1.TIF", img, 1 + k % 4,
+                 1 + k / 4);
+        ck_assert_msg(tiff_write_gray(path, 64, 64, 8, px, &st) == 0, "%s", st.msg);
+    }
+    const uint64_t one = 64 * 64 * 8;      /* 16-bit samples, 16-bit gray, float */
+    for (int k = 0; k < 2; k++) {
+        snprintf(out, sizeof out, "%s/ds%d.h5", dir, k);
+        import_opts o;
+        import_opts_default(&o);
+        o.images_dir = img;
+        o.out_path = out;
+        o.width = 32;
+        o.height = 32;
+        o.threads = 4;
+        o.decode_budget = k ? one / 2 : one;
+        import_summary sum;
+        status_clear(&st);
+        ck_assert_msg(import_run(&o, NULL, &sum, &st) == 0, "%s", st.msg);
+        ck_assert_int_eq(sum.images, 8);
+        ck_assert_msg(sum.peak_decode == one, "peak %llu, one image %llu",
+                      (unsigned long long)sum.peak_decode, (unsigned long long)one);
+    }
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("hostile");
@@ -880,6 +918,7 @@ int main(void)
     tcase_add_test(tc, test_config_directory);
     tcase_add_test(tc, test_import_out_is_input);
     tcase_add_test(tc, test_bbbc_big_number);
+    tcase_add_test(tc, test_import_decode_budget);
     suite_add_tcase(s, tc);
     tc = tcase_create("output");
     tcase_add_checked_fixture(tc, setup, teardown);
