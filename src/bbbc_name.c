@@ -21,16 +21,15 @@ static const char PREFIX[] = "SIMCEPImages_";
 #define MAX_STAIN 99
 #define MAX_COL 99
 
-/* Read 1..6 decimal digits at *p into *v, advancing *p. */
+/* Read 1..6 decimal digits at *p into *v, advancing *p past all digits.
+ * -1: no digit; -2: more than 6 (a number, but too large for any field). */
 static int digits(const char **p, int *v)
 {
     int n = 0, x = 0;
-    while (**p >= '0' && **p <= '9') {
-        if (++n > 6) return -1;
-        x = x * 10 + (**p - '0');
-        (*p)++;
-    }
+    for (; **p >= '0' && **p <= '9'; (*p)++)
+        if (++n <= 6) x = x * 10 + (**p - '0');
     if (n == 0) return -1;
+    if (n > 6) return -2;
     *v = x;
     return 0;
 }
@@ -44,7 +43,11 @@ static int field(const char **p, const char *tag, int lo, int hi, int *v,
         return status_set(st, "%s: malformed BBBC005 name: expected '%s<%s>' at '%s'",
                           name, tag, what, *p);
     *p += n;
-    if (digits(p, v) != 0)
+    int r = digits(p, v);
+    if (r == -2)
+        return status_set(st, "%s: malformed BBBC005 name: %s after '%s' is out of range %d..%d",
+                          name, what, tag, lo, hi);
+    if (r != 0)
         return status_set(st, "%s: malformed BBBC005 name: %s after '%s' is not a number",
                           name, what, tag);
     if (*v < lo || *v > hi)

@@ -9,10 +9,12 @@
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <math.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "src/fsutil.h"
 #include "src/h5write.h"
 
 /* Differences shown in a refusal message before "and N more"; the room
@@ -237,16 +239,15 @@ int checkpoint_save(const char *path, const cc_params *P, const cc_optim *opt,
             if (!strcmp(attrs[j].key, k))
                 return status_set(st, "%s: attribute '%s' given twice", path, k);
     }
-    size_t tl = strlen(path) + 32;
-    char *tmp = malloc(tl);
-    if (!tmp) return status_set(st, "%s: out of memory", path);
-    snprintf(tmp, tl, "%s.tmp.%ld", path, (long)getpid());
+    fs_atomic aw;
+    if (fs_atomic_begin(&aw, path, st) != 0) return -1;
+    const char *tmp = aw.tmp;
     /* Create it ourselves first: open(2)'s errno ("Permission denied", "No
      * such file or directory") is a clearer message than HDF5's. */
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
     if (fd < 0) {
         status_set(st, "%s: cannot create temporary file %s: %s", path, tmp, strerror(errno));
-        free(tmp);
+        fs_atomic_abort(&aw);
         return -1;
     }
     close(fd);
@@ -255,13 +256,11 @@ int checkpoint_save(const char *path, const cc_params *P, const cc_optim *opt,
     int rc = file_put(path, tmp, P, opt, attrs, n_attrs, st);
     h5_quiet_end(&q);
     if (rc == 0) rc = file_sync(path, tmp, st);
-    if (rc == 0 && rename(tmp, path) != 0)
-        rc = status_set(st, "%s: cannot rename %s into place: %s", path, tmp, strerror(errno));
+    if (rc == 0 && fs_atomic_commit(&aw, st) != 0) rc = -1;
     if (rc != 0)
-        unlink(tmp);
+        fs_atomic_abort(&aw);
     else
-        dir_sync(path);
-    free(tmp);
+        dir_sync(aw.target);
     return rc;
 }
 
@@ -302,49 +301,7 @@ static int attr_get_str(hid_t obj, const char *where, const char *key, char *buf
                         const char *path, cc_status *st)
 {
     assert(len > 0);
-    buf[0] = '\0';
-    htri_t ex = H5Aexists(obj, key);
-    if (ex < 0) return h5_fail(st, path, "cannot look up %s attribute '%s'", where, key);
-    if (ex == 0) return 1;
-    hid_t a = H5Aopen(obj, key, H5P_DEFAULT), t = -1, s = -1, mt = -1;
-    int rc = -1;
-    if (a < 0 || (t = H5Aget_type(a)) < 0 || (s = H5Aget_space(a)) < 0) {
-        h5_fail(st, path, "cannot open %s attribute '%s'", where, key);
-        goto done;
-    }
-    if (H5Tget_class(t) != H5T_STRING || H5Sget_simple_extent_npoints(s) != 1) {
-        status_set(st, "%s: %s attribute '%s' is not a string", path, where, key);
-        goto done;
-    }
-    /* h5py writes str as variable-length, numpy bytes as fixed-length. */
-    int var = H5Tis_variable_str(t) > 0;
-    size_t sz = var ? 0 : H5Tget_size(t);
-    char *v = var ? NULL : calloc(1, sz + 1);
-    if (!var && !v) {
-        status_set(st, "%s: out of memory", path);
-        goto done;
-    }
-    if ((mt = H5Tcopy(H5T_C_S1)) < 0 || H5Tset_size(mt, var ? H5T_VARIABLE : sz + 1) < 0 ||
-        H5Tset_strpad(mt, H5T_STR_NULLTERM) < 0 || H5Tset_cset(mt, H5Tget_cset(t)) < 0 ||
-        H5Aread(a, mt, var ? (void *)&v : v) < 0) {
-        h5_fail(st, path, "cannot read %s attribute '%s'", where, key);
-    } else if (v && strlen(v) >= len) {
-        status_set(st, "%s: %s attribute '%s' is longer than %zu bytes", path, where, key,
-                   len - 1);
-    } else {
-        snprintf(buf, len, "%s", v ? v : "");
-        rc = 0;
-    }
-    if (var)
-        H5free_memory(v);
-    else
-        free(v);
-done:
-    h5_close_id(&mt, H5Tclose);
-    h5_close_id(&s, H5Sclose);
-    h5_close_id(&t, H5Tclose);
-    h5_close_id(&a, H5Aclose);
-    return rc;
+    return h5_attr_get_str(obj, path, where, key, buf, len, st);
 }
 
 /* n numbers converted to mtype (H5T_NATIVE_DOUBLE or H5T_NATIVE_INT64; the
@@ -571,7 +528,7 @@ static int diffs_fail(const ck_diffs *d, const char *path, cc_status *st)
 static void list_match(ck_list *L, const cc_params *P, int trainable_only, const char *prefix,
                        ck_diffs *d)
 {
-    qsort(L->e, (size_t)L->n, sizeof *L->e, entry_cmp);
+    if (L->n > 1) qsort(L->e, (size_t)L->n, sizeof *L->e, entry_cmp);   /* e may be NULL */
     for (int i = 0; i < P->n; i++) {
         const cc_param *p = &P->p[i];
         if (trainable_only && p->kind != PARAM_TRAINABLE) continue;
@@ -671,6 +628,27 @@ static int tensor_get(ck_load *c, hid_t grp, const char *gname, const cc_param *
     return 0;
 }
 
+/* A model read from a file is checked before anyone counts with it: a NaN
+ * weight or a negative BN running variance gave a plausible count with
+ * exit status 0.  nonneg: the tensor is a variance (or Adam's second
+ * moment). */
+static int tensor_check(const char *path, const char *gname, const char *name, const float *v,
+                        size_t n, int nonneg, cc_status *st)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(v[i]) || (nonneg && v[i] < 0))
+            return status_set(st, "%s: %s/%s[%zu] is %g (%s): the checkpoint is damaged", path,
+                              gname, name, i, (double)v[i],
+                              isfinite(v[i]) ? "a negative variance" : "not finite");
+    return 0;
+}
+
+static int ends_with(const char *s, const char *suffix)
+{
+    size_t a = strlen(s), b = strlen(suffix);
+    return a >= b && !strcmp(s + a - b, suffix);
+}
+
 static float *stage_alloc(size_t n) { return malloc(sizeof(float) * (n ? n : 1)); }
 
 /* Validate everything, then read into staging buffers; P is not touched. */
@@ -735,12 +713,18 @@ static int load_stage(ck_load *c, const cc_params *P, const cc_optim *opt, cc_st
     for (int i = 0; i < P->n; i++) {
         const cc_param *p = &P->p[i];
         float *dst = (p->kind == PARAM_TRAINABLE ? c->val : c->buf) + p->offset;
-        if (tensor_get(c, c->params, "/params", p, dst, st) != 0) return -1;
+        if (tensor_get(c, c->params, "/params", p, dst, st) != 0 ||
+            tensor_check(path, "/params", p->name, dst, p->numel,
+                         ends_with(p->name, "running_var"), st) != 0)
+            return -1;
         if (p->kind != PARAM_TRAINABLE) continue;
         for (int k = 0; k < ng; k++) {
             char gname[64];
             snprintf(gname, sizeof gname, "/optim/%s", groups[k]);
-            if (tensor_get(c, c->og[k], gname, p, c->mom[k] + p->offset, st) != 0) return -1;
+            if (tensor_get(c, c->og[k], gname, p, c->mom[k] + p->offset, st) != 0 ||
+                tensor_check(path, gname, p->name, c->mom[k] + p->offset, p->numel,
+                             !strcmp(groups[k], "exp_avg_sq"), st) != 0)
+                return -1;
         }
     }
     return 0;

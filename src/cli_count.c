@@ -55,7 +55,9 @@ static void usage(FILE *f, infer_cmd cmd)
         fprintf(f, common_usage, 16);
         fprintf(f,
                 "      --format tsv|csv  table format (default tsv)\n"
-                "      --output FILE     write the table to FILE (atomically) instead of stdout\n"
+                "      --output FILE     write the table to FILE (atomically; a link's target is\n"
+                "                        replaced; a device or FIFO is written directly, not\n"
+                "                        atomically) instead of stdout\n"
                 "      --masks DIR       also write per image, at half the input size:\n"
                 "                        STEM_mask.tif, STEM_sigma.tif (32-bit float: the FPN's\n"
                 "                        finest mean mask and its sigma = exp(logvar/2)) and\n"

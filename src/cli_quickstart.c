@@ -122,9 +122,9 @@ int cli_quickstart(int argc, char **argv)
         if (simulate_set(cfg.data_file, sites, threads, &st)) goto fail;
     }
     fprintf(stderr, "quickstart: 2/4 training the FPN\n");
-    if (train_fpn(&cfg, 1, &st)) goto fail;
+    if (train_fpn(&cfg, TRAIN_RESUME_IF_ANY, &st)) goto fail;
     fprintf(stderr, "quickstart: 3/4 training the counter\n");
-    if (train_counter(&cfg, NULL, 1, &st)) goto fail;
+    if (train_counter(&cfg, NULL, TRAIN_RESUME_IF_ANY, &st)) goto fail;
     fprintf(stderr, "quickstart: 4/4 evaluating on the held-out scenes\n");
     if (evaluate_run(&cfg, 2, NULL, NULL, stdout, &st)) goto fail;
     printf("\nquickstart done.\n"

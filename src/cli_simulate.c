@@ -231,7 +231,7 @@ int cli_simulate(int argc, char **argv)
         case OPT_QUIET: quiet = 1; break;
         case OPT_HELP: usage(stdout); return 0;
         case OPT_SIZE:
-            if (parse_size(optarg, &ow, &oh)) return bad("--size", optarg, "WxH, e.g. 256x192");
+            if (parse_size(optarg, &ow, &oh)) return bad("--size", optarg, "WxH with W, H in 1..16384, e.g. 256x192");
             break;
         case OPT_IMAGE_SIZE:
             if (parse_size(optarg, &p.width, &p.height) || p.width < 8 || p.height < 8)

@@ -28,6 +28,7 @@ static void run_usage(FILE *f, const char *cmd, const char *extra)
             "  -o, --out DIR         run directory (same as --set run.out_dir=DIR)\n"
             "  -t, --threads N       OpenMP threads (same as --set run.threads=N)\n"
             "      --resume          continue from the run directory's last checkpoint\n"
+            "                        (an error when there is none)\n"
             "%s"
             "  -h, --help            this text\n",
             cmd, extra);

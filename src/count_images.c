@@ -12,6 +12,7 @@
  *                      its range depends on the training (all 0 if max = 0)
  */
 #include "src/count_images.h"
+#include "src/fsutil.h"
 
 #include <assert.h>
 #include <dirent.h>
@@ -575,7 +576,8 @@ int count_run(const cc_config *cfg, const count_opts *o, char *const *args, int 
     uint8_t *px = NULL;
     double *count = NULL, *sigma = NULL, *fg = NULL;
     int *slot = NULL, nread = 0;
-    char tmp[4096] = "";
+    fs_atomic aw = {.slot = -1};   /* aw.tmp[0] != 0 while a temp file may exist */
+    char *tmp = aw.tmp;
     FILE *f = out;
 
     if (count_input_size(cfg, &h, &w, st)) goto done;
@@ -614,12 +616,13 @@ int count_run(const cc_config *cfg, const count_opts *o, char *const *args, int 
         goto done;
     }
     if (o->output) {
-        if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", o->output, (long)getpid()) >= (int)sizeof tmp) {
-            status_set(st, "%s: path too long", o->output);
+        if (fs_atomic_begin(&aw, o->output, st)) {
+            tmp[0] = '\0';
             goto done;
         }
         if (!(f = fopen(tmp, "w"))) {
             status_set(st, "%s: cannot write (%s)", tmp, strerror(errno));
+            fs_atomic_abort(&aw);
             tmp[0] = '\0';
             goto done;
         }
@@ -660,8 +663,8 @@ int count_run(const cc_config *cfg, const count_opts *o, char *const *args, int 
             status_set(st, "%s: write failed (disk full?)", o->output);
             goto done;
         }
-        if (rename(tmp, o->output)) {
-            status_set(st, "%s: cannot rename %s into place (%s)", o->output, tmp, strerror(errno));
+        if (fs_atomic_commit(&aw, st)) {
+            tmp[0] = '\0';
             goto done;
         }
         tmp[0] = '\0';
@@ -672,7 +675,7 @@ int count_run(const cc_config *cfg, const count_opts *o, char *const *args, int 
     rc = bad ? 1 : 0;
 done:
     if (f && f != out) fclose(f);
-    if (tmp[0]) unlink(tmp);
+    if (tmp[0]) fs_atomic_abort(&aw);
     if (model_open) count_model_close(&cm);
     count_inputs_free(&in);
     free(images), free(masks), free(sds), free(px), free(count), free(sigma), free(fg), free(slot);

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "autodiff/rng.h"
+#include "src/fsutil.h"
 #include "src/h5write.h"
 
 #define DEFLATE_LEVEL 4
@@ -35,6 +36,7 @@ static int set_num_attr(hid_t obj, const char *name, hid_t type, hsize_t n, cons
 
 struct dataset_writer {
     char *path, *tmp;
+    fs_atomic aw;           /* tmp's registration (fsutil.h) */
     int h, w;
     dataset_dtype type;
     hid_t file, images, masks;
@@ -79,6 +81,7 @@ static void writer_free(dataset_writer *wr)
     free(wr->count); free(wr->focus); free(wr->stain); free(wr->site); free(wr->scene);
     free(wr->split); free(wr->has_mask); free(wr->source);
     free(wr->u8); free(wr->zeros); free(wr->path); free(wr->tmp);
+    fs_atomic_release(&wr->aw);
     free(wr);
 }
 
@@ -88,10 +91,11 @@ dataset_writer *dataset_writer_open(const char *path, int h, int w, cc_status *s
     dataset_writer *wr = calloc(1, sizeof *wr);
     if (!wr) { status_set(st, "%s: out of memory", path); return NULL; }
     wr->file = wr->images = wr->masks = -1;
+    wr->aw.slot = -1;
     wr->h = h; wr->w = w;
     wr->type = DATASET_U8;
     wr->frac[0] = 0.8; wr->frac[1] = 0.1; wr->frac[2] = 0.1;
-    size_t tl = strlen(path) + 32;
+    size_t tl = sizeof wr->aw.tmp;
     wr->path = strdup(path);
     wr->tmp = malloc(tl);
     wr->u8 = malloc((size_t)h * w);
@@ -101,7 +105,11 @@ dataset_writer *dataset_writer_open(const char *path, int h, int w, cc_status *s
         writer_free(wr);
         return NULL;
     }
-    snprintf(wr->tmp, tl, "%s.tmp.%ld", path, (long)getpid());
+    if (fs_atomic_begin(&wr->aw, path, st) != 0) {
+        writer_free(wr);
+        return NULL;
+    }
+    snprintf(wr->tmp, tl, "%s", wr->aw.tmp);
     h5_quiet q;
     h5_quiet_begin(&q);
     if (H5Zfilter_avail(H5Z_FILTER_DEFLATE) <= 0) {
@@ -334,10 +342,8 @@ int dataset_writer_close(dataset_writer *wr, int commit, cc_status *st)
     h5_close_id(&wr->masks, H5Dclose);
     h5_close_id(&wr->file, H5Fclose);
     h5_quiet_end(&q);
-    if (commit && rc == 0 && rename(wr->tmp, wr->path) != 0)
-        rc = status_set(st, "%s: cannot rename %s into place: %s", wr->path, wr->tmp,
-                        strerror(errno));
-    if (!commit || rc != 0) unlink(wr->tmp);
+    if (commit && rc == 0 && fs_atomic_commit(&wr->aw, st) != 0) rc = -1;
+    if (!commit || rc != 0) fs_atomic_abort(&wr->aw);
     writer_free(wr);
     return rc;
 }
@@ -395,38 +401,14 @@ static int get_num_attr(hid_t f, const char *name, hid_t mt, hssize_t nelem, voi
     return rc;
 }
 
-/* Read a string attribute (variable or fixed length) into buf. */
+/* Read a string root attribute into buf (h5_attr_get_str's rule). */
 static int get_str_attr(hid_t f, const char *name, char *buf, size_t len, const char *path,
                         cc_status *st)
 {
-    if (H5Aexists(f, name) <= 0)
+    int rc = h5_attr_get_str(f, path, "root", name, buf, len, st);
+    if (rc == 1)
         return status_set(st, "%s: not a %s file: missing root attribute '%s'", path,
                           DATASET_FORMAT, name);
-    hid_t a = H5Aopen(f, name, H5P_DEFAULT), t = a >= 0 ? H5Aget_type(a) : -1;
-    int rc = 0;
-    if (t < 0 || H5Tget_class(t) != H5T_STRING) {
-        rc = status_set(st, "%s: root attribute '%s' is not a string", path, name);
-    } else if (H5Tis_variable_str(t) > 0) {
-        char *s = NULL;
-        hid_t mt = H5Tcopy(H5T_C_S1);
-        H5Tset_size(mt, H5T_VARIABLE);
-        H5Tset_cset(mt, H5Tget_cset(t));    /* HDF5 converts no ASCII <-> UTF-8 */
-        if (H5Aread(a, mt, &s) < 0 || !s) {
-            rc = h5_fail(st, path, "cannot read attribute '%s'", name);
-        } else {
-            snprintf(buf, len, "%s", s);
-            H5free_memory(s);
-        }
-        H5Tclose(mt);
-    } else {
-        size_t sz = H5Tget_size(t);
-        char *s = calloc(sz + 1, 1);
-        if (!s || H5Aread(a, t, s) < 0) rc = h5_fail(st, path, "cannot read attribute '%s'", name);
-        else snprintf(buf, len, "%s", s);
-        free(s);
-    }
-    if (t >= 0) H5Tclose(t);
-    if (a >= 0) H5Aclose(a);
     return rc;
 }
 
@@ -446,7 +428,9 @@ static hid_t open_checked(hid_t f, const char *name, int rank, const hsize_t *wa
     hid_t s = H5Dget_space(d), t = H5Dget_type(d);
     hsize_t dims[8] = {0};
     int r = s >= 0 ? H5Sget_simple_extent_ndims(s) : -1;
-    int ok = r == rank && H5Sget_simple_extent_dims(s, dims, NULL) == rank;
+    /* dims of any rank up to 8, so that a wrong shape is shown as it is */
+    if (r > 8 || (r >= 0 && H5Sget_simple_extent_dims(s, dims, NULL) != r)) r = -1;
+    int ok = r == rank;
     char got[128] = "", exp[128] = "";
     for (int i = 0; i < rank && ok; i++) ok = dims[i] == want[i];
     if (!ok) {
@@ -456,7 +440,13 @@ static hid_t open_checked(hid_t f, const char *name, int rank, const hsize_t *wa
         for (int i = 0; i < rank; i++)
             snprintf(exp + strlen(exp), sizeof exp - strlen(exp), "%s%llu", i ? "," : "",
                      (unsigned long long)want[i]);
-        status_set(st, "%s: /%s has shape (%s), expected (%s)", path, name, got, exp);
+        if (r == rank && rank >= 1 && dims[0] != want[0] && !memcmp(dims + 1, want + 1,
+                                                                    (size_t)(rank - 1) * sizeof *dims))
+            status_set(st, "%s: /%s has %llu entries but /counts has %llu (one per image)", path,
+                       name, (unsigned long long)dims[0], (unsigned long long)want[0]);
+        else
+            status_set(st, "%s: /%s has shape (%s), expected (%s)", path, name, r < 0 ? "?" : got,
+                       exp);
     } else if (t < 0 || H5Tget_class(t) != cls) {
         ok = 0;
         status_set(st, "%s: /%s has the wrong element type (expected %s)", path, name,
@@ -605,6 +595,9 @@ static int open_body(cc_dataset *ds, cc_status *st)
         if (ds->split[i] > DATASET_TEST)
             return status_set(st, "%s: /split[%lld] = %u is not 0, 1 or 2", path,
                               (long long)i, (unsigned)ds->split[i]);
+        if (ds->counts[i] < 0)
+            return status_set(st, "%s: /counts[%lld] = %d is negative", path, (long long)i,
+                              (int)ds->counts[i]);
         if (ds->has_mask[i] > 1)
             return status_set(st, "%s: /has_mask[%lld] = %u is not 0 or 1", path,
                               (long long)i, (unsigned)ds->has_mask[i]);
@@ -684,7 +677,17 @@ int dataset_read_images(cc_dataset *ds, int64_t idx, int64_t n, float *out, cc_s
 
 int dataset_read_masks(cc_dataset *ds, int64_t idx, int64_t n, float *out, cc_status *st)
 {
-    return read_stack(ds, ds->h5->masks, "masks", idx, n, H5T_NATIVE_FLOAT, out, st);
+    if (read_stack(ds, ds->h5->masks, "masks", idx, n, H5T_NATIVE_FLOAT, out, st) != 0)
+        return -1;
+    /* A mask is a foreground fraction: anything else would train silently
+     * toward nonsense (a mask of -5 was accepted). */
+    const size_t hw = (size_t)ds->h * ds->w;
+    for (size_t i = 0; i < (size_t)n * hw; i++)
+        if (!(out[i] >= 0.0f && out[i] <= 1.0f))
+            return status_set(st, "%s: /masks[%lld] has the value %g at pixel %zu (masks must "
+                              "lie in [0, 1])", ds->path, (long long)(idx + (int64_t)(i / hw)),
+                              (double)out[i], i % hw);
+    return 0;
 }
 
 /* ---- split ----------------------------------------------------------- */

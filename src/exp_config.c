@@ -1,8 +1,8 @@
 /* exp_config.c - see exp_config.h. */
 #include "src/exp_config.h"
+#include "src/ini_read.h"
 
 #include <errno.h>
-#include <ini.h>
 #include <math.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -188,54 +188,24 @@ static int set_value(cc_config *c, const key_def *k, const char *v, const char *
     return -1;
 }
 
-typedef struct parse_ctx {
-    cc_config *c;
-    const char *path;
-    FILE *f;
-    int line;
-    cc_status *st;
-} parse_ctx;
-
-/* inih's stock handler has no line number; reading through our own reader
- * lets us count lines ourselves. */
-static char *count_reader(char *str, int num, void *stream)
+static int config_ini_handler(void *user, const char *where, const char *section,
+                              const char *name, const char *value, cc_status *st)
 {
-    parse_ctx *p = stream;
-    char *r = fgets(str, num, p->f);
-    if (r) p->line++;
-    return r;
-}
-
-static int config_ini_handler(void *user, const char *section, const char *name, const char *value)
-{
-    parse_ctx *p = user;
-    char where[CFG_STR + 32];
-    snprintf(where, sizeof where, "%s:%d", p->path, p->line);
-    if (!section_known(section)) {
-        status_set(p->st, "%s: unknown section [%s]", where, section);
-        return 0;
-    }
+    if (!section_known(section))
+        return status_set(st, "%s: unknown section [%s]", where, section);
+    if (!name) return 0;
     const key_def *k = find_key(section, name);
-    if (!k) {
-        status_set(p->st, "%s: unknown key '%s' in section [%s]", where, name, section);
-        return 0;
-    }
-    return set_value(p->c, k, value, where, p->st) == 0;
+    if (!k) return status_set(st, "%s: unknown key '%s' in section [%s]", where, name, section);
+    return set_value(user, k, value, where, st);
 }
 
 int config_load(cc_config *c, const char *path, cc_status *st)
 {
-    parse_ctx p = {c, path, fopen(path, "r"), 0, st};
-    if (!p.f) return status_set(st, "%s: cannot open experiment file (%s)", path, strerror(errno));
-    cc_status local;
-    status_clear(&local);
-    p.st = &local;
-    int r = ini_parse_stream(count_reader, &p, config_ini_handler, &p);
-    fclose(p.f);
-    if (local.failed) return status_set(st, "%s", local.msg);
-    if (r > 0) return status_set(st, "%s:%d: syntax error", path, r);
-    if (r < 0) return status_set(st, "%s: cannot read the file", path);
-    return 0;
+    FILE *f = fopen(path, "r");
+    if (!f) return status_set(st, "%s: cannot open experiment file (%s)", path, strerror(errno));
+    int r = ini_read(f, path, config_ini_handler, c, st);
+    fclose(f);
+    return r;
 }
 
 int config_set(cc_config *c, const char *assignment, cc_status *st)

@@ -1,6 +1,7 @@
 /* h5write.c - see h5write.h. */
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include "src/h5write.h"
 
 #include <errno.h>
@@ -114,5 +115,68 @@ int h5_attr_put_str(hid_t obj, const char *name, const char *value)
     h5_close_id(&a, H5Aclose);
     h5_close_id(&s, H5Sclose);
     h5_close_id(&t, H5Tclose);
+    return rc;
+}
+
+/* Longest fixed-length string type we are willing to allocate for: a
+ * hostile file may declare a 4 GB string; no attribute of ours is near. */
+#define H5_ATTR_STR_MAX (1u << 20)
+
+int h5_attr_get_str(hid_t obj, const char *path, const char *where, const char *name, char *buf,
+                    size_t len, cc_status *st)
+{
+    buf[0] = '\0';
+    htri_t ex = H5Aexists(obj, name);
+    if (ex < 0) return h5_fail(st, path, "cannot look up %s attribute '%s'", where, name);
+    if (ex == 0) return 1;
+    hid_t a = H5Aopen(obj, name, H5P_DEFAULT), t = -1, s = -1, mt = -1;
+    int rc = -1, var = 0;
+    char *v = NULL;
+    if (a < 0 || (t = H5Aget_type(a)) < 0 || (s = H5Aget_space(a)) < 0) {
+        h5_fail(st, path, "cannot open %s attribute '%s'", where, name);
+        goto done;
+    }
+    if (H5Tget_class(t) != H5T_STRING) {
+        status_set(st, "%s: %s attribute '%s' is not a string", path, where, name);
+        goto done;
+    }
+    if (H5Sget_simple_extent_type(s) != H5S_SCALAR) {
+        status_set(st, "%s: %s attribute '%s' is not a single string (an array of %lld)", path,
+                   where, name, (long long)H5Sget_simple_extent_npoints(s));
+        goto done;
+    }
+    /* h5py writes str as variable-length, numpy bytes as fixed-length. */
+    var = H5Tis_variable_str(t) > 0;
+    size_t sz = var ? 0 : H5Tget_size(t);
+    if (!var && (sz == 0 || sz > H5_ATTR_STR_MAX)) {
+        status_set(st, "%s: %s attribute '%s' is longer than %zu bytes", path, where, name,
+                   len - 1);
+        goto done;
+    }
+    if (!var && !(v = calloc(1, sz + 1))) {
+        status_set(st, "%s: out of memory", path);
+        goto done;
+    }
+    /* Same character set as the file: HDF5 converts no ASCII <-> UTF-8. */
+    if ((mt = H5Tcopy(H5T_C_S1)) < 0 || H5Tset_size(mt, var ? H5T_VARIABLE : sz + 1) < 0 ||
+        H5Tset_strpad(mt, H5T_STR_NULLTERM) < 0 || H5Tset_cset(mt, H5Tget_cset(t)) < 0 ||
+        H5Aread(a, mt, var ? (void *)&v : v) < 0) {
+        h5_fail(st, path, "cannot read %s attribute '%s'", where, name);
+    } else if (v && strlen(v) >= len) {
+        status_set(st, "%s: %s attribute '%s' is longer than %zu bytes", path, where, name,
+                   len - 1);
+    } else {
+        snprintf(buf, len, "%s", v ? v : "");
+        rc = 0;
+    }
+done:
+    if (var)
+        H5free_memory(v);
+    else
+        free(v);
+    h5_close_id(&mt, H5Tclose);
+    h5_close_id(&s, H5Sclose);
+    h5_close_id(&t, H5Tclose);
+    h5_close_id(&a, H5Aclose);
     return rc;
 }

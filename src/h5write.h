@@ -66,6 +66,16 @@ int h5_fail(cc_status *st, const char *path, const char *fmt, ...)
  * (the HDF5 error stack says why). */
 int h5_attr_put_str(hid_t obj, const char *name, const char *value);
 
+/* Read the string attribute `name` of obj into buf[len].  The one rule for
+ * every string attribute read from a file (none of which is trusted): a
+ * scalar dataspace, string class (fixed or variable length, any character
+ * set), shorter than len bytes.  Anything else -- an array of strings, a
+ * number, an over-long value -- is an error "path: where attribute 'name'
+ * ...".  `where` names the object ("root", "/optim").  Returns 0 read, 1
+ * absent (buf empty, st untouched), -1 error. */
+int h5_attr_get_str(hid_t obj, const char *path, const char *where, const char *name, char *buf,
+                    size_t len, cc_status *st);
+
 /* Close *id with fn if open, and mark it closed (-1). */
 void h5_close_id(hid_t *id, herr_t (*fn)(hid_t));
 

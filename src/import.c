@@ -4,10 +4,14 @@
 #include <assert.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <omp.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <tiffio.h>
+#include <unistd.h>
 
 #include "src/bbbc_name.h"
 #include "src/dataset.h"
@@ -135,9 +139,93 @@ static char *join(const char *dir, const char *name)
     return p;
 }
 
-/* Read a TIFF (as gray float [0,1] or binarised) and area-resize it. */
-static int load_resized(const char *path, const cc_norm *norm, int w, int h, float *out,
-                        cc_image *img, cc_status *st)
+/* Decoded bytes in flight over the import's threads (issue 15: a 261 KB
+ * deflate TIFF of 16384x16384 costs 1.6 GB, times the threads).  A thread
+ * waits before decoding while the others hold the budget; a file larger
+ * than the whole budget is decoded alone. */
+typedef struct decode_budget {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    uint64_t cap, used, peak;
+} decode_budget;
+
+static int quiet_handler(TIFF *t, void *ud, const char *mod, const char *fmt, va_list ap)
+{
+    (void)t; (void)ud; (void)mod; (void)fmt; (void)ap;
+    return 1;
+}
+
+/* What decoding path will cost, from its header: 16-bit samples, the
+ * 16-bit gray image and its float copy.  0 when the header is unreadable
+ * (tiff_read_gray reports that). */
+static uint64_t decode_cost(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    struct stat sb;
+    if (fd < 0) return 0;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        close(fd);
+        return 0;
+    }
+    TIFFOpenOptions *opts = TIFFOpenOptionsAlloc();
+    if (!opts) {
+        close(fd);
+        return 0;
+    }
+    TIFFOpenOptionsSetErrorHandlerExtR(opts, quiet_handler, NULL);
+    TIFFOpenOptionsSetWarningHandlerExtR(opts, quiet_handler, NULL);
+    TIFF *t = TIFFFdOpenExt(fd, path, "rm", opts);   /* reads the first directory only */
+    TIFFOpenOptionsFree(opts);
+    if (!t) {
+        close(fd);
+        return 0;
+    }
+    uint32_t w = 0, h = 0;
+    uint16_t spp = 1;
+    TIFFGetField(t, TIFFTAG_IMAGEWIDTH, &w);
+    TIFFGetField(t, TIFFTAG_IMAGELENGTH, &h);
+    TIFFGetFieldDefaulted(t, TIFFTAG_SAMPLESPERPIXEL, &spp);
+    TIFFClose(t);
+    return (uint64_t)w * h * (2u * spp + 2u + 4u);
+}
+
+static void budget_take(decode_budget *b, uint64_t n)
+{
+    pthread_mutex_lock(&b->mu);
+    while (b->used > 0 && b->used + n > b->cap) pthread_cond_wait(&b->cv, &b->mu);
+    b->used += n;
+    if (b->used > b->peak) b->peak = b->used;
+    pthread_mutex_unlock(&b->mu);
+}
+
+static void budget_give(decode_budget *b, uint64_t n)
+{
+    pthread_mutex_lock(&b->mu);
+    b->used -= n;
+    pthread_cond_broadcast(&b->cv);
+    pthread_mutex_unlock(&b->mu);
+}
+
+/* Read a TIFF (as gray float [0,1] or binarised) and area-resize it,
+ * within the decode budget. */
+static int load_resized_raw(const char *path, const cc_norm *norm, int w, int h, float *out,
+                            cc_image *img, cc_status *st);
+
+/* norm NULL: a mask (binarised). */
+static int load_resized(decode_budget *b, const char *path, const cc_norm *norm, int w, int h,
+                        float *out, cc_image *img, cc_status *st)
+{
+    uint64_t cost = decode_cost(path);
+    budget_take(b, cost);
+    int rc = load_resized_raw(path, norm, w, h, out, img, st);
+    /* the float copy is gone; the 16-bit image goes with the caller's
+     * cc_image_free right after */
+    budget_give(b, cost);
+    return rc;
+}
+
+static int load_resized_raw(const char *path, const cc_norm *norm, int w, int h, float *out,
+                            cc_image *img, cc_status *st)
 {
     if (tiff_read_gray(path, img, st) != 0) return -1;
     float *f = malloc((size_t)img->w * img->h * sizeof *f);
@@ -155,7 +243,7 @@ static int load_resized(const char *path, const cc_norm *norm, int w, int h, flo
 
 /* Find, read and resize the mask of every scene (in parallel). */
 static int load_masks(const import_opts *o, const key3 *scenes, int64_t ns, scene_mask *sm,
-                      int nt, FILE *log, import_summary *sum, cc_status *st)
+                      int nt, decode_budget *b, FILE *log, import_summary *sum, cc_status *st)
 {
     name_list ml;
     if (list_dir(o->masks_dir, &ml, st) != 0) return -1;
@@ -195,7 +283,7 @@ static int load_masks(const import_opts *o, const key3 *scenes, int64_t ns, scen
         sm[k].px = malloc(hw * sizeof *sm[k].px);
         if (!path || !sm[k].px)
             status_set(&sts[k], "%s: out of memory", o->masks_dir);
-        else if (load_resized(path, NULL, o->width, o->height, sm[k].px, &img, &sts[k]) == 0) {
+        else if (load_resized(b, path, NULL, o->width, o->height, sm[k].px, &img, &sts[k]) == 0) {
             sm[k].src_w = img.w;
             sm[k].src_h = img.h;
         }
@@ -214,8 +302,7 @@ static int load_masks(const import_opts *o, const key3 *scenes, int64_t ns, scen
 /* Read, check and resize images items[i0..i0+n) into buf (n slots). */
 static void load_block(const import_opts *o, const cc_norm *norm, const item *items, int64_t i0,
                        int64_t n, const scene_mask *sm, float *buf, int *bits, uint16_t *vmax,
-                       cc_status *sts,
-                       int nt)
+                       cc_status *sts, int nt, decode_budget *b)
 {
     const size_t hw = (size_t)o->width * o->height;
     #pragma omp parallel for schedule(static) num_threads(nt)
@@ -225,7 +312,7 @@ static void load_block(const import_opts *o, const cc_norm *norm, const item *it
         cc_image img = {0};
         if (!path) {
             status_set(&sts[j], "%s: out of memory", o->images_dir);
-        } else if (load_resized(path, norm, o->width, o->height, buf + (size_t)j * hw, &img,
+        } else if (load_resized(b, path, norm, o->width, o->height, buf + (size_t)j * hw, &img,
                                 &sts[j]) == 0) {
             bits[j] = img.bits;
             vmax[j] = 0;
@@ -241,9 +328,9 @@ static void load_block(const import_opts *o, const cc_norm *norm, const item *it
     }
 }
 
-static int write_all(const import_opts *o, const item *items, int64_t n, const scene_mask *sm,
-                     const uint8_t *split, int nt, import_summary *sum, FILE *log,
-                     cc_status *st)
+static int write_all(decode_budget *b, const import_opts *o, const item *items, int64_t n,
+                     const scene_mask *sm, const uint8_t *split, int nt, import_summary *sum,
+                     FILE *log, cc_status *st)
 {
     const size_t hw = (size_t)o->width * o->height;
     const int64_t block = 8 * (int64_t)nt;
@@ -272,7 +359,7 @@ static int write_all(const import_opts *o, const item *items, int64_t n, const s
     for (int64_t i0 = 0; rc == 0 && i0 < n; i0 += block) {
         const int64_t m = n - i0 < block ? n - i0 : block;
         for (int64_t j = 0; j < m; j++) status_clear(&sts[j]);
-        load_block(o, &norm, items, i0, m, sm, buf, bits, vmax, sts, nt);
+        load_block(o, &norm, items, i0, m, sm, buf, bits, vmax, sts, nt, b);
         for (int64_t j = 0; rc == 0 && j < m; j++) {
             const item *it = &items[i0 + j];
             if (sts[j].failed) {
@@ -316,6 +403,23 @@ static int focus_selected(const import_opts *o, int f)
     return 0;
 }
 
+/* -1 + message if `out` (when it exists) is one of the files of `dir`:
+ * the import would replace an input it is reading. */
+static int out_not_input(const char *out, const char *dir, const name_list *files,
+                         cc_status *st)
+{
+    struct stat so, si;
+    if (!dir || stat(out, &so) != 0) return 0;
+    char full[4096];
+    for (int64_t i = 0; i < files->n; i++) {
+        snprintf(full, sizeof full, "%s/%s", dir, files->v[i]);
+        if (stat(full, &si) == 0 && si.st_dev == so.st_dev && si.st_ino == so.st_ino)
+            return status_set(st, "%s: the output is the input %s: refusing to overwrite it",
+                              out, full);
+    }
+    return 0;
+}
+
 int import_run(const import_opts *o, FILE *log, import_summary *sum_out, cc_status *st)
 {
     assert(o && o->images_dir && o->out_path && o->width > 0 && o->height > 0);
@@ -325,6 +429,15 @@ int import_run(const import_opts *o, FILE *log, import_summary *sum_out, cc_stat
 
     name_list files;
     if (list_dir(o->images_dir, &files, st) != 0) return -1;
+    name_list mfiles = {0};
+    if (o->masks_dir) (void)list_dir(o->masks_dir, &mfiles, NULL);   /* its errors come later */
+    int clash = out_not_input(o->out_path, o->images_dir, &files, st) != 0 ||
+                out_not_input(o->out_path, o->masks_dir, &mfiles, st) != 0;
+    names_free(&mfiles);
+    if (clash) {
+        names_free(&files);
+        return -1;
+    }
     sum.files = files.n;
     item *items = calloc((size_t)(files.n ? files.n : 1), sizeof *items);
     key3 *scenes = NULL, *groups = NULL;
@@ -397,7 +510,9 @@ int import_run(const import_opts *o, FILE *log, import_summary *sum_out, cc_stat
 
     sm = calloc((size_t)ns, sizeof *sm);
     if (!sm) { rc = status_set(st, "out of memory"); goto out; }
-    if (o->masks_dir && load_masks(o, scenes, ns, sm, nt, log, &sum, st) != 0) {
+    decode_budget db = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
+                        o->decode_budget ? o->decode_budget : 2ull << 30, 0, 0};
+    if (o->masks_dir && load_masks(o, scenes, ns, sm, nt, &db, log, &sum, st) != 0) {
         rc = -1;
         goto out;
     }
@@ -406,7 +521,8 @@ int import_run(const import_opts *o, FILE *log, import_summary *sum_out, cc_stat
         fprintf(log, "cellcount import: %lld of %lld scenes have no mask in %s\n",
                 (long long)(ns - sum.scenes_with_mask), (long long)ns, o->masks_dir);
 
-    rc = write_all(o, items, n, sm, split, nt, &sum, log, st);
+    rc = write_all(&db, o, items, n, sm, split, nt, &sum, log, st);
+    sum.peak_decode = db.peak;
 
 out:
     if (sm)

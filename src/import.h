@@ -31,6 +31,8 @@ typedef struct import_opts {
     int threads;                /* OpenMP threads, 0 = OpenMP's default */
     const char *normalize;      /* normalize.h spec for the images; NULL = range.
                                  * Recorded as the data set's normalize attribute */
+    uint64_t decode_budget;     /* decoded bytes in flight over all threads, 0 = 2 GiB;
+                                   a file larger than this is decoded alone */
 } import_opts;
 
 typedef struct import_summary {
@@ -44,6 +46,7 @@ typedef struct import_summary {
     int64_t split_images[3];    /* images per split (train, val, test) */
     int64_t split_scenes[3];    /* scenes per split */
     int bits;                   /* source sample depth (8 or 16) */
+    uint64_t peak_decode;       /* most decoded bytes in flight at once (estimate) */
 } import_summary;
 
 /* Fill o with the defaults (every pointer NULL). */

@@ -299,13 +299,20 @@ cc_loader *loader_open(const char *path, int split, int batch, uint64_t seed,
     L->u8 = ds->image_type == DATASET_U8;
     L->held = -1;
     L->shards = 1;
+    const int masked = (flags & LOADER_MASKED) != 0;
+    int64_t in_split = 0;
     for (int64_t i = 0; i < ds->n; i++)
-        if (split == LOADER_SPLIT_ALL || ds->split[i] == split) L->n++;
+        if (split == LOADER_SPLIT_ALL || ds->split[i] == split) {
+            in_split++;
+            if (!masked || ds->has_mask[i]) L->n++;
+        }
     int rc = 0;
     if (L->n == 0) {
         static const char *names[] = {"train", "val", "test"};
-        rc = status_set(st, "%s: the %s split has no images", path,
-                        split == LOADER_SPLIT_ALL ? "whole" : names[split]);
+        const char *sn = split == LOADER_SPLIT_ALL ? "whole" : names[split];
+        rc = in_split ? status_set(st, "%s: none of the %lld images of the %s split has a "
+                                   "mask (the FPN trains on masks)", path, (long long)in_split, sn)
+                      : status_set(st, "%s: the %s split has no images", path, sn);
         goto out;
     }
     const size_t nn = (size_t)L->n;
@@ -338,6 +345,7 @@ cc_loader *loader_open(const char *path, int split, int batch, uint64_t seed,
     }
     for (int64_t i = 0, k = 0; i < ds->n; i++) {
         if (split != LOADER_SPLIT_ALL && ds->split[i] != split) continue;
+        if (masked && !ds->has_mask[i]) continue;
         L->index[k] = i;
         L->counts[k] = ds->counts[i];
         L->focus[k] = ds->focus[i];

@@ -32,6 +32,7 @@ enum {
     LOADER_SHUFFLE = 1,     /* shuffle every epoch (else dataset order) */
     LOADER_FLIP = 2,        /* random horizontal / vertical flips */
     LOADER_KEEP_LAST = 4,   /* keep the last partial batch (else drop it) */
+    LOADER_MASKED = 8,      /* only the samples that have a mask (FPN training) */
 };
 
 #define LOADER_SPLIT_ALL (-1)
@@ -57,7 +58,10 @@ typedef struct cc_loader cc_loader;
 
 /* Open `path`, load the images with split == `split` (DATASET_TRAIN/VAL/
  * TEST, or LOADER_SPLIT_ALL) and start the prefetch thread.  batch >= 1.
- * Returns NULL with st set when the file is invalid, the split is empty,
+ * With LOADER_MASKED, samples without a mask are left out (an FPN would
+ * otherwise learn empty masks for them).
+ * Returns NULL with st set when the file is invalid, the split is empty
+ * (with LOADER_MASKED: has no masked sample),
  * memory runs out or the thread cannot start. */
 cc_loader *loader_open(const char *path, int split, int batch, uint64_t seed,
                        unsigned flags, cc_status *st);

@@ -1,5 +1,6 @@
 /* png_io.c - see png_io.h. */
 #include "src/png_io.h"
+#include "src/fsutil.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -56,34 +57,33 @@ static int write_stream(FILE *f, int w, int h, const uint8_t *px, png_err *e)
 int png_write_gray(const char *path, int w, int h, const uint8_t *px, cc_status *st)
 {
     assert(w >= 1 && h >= 1 && px);
-    char tmp[4096];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp)
-        return status_set(st, "%s: path too long", path);
+    fs_atomic aw;
+    if (fs_atomic_begin(&aw, path, st) != 0) return -1;
+    const char *tmp = aw.tmp;
     FILE *f = fopen(tmp, "wb");
-    if (!f) return status_set(st, "%s: cannot create %s: %s", path, tmp, strerror(errno));
+    if (!f) {
+        int err = errno;
+        fs_atomic_abort(&aw);
+        return status_set(st, "%s: cannot create %s: %s", path, tmp, strerror(err));
+    }
     png_err e;
     e.msg[0] = '\0';
     int rc = write_stream(f, w, h, px, &e);
     if (rc) {
         fclose(f);
-        unlink(tmp);
+        fs_atomic_abort(&aw);
         return status_set(st, "%s: %s", path, e.msg);
     }
     if (fflush(f) != 0 || ferror(f)) {
         int err = errno;
         fclose(f);
-        unlink(tmp);
+        fs_atomic_abort(&aw);
         return status_set(st, "%s: write error: %s", path, strerror(err));
     }
     if (fclose(f) != 0) {
         int err = errno;
-        unlink(tmp);
+        fs_atomic_abort(&aw);
         return status_set(st, "%s: write error: %s", path, strerror(err));
     }
-    if (rename(tmp, path) != 0) {
-        int err = errno;
-        unlink(tmp);
-        return status_set(st, "%s: cannot rename %s into place: %s", path, tmp, strerror(err));
-    }
-    return 0;
+    return fs_atomic_commit(&aw, st);
 }

@@ -1,6 +1,7 @@
 /* report.c - comparison table of run files (see report.h); plots are in
  * report_plot.c. */
 #include "src/report.h"
+#include "src/fsutil.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -395,11 +396,16 @@ int report_write_csv(const cc_report *r, const char *path, cc_status *st)
         cells_free(&t);
         return status_set(st, "report: out of memory");
     }
-    char tmp[PATH_MAX];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+    fs_atomic aw;
+    if (fs_atomic_begin(&aw, path, st) != 0) {
+        cells_free(&t);
+        return -1;
+    }
+    const char *tmp = aw.tmp;
     FILE *f = fopen(tmp, "w");
     if (!f) {
         cells_free(&t);
+        fs_atomic_abort(&aw);
         return status_set(st, "%s: cannot write (%s)", tmp, strerror(errno));
     }
     for (int i = 0; i < t.rows; i++) {
@@ -412,13 +418,8 @@ int report_write_csv(const cc_report *r, const char *path, cc_status *st)
     cells_free(&t);
     int bad = ferror(f);
     if (fclose(f) || bad) {
-        unlink(tmp);
+        fs_atomic_abort(&aw);
         return status_set(st, "%s: write failed (disk full?)", path);
     }
-    if (rename(tmp, path)) {
-        int e = errno;
-        unlink(tmp);
-        return status_set(st, "%s: cannot replace (%s)", path, strerror(e));
-    }
-    return 0;
+    return fs_atomic_commit(&aw, st);
 }

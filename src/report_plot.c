@@ -103,7 +103,9 @@ static int block_calibration(FILE *f, const char *name, runlog *rl, const char *
 }
 
 typedef struct plot_file {
-    char final[PATH_MAX - 64], tmp[PATH_MAX];
+    char final[PATH_MAX - 64];
+    fs_atomic aw;           /* aw.tmp: gnuplot's output until renamed */
+    int bad;                /* fs_atomic_begin failed: final cannot be written */
 } plot_file;
 
 /* Start a figure: output to a temp name, recorded in files[]. */
@@ -112,9 +114,10 @@ static void figure(FILE *f, const char *dir, const char *name, const char *title
 {
     plot_file *pf = &files[(*nfiles)++];
     snprintf(pf->final, sizeof pf->final, "%s/%s", dir, name);
-    snprintf(pf->tmp, sizeof pf->tmp, "%s.tmp.%ld", pf->final, (long)getpid());
+    if ((pf->bad = fs_atomic_begin(&pf->aw, pf->final, NULL) != 0))
+        snprintf(pf->aw.tmp, sizeof pf->aw.tmp, "/dev/null");
     fprintf(f, "reset\nset output ");
-    gp_str(f, pf->tmp);
+    gp_str(f, pf->aw.tmp);
     fprintf(f, "\nset title ");
     gp_str(f, title);
     fprintf(f, "\nset xlabel ");
@@ -356,13 +359,17 @@ int report_plot(const cc_report *r, const char *dir, const char *gnuplot, FILE *
     }
     unlink(errpath);
     for (int i = 0; i < nfiles; i++) {
-        if (!ret && !is_png(files[i].tmp))
+        if (!ret && files[i].bad)
+            ret = status_set(st, "%s: cannot be written (a directory or a bad link?)",
+                             files[i].final);
+        if (!ret && !is_png(files[i].aw.tmp))
             ret = status_set(st, "%s: gnuplot wrote no PNG", files[i].final);
-        if (!ret && rename(files[i].tmp, files[i].final))
-            ret = status_set(st, "%s: cannot replace (%s)", files[i].final, strerror(errno));
+        if (!ret && fs_atomic_commit(&files[i].aw, st))
+            ret = -1;
         else if (!ret && log)
             fprintf(log, "wrote %s\n", files[i].final);
     }
-    for (int i = 0; i < nfiles; i++) unlink(files[i].tmp);
+    for (int i = 0; i < nfiles; i++)
+        if (!files[i].bad) fs_atomic_abort(&files[i].aw);   /* no-op once committed */
     return ret;
 }

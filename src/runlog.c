@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "src/fsutil.h"
 #include "src/h5write.h"
 
 static const char *isa_name(dnnl_cpu_isa_t isa)
@@ -257,8 +258,9 @@ static int write_table(hid_t file, const runlog_table *t)
 
 int runlog_flush(const runlog *rl, cc_status *st)
 {
-    char tmp[sizeof rl->path + 32];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", rl->path, (long)getpid());
+    fs_atomic aw;
+    if (fs_atomic_begin(&aw, rl->path, st) != 0) return -1;
+    const char *tmp = aw.tmp;
     H5E_auto2_t old_fn;
     void *old_data;
     H5Eget_auto2(H5E_DEFAULT, &old_fn, &old_data);
@@ -269,6 +271,7 @@ int runlog_flush(const runlog *rl, cc_status *st)
     if (fcpl >= 0) H5Pclose(fcpl);
     if (f < 0) {
         H5Eset_auto2(H5E_DEFAULT, old_fn, old_data);
+        fs_atomic_abort(&aw);
         return status_set(st, "%s: cannot create the run file (%s)", tmp,
                           errno ? strerror(errno) : "HDF5 error");
     }
@@ -282,18 +285,18 @@ int runlog_flush(const runlog *rl, cc_status *st)
     if (!err) h5write_release(tmp);
     H5Eset_auto2(H5E_DEFAULT, old_fn, old_data);
     if (err) {
-        unlink(tmp);
+        fs_atomic_abort(&aw);
         return status_set(st, "%s: writing the run file failed (disk full?)", rl->path);
     }
-    if (rename(tmp, rl->path)) {
-        int e = errno;
-        unlink(tmp);
-        return status_set(st, "%s: cannot replace the run file (%s)", rl->path, strerror(e));
-    }
-    return 0;
+    return fs_atomic_commit(&aw, st);
 }
 
-/* ---- reading ---- */
+/* ---- reading ----
+ *
+ * A run file may come from anyone (run directories are shared): every
+ * attribute goes through h5_attr_get_str's rule, and every column of a
+ * table must be a one-dimensional float data set exactly as long as its
+ * label column, or the file is refused with a message naming it. */
 
 typedef struct open_ctx {
     runlog *rl;
@@ -305,76 +308,94 @@ static herr_t attr_cb(hid_t obj, const char *name, const H5A_info_t *info, void 
 {
     (void)info;
     open_ctx *c = data;
-    hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
-    hid_t ft = H5Aget_type(a);
-    char buf[CFG_STR * 2] = "";
-    if (H5Tget_class(ft) == H5T_STRING && !H5Tis_variable_str(ft) && H5Tget_size(ft) < sizeof buf) {
-        hid_t mt = H5Tcopy(H5T_C_S1);
-        H5Tset_size(mt, H5Tget_size(ft));
-        if (H5Aread(a, mt, buf) < 0) c->err = 1;
-        H5Tclose(mt);
-        if (runlog_set_attr(c->rl, name, buf, c->st)) c->err = 1;
-    }
-    H5Tclose(ft);
-    H5Aclose(a);
+    char buf[CFG_STR * 2];
+    if (h5_attr_get_str(obj, c->rl->path, "root", name, buf, sizeof buf, c->st) != 0 ||
+        runlog_set_attr(c->rl, name, buf, c->st))
+        c->err = 1;
     return c->err ? -1 : 0;
 }
 
-static int read_table(open_ctx *c, hid_t file, const char *name)
+/* Length of the 1-D data set d, or -1 + message if it is not 1-D or not of
+ * class cls. */
+static hssize_t column_len(hid_t d, H5T_class_t cls, const char *path, const char *table,
+                           const char *col, cc_status *st)
+{
+    hid_t sp = H5Dget_space(d), t = H5Dget_type(d);
+    hsize_t n = 0;
+    int ok = sp >= 0 && t >= 0 && H5Sget_simple_extent_ndims(sp) == 1 &&
+             H5Sget_simple_extent_dims(sp, &n, NULL) == 1 && H5Tget_class(t) == cls;
+    if (ok && cls == H5T_STRING && H5Tis_variable_str(t) > 0) ok = 0;
+    if (sp >= 0) H5Sclose(sp);
+    if (t >= 0) H5Tclose(t);
+    if (!ok)
+        return status_set(st, "%s: table '%s' column '%s' is not a one-dimensional %s", path,
+                          table, col, cls == H5T_STRING ? "fixed-length string column" : "number column");
+    return (hssize_t)n;
+}
+
+static int read_table(open_ctx *c, hid_t g, const char *name)
 {
     runlog *rl = c->rl;
-    hid_t g = H5Gopen2(file, name, H5P_DEFAULT);
-    if (g < 0) return -1;
-    int err = 0;
-    char order[RUNLOG_MAX_COLS * RUNLOG_NAME] = "";
-    hid_t a = H5Aopen(g, "columns", H5P_DEFAULT);
-    if (a >= 0) {
-        hid_t ft = H5Aget_type(a), mt = H5Tcopy(H5T_C_S1);
-        if (H5Tget_size(ft) < sizeof order) {
-            H5Tset_size(mt, H5Tget_size(ft));
-            if (H5Aread(a, mt, order) < 0) err = 1;
-        } else
-            err = 1;
-        H5Tclose(mt);
-        H5Tclose(ft);
-        H5Aclose(a);
-    } else
-        err = 1;
+    const char *path = rl->path;
+    char order[RUNLOG_MAX_COLS * RUNLOG_NAME];
+    if (h5_attr_get_str(g, path, name, "columns", order, sizeof order, c->st)) return -1;
     const char *cols[RUNLOG_MAX_COLS];
     char names[RUNLOG_MAX_COLS][RUNLOG_NAME];
     int ncols = 0;
-    for (char *tok = strtok(order, ","); tok && ncols < RUNLOG_MAX_COLS; tok = strtok(NULL, ",")) {
-        snprintf(names[ncols], RUNLOG_NAME, "%s", tok);
+    char *save = NULL;
+    for (char *tok = strtok_r(order, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        if (ncols == RUNLOG_MAX_COLS || strlen(tok) >= RUNLOG_NAME || !strcmp(tok, "label"))
+            return status_set(c->st, "%s: table '%s': bad 'columns' attribute (more than %d "
+                              "columns, a name of %d bytes or more, or 'label')",
+                              path, name, RUNLOG_MAX_COLS, RUNLOG_NAME);
+        strcpy(names[ncols], tok);
         cols[ncols] = names[ncols];
         ncols++;
     }
-    runlog_table *t = err ? NULL : runlog_table_get(rl, name, ncols, cols, c->st);
-    hsize_t n = 0;
-    hid_t d = t ? H5Dopen2(g, "label", H5P_DEFAULT) : -1;
-    if (d >= 0) {
-        hid_t sp = H5Dget_space(d);
-        H5Sget_simple_extent_dims(sp, &n, NULL);
-        H5Sclose(sp);
-        double *row = calloc((size_t)ncols, sizeof(double));
-        for (hsize_t r = 0; r < n && !err; r++) err = runlog_append(t, "", row, c->st) != 0;
-        free(row);
-        hid_t mt = H5Tcopy(H5T_C_S1);
-        H5Tset_size(mt, RUNLOG_NAME);
-        if (!err && n && H5Dread(d, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, t->labels) < 0) err = 1;
-        H5Tclose(mt);
-        H5Dclose(d);
-    } else
-        err = 1;
-    double *col = malloc(sizeof(double) * (n ? n : 1));
+    if (runlog_table_find(rl, name))
+        return status_set(c->st, "%s: table '%s' appears twice", path, name);
+    runlog_table *t = runlog_table_get(rl, name, ncols, cols, c->st);
+    if (!t) return -1;
+    hid_t d = H5Lexists(g, "label", H5P_DEFAULT) > 0 ? H5Dopen2(g, "label", H5P_DEFAULT) : -1;
+    if (d < 0) return status_set(c->st, "%s: table '%s' has no 'label' column", path, name);
+    hssize_t n = column_len(d, H5T_STRING, path, name, "label", c->st);
+    int err = n < 0;
+    /* Labels are stored RUNLOG_NAME wide; a wider or longer column is
+     * not ours (and must not be read into RUNLOG_NAME-wide rows). */
+    if (!err && n > (hssize_t)1 << 24)
+        err = status_set(c->st, "%s: table '%s' has %lld rows (at most %d)", path, name,
+                         (long long)n, 1 << 24) != 0;
+    double *row = err ? NULL : calloc((size_t)ncols + 1, sizeof(double));
+    if (!err && !row) err = status_set(c->st, "%s: out of memory", path) != 0;
+    for (hssize_t r = 0; r < n && !err; r++) err = runlog_append(t, "", row, c->st) != 0;
+    free(row);
+    hid_t mt = H5Tcopy(H5T_C_S1);
+    H5Tset_size(mt, RUNLOG_NAME);
+    if (!err && n && H5Dread(d, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, t->labels) < 0)
+        err = h5_fail(c->st, path, "cannot read table '%s' column 'label'", name) != 0;
+    for (hssize_t r = 0; r < n && !err; r++) t->labels[r][RUNLOG_NAME - 1] = '\0';
+    H5Tclose(mt);
+    H5Dclose(d);
+    double *col = err ? NULL : malloc(sizeof(double) * (size_t)(n ? n : 1));
+    if (!err && !col) err = status_set(c->st, "%s: out of memory", path) != 0;
     for (int k = 0; k < ncols && !err; k++) {
-        hid_t dc = H5Dopen2(g, cols[k], H5P_DEFAULT);
-        if (dc < 0 || (n && H5Dread(dc, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, col) < 0))
+        hid_t dc = H5Lexists(g, cols[k], H5P_DEFAULT) > 0 ? H5Dopen2(g, cols[k], H5P_DEFAULT) : -1;
+        if (dc < 0) {
+            err = status_set(c->st, "%s: table '%s' has no column '%s'", path, name, cols[k]) != 0;
+            break;
+        }
+        hssize_t m = column_len(dc, H5T_FLOAT, path, name, cols[k], c->st);
+        if (m >= 0 && m != n)
+            status_set(c->st, "%s: table '%s' column '%s' has %lld rows, 'label' has %lld",
+                       path, name, cols[k], (long long)m, (long long)n);
+        if (m != n)
             err = 1;
-        if (dc >= 0) H5Dclose(dc);
-        for (hsize_t r = 0; r < n && !err; r++) t->values[r * (size_t)ncols + (size_t)k] = col[r];
+        else if (n && H5Dread(dc, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, col) < 0)
+            err = h5_fail(c->st, path, "cannot read table '%s' column '%s'", name, cols[k]) != 0;
+        H5Dclose(dc);
+        for (hssize_t r = 0; r < n && !err; r++) t->values[r * (size_t)ncols + (size_t)k] = col[r];
     }
     free(col);
-    H5Gclose(g);
     return err ? -1 : 0;
 }
 
@@ -382,30 +403,41 @@ static herr_t group_cb(hid_t g, const char *name, const H5L_info_t *info, void *
 {
     (void)info;
     open_ctx *c = data;
-    hid_t sub = H5Oopen(g, name, H5P_DEFAULT);
-    if (sub < 0) return -1;
-    if (H5Iget_type(sub) != H5I_GROUP) {
-        H5Oclose(sub);
-        return 0;
+    H5O_info_t oi;
+    if (H5Oget_info_by_name(g, name, &oi, H5P_DEFAULT) < 0) {
+        c->err = 1;
+        h5_fail(c->st, c->rl->path, "cannot open object '%s'", name);
+        return -1;
+    }
+    if (oi.type != H5O_TYPE_GROUP) return 0;
+    hid_t sub = H5Gopen2(g, name, H5P_DEFAULT);
+    if (sub < 0) {
+        c->err = 1;
+        h5_fail(c->st, c->rl->path, "cannot open group '%s'", name);
+        return -1;
     }
     /* A table group has a "columns" attribute; other groups nest tables. */
     int is_table = H5Aexists(sub, "columns") > 0;
     char full[RUNLOG_NAME * 2];
     ssize_t pl = H5Iget_name(sub, full, sizeof full);
     if (pl <= 0 || (size_t)pl >= sizeof full) {
-        H5Oclose(sub);
+        H5Gclose(sub);
+        c->err = 1;
+        status_set(c->st, "%s: a group name is too long (or nests too deep)", c->rl->path);
         return -1;
     }
     const char *path = full[0] == '/' ? full + 1 : full;
     herr_t r = 0;
     if (is_table) {
-        hid_t file = H5Iget_file_id(sub);
-        if (read_table(c, file, path)) c->err = 1;
-        H5Fclose(file);
+        if (strlen(path) >= RUNLOG_NAME) {
+            status_set(c->st, "%s: table name '%s' is too long", c->rl->path, path);
+            c->err = 1;
+        } else if (read_table(c, sub, path))
+            c->err = 1;
     } else {
         r = H5Literate(sub, H5_INDEX_NAME, H5_ITER_INC, NULL, group_cb, c);
     }
-    H5Oclose(sub);
+    H5Gclose(sub);
     return c->err ? -1 : r;
 }
 
@@ -415,25 +447,44 @@ int runlog_open(runlog *rl, const char *path, cc_status *st)
     if (strlen(path) >= sizeof rl->path) return status_set(st, "%s: path too long", path);
     strcpy(rl->path, path);
     if (access(path, R_OK)) return status_set(st, "%s: cannot read the run file (%s)", path, strerror(errno));
-    H5E_auto2_t old_fn;
-    void *old_data;
-    H5Eget_auto2(H5E_DEFAULT, &old_fn, &old_data);
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    h5_quiet q;
+    h5_quiet_begin(&q);
     open_ctx c = {rl, st, 0};
-    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    if (fapl >= 0) H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG);    /* no handle outlives us */
+    hid_t f = fapl < 0 ? -1 : H5Fopen(path, H5F_ACC_RDONLY, fapl);
+    if (fapl >= 0) H5Pclose(fapl);
     if (f < 0) {
-        H5Eset_auto2(H5E_DEFAULT, old_fn, old_data);
+        h5_quiet_end(&q);
         return status_set(st, "%s: not a readable HDF5 run file (truncated or corrupt?)", path);
     }
+    /* Format first, so that a foreign or newer file is named as such
+     * rather than failing on some table of another layout. */
+    char fmt[64], ver[32];
+    int r = h5_attr_get_str(f, path, "root", "format", fmt, sizeof fmt, st);
+    if (r == 1 || (r == 0 && strcmp(fmt, "cellcount-run")))
+        r = status_set(st, "%s: not a cellcount run file (format '%s')", path, fmt);
+    if (r == 0) {
+        r = h5_attr_get_str(f, path, "root", "format_version", ver, sizeof ver, st);
+        if (r == 1 || (r == 0 && strcmp(ver, "1")))
+            r = status_set(st, "%s: run file format version '%s' is not supported (this build "
+                           "reads version 1)", path, ver);
+    }
+    if (r) c.err = 1;
     hsize_t idx = 0;
-    if (H5Aiterate2(f, H5_INDEX_NAME, H5_ITER_INC, &idx, attr_cb, &c) < 0) c.err = 1;
-    if (!c.err && H5Literate(f, H5_INDEX_NAME, H5_ITER_INC, NULL, group_cb, &c) < 0) c.err = 1;
+    if (!c.err && H5Aiterate2(f, H5_INDEX_NAME, H5_ITER_INC, &idx, attr_cb, &c) < 0 && !c.err) {
+        h5_fail(st, path, "cannot list the root attributes");
+        c.err = 1;
+    }
+    if (!c.err && H5Literate(f, H5_INDEX_NAME, H5_ITER_INC, NULL, group_cb, &c) < 0 && !c.err) {
+        h5_fail(st, path, "cannot list the tables");
+        c.err = 1;
+    }
     H5Fclose(f);
-    H5Eset_auto2(H5E_DEFAULT, old_fn, old_data);
-    const char *fmt = runlog_attr_get(rl, "format");
-    if (c.err || !fmt || strcmp(fmt, "cellcount-run")) {
+    h5_quiet_end(&q);
+    if (c.err) {
         runlog_free(rl);
-        return status_set(st, "%s: not a cellcount run file (bad or missing tables/attributes)", path);
+        return -1;
     }
     return 0;
 }

@@ -1,5 +1,6 @@
 /* saliency.c - see saliency.h. */
 #include "src/saliency.h"
+#include "src/fsutil.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -55,7 +56,7 @@ int saliency_compute(count_model *cm, cc_tape *t, const float *images, int n,
 
 typedef struct h5_out {
     const char *path;
-    char tmp[4096];
+    fs_atomic aw;           /* aw.tmp: where the file is written until commit */
     hid_t file, root;       /* root: the /saliency group */
     H5E_auto2_t efunc;
     void *edata;
@@ -94,24 +95,20 @@ static void h5_close(h5_out *o, int commit, cc_status *st)
     o->root = o->file = -1;
     H5Eset_auto2(H5E_DEFAULT, o->efunc, o->edata);
     if (commit && !ok) status_set(st, "%s: cannot finish the HDF5 file", o->path);
-    if (commit && ok && rename(o->tmp, o->path)) {
-        status_set(st, "%s: cannot rename %s into place (%s)", o->path, o->tmp, strerror(errno));
-        ok = 0;
-    }
-    if (!commit || !ok) unlink(o->tmp);
+    if (commit && ok && fs_atomic_commit(&o->aw, st)) ok = 0;
+    if (!commit || !ok) fs_atomic_abort(&o->aw);
 }
 
 static int h5_open(h5_out *o, const char *path, const count_model *cm, cc_status *st)
 {
     o->path = path;
     o->file = o->root = -1;
-    if (snprintf(o->tmp, sizeof o->tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof o->tmp)
-        return status_set(st, "%s: path too long", path);
+    if (fs_atomic_begin(&o->aw, path, st)) return -1;
     /* HDF5 would print its error stack; failures are reported via st. */
     H5Eget_auto2(H5E_DEFAULT, &o->efunc, &o->edata);
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     int32_t version = 1;
-    o->file = H5Fcreate(o->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    o->file = H5Fcreate(o->aw.tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
     if (o->file < 0 || h5_attr_put_str(o->file, "format", "cellcount-saliency") ||
         h5_num_attr(o->file, "format_version", H5T_STD_I32LE, H5T_NATIVE_INT32, &version) ||
         h5_attr_put_str(o->file, "run_dir", cm->s.cfg.out_dir) ||
@@ -120,7 +117,7 @@ static int h5_open(h5_out *o, const char *path, const count_model *cm, cc_status
         h5_attr_put_str(o->file, "counter_input", cm->s.cfg.counter_input) ||
         (o->root = H5Gcreate2(o->file, "saliency", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)) < 0) {
         h5_close(o, 0, st);
-        return status_set(st, "%s: cannot create HDF5 file %s", path, o->tmp);
+        return status_set(st, "%s: cannot create HDF5 file %s", path, o->aw.tmp);
     }
     return 0;
 }
@@ -209,6 +206,7 @@ int saliency_run(const cc_config *cfg, const saliency_opts *o, char *const *args
     }
     fprintf(out, "file\tcount\tsigma\n");
     saliency_maps maps = {count, sigma, mask, mgrad, igrad};
+    int64_t written = 0;    /* with every input bad, no (empty) .h5 is left */
     for (int next = 0; next < in.n;) {
         int n = count_inputs_next_batch(&in, &next, B, h, w, images, slot, &rd, log, &bad);
         if (n == 0) continue;
@@ -223,6 +221,7 @@ int saliency_run(const cc_config *cfg, const saliency_opts *o, char *const *args
             if (h5 && h5_add(&ho, stem, in.paths[slot[i]], count[i], sigma[i], &cm,
                              images + plane * (size_t)i, ig, mi, mg, st))
                 goto done;
+            written++;
             if (o->png_dir &&
                 (png_abs(o->png_dir, stem, "image_grad", ig, h, w, px, st) ||
                  (mg && png_abs(o->png_dir, stem, "mask_grad", mg, h / 2, w / 2, px, st))))
@@ -235,7 +234,7 @@ int saliency_run(const cc_config *cfg, const saliency_opts *o, char *const *args
         h5 = 0;
         cc_status cst;
         status_clear(&cst);
-        h5_close(&ho, 1, &cst);
+        h5_close(&ho, written > 0, &cst);
         if (cst.failed) {
             status_set(st, "%s", cst.msg);
             goto done;

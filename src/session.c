@@ -25,23 +25,25 @@ const char *session_path(const cc_session *s, const char *name, char *buf, size_
 
 static int write_config_ini(cc_session *s, cc_status *st)
 {
-    char path[CFG_STR + 32], tmp[CFG_STR + 64];
+    char path[CFG_STR + 32];
     session_path(s, "config.ini", path, sizeof path);
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+    fs_atomic aw;
+    if (fs_atomic_begin(&aw, path, st) != 0) return -1;
+    const char *tmp = aw.tmp;
     FILE *f = fopen(tmp, "w");
-    if (!f) return status_set(st, "%s: cannot write (%s)", tmp, strerror(errno));
+    if (!f) {
+        int e = errno;
+        fs_atomic_abort(&aw);
+        return status_set(st, "%s: cannot write (%s)", tmp, strerror(e));
+    }
     fprintf(f, "; resolved configuration of this run (cellcount)\n");
     config_write(&s->cfg, f);
     int bad = ferror(f);
     if (fclose(f) || bad) {
-        unlink(tmp);
+        fs_atomic_abort(&aw);
         return status_set(st, "%s: write failed (disk full?)", path);
     }
-    if (rename(tmp, path)) {
-        unlink(tmp);
-        return status_set(st, "%s: cannot replace (%s)", path, strerror(errno));
-    }
-    return 0;
+    return fs_atomic_commit(&aw, st);
 }
 
 int session_open(cc_session *s, const cc_config *cfg, int resume, cc_status *st)
@@ -66,6 +68,7 @@ int session_open(cc_session *s, const cc_config *cfg, int resume, cc_status *st)
         s->rl_open = 1;
         return 0;
     }
+    s->made_dir = access(s->dir, F_OK) != 0;
     if (fs_mkdirs(s->dir, st)) return -1;
     if (access(s->dir, W_OK))
         return status_set(st, "%s: run directory is not writable (%s)", s->dir, strerror(errno));
@@ -95,6 +98,12 @@ int session_open(cc_session *s, const cc_config *cfg, int resume, cc_status *st)
 
 void session_close(cc_session *s)
 {
+    char path[CFG_STR + 32];
+    if (s->made_dir && access(session_path(s, "run.h5", path, sizeof path), F_OK) != 0) {
+        unlink(session_path(s, "config.ini", path, sizeof path));
+        rmdir(s->dir);      /* fails, as it should, if anything else is in it */
+        s->made_dir = 0;
+    }
     if (s->rl_open) runlog_free(&s->rl);
     ctx_free(&s->ctx);
     dist_close(&s->dist);

@@ -37,6 +37,7 @@ typedef struct cc_session {
     int tty;                /* log is a terminal: live progress line */
     cc_dist dist;           /* MPI ranks (dist.h); size 1 without MPI */
     int writer;             /* this process writes the run directory (rank 0) */
+    int made_dir;           /* session_open created dir (see session_close) */
 } cc_session;
 
 /* Create the context and the run directory (mkdir -p), write config.ini,
@@ -45,6 +46,10 @@ typedef struct cc_session {
  * ranks keep an in-memory run log that is never written and log to
  * /dev/null.  Returns 0 or -1. */
 int session_open(cc_session *s, const cc_config *cfg, int resume, cc_status *st);
+/* Free the session.  A run directory that session_open created and that
+ * never got a run.h5 (the command failed before its first result) is
+ * removed again, so a failed command leaves no directory with only
+ * config.ini in it. */
 void session_close(cc_session *s);
 
 /* "<dir>/<name>" into buf. */

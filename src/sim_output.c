@@ -156,18 +156,28 @@ int sim_tree_begin(sim_tree_out *t, const char *dir, int force, const sim_job *j
         if (path_exists(p))
             return tree_fail(t, status_set(st, "%s: already exists (use --force to replace it)", p));
     }
-    long pid = (long)getpid();
-    if (snprintf(t->img_dir, sizeof t->img_dir, "%s/.images.tmp.%ld", dir, pid) >=
-            (int)sizeof t->img_dir ||
-        snprintf(t->gt_dir, sizeof t->gt_dir, "%s/.ground_truth.tmp.%ld", dir, pid) >=
-            (int)sizeof t->gt_dir)
+    t->stage[0].slot = t->stage[1].slot = -1;
+    char base[2][PATH_MAX];
+    snprintf(base[0], sizeof base[0], "%s/.images", dir);
+    snprintf(base[1], sizeof base[1], "%s/.ground_truth", dir);
+    if (fs_atomic_begin_dir(&t->stage[0], base[0], st) ||
+        fs_atomic_begin_dir(&t->stage[1], base[1], st) ||
+        snprintf(t->img_dir, sizeof t->img_dir, "%s", t->stage[0].tmp) >= (int)sizeof t->img_dir ||
+        snprintf(t->gt_dir, sizeof t->gt_dir, "%s", t->stage[1].tmp) >= (int)sizeof t->gt_dir) {
+        fs_atomic_release(&t->stage[0]);
+        fs_atomic_release(&t->stage[1]);
         return tree_fail(t, status_set(st, "%s: path too long", dir));
-    if (mkdir(t->img_dir, 0777) != 0)
+    }
+    if (mkdir(t->img_dir, 0777) != 0) {
+        fs_atomic_release(&t->stage[0]);
+        fs_atomic_release(&t->stage[1]);
         return tree_fail(t, status_set(st, "%s: cannot create directory: %s", t->img_dir,
                                        strerror(errno)));
+    }
     if (mkdir(t->gt_dir, 0777) != 0) {
         status_set(st, "%s: cannot create directory: %s", t->gt_dir, strerror(errno));
-        rmdir(t->img_dir);
+        fs_atomic_abort(&t->stage[0]);
+        fs_atomic_release(&t->stage[1]);
         return tree_fail(t, -1);
     }
     return 0;
@@ -177,8 +187,8 @@ int sim_tree_end(sim_tree_out *t, int ok, cc_status *st)
 {
     const char *dir = t->dir;
     if (!ok) {
-        remove_flat_dir(t->img_dir);
-        remove_flat_dir(t->gt_dir);
+        fs_atomic_abort(&t->stage[0]);
+        fs_atomic_abort(&t->stage[1]);
         tree_abandon(t);
         return -1;
     }
@@ -209,6 +219,8 @@ int sim_tree_end(sim_tree_out *t, int ok, cc_status *st)
         }
         if (had) remove_flat_dir(old);
     }
+    fs_atomic_release(&t->stage[0]);
+    fs_atomic_release(&t->stage[1]);
     return rc;
 }
 

@@ -23,12 +23,14 @@
 
 #include "autodiff/status.h"
 #include "src/dataset.h"
+#include "src/fsutil.h"
 #include "src/simulate.h"
 
 typedef struct sim_tree_out {
     const sim_job *job;
     char dir[PATH_MAX];                              /* DIR */
     char img_dir[PATH_MAX], gt_dir[PATH_MAX];        /* staging directories */
+    fs_atomic stage[2];         /* their signal-cleanup registrations (fsutil.h) */
     char made[PATH_MAX];        /* outermost directory we created, or "" */
     long masks;                 /* masks written */
 } sim_tree_out;

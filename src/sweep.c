@@ -1,10 +1,10 @@
 /* sweep.c - sweep specification: sweep files, --grid/--set, grid expansion.
  * Running the points is in sweep_run.c. */
 #include "src/sweep.h"
+#include "src/ini_read.h"
 
 #include <ctype.h>
 #include <errno.h>
-#include <ini.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -237,17 +237,21 @@ void sweep_stages_str(unsigned stages, char *buf, size_t len)
         }
 }
 
+/* Stop at the first section header: is it [sweep]? */
+static int is_sweep_handler(void *user, const char *where, const char *section, const char *name,
+                            const char *value, cc_status *st)
+{
+    (void)where; (void)name; (void)value;
+    *(int *)user = !strcmp(section, "sweep");
+    return status_set(st, "stop");
+}
+
 int sweep_file_is_sweep(const char *path)
 {
     FILE *f = fopen(path, "r");
     if (!f) return 0;
-    char line[1024];
     int found = 0;
-    while (!found && fgets(line, sizeof line, f)) {
-        char t[1024];
-        trim_copy(t, line, sizeof t);
-        found = !strcmp(t, "[sweep]");
-    }
+    ini_read(f, path, is_sweep_handler, &found, NULL);
     fclose(f);
     return found;
 }
@@ -255,28 +259,24 @@ int sweep_file_is_sweep(const char *path)
 typedef struct sweep_parse {
     sweep_spec *s;
     const char *path;
-    FILE *f;
-    int line;
-    cc_status *st;
 } sweep_parse;
 
-/* Count lines ourselves: inih's handler gets no line number. */
-static char *sweep_reader(char *str, int num, void *stream)
-{
-    sweep_parse *p = stream;
-    char *r = fgets(str, num, p->f);
-    if (r) p->line++;
-    return r;
-}
-
-static int sweep_ini_handler(void *user, const char *section, const char *name, const char *value)
+static int sweep_ini_handler(void *user, const char *where, const char *section,
+                             const char *name, const char *value, cc_status *st)
 {
     sweep_parse *p = user;
-    char where[CFG_STR + 32], buf[CFG_STR * 2];
-    snprintf(where, sizeof where, "%s:%d", p->path, p->line);
-    if (strcmp(section, "sweep")) {
-        status_set(p->st, "%s: unknown section [%s] (a sweep file has only [sweep])", where, section);
-        return 0;
+    char buf[CFG_STR * 2];
+    if (strcmp(section, "sweep"))
+        return status_set(st, "%s: unknown section [%s] (a sweep file has only [sweep])", where,
+                          section);
+    if (!name) return 0;
+    if (!strcmp(name, "base") || !strcmp(name, "out_dir")) {
+        /* a cut path would name another file: refuse it */
+        size_t dirlen = value[0] && value[0] != '/' && strchr(p->path, '/')
+                            ? (size_t)(strrchr(p->path, '/') - p->path) + 1 : 0;
+        if ((name[0] == 'b' ? dirlen : 0) + strlen(value) >= sizeof p->s->base)
+            return status_set(st, "%s: %s: path longer than %zu characters", where, name,
+                              sizeof p->s->base - 1);
     }
     if (!strcmp(name, "base")) {
         if (!value[0] || value[0] == '/' || !strchr(p->path, '/')) {
@@ -287,53 +287,46 @@ static int sweep_ini_handler(void *user, const char *section, const char *name, 
             snprintf(p->s->base, sizeof p->s->base, "%.*s/%s", (int)(slash - p->path), p->path,
                      value);
         }
-        return 1;
+        return 0;
     }
     if (!strcmp(name, "out_dir")) {
         snprintf(p->s->out_dir, sizeof p->s->out_dir, "%s", value);
-        return 1;
+        return 0;
     }
     if (!strcmp(name, "mode")) {
         if (!strcmp(value, "grid") || !strcmp(value, "ablation")) {
             p->s->ablation = !strcmp(value, "ablation");
-            return 1;
+            return 0;
         }
-        status_set(p->st, "%s: mode = '%s' (expected grid or ablation)", where, value);
-        return 0;
+        return status_set(st, "%s: mode = '%s' (expected grid or ablation)", where, value);
     }
     if (!strcmp(name, "stages")) {
         cc_status local;
         status_clear(&local);
-        if (sweep_parse_stages(value, &p->s->stages, &local)) {
-            status_set(p->st, "%s: %s", where, local.msg);
-            return 0;
-        }
-        return 1;
+        if (sweep_parse_stages(value, &p->s->stages, &local))
+            return status_set(st, "%s: %s", where, local.msg);
+        return 0;
     }
     int grid = !strncmp(name, "grid.", 5), set = !strncmp(name, "set.", 4);
     if (grid || set) {
+        if (strlen(name) + strlen(value) + 1 >= sizeof buf)
+            return status_set(st, "%s: %s: value too long", where, name);
         snprintf(buf, sizeof buf, "%s=%s", name + (grid ? 5 : 4), value);
-        int r = grid ? sweep_add_grid(p->s, buf, where, p->st) : sweep_add_set(p->s, buf, where, p->st);
-        return r == 0;
+        int r = grid ? sweep_add_grid(p->s, buf, where, st) : sweep_add_set(p->s, buf, where, st);
+        return r;
     }
-    status_set(p->st, "%s: unknown key '%s' in [sweep] (expected base, out_dir, stages, "
-                      "mode, grid.SECTION.KEY or set.SECTION.KEY)", where, name);
-    return 0;
+    return status_set(st, "%s: unknown key '%s' in [sweep] (expected base, out_dir, stages, "
+                          "mode, grid.SECTION.KEY or set.SECTION.KEY)", where, name);
 }
 
 int sweep_load(sweep_spec *s, const char *path, cc_status *st)
 {
-    sweep_parse p = {s, path, fopen(path, "r"), 0, st};
-    if (!p.f) return status_set(st, "%s: cannot open sweep file (%s)", path, strerror(errno));
-    cc_status local;
-    status_clear(&local);
-    p.st = &local;
-    int r = ini_parse_stream(sweep_reader, &p, sweep_ini_handler, &p);
-    fclose(p.f);
-    if (local.failed) return status_set(st, "%s", local.msg);
-    if (r > 0) return status_set(st, "%s:%d: syntax error", path, r);
-    if (r < 0) return status_set(st, "%s: cannot read the file", path);
-    return 0;
+    sweep_parse p = {s, path};
+    FILE *f = fopen(path, "r");
+    if (!f) return status_set(st, "%s: cannot open sweep file (%s)", path, strerror(errno));
+    int r = ini_read(f, path, sweep_ini_handler, &p, st);
+    fclose(f);
+    return r;
 }
 
 const char *sweep_point_override(const sweep_spec *s, const sweep_point *p, int a, char *buf,

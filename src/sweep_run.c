@@ -24,11 +24,11 @@ static const struct {
     unsigned bit;
     const char *cmd;            /* cellcount subcommand */
     const char *output;         /* file that exists once the stage succeeded */
-    int resumable;              /* takes --resume */
+    const char *last;           /* its checkpoint to --resume from; NULL: none */
 } stages[] = {
-    {SWEEP_FPN, "train-fpn", "fpn_best.h5", 1},
-    {SWEEP_COUNTER, "train-counter", "counter_best.h5", 1},
-    {SWEEP_EVALUATE, "evaluate", "run.h5", 0},
+    {SWEEP_FPN, "train-fpn", "fpn_best.h5", "fpn_last.h5"},
+    {SWEEP_COUNTER, "train-counter", "counter_best.h5", "counter_last.h5"},
+    {SWEEP_EVALUATE, "evaluate", "run.h5", NULL},
 };
 #define NSTAGES 3
 
@@ -76,12 +76,18 @@ int sweep_point_finished(const sweep_point *p, unsigned want)
 /* DONE marker, atomically: its presence must mean every stage succeeded. */
 static int write_done(const sweep_point *p, unsigned want, cc_status *st)
 {
-    char path[CFG_STR + 64], tmp[CFG_STR + 96], list[64];
+    char path[CFG_STR + 64], list[64];
     point_file(p, "DONE", path, sizeof path);
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+    fs_atomic aw;
+    if (fs_atomic_begin(&aw, path, st) != 0) return -1;
+    const char *tmp = aw.tmp;
     sweep_stages_str(want, list, sizeof list);
     FILE *f = fopen(tmp, "w");
-    if (!f) return status_set(st, "%s: cannot write (%s)", tmp, strerror(errno));
+    if (!f) {
+        int e = errno;
+        fs_atomic_abort(&aw);
+        return status_set(st, "%s: cannot write (%s)", tmp, strerror(e));
+    }
     time_t t = time(NULL);
     struct tm tm;
     char when[32];
@@ -90,14 +96,10 @@ static int write_done(const sweep_point *p, unsigned want, cc_status *st)
     fprintf(f, "stages=%s\nfinished=%s\n", list, when);
     int bad = ferror(f);
     if (fclose(f) || bad) {
-        unlink(tmp);
+        fs_atomic_abort(&aw);
         return status_set(st, "%s: write failed (disk full?)", path);
     }
-    if (rename(tmp, path)) {
-        unlink(tmp);
-        return status_set(st, "%s: cannot replace (%s)", path, strerror(errno));
-    }
-    return 0;
+    return fs_atomic_commit(&aw, st);
 }
 
 typedef struct argvec {
@@ -140,7 +142,9 @@ static int stage_args(argvec *a, const sweep_spec *s, const sweep_point *p, int 
     r |= args_add(a, "--set") | args_add(a, buf);
     snprintf(buf, sizeof buf, "run.name=%s", p->name);
     r |= args_add(a, "--set") | args_add(a, buf);
-    if (resume && stages[k].resumable) r |= args_add(a, "--resume");
+    /* --resume insists on a checkpoint: give it only when there is one */
+    point_file(p, stages[k].last ? stages[k].last : "", buf, sizeof buf);
+    if (resume && stages[k].last && access(buf, F_OK) == 0) r |= args_add(a, "--resume");
     return r ? -1 : 0;
 }
 

@@ -1,9 +1,11 @@
 /* tiff_io.c - see tiff_io.h. */
 #include "src/tiff_io.h"
+#include "src/fsutil.h"
 
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +16,8 @@
 /* Largest image we accept, in pixels: far above any microscope frame, and
  * low enough that a corrupt header cannot make us allocate gigabytes. */
 #define TIFF_MAX_PIXELS (1LL << 28)
+/* Largest decoded sample buffer per file (all samples as 16 bits). */
+#define TIFF_MAX_DECODED (1ull << 30)
 
 /* Diagnostics captured from one TIFF handle.  Only the first error is kept:
  * later ones are usually consequences of it. */
@@ -226,6 +230,14 @@ static int decode(TIFF *tif, cc_image *img, tiff_msgs *m, const char *path, int 
     if (L.bps != 8 && L.bps != 16)
         return status_set(st, "%s: %u-bit TIFF samples are not supported (8 or 16 only)",
                           path, (unsigned)L.bps);
+    /* A header may claim 65535 samples per pixel: bound what decoding
+     * allocates (found by fuzz/fuzz_tiff). */
+    if (L.spp > 8)
+        return status_set(st, "%s: %u samples per pixel (at most 8)", path, (unsigned)L.spp);
+    if ((uint64_t)L.w * L.h * L.spp * 2u > TIFF_MAX_DECODED)
+        return status_set(st, "%s: %ux%u TIFF with %u samples per pixel is too large to decode "
+                          "(over %d MiB)", path, (unsigned)L.w, (unsigned)L.h, (unsigned)L.spp,
+                          (int)(TIFF_MAX_DECODED >> 20));
 
     int gray;
     switch (photometric) {
@@ -306,8 +318,16 @@ int tiff_read_gray_at(const char *path, int page, int channel, cc_image *img, cc
 {
     assert(path && img);
     memset(img, 0, sizeof *img);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO must not block open() forever; only regular
+     * files are images. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) return status_set(st, "%s: cannot open: %s", path, strerror(errno));
+    struct stat sb;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) ||
+        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) != 0) {
+        close(fd);
+        return status_set(st, "%s: not a regular file (a FIFO, device or directory?)", path);
+    }
 
     tiff_msgs m = {0};
     TIFFOpenOptions *opts = make_opts(&m);
@@ -360,17 +380,20 @@ int tiff_write_gray(const char *path, int w, int h, int bits, const void *data,
                     cc_status *st)
 {
     assert(path && data && w > 0 && h > 0 && (bits == 8 || bits == 16 || bits == 32));
-    char tmp[4096];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp)
-        return status_set(st, "%s: path too long", path);
+    fs_atomic aw;
+    if (fs_atomic_begin(&aw, path, st) != 0) return -1;
+    const char *tmp = aw.tmp;
 
     tiff_msgs m = {0};
     TIFFOpenOptions *opts = make_opts(&m);
-    if (!opts) return status_set(st, "%s: out of memory", path);
+    if (!opts) {
+        fs_atomic_abort(&aw);
+        return status_set(st, "%s: out of memory", path);
+    }
     TIFF *tif = TIFFOpenExt(tmp, "w", opts);
     TIFFOpenOptionsFree(opts);
     if (!tif) {
-        unlink(tmp);
+        fs_atomic_abort(&aw);
         return status_set(st, "%s: cannot create %s (%s)", path, tmp, detail(&m));
     }
     uint16_t comp = COMPRESSION_PACKBITS;
@@ -405,13 +428,8 @@ int tiff_write_gray(const char *path, int w, int h, int bits, const void *data,
     TIFFClose(tif);
     if (ok && m.nerr) ok = 0;
     if (!ok) {
-        unlink(tmp);
+        fs_atomic_abort(&aw);
         return status_set(st, "%s: cannot write TIFF (%s)", path, detail(&m));
     }
-    if (rename(tmp, path) != 0) {
-        int e = errno;
-        unlink(tmp);
-        return status_set(st, "%s: cannot rename %s into place: %s", path, tmp, strerror(e));
-    }
-    return 0;
+    return fs_atomic_commit(&aw, st);
 }

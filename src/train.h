@@ -14,8 +14,15 @@
 
 #include "src/exp_config.h"
 
-/* Train the FPN on the data set's training split (validation each epoch).
- * resume: continue from <out_dir>/fpn_last.h5 if it exists. */
+/* `resume` of the trainers: TRAIN_FRESH starts afresh; TRAIN_RESUME
+ * continues from <out_dir>/<stage>_last.h5 and fails when there is none
+ * (`--resume` on the wrong directory must not silently start over);
+ * TRAIN_RESUME_IF_ANY continues when there is one (quickstart reruns). */
+enum { TRAIN_FRESH = 0, TRAIN_RESUME = 1, TRAIN_RESUME_IF_ANY = 2 };
+
+/* Train the FPN on the training split's samples that have masks
+ * (validation each epoch, on the validation samples with masks); fails if
+ * a split has none.  resume: see TRAIN_RESUME. */
 int train_fpn(const cc_config *cfg, int resume, cc_status *st);
 
 /* Train the counter on FPN masks.  fpn_ckpt: the FPN checkpoint to read

@@ -80,10 +80,10 @@ int train_fpn(const cc_config *cfg, int resume, cc_status *st)
     int h, w;
     if (train_dataset_size(cfg->data_file, &h, &w, st)) goto out;
     const cfg_train *tc = &cfg->fpn_train;
-    unsigned flags = LOADER_SHUFFLE | (cfg->augment ? LOADER_FLIP : 0);
+    unsigned flags = LOADER_SHUFFLE | LOADER_MASKED | (cfg->augment ? LOADER_FLIP : 0);
     if (!(tr = loader_open(cfg->data_file, DATASET_TRAIN, tc->batch, (uint64_t)cfg->seed, flags, st)) ||
         !(va = loader_open(cfg->data_file, DATASET_VAL, tc->batch, (uint64_t)cfg->seed,
-                           LOADER_KEEP_LAST, st)))
+                           LOADER_KEEP_LAST | LOADER_MASKED, st)))
         goto out;
     if (train_shard_loaders(&s, tr, va, tc->batch, 1, "fpn_train.batch", st) ||
         models_build(&m, &s, 0, h, w, st))

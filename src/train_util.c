@@ -1,6 +1,7 @@
 /* train_util.c - see train_util.h. */
 #include "src/train_util.h"
 
+#include <errno.h>
 #include <math.h>
 #include <string.h>
 #include <unistd.h>
@@ -126,6 +127,9 @@ int train_state_begin(train_state *ts, cc_session *s, const char *stage, cc_para
     if (!t) return -1;
     char path[CFG_STR + 64];
     ckpt_name(path, sizeof path, s, stage, "last");
+    if (s->writer && resume == TRAIN_RESUME && access(path, F_OK) != 0)
+        return status_set(st, "%s: --resume: no checkpoint to resume from (%s); leave out "
+                          "--resume to start afresh", path, strerror(errno));
     /* Under MPI rank 0 reads the checkpoint and broadcasts it (below). */
     if (s->writer && resume && access(path, F_OK) == 0) {
         double epoch, best;

@@ -5,6 +5,7 @@
 #include <hdf5.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <math.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -81,6 +82,8 @@ static void store_fill(cc_params *P, uint64_t seed)
             size_t o = p->offset + k;
             if (p->kind == PARAM_BUFFER) {
                 P->buf[o] = (float)rng_range(&r, -3, 3);
+                /* a variance is never negative: load refuses one */
+                if (strstr(p->name, "running_var")) P->buf[o] = fabsf(P->buf[o]);
                 continue;
             }
             P->value[o] = (float)rng_range(&r, -1, 1);

@@ -94,7 +94,7 @@ START_TEST(test_errors_name_file_line_key)
     status_clear(&st);
     p = write_file("e.ini", "[bogus]\nx = 1\n");
     ck_assert_int_eq(config_load(&c, p, &st), -1);
-    ck_assert_msg(strstr(st.msg, "e.ini:2") && strstr(st.msg, "[bogus]"), "%s", st.msg);
+    ck_assert_msg(strstr(st.msg, "e.ini:1") && strstr(st.msg, "[bogus]"), "%s", st.msg);
 
     status_clear(&st);
     p = write_file("f.ini", "[fpn_train]\nlr = fast\n");

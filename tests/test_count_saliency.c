@@ -367,6 +367,14 @@ START_TEST(saliency_files)
     ck_assert(H5Lexists(h5, "/saliency/broken", H5P_DEFAULT) <= 0);
     H5Fclose(h5);
     ck_assert(no_temporaries(tpath("sal", "")));
+    /* Every input bad: no (empty) HDF5 file either (issue 15 item 10). */
+    unlink(o.out_h5);
+    status_clear(&st);
+    FILE *sink = tmpfile();
+    ck_assert_int_eq(saliency_run(&fx.cfg, &o, &args[2], 1, sink, sink, &st), 1);
+    fclose(sink);
+    ck_assert(!file_exists(o.out_h5));
+    ck_assert(no_temporaries(tpath("sal", "")));
     /* A fatal error leaves no HDF5 file. */
     unlink(o.out_h5);
     unlink(tpath("sal", "run/counter_best.h5"));

@@ -203,7 +203,7 @@ START_TEST(test_sweep_file)
     } bad[] = {
         {"[sweep]\nout_dir = x\n\ngrid.fpn.width = 8,abc\n", ":4:", "'abc' is not an integer"},
         {"[sweep]\nbase = b.ini\nbogus = 1\n", ":3:", "unknown key 'bogus'"},
-        {"[sweep]\nout_dir = x\n[fpn]\nwidth = 3\n", ":4:", "unknown section [fpn]"},
+        {"[sweep]\nout_dir = x\n[fpn]\nwidth = 3\n", ":3:", "unknown section [fpn]"},
         {"[sweep]\nstages = fpn,eval\n", ":2:", "'eval' is not a stage"},
         {"[sweep]\ngrid.fpn.widht = 1,2\n", ":2:", "fpn.widht"},
         {"[sweep]\ngrid.fpn.width = 1,2\ngrid.fpn.width = 3\n", NULL, NULL},

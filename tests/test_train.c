@@ -308,13 +308,23 @@ START_TEST(test_sigma_scale)
 END_TEST
 
 /* Overwrite every mask of the data file with NaN (a corrupt float data set). */
-static void poison_masks(void)
+/* Replace /images by float32 NaNs (a data set may store float images;
+ * masks would be refused on load, images are not range-checked). */
+static void poison_images(void)
 {
     hid_t f = H5Fopen(data, H5F_ACC_RDWR, H5P_DEFAULT);
     ck_assert_int_ge(f, 0);
-    hid_t d = H5Dopen2(f, "masks", H5P_DEFAULT);
+    hid_t d = H5Dopen2(f, "images", H5P_DEFAULT);
     ck_assert_int_ge(d, 0);
-    hid_t sp = H5Dget_space(d);
+    hid_t fsp = H5Dget_space(d);
+    hsize_t dims[4];
+    ck_assert_int_eq(H5Sget_simple_extent_dims(fsp, dims, NULL), 4);
+    H5Sclose(fsp);
+    hid_t sp = H5Screate_simple(4, dims, NULL);    /* fixed size: no chunking needed */
+    H5Dclose(d);
+    ck_assert_int_ge(H5Ldelete(f, "images", H5P_DEFAULT), 0);
+    d = H5Dcreate2(f, "images", H5T_IEEE_F32LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    ck_assert_int_ge(d, 0);
     hssize_t n = H5Sget_simple_extent_npoints(sp);
     ck_assert_int_gt(n, 0);
     float *v = malloc((size_t)n * sizeof *v);
@@ -329,7 +339,7 @@ static void poison_masks(void)
 
 /* A loss that turns non-finite stops the run with a message naming the
  * epoch and step, and the checkpoint of the last completed epoch stays as it
- * was: one good epoch, then the data file's masks become NaN and the run is
+ * was: one good epoch, then the data file's images become NaN and the run is
  * resumed. */
 START_TEST(test_nonfinite_loss_stops_and_keeps_checkpoint)
 {
@@ -344,7 +354,7 @@ START_TEST(test_nonfinite_loss_stops_and_keeps_checkpoint)
     snprintf(cmd, sizeof cmd, "cp %s %s.good", last, last);
     ck_assert_int_eq(system(cmd), 0);
     config_set(&c, "fpn_train.epochs=3", NULL);
-    poison_masks();
+    poison_images();
     status_clear(&st);
     ck_assert_int_eq(train_fpn(&c, 1, &st), -1);
     ck_assert_msg(strstr(st.msg, "FPN loss is") && strstr(st.msg, "last good checkpoint"), "%s",
