@@ -1,6 +1,7 @@
 /* main.c - the `cellcount` executable: dispatch to a subcommand. */
 #include "config.h"
 #include "src/cli.h"
+#include "autodiff/ctx.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -33,6 +34,7 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
+    ctx_omp_env_default(argv);  /* OpenMP wait policy for busy machines (issue 13) */
     if (argc < 2) {
         usage(stderr);
         return 2;
