@@ -14,10 +14,13 @@
  *
  * Scope: 3x3 kernel, stride 1, pad 1, f32, channels multiples of 8, tensors
  * in plain NCHW (abcd) or 8-channel-blocked (aBcd8b, oneDNN's AVX2 layout).
- * Work is split into fixed chunks of tiles; inside a chunk, transforms are
- * parallel over tiles and GEMMs over the 36 transform points, each output
- * element always computed by the same sequence of operations, so results
- * do not depend on the thread count.
+ * Work is split into fixed chunks of tiles.  Forward and backward data:
+ * each thread transforms, multiplies (36 serial GEMMs) and transforms back
+ * whole chunks, taken dynamically, with no barrier between chunks.  Weight
+ * gradient: inside a chunk, transforms are parallel over tiles and GEMMs
+ * over the 36 transform points.  Chunk sizes depend on the geometry only
+ * and each output element is always computed by the same sequence of
+ * operations, so results do not depend on the thread count.
  */
 #ifndef CC_CONV_WINO_H
 #define CC_CONV_WINO_H
@@ -25,6 +28,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <oneapi/dnnl/dnnl.h>
+
+#include "autodiff/isa.h"
 
 /* Element (n,c,h,w) of a supported layout lives at
  * n*sn + (c/8)*scb + (c%8)*sc + h*sh + w*sw. */
@@ -35,7 +40,9 @@ typedef struct wino_layout {
 typedef struct wino_geom {
     int64_t n, cin, cout, h, w;     /* input and output are n x c x h x w */
     int64_t th, tw, tiles;          /* 4x4 output tiles: th x tw per image */
-    int64_t chunk;                  /* tiles per chunk */
+    int64_t chunk;                  /* tiles per chunk (weight gradient) */
+    int64_t chunk_fw;               /* tiles per chunk and thread (forward, data grad) */
+    cc_isa isa;                     /* kernel variant (wino_geom_init: baseline) */
 } wino_geom;
 
 /* Fill l for md when it is plain abcd or aBcd8b with channels a multiple of
@@ -45,9 +52,10 @@ int wino_layout_get(const dnnl_memory_desc_t *md, wino_layout *l);
 /* Geometry of a conv (n, cin, h, w) -> (n, cout, h, w). */
 void wino_geom_init(wino_geom *g, int64_t n, int64_t cin, int64_t cout, int64_t h, int64_t w);
 
-/* Floats of scratch wino_forward / wino_backward_weights need for g (the
- * transformed weights plus one chunk of transformed input and output). */
-size_t wino_scratch_floats(const wino_geom *g);
+/* Floats of scratch wino_forward / wino_backward_weights need for g with
+ * up to `threads` OpenMP threads (the transformed weights plus one chunk of
+ * transformed input and output per thread, or one weight-gradient chunk). */
+size_t wino_scratch_floats(const wino_geom *g, int threads);
 
 /* y (n, cout, h, w) in layout ly = conv3x3 pad 1 of x (n, cin, h, w) in lx,
  * with w (cout, cin, 3, 3) plain and bias (cout) or NULL.  transpose = 1

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 /* Blocks from this size on come straight from mmap: zero pages the kernel
  * maps on first touch, so memory that is never written (the gradient and
@@ -15,6 +16,7 @@
 int ctx_init(cc_ctx *c, int threads, cc_status *st)
 {
     memset(c, 0, sizeof *c);
+    if (isa_choose(&c->isa, st)) return -1;
     if (threads > 0) omp_set_num_threads(threads);
     c->threads = omp_get_max_threads();
     dnnl_status_t s = dnnl_engine_create(&c->engine, dnnl_cpu, 0);
@@ -27,6 +29,16 @@ int ctx_init(cc_ctx *c, int threads, cc_status *st)
         return status_set(st, "oneDNN: cannot create a stream (%s)", ctx_dnnl_status_name(s));
     }
     return 0;
+}
+
+int ctx_omp_env_default(char **argv)
+{
+    if (getenv("OMP_WAIT_POLICY") || getenv("GOMP_SPINCOUNT") || getenv("CELLCOUNT_OMP_DEFAULTS"))
+        return 0;
+    if (setenv("CELLCOUNT_OMP_DEFAULTS", "1", 1) || setenv("OMP_WAIT_POLICY", "passive", 1))
+        return -1;
+    execv("/proc/self/exe", argv);
+    return -1;  /* no /proc: go on with the defaults (the guard stays set) */
 }
 
 void ctx_free(cc_ctx *c)

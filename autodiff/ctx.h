@@ -10,19 +10,23 @@
 #include <stddef.h>
 #include <oneapi/dnnl/dnnl.h>
 
+#include "autodiff/isa.h"
 #include "autodiff/status.h"
 
 typedef struct cc_ctx {
     dnnl_engine_t engine;
     dnnl_stream_t stream;
     int threads;            /* OpenMP threads used by ops and oneDNN */
+    cc_isa isa;             /* variant of the engine's own C kernels (isa.h) */
     size_t n_allocs;        /* ctx_alloc() calls so far: a steady-state
                                training step must not change it */
     size_t bytes_live;      /* bytes currently held through ctx_alloc() */
 } cc_ctx;
 
-/* Create the CPU engine and stream.  threads <= 0 keeps OpenMP's default
- * (OMP_NUM_THREADS or the core count).  Returns 0, or -1 with a message. */
+/* Create the CPU engine and stream, and choose the kernels' ISA variant
+ * (isa_choose: the CPU's best, capped by CELLCOUNT_MAX_ISA).  threads <= 0
+ * keeps OpenMP's default (OMP_NUM_THREADS or the core count).  Returns 0,
+ * or -1 with a message (also for a bad CELLCOUNT_MAX_ISA). */
 int ctx_init(cc_ctx *c, int threads, cc_status *st);
 
 /* Release the engine and stream.  Safe on a zeroed or failed ctx. */
@@ -38,6 +42,20 @@ void *ctx_alloc(cc_ctx *c, size_t bytes, cc_status *st);
 
 /* Free memory from ctx_alloc(); bytes must be the size asked for. */
 void ctx_release(cc_ctx *c, void *p, size_t bytes);
+
+/* Give OpenMP a wait policy that degrades gracefully on a busy machine,
+ * unless the user chose one: when none of OMP_WAIT_POLICY, GOMP_SPINCOUNT
+ * and CELLCOUNT_OMP_DEFAULTS is set, set OMP_WAIT_POLICY=passive (plus
+ * CELLCOUNT_OMP_DEFAULTS=1, so it happens once) and re-execute the program
+ * (/proc/self/exe) with the same argv.  libgomp reads these variables only
+ * when it is loaded, before main, so setting them later has no effect.
+ * Call first thing in main(), before any OpenMP or oneDNN use.  Returns
+ * only when nothing needed doing (0) or the exec failed (-1: the program
+ * can go on with libgomp's defaults).
+ * Why (issue 13): libgomp's default spins at every barrier; with another
+ * process on one of two vCPUs, a spinning thread burns the time slices its
+ * partner needs, and 2 threads ran at half the speed of 1. */
+int ctx_omp_env_default(char **argv);
 
 /* Name of a oneDNN status, e.g. "dnnl_unimplemented". */
 const char *ctx_dnnl_status_name(dnnl_status_t s);

@@ -56,20 +56,48 @@ typedef struct bn_state {
 typedef float v8f __attribute__((vector_size(32)));
 typedef int32_t v8i __attribute__((vector_size(32)));
 
-/* d[i] *= (s[i] > 0 ? 1 : slope) for i < m; d may equal s. */
-static void lrelu_scale(float *d, const float *s, int64_t m, float slope)
-{
-    const v8f zero = {0}, one = zero + 1.0f, sl = zero + slope;
-    const int64_t nb = m / 8;
-#pragma omp parallel for schedule(static) if (m > 32768)
-    for (int64_t b = 0; b < nb; b++) {
-        v8f sv, dv;
-        memcpy(&sv, s + 8 * b, sizeof sv);
-        memcpy(&dv, d + 8 * b, sizeof dv);
-        const v8i pos = sv > zero;
-        dv *= (v8f)(((v8i)one & pos) | ((v8i)sl & ~pos));
-        memcpy(d + 8 * b, &dv, sizeof dv);
+/* d[i] *= (s[i] > 0 ? 1 : slope) for 8*b0 <= i < 8*b1; d may equal s.
+ * One body, compiled for each ISA variant (isa.h): exact, so all variants
+ * give the same bits. */
+#define LRELU_BLOCKS_BODY                                                    \
+    {                                                                        \
+        const v8f zero = {0}, one = zero + 1.0f, sl = zero + slope;          \
+        for (int64_t b = b0; b < b1; b++) {                                  \
+            v8f sv, dv;                                                      \
+            memcpy(&sv, s + 8 * b, sizeof sv);                               \
+            memcpy(&dv, d + 8 * b, sizeof dv);                               \
+            const v8i pos = sv > zero;                                       \
+            dv *= (v8f)(((v8i)one & pos) | ((v8i)sl & ~pos));                \
+            memcpy(d + 8 * b, &dv, sizeof dv);                               \
+        }                                                                    \
     }
+static void lrelu_blocks_sse2(float *d, const float *s, int64_t b0, int64_t b1, float slope)
+    LRELU_BLOCKS_BODY
+#if defined(__x86_64__)
+__attribute__((target("avx2,fma"))) static void lrelu_blocks_avx2(float *d, const float *s,
+                                                                   int64_t b0, int64_t b1,
+                                                                   float slope)
+    LRELU_BLOCKS_BODY
+__attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma"))) static void
+lrelu_blocks_avx512(float *d, const float *s, int64_t b0, int64_t b1, float slope)
+    LRELU_BLOCKS_BODY
+#endif
+
+/* d[i] *= (s[i] > 0 ? 1 : slope) for i < m; d may equal s.  The parallel
+ * loop stays in this (baseline) function; each thread's range runs in the
+ * isa variant. */
+static void lrelu_scale(float *d, const float *s, int64_t m, float slope, cc_isa isa)
+{
+    void (*blocks)(float *, const float *, int64_t, int64_t, float) = lrelu_blocks_sse2;
+#if defined(__x86_64__)
+    if (isa == CC_ISA_AVX512) blocks = lrelu_blocks_avx512;
+    else if (isa == CC_ISA_AVX2) blocks = lrelu_blocks_avx2;
+#endif
+    enum { CHUNK = 4096 };  /* 8-float blocks per task */
+    const int64_t nb = m / 8, nc = (nb + CHUNK - 1) / CHUNK;
+#pragma omp parallel for schedule(static) if (m > 32768)
+    for (int64_t c = 0; c < nc; c++)
+        blocks(d, s, c * CHUNK, (c + 1) * CHUNK < nb ? (c + 1) * CHUNK : nb, slope);
     for (int64_t i = 8 * nb; i < m; i++) d[i] *= s[i] > 0.0f ? 1.0f : slope;
 }
 
@@ -243,7 +271,8 @@ static int bn_forward(cc_tape *t, cc_node *n, cc_status *st)
     if (n->args.i[1]) {
         /* padding lanes of a blocked layout are 0 and stay 0 */
         float *y = n->out->data;
-        lrelu_scale(y, y, (int64_t)(tensor_bytes(n->out) / sizeof(float)), n->args.f[2]);
+        lrelu_scale(y, y, (int64_t)(tensor_bytes(n->out) / sizeof(float)), n->args.f[2],
+                    t->ctx->isa);
     }
     return 0;
 }
@@ -284,7 +313,7 @@ static int bn_backward(cc_tape *t, cc_node *n, cc_status *st)
     if (n->args.i[1]) {
         /* Only this node reads its output's gradient: scale it in place. */
         lrelu_scale(n->out->grad, n->out->data, (int64_t)(tensor_bytes(n->out) / sizeof(float)),
-                    n->args.f[2]);
+                    n->args.f[2], t->ctx->isa);
     }
     float *gx = bn_grad_buf(t, x, st), *gg = bn_grad_buf(t, gamma, st);
     float *gb = bn_grad_buf(t, beta, st);

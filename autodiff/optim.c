@@ -16,6 +16,8 @@ void optim_adam_init(cc_optim *o, float lr, float beta1, float beta2, float eps,
     o->beta2 = beta2;
     o->eps = eps;
     o->weight_decay = weight_decay;
+    cc_status st;
+    if (isa_choose(&o->isa, &st)) o->isa = CC_ISA_SSE2;    /* bad cap: ctx_init reports it */
 }
 
 void optim_sgd_init(cc_optim *o, float lr, float momentum, float weight_decay)
@@ -25,6 +27,7 @@ void optim_sgd_init(cc_optim *o, float lr, float momentum, float weight_decay)
     o->lr = lr;
     o->momentum = momentum;
     o->weight_decay = weight_decay;
+    o->isa = CC_ISA_SSE2;   /* SGD's loop is plain C */
 }
 
 /* One Adam update of n elements.  The vector path computes exactly the
@@ -60,6 +63,54 @@ static void adam_update(float *w, const float *g, float *m, float *v, size_t n, 
     }
 }
 
+#if defined(__x86_64__)
+/* The same update, 8 and 16 lanes at a time (same operations and order,
+ * no FMA: bit-identical to the scalar formula). */
+__attribute__((target("avx2,fma"))) static void adam_update_avx2(
+    float *w, const float *g, float *m, float *v, size_t n, float b1, float b2, float eps,
+    float wd, float step_size, float inv_sqrt_bc2)
+{
+    size_t i = 0;
+    const __m256 vb1 = _mm256_set1_ps(b1), vb2 = _mm256_set1_ps(b2), vc1 = _mm256_set1_ps(1 - b1);
+    const __m256 vc2 = _mm256_set1_ps(1 - b2), veps = _mm256_set1_ps(eps), vwd = _mm256_set1_ps(wd);
+    const __m256 vss = _mm256_set1_ps(step_size), vib = _mm256_set1_ps(inv_sqrt_bc2);
+    for (; i + 8 <= n; i += 8) {
+        __m256 wi = _mm256_loadu_ps(w + i);
+        __m256 gi = _mm256_add_ps(_mm256_loadu_ps(g + i), _mm256_mul_ps(vwd, wi));
+        __m256 mi = _mm256_add_ps(_mm256_mul_ps(vb1, _mm256_loadu_ps(m + i)), _mm256_mul_ps(vc1, gi));
+        __m256 vi = _mm256_add_ps(_mm256_mul_ps(vb2, _mm256_loadu_ps(v + i)),
+                                  _mm256_mul_ps(_mm256_mul_ps(vc2, gi), gi));
+        __m256 den = _mm256_add_ps(_mm256_mul_ps(_mm256_sqrt_ps(vi), vib), veps);
+        _mm256_storeu_ps(m + i, mi);
+        _mm256_storeu_ps(v + i, vi);
+        _mm256_storeu_ps(w + i, _mm256_sub_ps(wi, _mm256_div_ps(_mm256_mul_ps(vss, mi), den)));
+    }
+    adam_update(w + i, g + i, m + i, v + i, n - i, b1, b2, eps, wd, step_size, inv_sqrt_bc2);
+}
+
+__attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma"))) static void
+adam_update_avx512(float *w, const float *g, float *m, float *v, size_t n, float b1, float b2,
+                   float eps, float wd, float step_size, float inv_sqrt_bc2)
+{
+    size_t i = 0;
+    const __m512 vb1 = _mm512_set1_ps(b1), vb2 = _mm512_set1_ps(b2), vc1 = _mm512_set1_ps(1 - b1);
+    const __m512 vc2 = _mm512_set1_ps(1 - b2), veps = _mm512_set1_ps(eps), vwd = _mm512_set1_ps(wd);
+    const __m512 vss = _mm512_set1_ps(step_size), vib = _mm512_set1_ps(inv_sqrt_bc2);
+    for (; i + 16 <= n; i += 16) {
+        __m512 wi = _mm512_loadu_ps(w + i);
+        __m512 gi = _mm512_add_ps(_mm512_loadu_ps(g + i), _mm512_mul_ps(vwd, wi));
+        __m512 mi = _mm512_add_ps(_mm512_mul_ps(vb1, _mm512_loadu_ps(m + i)), _mm512_mul_ps(vc1, gi));
+        __m512 vi = _mm512_add_ps(_mm512_mul_ps(vb2, _mm512_loadu_ps(v + i)),
+                                  _mm512_mul_ps(_mm512_mul_ps(vc2, gi), gi));
+        __m512 den = _mm512_add_ps(_mm512_mul_ps(_mm512_sqrt_ps(vi), vib), veps);
+        _mm512_storeu_ps(m + i, mi);
+        _mm512_storeu_ps(v + i, vi);
+        _mm512_storeu_ps(w + i, _mm512_sub_ps(wi, _mm512_div_ps(_mm512_mul_ps(vss, mi), den)));
+    }
+    adam_update(w + i, g + i, m + i, v + i, n - i, b1, b2, eps, wd, step_size, inv_sqrt_bc2);
+}
+#endif
+
 /* sum of g[i]^2 in double, in a fixed order: four interleaved partial sums
  * (a single running sum is bound by the add latency), then the tail. */
 static double sum_squares(const float *g, size_t n)
@@ -88,26 +139,65 @@ static double sum_squares(const float *g, size_t n)
     for (const cc_param *p = (P)->p; p < (P)->p + (P)->n; p++)                     \
         if (p->kind == PARAM_TRAINABLE && !p->frozen)
 
+/* All unfrozen trainable parameters cut into chunks of at most `chunk`
+ * elements, numbered in parameter order (a chunk never spans two
+ * parameters, so the chunks and their order are those of a per-parameter
+ * loop).  first[i] = number of chunks before parameter i; first[n] = total.
+ *
+ * Why one flat index: a parallel loop per parameter meant ~110 OpenMP
+ * regions per counter step (grad norm + Adam, 52 parameters).  Each region
+ * ends in a barrier that waits for every thread to be scheduled, which on a
+ * busy machine costs a time slice each (issue 13: 2 threads beside one busy
+ * process were slower than 1); one region over all chunks costs one. */
+static size_t chunks_index(const cc_params *P, size_t chunk, size_t *first)
+{
+    size_t total = 0;
+    for (int i = 0; i < P->n; i++) {
+        const cc_param *p = &P->p[i];
+        first[i] = total;
+        if (p->kind == PARAM_TRAINABLE && !p->frozen) total += (p->numel + chunk - 1) / chunk;
+    }
+    first[P->n] = total;
+    return total;
+}
+
+/* Parameter and element range [*lo, *lo + *len) of flat chunk c. */
+static const cc_param *chunk_find(const cc_params *P, const size_t *first, size_t chunk, size_t c,
+                                  size_t *lo, size_t *len)
+{
+    int a = 0, b = P->n - 1;    /* last i with first[i] <= c and a chunk at i */
+    while (a < b) {
+        const int mid = (a + b + 1) / 2;
+        if (first[mid] <= c) a = mid;
+        else b = mid - 1;
+    }
+    while (first[a + 1] == first[a]) a--;   /* skip chunk-less parameters */
+    const cc_param *p = &P->p[a];
+    *lo = (c - first[a]) * chunk;
+    *len = p->numel - *lo < chunk ? p->numel - *lo : chunk;
+    return p;
+}
+
+/* Parallel loops below only pay off over a few chunks of work. */
+#define PAR_MIN_CHUNKS 4
+
 double optim_grad_norm(const cc_params *P)
 {
-    double ss = 0;
-    FOR_TRAINABLE(P, p)
-    {
-        /* Fixed chunks summed in order: an OpenMP reduction clause would
-         * combine partial sums in thread-arrival order (not reproducible). */
-        const float *g = P->grad + p->offset;
-        enum { CHUNK = 4096 };
-        size_t nchunk = (p->numel + CHUNK - 1) / CHUNK;
-        double part[256];
-        for (size_t c0 = 0; c0 < nchunk; c0 += 256) {
-            size_t nc = nchunk - c0 < 256 ? nchunk - c0 : 256;
-#pragma omp parallel for schedule(static)
-            for (size_t c = 0; c < nc; c++) {
-                size_t lo = (c0 + c) * CHUNK, hi = lo + CHUNK < p->numel ? lo + CHUNK : p->numel;
-                part[c] = sum_squares(g + lo, hi - lo);
-            }
-            for (size_t c = 0; c < nc; c++) ss += part[c];
+    /* Fixed chunks summed in order: an OpenMP reduction clause would
+     * combine partial sums in thread-arrival order (not reproducible). */
+    enum { CHUNK = 4096, BLOCK = 4096 };
+    size_t first[P->n + 1];
+    const size_t total = chunks_index(P, CHUNK, first);
+    double ss = 0, part[BLOCK];
+    for (size_t c0 = 0; c0 < total; c0 += BLOCK) {
+        const size_t nc = total - c0 < BLOCK ? total - c0 : BLOCK;
+#pragma omp parallel for schedule(static) if (nc >= PAR_MIN_CHUNKS)
+        for (size_t c = 0; c < nc; c++) {
+            size_t lo, len;
+            const cc_param *p = chunk_find(P, first, CHUNK, c0 + c, &lo, &len);
+            part[c] = sum_squares(P->grad + p->offset + lo, len);
         }
+        for (size_t c = 0; c < nc; c++) ss += part[c];
     }
     return sqrt(ss);
 }
@@ -133,34 +223,40 @@ int optim_step(cc_optim *o, cc_params *P, cc_status *st)
         return status_set(st, "optimizer: gradient is not finite (norm %g); step skipped", norm);
     o->step++;
     const float lr = o->lr, wd = o->weight_decay;
+    enum { CHUNK = 16384 };
+    size_t first[P->n + 1];
+    const size_t total = chunks_index(P, CHUNK, first);
     if (o->kind == OPTIM_ADAM) {
         const float b1 = o->beta1, b2 = o->beta2, eps = o->eps;
         const double bc1 = 1.0 - pow(b1, (double)o->step), bc2 = 1.0 - pow(b2, (double)o->step);
         const float step_size = (float)(lr / bc1), inv_sqrt_bc2 = (float)(1.0 / sqrt(bc2));
-        FOR_TRAINABLE(P, p)
-        {
-            float *w = P->value + p->offset, *g = P->grad + p->offset;
-            float *m = P->m + p->offset, *v = P->v + p->offset;
-            enum { CHUNK = 16384 };
-            const size_t nchunk = (p->numel + CHUNK - 1) / CHUNK;
-#pragma omp parallel for schedule(static) if (nchunk > 1)
-            for (size_t c = 0; c < nchunk; c++) {
-                const size_t lo = c * CHUNK, len = lo + CHUNK < p->numel ? CHUNK : p->numel - lo;
-                adam_update(w + lo, g + lo, m + lo, v + lo, len, b1, b2, eps, wd, step_size,
-                            inv_sqrt_bc2);
-            }
+        void (*update)(float *, const float *, float *, float *, size_t, float, float, float,
+                       float, float, float) = adam_update;
+#if defined(__x86_64__)
+        if (o->isa == CC_ISA_AVX512 && isa_cpu_has(CC_ISA_AVX512)) update = adam_update_avx512;
+        else if (o->isa >= CC_ISA_AVX2 && isa_cpu_has(CC_ISA_AVX2)) update = adam_update_avx2;
+#endif
+#pragma omp parallel for schedule(static) if (total >= PAR_MIN_CHUNKS)
+        for (size_t c = 0; c < total; c++) {
+            size_t lo, len;
+            const cc_param *p = chunk_find(P, first, CHUNK, c, &lo, &len);
+            const size_t off = p->offset + lo;
+            update(P->value + off, P->grad + off, P->m + off, P->v + off, len, b1, b2, eps, wd,
+                   step_size, inv_sqrt_bc2);
         }
     } else {
         const float mu = o->momentum;
-        const int first = o->step == 1;
-        FOR_TRAINABLE(P, p)
-        {
-            float *w = P->value + p->offset, *g = P->grad + p->offset, *m = P->m + p->offset;
-#pragma omp parallel for schedule(static)
-            for (size_t i = 0; i < p->numel; i++) {
+        const int first_step = o->step == 1;
+#pragma omp parallel for schedule(static) if (total >= PAR_MIN_CHUNKS)
+        for (size_t c = 0; c < total; c++) {
+            size_t lo, len;
+            const cc_param *p = chunk_find(P, first, CHUNK, c, &lo, &len);
+            float *w = P->value + p->offset + lo, *g = P->grad + p->offset + lo;
+            float *m = P->m + p->offset + lo;
+            for (size_t i = 0; i < len; i++) {
                 float gi = g[i] + wd * w[i];
                 if (mu != 0) {
-                    m[i] = first ? gi : mu * m[i] + gi;
+                    m[i] = first_step ? gi : mu * m[i] + gi;
                     gi = m[i];
                 }
                 w[i] -= lr * gi;

@@ -13,6 +13,7 @@
 
 #include <stdint.h>
 
+#include "autodiff/isa.h"
 #include "autodiff/params.h"
 
 typedef enum cc_optim_kind { OPTIM_ADAM = 0, OPTIM_SGD = 1 } cc_optim_kind;
@@ -24,6 +25,8 @@ typedef struct cc_optim {
     float momentum;             /* SGD */
     float weight_decay;
     int64_t step;               /* updates done so far */
+    cc_isa isa;                 /* Adam kernel variant: isa_choose() at init
+                                   (all variants give the same bits) */
 } cc_optim;
 
 void optim_adam_init(cc_optim *o, float lr, float beta1, float beta2, float eps, float weight_decay);

@@ -129,6 +129,14 @@ size_t params_count_trainable(const cc_params *P)
 void params_zero_grad(cc_params *P)
 {
     memset(P->grad, 0, sizeof(float) * P->n_train);
+    /* The next backward writes each trainable gradient straight into the
+     * slab instead of into a temporary that is then added to the zeros:
+     * saves a pass over every gradient and, more importantly, one OpenMP
+     * region per parameter (issue 13: each region's barrier can cost a
+     * scheduler time slice on a busy machine).  Later backwards without a
+     * zero_grad accumulate as before. */
+    for (int i = 0; i < P->n; i++)
+        if (P->p[i].kind == PARAM_TRAINABLE && !P->p[i].frozen) P->p[i].t.grad_ready = 0;
 }
 
 void params_init_uniform(cc_params *P, int i, float bound, uint64_t seed, uint64_t stream)

@@ -478,7 +478,9 @@ int op_shape_fail(cc_status *st, const char *op, const char *what, const cc_tens
 
 void op_accumulate(float *dst, const float *src, size_t n)
 {
-#pragma omp parallel for schedule(static)
+    /* Small sums stay serial: a parallel region costs a barrier, which on a
+     * busy machine can cost a scheduler time slice (issue 13). */
+#pragma omp parallel for schedule(static) if (n >= 65536)
     for (size_t i = 0; i < n; i++) dst[i] += src[i];
 }
 

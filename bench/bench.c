@@ -336,7 +336,16 @@ static const char *const kind_names[OPK_COUNT] = {"conv",   "bnorm",  "eltwise",
                                                   "resample", "binary", "linear", "loss",
                                                   "reorder", "other_ops"};
 
-static const char *isa_name(void)
+/* OMP_WAIT_POLICY / GOMP_SPINCOUNT as libgomp saw them at start-up
+ * (ctx_omp_env_default sets passive when the user set neither). */
+static const char *wait_policy(void)
+{
+    const char *w = getenv("OMP_WAIT_POLICY"), *s = getenv("GOMP_SPINCOUNT");
+    if (s) return s;    /* the spin count overrides the policy's */
+    return w ? w : "libgomp default";
+}
+
+static const char *dnnl_isa_name(void)
 {
     switch (dnnl_get_effective_cpu_isa()) {
     case dnnl_cpu_isa_sse41: return "sse41";
@@ -355,6 +364,7 @@ static const char *isa_name(void)
 
 int main(int argc, char **argv)
 {
+    ctx_omp_env_default(argv);  /* as the CLI does: passive waits unless set */
     bench_opts o;
     int pr = parse_args(argc, argv, &o);
     if (pr) return pr > 0 ? 0 : 2;
@@ -441,9 +451,9 @@ int main(int argc, char **argv)
            cfg, 1e3 * med, 1e3 * mn, 1e3 * mx, o.steps, o.warmup, o.batch / med, gflop,
            gflop / med, rss_mib, allocs);
     printf("  phases (mean ms): zero-grad %.2f, forward+loss %.1f, backward %.1f, optimizer "
-           "%.1f; oneDNN ISA %s\n",
+           "%.1f; oneDNN ISA %s; own kernels %s; OpenMP wait policy %s\n",
            1e3 * sum.zero * per, 1e3 * sum.fwd * per, 1e3 * sum.bwd * per, 1e3 * sum.opt * per,
-           isa_name());
+           dnnl_isa_name(), isa_variant_name(ctx.isa), wait_policy());
     const double arena_mib = (double)m.tape.arena.high_water / 1048576.0;
     const double params_mib = (double)(m.P.n_train * 4 + m.P.n_buf) * 4 / 1048576.0;
     const double scratch_mib = (double)m.tape.scratch_size / 1048576.0;
@@ -470,12 +480,13 @@ int main(int argc, char **argv)
                "\"median_ms\":%.3f,\"min_ms\":%.3f,\"max_ms\":%.3f,\"mean_ms\":%.3f,"
                "\"images_per_s\":%.4f,\"gflop_per_step\":%.4f,\"gflops_achieved\":%.3f,"
                "\"fwd_macs\":%lld,\"dgrad_macs\":%lld,\"peak_rss_mib\":%.1f,"
-               "\"heap_allocs\":%zu,\"isa\":\"%s\",\"arena_mib\":%.1f,\"params_mib\":%.1f,"
+               "\"heap_allocs\":%zu,\"isa\":\"%s\",\"own_isa\":\"%s\",\"wait_policy\":\"%s\",\"arena_mib\":%.1f,\"params_mib\":%.1f,"
                "\"scratch_mib\":%.1f,\"free_grads\":%d,\"breakdown_ms\":{",
                o.fpn ? "fpn" : "counter", o.infer ? "infer" : "train", o.batch, o.channels,
                o.height, o.width, omp_get_max_threads(), o.steps, o.warmup, 1e3 * med, 1e3 * mn,
                1e3 * mx, mean_ms, o.batch / med, gflop, gflop / med, (long long)mac_fwd,
-               (long long)mac_dgrad, rss_mib, allocs, isa_name(), arena_mib, params_mib,
+               (long long)mac_dgrad, rss_mib, allocs, dnnl_isa_name(), isa_variant_name(ctx.isa),
+               wait_policy(), arena_mib, params_mib,
                scratch_mib, m.tape.free_grads);
         for (int k = 0; k < OPK_COUNT; k++)
             printf("\"%s_fwd\":%.3f,\"%s_bwd\":%.3f,", kind_names[k], kind_ms[k][0], kind_names[k],

@@ -1,6 +1,7 @@
 /* main.c - the `cellcount` executable: dispatch to a subcommand. */
 #include "config.h"
 #include "src/cli.h"
+#include "autodiff/ctx.h"
 #include "src/dist.h"
 
 #include <stdio.h>
@@ -37,6 +38,7 @@ static void usage(FILE *f)
  * other command would have each rank write the same files). */
 static int dispatch(int argc, char **argv)
 {
+    ctx_omp_env_default(argv);  /* OpenMP wait policy for busy machines (issue 13) */
     if (argc < 2) {
         usage(stderr);
         return 2;

@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "autodiff/isa.h"
 #include "src/fsutil.h"
 #include "src/h5write.h"
 
@@ -84,6 +85,10 @@ int runlog_create(runlog *rl, const char *path, const cc_config *cfg, cc_status 
     snprintf(buf, sizeof buf, "%d", cfg->threads > 0 ? cfg->threads : omp_get_max_threads());
     r |= runlog_set_attr(rl, "threads", buf, st);
     r |= runlog_set_attr(rl, "cpu_isa", isa_name(dnnl_get_effective_cpu_isa()), st);
+    cc_isa kisa;    /* variant of the engine's own kernels (autodiff/isa.h) */
+    cc_status kst;
+    r |= runlog_set_attr(rl, "kernel_isa",
+                         isa_choose(&kisa, &kst) ? "invalid CELLCOUNT_MAX_ISA" : isa_variant_name(kisa), st);
     if (gethostname(buf, sizeof buf) == 0) {
         buf[sizeof buf - 1] = '\0';
         r |= runlog_set_attr(rl, "host", buf, st);

@@ -2,6 +2,7 @@
  * (op_batch_norm_lrelu): equal to the two-node chain, gradient-checked;
  * part of test_ops_bnorm_eltwise. */
 #include <check.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "autodiff/op.h"
@@ -121,6 +122,26 @@ START_TEST(test_bn_lrelu_fused_equals_chain)
 }
 END_TEST
 
+/* The fused LeakyReLU pass in every ISA variant the CPU runs (isa.h,
+ * chosen through CELLCOUNT_MAX_ISA) equals the chain; the others SKIP. */
+START_TEST(test_bn_lrelu_fused_isa_variants)
+{
+    for (int isa = CC_ISA_SSE2; isa < CC_ISA_COUNT; isa++) {
+        if (!isa_cpu_has((cc_isa)isa)) {
+            printf("SKIP: fused LeakyReLU variant %s: this CPU lacks it\n", isa_variant_name(isa));
+            continue;
+        }
+        setenv("CELLCOUNT_MAX_ISA", isa_variant_name((cc_isa)isa), 1);
+        for (int eval = 0; eval < 2; eval++) {
+            check_fuse_equal(0, 2, eval);
+            check_fuse_equal(0, 4, eval);
+            check_fuse_equal(1, 4, eval);
+        }
+    }
+    unsetenv("CELLCOUNT_MAX_ISA");
+}
+END_TEST
+
 /* Finite differences through the fused node, batch statistics: x values
  * chosen so that no normalised value is near LeakyReLU's kink at 0. */
 START_TEST(test_bn_lrelu_fused_gradcheck)
@@ -143,5 +164,6 @@ END_TEST
 void ops_add_fused_cases(TCase *tc)
 {
     tcase_add_test(tc, test_bn_lrelu_fused_equals_chain);
+    tcase_add_test(tc, test_bn_lrelu_fused_isa_variants);
     tcase_add_test(tc, test_bn_lrelu_fused_gradcheck);
 }

@@ -6,7 +6,10 @@
  * oneDNN's direct kernels (CC_CONV_WINOGRAD=0, CC_CONV_ONEDNN=1); and
  * bit-identical results across thread counts.  The shapes are small, so
  * CC_CONV_OWN=1 forces our kernels (Check forks each test: the setting
- * stays in that test's process). */
+ * stays in that test's process).  Every ISA variant of the kernels
+ * (isa.h) the CPU runs is checked against the reference and against the
+ * baseline's bits (same IEEE operations in the same order); the others
+ * print SKIP. */
 #include <check.h>
 #include <math.h>
 #include <stdio.h>
@@ -249,6 +252,82 @@ START_TEST(test_stacked_match_onednn_and_threads)
 }
 END_TEST
 
+/* Each ISA variant, chosen through CELLCOUNT_MAX_ISA: within the
+ * reference's tolerance, and the same bits as the baseline variant. */
+START_TEST(test_isa_variants)
+{
+    const conv_case cases[] = {{2, 24, 32, 13, 10, 1, 0}, {1, 64, 48, 17, 20, 1, 0},
+                               {2, 24, 1, 13, 10, 1, 0}, {2, 16, 24, 11, 14, 1, 24}};
+    setenv("CC_CONV_OWN", "1", 1);
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        const conv_case *k = &cases[c];
+        const int64_t nx = (int64_t)k->n * k->c * k->h * k->w, nw = (int64_t)k->o * k->c * 9;
+        const int o_last = k->o2 ? k->o2 : k->o;
+        const int64_t ny = (int64_t)k->n * o_last * k->h * k->w;
+        const int64_t nw2 = (int64_t)k->o2 * k->o * 9;
+        float *x = malloc(sizeof(float) * (size_t)nx), *w = malloc(sizeof(float) * (size_t)nw);
+        float *b = malloc(sizeof(float) * (size_t)k->o), *R = malloc(sizeof(float) * (size_t)ny);
+        float *w2 = k->o2 ? malloc(sizeof(float) * (size_t)nw2) : NULL;
+        tu_fill_uniform(x, nx, -1, 1, 31);
+        tu_fill_uniform(w, nw, -0.3f, 0.3f, 32);
+        tu_fill_uniform(b, k->o, -0.5f, 0.5f, 33);
+        tu_fill_uniform(R, ny, -1, 1, 34);
+        if (w2) tu_fill_uniform(w2, nw2, -0.3f, 0.3f, 35);
+        conv_result base, got, ref;
+        memset(&ref, 0, sizeof ref);
+        if (!k->o2) reference(k, x, w, b, R, &ref);
+        for (int isa = CC_ISA_SSE2; isa < CC_ISA_COUNT; isa++) {
+            if (!isa_cpu_has((cc_isa)isa)) {
+                if (c == 0) printf("SKIP: ISA variant %s: this CPU lacks it\n", isa_variant_name(isa));
+                continue;
+            }
+            setenv("CELLCOUNT_MAX_ISA", isa_variant_name((cc_isa)isa), 1);
+            cc_ctx probe;
+            cc_status st;
+            status_clear(&st);
+            ck_assert_int_eq(ctx_init(&probe, 1, &st), 0);
+            ck_assert_int_eq(probe.isa, isa);
+            ctx_free(&probe);
+            run_conv(k, x, w, b, w2, R, 2, isa == CC_ISA_SSE2 ? &base : &got);
+            if (isa == CC_ISA_SSE2) continue;
+            ck_assert_msg(!memcmp(base.y, got.y, sizeof(float) * (size_t)ny) &&
+                              !memcmp(base.dx, got.dx, sizeof(float) * (size_t)nx) &&
+                              !memcmp(base.dw, got.dw, sizeof(float) * (size_t)nw) &&
+                              !memcmp(base.db, got.db, sizeof(float) * (size_t)k->o),
+                          "case %zu: variant %s differs from the baseline's bits", c,
+                          isa_variant_name((cc_isa)isa));
+            if (!k->o2) {
+                const double ey = rel_err(got.y, ref.y, ny), ex = rel_err(got.dx, ref.dx, nx);
+                const double ew = rel_err(got.dw, ref.dw, nw);
+                ck_assert_msg(ey < 2e-5 && ex < 2e-5 && ew < 2e-5,
+                              "case %zu, %s: relative errors y %g dx %g dw %g", c,
+                              isa_variant_name((cc_isa)isa), ey, ex, ew);
+            }
+            result_free(&got);
+        }
+        unsetenv("CELLCOUNT_MAX_ISA");
+        if (!k->o2) {   /* the baseline against the reference too */
+            const double ey = rel_err(base.y, ref.y, ny), ex = rel_err(base.dx, ref.dx, nx);
+            ck_assert_msg(ey < 2e-5 && ex < 2e-5, "case %zu, sse2: y %g dx %g", c, ey, ex);
+            result_free(&ref);
+        }
+        result_free(&base);
+        free(x), free(w), free(b), free(R), free(w2);
+    }
+}
+END_TEST
+
+START_TEST(test_isa_cap_rejects_unknown)
+{
+    setenv("CELLCOUNT_MAX_ISA", "avx1024", 1);
+    cc_ctx ctx;
+    cc_status st;
+    status_clear(&st);
+    ck_assert_int_eq(ctx_init(&ctx, 1, &st), -1);
+    ck_assert_msg(strstr(st.msg, "CELLCOUNT_MAX_ISA") && strstr(st.msg, "avx1024"), "%s", st.msg);
+}
+END_TEST
+
 static Suite *conv_suite(void)
 {
     Suite *s = suite_create("ops_conv");
@@ -258,6 +337,8 @@ static Suite *conv_suite(void)
     tcase_add_test(tc, test_wino_small_and_wide);
     tcase_add_test(tc, test_single_output_channel);
     tcase_add_test(tc, test_stacked_match_onednn_and_threads);
+    tcase_add_test(tc, test_isa_variants);
+    tcase_add_test(tc, test_isa_cap_rejects_unknown);
     suite_add_tcase(s, tc);
     return s;
 }

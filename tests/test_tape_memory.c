@@ -4,6 +4,7 @@
  * on the FPN-like conv -> BN -> LeakyReLU -> upsample/add graph. */
 #include <check.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -166,8 +167,8 @@ START_TEST(test_arena_big_request_policy)
 END_TEST
 
 /* The vectorised Adam computes exactly the scalar float formula, tails
- * included. */
-START_TEST(test_adam_bit_exact)
+ * included, in each ISA variant the CPU runs (isa.h); the others SKIP. */
+static void check_adam_bit_exact(cc_isa isa)
 {
     cc_ctx ctx;
     ck_assert_int_eq(ctx_init(&ctx, 2, NULL), 0);
@@ -184,6 +185,7 @@ START_TEST(test_adam_bit_exact)
     memcpy(w, P.value, sizeof(float) * tot);
     cc_optim o;
     optim_adam_init(&o, 1e-2f, 0.9f, 0.999f, 1e-8f, 1e-3f);
+    o.isa = isa;
     for (int step = 1; step <= 3; step++) {
         tu_fill_uniform(P.grad, (int64_t)tot, -1, 1, 10 + step);
         memcpy(g, P.grad, sizeof(float) * tot);
@@ -198,12 +200,20 @@ START_TEST(test_adam_bit_exact)
                 w[i] -= ss * m[i] / (sqrtf(v[i]) * ib + 1e-8f);
             }
     }
-    ck_assert_int_eq(memcmp(w, P.value, sizeof(float) * tot), 0);
-    ck_assert_int_eq(memcmp(m, P.m, sizeof(float) * tot), 0);
-    ck_assert_int_eq(memcmp(v, P.v, sizeof(float) * tot), 0);
+    ck_assert_msg(!memcmp(w, P.value, sizeof(float) * tot) && !memcmp(m, P.m, sizeof(float) * tot) &&
+                      !memcmp(v, P.v, sizeof(float) * tot),
+                  "Adam variant %s differs from the scalar formula", isa_variant_name(isa));
     free(w), free(m), free(v), free(g);
     params_free(&P);
     ctx_free(&ctx);
+}
+
+START_TEST(test_adam_bit_exact)
+{
+    for (int isa = CC_ISA_SSE2; isa < CC_ISA_COUNT; isa++) {
+        if (isa_cpu_has((cc_isa)isa)) check_adam_bit_exact((cc_isa)isa);
+        else printf("SKIP: Adam variant %s: this CPU lacks it\n", isa_variant_name((cc_isa)isa));
+    }
 }
 END_TEST
 
