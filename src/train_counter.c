@@ -14,7 +14,7 @@
 /* One training epoch; returns images seen or -1.  *loss_out: mean loss. */
 static int64_t counter_epoch(cc_session *s, cc_models *m, cc_tape *t, cc_loader *L,
                              const mask_cache *mc, int epoch, cc_optim *opt, cc_optim *fpn_opt,
-                             double *loss_out, progress *pg, cc_status *st)
+                             cc_params *ema, double *loss_out, progress *pg, cc_status *st)
 {
     const cc_config *c = &s->cfg;
     loss_kind kind;
@@ -44,6 +44,7 @@ static int64_t counter_epoch(cc_session *s, cc_models *m, cc_tape *t, cc_loader 
         if (tape_backward(t, loss)) return status_set(st, "counter backward: %s", tape_error(t));
         if (optim_step(opt, &m->Pc, st)) return -1;
         if (fpn_opt && optim_step(fpn_opt, &m->Pf, st)) return -1;
+        if (ema) train_ema_update(ema, &m->Pc, c->counter_ema, opt->step);
         sum += lt.total * b.n;
         seen += b.n;
         step++;
@@ -85,6 +86,16 @@ static int precise_bn(cc_session *s, cc_models *m, cc_tape *t, cc_loader *L,
     return rc;
 }
 
+/* Exchange the counter's weights with the average's (the model struct
+ * indexes both stores alike), so that precise BN, validation and the
+ * checkpoints see the average. */
+static void swap_stores(cc_params *a, cc_params *b)
+{
+    cc_params t = *a;
+    *a = *b;
+    *b = t;
+}
+
 /* counter.init_bias = data: start both heads at the best constant
  * predictor of the training counts (count bias = their mean, log-variance
  * bias = log of their variance).  With PyTorch's default init the count
@@ -123,7 +134,8 @@ int train_counter(const cc_config *cfg, const char *fpn_ckpt, int resume, cc_sta
     memset(&mva, 0, sizeof mva);
     cc_loader *tr = NULL, *va = NULL;
     cc_tape ttrain, teval;
-    int tapes = 0, rc = -1;
+    cc_params ema;          /* counter.ema's average of m.Pc */
+    int tapes = 0, has_ema = 0, rc = -1;
     if (session_open(&s, cfg, resume, st)) goto out;
     const cfg_train *tc = &cfg->counter_train;
     if (tc->batch < 2) {
@@ -157,6 +169,7 @@ int train_counter(const cc_config *cfg, const char *fpn_ckpt, int resume, cc_sta
         !(va = loader_open(cfg->data_file, DATASET_VAL, tc->batch, (uint64_t)cfg->seed,
                            LOADER_KEEP_LAST, st)))
         goto out;
+    train_loader_augment(tr, cfg);
     cc_optim opt, fopt;
     session_optim_init(&opt, tc);
     session_optim_init(&fopt, tc);
@@ -168,6 +181,16 @@ int train_counter(const cc_config *cfg, const char *fpn_ckpt, int resume, cc_sta
         goto out;
     train_state ts;
     memset(&ts, 0, sizeof ts);
+    /* counter.ema: the weights validated and kept as counter_best.h5 are an
+     * exponential moving average of the trained ones, with BN statistics
+     * re-estimated for them after every epoch (docs/RESULTS.md: the
+     * validation error of the raw weights jumps by up to 10x from one epoch
+     * to the next at lr 1e-3). */
+    if (cfg->counter_ema > 0) {
+        if (train_ema_init(&ema, &m.Pc, st)) goto out;
+        has_ema = 1;
+        ts.E = &ema;
+    }
     if (finetune) {
         ts.P2 = &m.Pf;
         ts.opt2 = &fopt;
@@ -184,9 +207,12 @@ int train_counter(const cc_config *cfg, const char *fpn_ckpt, int resume, cc_sta
         progress_begin(&pg, &s, label, steps);
         double t0 = session_now(), w0 = loader_wait_seconds(tr), trloss = NAN;
         int64_t ntr = counter_epoch(&s, &m, &ttrain, tr, &mtr, epoch, &opt,
-                                    finetune ? &fopt : NULL, &trloss, &pg, st);
+                                    finetune ? &fopt : NULL, has_ema ? &ema : NULL, &trloss,
+                                    &pg, st);
         progress_end(&pg);
         if (ntr < 0) goto out;
+        /* From here to the checkpoints m.Pc holds the average, if any. */
+        if (has_ema) swap_stores(&m.Pc, &ema);
         if (cfg->counter_precise_bn > 0 &&
             precise_bn(&s, &m, &ttrain, tr, &mtr, epoch, cfg->counter_precise_bn, st))
             goto out;
@@ -207,6 +233,7 @@ int train_counter(const cc_config *cfg, const char *fpn_ckpt, int resume, cc_sta
         if (finetune && mask_cache_build(&fresh, &s, &m, cfg->data_file, DATASET_VAL, st)) goto out;
         int pr = counting_predict(&s, &m, &teval, finetune ? &fresh : &mva, va, &p, st);
         mask_cache_free(&fresh);
+        if (has_ema) swap_stores(&m.Pc, &ema);
         if (pr) goto out;
         metrics_summary ms = metrics_compute(p.truth, p.pred, p.sigma, NULL, (size_t)p.n);
         train_row_init(row, 1, epoch, DATASET_VAL);
@@ -232,6 +259,7 @@ out:
         tape_free(&ttrain);
         tape_free(&teval);
     }
+    if (has_ema) params_free(&ema);
     loader_close(tr);
     loader_close(va);
     mask_cache_free(&mtr);

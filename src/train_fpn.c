@@ -79,6 +79,7 @@ int train_fpn(const cc_config *cfg, int resume, cc_status *st)
         !(va = loader_open(cfg->data_file, DATASET_VAL, tc->batch, (uint64_t)cfg->seed,
                            LOADER_KEEP_LAST, st)))
         goto out;
+    train_loader_augment(tr, cfg);
     if (models_build(&m, &s, 0, h, w, st)) goto out;
     cc_optim opt;
     session_optim_init(&opt, tc);
