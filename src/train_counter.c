@@ -247,10 +247,20 @@ int train_counter(const cc_config *cfg, const char *fpn_ckpt, int resume, cc_sta
         row[MC_IPS] = (double)p.n / row[MC_SECONDS];
         count_preds_free(&p);
         if (train_append_row(&s, "val", row, st)) goto out;
+        /* With an average, the trained weights themselves (with their
+         * momentum BN statistics) are validated too, for the log only: they
+         * are what the run would have kept without counter.ema. */
+        char raw[64] = "";
+        if (has_ema) {
+            if (counting_predict(&s, &m, &teval, &mva, va, &p, st)) goto out;
+            metrics_summary mr = metrics_compute(p.truth, p.pred, p.sigma, NULL, (size_t)p.n);
+            count_preds_free(&p);
+            snprintf(raw, sizeof raw, " | raw weights MAE %.3f", mr.mae);
+        }
         fprintf(s.log, "counter epoch %d/%d: train loss %.4g | val loss %.4g MAE %.3f RMSE %.3f "
-                       "R2 %.4f cover95 %.3f width %.2f | %.1f img/s\n",
+                       "R2 %.4f cover95 %.3f width %.2f%s | %.1f img/s\n",
                 epoch + 1, tc->epochs, trloss, row[MC_LOSS], ms.mae, ms.rmse, ms.r2,
-                ms.coverage95, ms.width95, (double)ntr / secs);
+                ms.coverage95, ms.width95, raw, (double)ntr / secs);
         if (train_state_epoch_end(&ts, &s, epoch, ms.mae, st)) goto out;
     }
     rc = 0;
