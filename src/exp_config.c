@@ -276,9 +276,6 @@ int config_validate(const cc_config *c, cc_status *st)
     if ((c->counter_precise_bn || c->counter_ema > 0) && c->finetune_fpn)
         return status_set(st, "counter.finetune_fpn = true needs counter.precise_bn = 0 and "
                               "counter.ema = 0 (the FPN's statistics would move too)");
-    if (c->counter_ema > 0 && c->counter_precise_bn <= 0)
-        return status_set(st, "counter.ema > 0 needs counter.precise_bn > 0 (the averaged "
-                              "weights need BN statistics of their own)");
     if (!strcmp(c->counter_input, "image") && c->finetune_fpn)
         return status_set(st, "counter.finetune_fpn needs counter.input = mask or mask+image");
     if (train_validate(&c->fpn_train, "fpn_train", st) ||

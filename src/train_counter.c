@@ -1,6 +1,7 @@
 /* train_counter.c - the counter training driver (see train.h). */
 #include "src/train.h"
 
+#include <limits.h>
 #include <math.h>
 #include <string.h>
 #include <unistd.h>
@@ -213,9 +214,10 @@ int train_counter(const cc_config *cfg, const char *fpn_ckpt, int resume, cc_sta
         if (ntr < 0) goto out;
         /* From here to the checkpoints m.Pc holds the average, if any. */
         if (has_ema) swap_stores(&m.Pc, &ema);
-        if (cfg->counter_precise_bn > 0 &&
-            precise_bn(&s, &m, &ttrain, tr, &mtr, epoch, cfg->counter_precise_bn, st))
-            goto out;
+        /* the average always needs its own statistics: precise_bn = 0 then
+         * means every training batch of an epoch */
+        const int pbn = has_ema && cfg->counter_precise_bn <= 0 ? INT_MAX : cfg->counter_precise_bn;
+        if (pbn > 0 && precise_bn(&s, &m, &ttrain, tr, &mtr, epoch, pbn, st)) goto out;
         double secs = session_now() - t0, row[MC_NCOLS];
         train_row_init(row, 1, epoch, DATASET_TRAIN);
         row[MC_LOSS] = row[MC_LOSS_DATA] = trloss;
