@@ -55,9 +55,10 @@ static int64_t counter_epoch(cc_session *s, cc_models *m, cc_tape *t, cc_loader 
     return seen;
 }
 
-/* counter.precise_bn = N: with the weights of the epoch's end, replace the
- * counter's BN running statistics by their average over N training batches
- * (fixed order per epoch, flips as in training).  The momentum-0.1
+/* counter.precise_bn = N: with the weights of the epoch's end (with
+ * counter.ema: the average's), replace the counter's BN running statistics
+ * by their average over N training batches (fixed order per epoch,
+ * augmentations as in training).  The momentum-0.1
  * statistics lag weights that move fast, which made the validation error
  * of consecutive epochs differ by up to 2x. */
 static int precise_bn(cc_session *s, cc_models *m, cc_tape *t, cc_loader *L,

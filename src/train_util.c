@@ -82,11 +82,12 @@ static void ckpt_name(char *buf, size_t n, const cc_session *s, const char *stag
 int train_state_begin(train_state *ts, cc_session *s, const char *stage, cc_params *P,
                       cc_optim *opt, int resume, cc_status *st)
 {
-    cc_params *P2 = ts->P2;
+    cc_params *P2 = ts->P2, *E = ts->E;
     cc_optim *opt2 = ts->opt2;
     memset(ts, 0, sizeof *ts);
     ts->P2 = P2;
     ts->opt2 = opt2;
+    ts->E = E;
     snprintf(ts->stage, sizeof ts->stage, "%s", stage);
     ts->stage_id = !strcmp(stage, "counter");
     ts->P = P;
