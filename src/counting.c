@@ -97,7 +97,8 @@ cc_tensor *counting_input(cc_tape *t, cc_session *s, cc_models *m, const mask_ca
             }
             float *dst = mask->data + plane * (size_t)i;
             flip_plane(mc->masks + plane * (size_t)r, dst, mc->h, mc->w, b->flipped[i]);
-            if (b->scale && b->scale[i] != 1.0f) {  /* data.aug_scale: resize the cached mask alike */
+            /* data.aug_scale: resize the cached mask like the image */
+            if (b->scale && b->scale[i] != 1.0f) {
                 float *tmp = malloc(plane * sizeof *tmp);
                 if (!tmp) {
                     status_set(&t->status, "counter input: out of memory");

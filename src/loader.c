@@ -125,13 +125,15 @@ static void blur_plane(float *img, int h, int w, double sigma, float *tmp)
     for (int y = 0; y < h; y++)
         for (int x = 0; x < w; x++) {
             float acc = 0;
-            for (int i = -r; i <= r; i++) acc += k[i + r] * img[(size_t)y * w + reflect_index(x + i, w)];
+            const float *row = img + (size_t)y * w;
+            for (int i = -r; i <= r; i++) acc += k[i + r] * row[reflect_index(x + i, w)];
             tmp[(size_t)y * w + x] = acc;
         }
     for (int y = 0; y < h; y++)
         for (int x = 0; x < w; x++) {
             float acc = 0;
-            for (int i = -r; i <= r; i++) acc += k[i + r] * tmp[(size_t)reflect_index(y + i, h) * w + x];
+            for (int i = -r; i <= r; i++)
+                acc += k[i + r] * tmp[(size_t)reflect_index(y + i, h) * w + x];
             img[(size_t)y * w + x] = acc;
         }
 }

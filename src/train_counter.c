@@ -217,7 +217,8 @@ int train_counter(const cc_config *cfg, const char *fpn_ckpt, int resume, cc_sta
         if (has_ema) swap_stores(&m.Pc, &ema);
         /* the average always needs its own statistics: precise_bn = 0 then
          * means every training batch of an epoch */
-        const int pbn = has_ema && cfg->counter_precise_bn <= 0 ? INT_MAX : cfg->counter_precise_bn;
+        const int pbn =
+            has_ema && cfg->counter_precise_bn <= 0 ? INT_MAX : cfg->counter_precise_bn;
         if (pbn > 0 && precise_bn(&s, &m, &ttrain, tr, &mtr, epoch, pbn, st)) goto out;
         double secs = session_now() - t0, row[MC_NCOLS];
         train_row_init(row, 1, epoch, DATASET_TRAIN);

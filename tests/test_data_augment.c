@@ -286,7 +286,8 @@ START_TEST(test_loader_augments)
                     }
                 loader_aug_draw d;
                 loader_augment_sample(&all, 3, e, i, wi, wm, LH, LW, sc, &d);
-                const float *gi = ba.images + (size_t)j * LH * LW, *gm = ba.masks + (size_t)j * LH * LW;
+                const float *gi = ba.images + (size_t)j * LH * LW;
+                const float *gm = ba.masks + (size_t)j * LH * LW;
                 ck_assert(memcmp(gi, wi, sizeof wi) == 0);
                 ck_assert(memcmp(gm, wm, sizeof wm) == 0);
                 ck_assert(ba.scale[j] == (float)d.scale);
