@@ -30,7 +30,10 @@ static void run_usage(FILE *f, const char *cmd, const char *extra)
             "      --resume          continue from the run directory's last checkpoint\n"
             "                        (an error when there is none)\n"
             "%s"
-            "  -h, --help            this text\n",
+            "  -h, --help            this text\n\n"
+            "Keys beyond the paper (experiments/paper.ini documents them): augmentation\n"
+            "data.aug_scale, aug_blur, aug_gamma, aug_gain, aug_noise (0 = off, the\n"
+            "default); counter.ema (0.99) with counter.precise_bn (50).\n",
             cmd, extra);
 }
 

@@ -95,8 +95,19 @@ cc_tensor *counting_input(cc_tape *t, cc_session *s, cc_models *m, const mask_ca
                            (long long)b->indices[i]);
                 return NULL;
             }
-            flip_plane(mc->masks + plane * (size_t)r, mask->data + plane * (size_t)i, mc->h,
-                       mc->w, b->flipped[i]);
+            float *dst = mask->data + plane * (size_t)i;
+            flip_plane(mc->masks + plane * (size_t)r, dst, mc->h, mc->w, b->flipped[i]);
+            /* data.aug_scale: resize the cached mask like the image */
+            if (b->scale && b->scale[i] != 1.0f) {
+                float *tmp = malloc(plane * sizeof *tmp);
+                if (!tmp) {
+                    status_set(&t->status, "counter input: out of memory");
+                    return NULL;
+                }
+                loader_scale_plane(dst, tmp, mc->h, mc->w, b->scale[i], 0.0f);
+                memcpy(dst, tmp, plane * sizeof *tmp);
+                free(tmp);
+            }
         }
     }
     if (!img) return mask;

@@ -40,6 +40,7 @@ typedef struct cc_config {
     /* [data] */
     char data_file[CFG_STR];
     int augment;                /* random h/v flips */
+    double aug_scale, aug_blur, aug_gamma, aug_gain, aug_noise;  /* 0 = off; loader.h loader_aug */
     /* [fpn] */
     int fpn_depth, fpn_width, fpn_channels;
     char fpn_loss[16];          /* nll | paper | mse | decoupled */
@@ -49,7 +50,9 @@ typedef struct cc_config {
     int counter_width_div;      /* divide counter widths (1 = the paper's) */
     char counter_init_bias[16]; /* pytorch | data (see train_counter) */
     char counter_input[16];     /* mask | mask+image | image */
-    int counter_precise_bn;     /* > 0: re-estimate BN statistics on this many training batches after each epoch */
+    int counter_precise_bn;     /* > 0: re-estimate BN statistics on this many training batches after
+                                 * each epoch (the average's with counter_ema, where 0 = all) */
+    double counter_ema;         /* > 0: validate/keep an average of the weights, this decay per step */
     char counter_calibrate[8];  /* val | none: scale sigma to the validation split (evaluate) */
     char counter_loss[16];
     int finetune_fpn;

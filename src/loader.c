@@ -2,6 +2,7 @@
 #include "src/loader.h"
 
 #include <assert.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +33,7 @@ struct cc_loader {
     int32_t *counts, *focus;
     uint8_t *has_mask;
     int shard, shards;      /* this loader's slice of every batch (dist.h) */
+    float *scratch;         /* 2*hw, the prefetch thread's (augmentation) */
 
     /* shared with the prefetch thread, guarded by mu */
     pthread_mutex_t mu;
@@ -45,6 +47,8 @@ struct cc_loader {
     int64_t *perm;          /* epoch order (positions 0..n-1) */
     slot slots[2];
     double wait_s;
+    loader_aug aug;         /* read by the thread while filling: set between batches */
+    int aug_on;
 };
 
 static double now_s(void)
@@ -73,6 +77,112 @@ double loader_wait_seconds(const cc_loader *L)
     return w;
 }
 
+/* ---- augmentation -------------------------------------------------- */
+
+void loader_scale_plane(const float *src, float *dst, int h, int w, double s, float fill)
+{
+    const double inv = 1.0 / s, cx = 0.5 * w, cy = 0.5 * h;
+    for (int y = 0; y < h; y++) {
+        const double fy = (y + 0.5 - cy) * inv + cy - 0.5;
+        const int y0 = (int)floor(fy);
+        const float ty = (float)(fy - y0);
+        for (int x = 0; x < w; x++) {
+            const double fx = (x + 0.5 - cx) * inv + cx - 0.5;
+            const int x0 = (int)floor(fx);
+            const float tx = (float)(fx - x0);
+            float v[2][2];
+            for (int a = 0; a < 2; a++)
+                for (int b = 0; b < 2; b++) {
+                    const int yy = y0 + a, xx = x0 + b;
+                    v[a][b] = (yy >= 0 && yy < h && xx >= 0 && xx < w) ? src[(size_t)yy * w + xx]
+                                                                       : fill;
+                }
+            const float top = v[0][0] + tx * (v[0][1] - v[0][0]);
+            const float bot = v[1][0] + tx * (v[1][1] - v[1][0]);
+            dst[(size_t)y * w + x] = top + ty * (bot - top);
+        }
+    }
+}
+
+/* Index i reflected into [0, n) (symmetric: -1 -> 0, n -> n-1). */
+static int reflect_index(int i, int n)
+{
+    const int p = 2 * n;
+    i %= p;
+    if (i < 0) i += p;
+    return i < n ? i : p - 1 - i;
+}
+
+/* Separable Gaussian blur of img (h x w) in place, radius ceil(3 sigma). */
+static void blur_plane(float *img, int h, int w, double sigma, float *tmp)
+{
+    int r = (int)ceil(3.0 * sigma);
+    if (r < 1) return;
+    if (r > 64) r = 64;
+    float k[129];
+    double sum = 0;
+    for (int i = -r; i <= r; i++) sum += k[i + r] = (float)exp(-0.5 * i * i / (sigma * sigma));
+    for (int i = 0; i <= 2 * r; i++) k[i] = (float)(k[i] / sum);
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++) {
+            float acc = 0;
+            const float *row = img + (size_t)y * w;
+            for (int i = -r; i <= r; i++) acc += k[i + r] * row[reflect_index(x + i, w)];
+            tmp[(size_t)y * w + x] = acc;
+        }
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++) {
+            float acc = 0;
+            for (int i = -r; i <= r; i++)
+                acc += k[i + r] * tmp[(size_t)reflect_index(y + i, h) * w + x];
+            img[(size_t)y * w + x] = acc;
+        }
+}
+
+void loader_augment_sample(const loader_aug *a, uint64_t seed, int64_t epoch, int64_t index,
+                           float *img, float *mask, int h, int w, float *scratch,
+                           loader_aug_draw *out)
+{
+    cc_rng r;
+    rng_seed(&r, seed ^ LOADER_AUG_TAG, ((uint64_t)epoch << 32) + (uint64_t)index);
+    double u[5];
+    for (int i = 0; i < 5; i++) u[i] = rng_uniform(&r);
+    loader_aug_draw d;
+    d.scale = 1.0 + a->scale * (2.0 * u[0] - 1.0);
+    d.blur = a->blur * u[1];
+    d.gamma = exp(a->gamma * (2.0 * u[2] - 1.0));
+    d.gain = 1.0 + a->gain * (2.0 * u[3] - 1.0);
+    d.noise = a->noise * u[4];
+    if (out) *out = d;
+    const size_t hw = (size_t)h * w;
+    const int on = a->scale > 0 || a->blur > 0 || a->gamma > 0 || a->gain > 0 || a->noise > 0;
+    if (a->scale > 0 && d.scale != 1.0) {
+        float lo = img[0];
+        for (size_t i = 1; i < hw; i++) lo = img[i] < lo ? img[i] : lo;
+        loader_scale_plane(img, scratch, h, w, d.scale, lo);
+        memcpy(img, scratch, hw * sizeof *img);
+        if (mask) {
+            loader_scale_plane(mask, scratch, h, w, d.scale, 0.0f);
+            memcpy(mask, scratch, hw * sizeof *mask);
+        }
+    }
+    if (a->blur > 0) blur_plane(img, h, w, d.blur, scratch);
+    if (a->gamma > 0) {
+        const double g = d.gamma;
+        for (size_t i = 0; i < hw; i++) img[i] = img[i] > 0 ? (float)pow(img[i], g) : 0.0f;
+    }
+    if (a->gain > 0) {
+        const float k = (float)d.gain;
+        for (size_t i = 0; i < hw; i++) img[i] *= k;
+    }
+    if (a->noise > 0) {
+        const double sd = d.noise;
+        for (size_t i = 0; i < hw; i++) img[i] += (float)(sd * rng_normal(&r));
+    }
+    if (on)
+        for (size_t i = 0; i < hw; i++) img[i] = img[i] < 0 ? 0.0f : img[i] > 1 ? 1.0f : img[i];
+}
+
 /* Copy one sample into a batch row, flipping as drawn for (epoch, index). */
 static void fill_sample(const cc_loader *L, int64_t epoch, int64_t pos, loader_batch *b, int j)
 {
@@ -97,6 +207,13 @@ static void fill_sample(const cc_loader *L, int64_t epoch, int64_t pos, loader_b
             img[d] = src8 ? (float)src8[s] * (1.0f / 255.0f) : srcf[s];
             msk[d] = m ? m[s] : 0.0f;
         }
+    }
+    b->scale[j] = 1.0f;
+    if (L->aug_on) {
+        loader_aug_draw d;
+        loader_augment_sample(&L->aug, L->seed, epoch, L->index[pos], img, m ? msk : NULL, h, w,
+                              L->scratch, &d);
+        b->scale[j] = (float)d.scale;
     }
     b->counts[j] = L->counts[pos];
     b->focus[j] = L->focus[pos];
@@ -150,6 +267,16 @@ static void *prefetch_main(void *arg)
     }
     pthread_mutex_unlock(&L->mu);
     return NULL;
+}
+
+void loader_set_augment(cc_loader *L, const loader_aug *a)
+{
+    assert(L && a);
+    pthread_mutex_lock(&L->mu);
+    while (L->filling) pthread_cond_wait(&L->cv, &L->mu);
+    L->aug = *a;
+    L->aug_on = a->scale > 0 || a->blur > 0 || a->gamma > 0 || a->gain > 0 || a->noise > 0;
+    pthread_mutex_unlock(&L->mu);
 }
 
 void loader_epoch_begin(cc_loader *L, int64_t epoch)
@@ -206,7 +333,7 @@ static void free_slot(slot *s)
 {
     loader_batch *b = &s->b;
     free(b->images); free(b->masks); free(b->counts); free(b->focus);
-    free(b->has_mask); free(b->indices); free(b->flipped);
+    free(b->has_mask); free(b->indices); free(b->flipped); free(b->scale);
 }
 
 static void loader_free(cc_loader *L)
@@ -215,6 +342,7 @@ static void loader_free(cc_loader *L)
     free(L->pool);
     free(L->mask);
     free(L->images);
+    free(L->scratch);
     free(L->index); free(L->counts); free(L->focus); free(L->has_mask); free(L->perm);
     free_slot(&L->slots[0]);
     free_slot(&L->slots[1]);
@@ -323,6 +451,7 @@ cc_loader *loader_open(const char *path, int split, int batch, uint64_t seed,
     L->perm = malloc(nn * sizeof *L->perm);
     L->mask = calloc(nn, sizeof *L->mask);
     L->images = malloc(nn * L->hw * (L->u8 ? 1 : sizeof(float)));
+    L->scratch = malloc(2 * L->hw * sizeof *L->scratch);
     for (int k = 0; k < 2; k++) {
         loader_batch *b = &L->slots[k].b;
         b->h = L->h; b->w = L->w;
@@ -333,12 +462,13 @@ cc_loader *loader_open(const char *path, int split, int batch, uint64_t seed,
         b->has_mask = malloc((size_t)batch);
         b->indices = malloc((size_t)batch * sizeof *b->indices);
         b->flipped = malloc((size_t)batch);
+        b->scale = malloc((size_t)batch * sizeof *b->scale);
         if (!b->images || !b->masks || !b->counts || !b->focus || !b->has_mask ||
-            !b->indices || !b->flipped)
+            !b->indices || !b->flipped || !b->scale)
             rc = -1;
     }
     if (rc || !L->index || !L->counts || !L->focus || !L->has_mask || !L->perm || !L->mask ||
-        !L->images) {
+        !L->images || !L->scratch) {
         rc = status_set(st, "%s: out of memory for %lld images of %dx%d", path,
                         (long long)L->n, L->w, L->h);
         goto out;

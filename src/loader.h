@@ -18,7 +18,11 @@
  *     (seed ^ LOADER_SHUFFLE_TAG, epoch);
  *   - flips of sample i in epoch e: rng stream (seed ^ LOADER_FLIP_TAG,
  *     e * 2^32 + i): bit 0 of the first draw = horizontal, bit 1 =
- *     vertical; the image and its mask are flipped together.
+ *     vertical; the image and its mask are flipped together;
+ *   - the other augmentations (loader_set_augment) of sample i in epoch e:
+ *     rng stream (seed ^ LOADER_AUG_TAG, e * 2^32 + i), see
+ *     loader_augment_sample.  The prefetch thread is the only one that draws,
+ *     so nothing depends on the number of OpenMP threads.
  */
 #ifndef CC_LOADER_H
 #define CC_LOADER_H
@@ -38,6 +42,25 @@ enum {
 #define LOADER_SPLIT_ALL (-1)
 #define LOADER_SHUFFLE_TAG 0x53687566666c6521ull
 #define LOADER_FLIP_TAG 0x466c697073212121ull
+#define LOADER_AUG_TAG 0x4175676d656e7421ull
+
+/* Augmentations beyond flips, each off at 0 (config keys data.aug_*).
+ * Per sample, in this order after the flip: */
+typedef struct loader_aug {
+    double scale;   /* objects resized by s ~ U(1-scale, 1+scale) about the image
+                     * centre (bilinear; the image and its mask alike; uncovered
+                     * borders get the image's minimum and mask 0); the count stays */
+    double blur;    /* extra Gaussian blur, sigma ~ U(0, blur) pixels (reflecting
+                     * borders; the mask is not blurred: it is the ground truth) */
+    double gamma;   /* I := I^g with ln g ~ U(-gamma, gamma) */
+    double gain;    /* I := I * k with k ~ U(1-gain, 1+gain) */
+    double noise;   /* I := I + N(0, sd^2) per pixel, sd ~ U(0, noise) */
+} loader_aug;       /* then I is clamped to [0, 1] (when any is on) */
+
+/* What loader_augment_sample drew for one sample (neutral values when off). */
+typedef struct loader_aug_draw {
+    double scale, blur, gamma, gain, noise;
+} loader_aug_draw;
 
 /* A batch.  All arrays belong to the loader and stay valid until the next
  * loader_next(), loader_epoch_begin() or loader_close(). */
@@ -52,6 +75,7 @@ typedef struct loader_batch {
     int64_t *indices;       /* n dataset indices (rows of the file) */
     uint8_t *flipped;       /* n: bit 0 horizontal, bit 1 vertical flip applied */
     int global_n;           /* samples of the whole batch over all shards (= n unsharded) */
+    float *scale;           /* n: scale factor applied (1 = none; loader_aug.scale) */
 } loader_batch;
 
 typedef struct cc_loader cc_loader;
@@ -65,6 +89,29 @@ typedef struct cc_loader cc_loader;
  * memory runs out or the thread cannot start. */
 cc_loader *loader_open(const char *path, int split, int batch, uint64_t seed,
                        unsigned flags, cc_status *st);
+
+/* Apply augmentations a (copied; scale in [0, 0.5], blur in [0, 20],
+ * gamma in [0, 1], gain in [0, 0.9], noise in [0, 0.5]: config.c's ranges)
+ * to the batches of the following loader_epoch_begin() calls.  Call
+ * between epochs (it waits for a batch being assembled). */
+void loader_set_augment(cc_loader *L, const loader_aug *a);
+
+/* Augment one sample in place as the loader does for (seed, epoch, index):
+ * draws five uniforms from rng stream (seed ^ LOADER_AUG_TAG,
+ * epoch * 2^32 + index) in the order scale, blur, gamma, gain, noise sd
+ * (always all five, so switching one off leaves the others' draws as they
+ * were), then the noise's normals pixel by pixel.  img and mask (mask may
+ * be NULL) are h x w; scratch holds 2*h*w floats.  *out (may be NULL)
+ * receives the values drawn. */
+void loader_augment_sample(const loader_aug *a, uint64_t seed, int64_t epoch, int64_t index,
+                           float *img, float *mask, int h, int w, float *scratch,
+                           loader_aug_draw *out);
+
+/* dst = src resized by factor s about the centre (bilinear): dst pixel
+ * (x, y) samples src at ((x + 0.5 - w/2) / s + w/2 - 0.5, likewise y);
+ * samples outside src read `fill`.  Used for masks cached at another
+ * resolution (counting_input).  src != dst. */
+void loader_scale_plane(const float *src, float *dst, int h, int w, double s, float fill);
 
 /* Start epoch `epoch` (>= 0): any batch of the previous epoch still
  * prefetched is discarded, the order for this epoch is fixed and

@@ -3,9 +3,11 @@
  * Every epoch appends rows to the run file's "metrics" table (one per
  * split), rewrites run.h5 atomically, and saves <stage>_last.h5 (and
  * <stage>_best.h5 when validation improved), so a run killed at any moment
- * resumes from the last finished epoch.  Because every random choice is a
- * function of (seed, epoch, sample) and all kernels are deterministic at a
- * fixed thread count, a resumed run ends with the same weights and metrics
+ * resumes from the last finished epoch.  With counter.ema the counter's
+ * weight average is saved too (counter_ema_<epoch % 2>.h5) and it is the
+ * average that is validated and kept as counter_best.h5.  Because every
+ * random choice is a function of (seed, epoch, sample) and all kernels are
+ * deterministic at a fixed thread count, a resumed run ends with the same weights and metrics
  * as an uninterrupted one.  A NaN/Inf loss stops the run with a message; the
  * last good checkpoint is kept.
  */

@@ -1,6 +1,7 @@
 /* train_counter.c - the counter training driver (see train.h). */
 #include "src/train.h"
 
+#include <limits.h>
 #include <math.h>
 #include <string.h>
 #include <unistd.h>
@@ -15,7 +16,7 @@
 /* One training epoch; returns images seen or -1.  *loss_out: mean loss. */
 static int64_t counter_epoch(cc_session *s, cc_models *m, cc_tape *t, cc_loader *L,
                              const mask_cache *mc, int epoch, cc_optim *opt, cc_optim *fpn_opt,
-                             double *loss_out, progress *pg, cc_status *st)
+                             cc_params *ema, double *loss_out, progress *pg, cc_status *st)
 {
     const cc_config *c = &s->cfg;
     loss_kind kind;
@@ -48,6 +49,7 @@ static int64_t counter_epoch(cc_session *s, cc_models *m, cc_tape *t, cc_loader 
             return -1;
         if (optim_step(opt, &m->Pc, st)) return -1;
         if (fpn_opt && optim_step(fpn_opt, &m->Pf, st)) return -1;
+        if (ema) train_ema_update(ema, &m->Pc, c->counter_ema, opt->step);
         sum += lt.total * b.n;
         seen += b.n;
         step++;
@@ -60,9 +62,10 @@ static int64_t counter_epoch(cc_session *s, cc_models *m, cc_tape *t, cc_loader 
     return seen;
 }
 
-/* counter.precise_bn = N: with the weights of the epoch's end, replace the
- * counter's BN running statistics by their average over N training batches
- * (fixed order per epoch, flips as in training).  The momentum-0.1
+/* counter.precise_bn = N: with the weights of the epoch's end (with
+ * counter.ema: the average's), replace the counter's BN running statistics
+ * by their average over N training batches (fixed order per epoch,
+ * augmentations as in training).  The momentum-0.1
  * statistics lag weights that move fast, which made the validation error
  * of consecutive epochs differ by up to 2x. */
 static int precise_bn(cc_session *s, cc_models *m, cc_tape *t, cc_loader *L,
@@ -90,6 +93,16 @@ static int precise_bn(cc_session *s, cc_models *m, cc_tape *t, cc_loader *L,
     while (loader_next(L, &b)) {}  /* drain: the next epoch starts clean */
     P->bn_cumulative = 0;
     return rc;
+}
+
+/* Exchange the counter's weights with the average's (the model struct
+ * indexes both stores alike), so that precise BN, validation and the
+ * checkpoints see the average. */
+static void swap_stores(cc_params *a, cc_params *b)
+{
+    cc_params t = *a;
+    *a = *b;
+    *b = t;
 }
 
 /* counter.init_bias = data: start both heads at the best constant
@@ -130,7 +143,8 @@ int train_counter(const cc_config *cfg, const char *fpn_ckpt, int resume, cc_sta
     memset(&mva, 0, sizeof mva);
     cc_loader *tr = NULL, *va = NULL;
     cc_tape ttrain, teval;
-    int tapes = 0, rc = -1;
+    cc_params ema;          /* counter.ema's average of m.Pc */
+    int tapes = 0, has_ema = 0, rc = -1;
     if (session_open(&s, cfg, resume, st)) goto out;
     const cfg_train *tc = &cfg->counter_train;
     if (tc->batch < 2) {
@@ -165,6 +179,7 @@ int train_counter(const cc_config *cfg, const char *fpn_ckpt, int resume, cc_sta
                            LOADER_KEEP_LAST, st)) ||
         train_shard_loaders(&s, tr, NULL, tc->batch, 2, "counter_train.batch", st))
         goto out;
+    train_loader_augment(tr, cfg);
     cc_optim opt, fopt;
     session_optim_init(&opt, tc);
     session_optim_init(&fopt, tc);
@@ -176,6 +191,16 @@ int train_counter(const cc_config *cfg, const char *fpn_ckpt, int resume, cc_sta
         goto out;
     train_state ts;
     memset(&ts, 0, sizeof ts);
+    /* counter.ema: the weights validated and kept as counter_best.h5 are an
+     * exponential moving average of the trained ones, with BN statistics
+     * re-estimated for them after every epoch (docs/RESULTS.md: the
+     * validation error of the raw weights jumps by up to 10x from one epoch
+     * to the next at lr 1e-3). */
+    if (cfg->counter_ema > 0) {
+        if (train_ema_init(&ema, &m.Pc, st)) goto out;
+        has_ema = 1;
+        ts.E = &ema;
+    }
     if (finetune) {
         ts.P2 = &m.Pf;
         ts.opt2 = &fopt;
@@ -192,12 +217,17 @@ int train_counter(const cc_config *cfg, const char *fpn_ckpt, int resume, cc_sta
         progress_begin(&pg, &s, label, steps);
         double t0 = session_now(), w0 = loader_wait_seconds(tr), trloss = NAN;
         int64_t ntr = counter_epoch(&s, &m, &ttrain, tr, &mtr, epoch, &opt,
-                                    finetune ? &fopt : NULL, &trloss, &pg, st);
+                                    finetune ? &fopt : NULL, has_ema ? &ema : NULL, &trloss,
+                                    &pg, st);
         progress_end(&pg);
         if (ntr < 0) goto out;
-        if (cfg->counter_precise_bn > 0 &&
-            precise_bn(&s, &m, &ttrain, tr, &mtr, epoch, cfg->counter_precise_bn, st))
-            goto out;
+        /* From here to the checkpoints m.Pc holds the average, if any. */
+        if (has_ema) swap_stores(&m.Pc, &ema);
+        /* the average always needs its own statistics: precise_bn = 0 then
+         * means every training batch of an epoch */
+        const int pbn =
+            has_ema && cfg->counter_precise_bn <= 0 ? INT_MAX : cfg->counter_precise_bn;
+        if (pbn > 0 && precise_bn(&s, &m, &ttrain, tr, &mtr, epoch, pbn, st)) goto out;
         if (dist_average_buffers(&s.dist, &m.Pc, st) ||
             (finetune && dist_average_buffers(&s.dist, &m.Pf, st)))
             goto out;
@@ -218,6 +248,7 @@ int train_counter(const cc_config *cfg, const char *fpn_ckpt, int resume, cc_sta
         if (finetune && mask_cache_build(&fresh, &s, &m, cfg->data_file, DATASET_VAL, st)) goto out;
         int pr = counting_predict(&s, &m, &teval, finetune ? &fresh : &mva, va, &p, st);
         mask_cache_free(&fresh);
+        if (has_ema) swap_stores(&m.Pc, &ema);
         if (pr) goto out;
         metrics_summary ms = metrics_compute(p.truth, p.pred, p.sigma, NULL, (size_t)p.n);
         train_row_init(row, 1, epoch, DATASET_VAL);
@@ -231,10 +262,20 @@ int train_counter(const cc_config *cfg, const char *fpn_ckpt, int resume, cc_sta
         row[MC_IPS] = (double)p.n / row[MC_SECONDS];
         count_preds_free(&p);
         if (train_append_row(&s, "val", row, st)) goto out;
+        /* With an average, the trained weights themselves (with their
+         * momentum BN statistics) are validated too, for the log only: they
+         * are what the run would have kept without counter.ema. */
+        char raw[64] = "";
+        if (has_ema) {
+            if (counting_predict(&s, &m, &teval, &mva, va, &p, st)) goto out;
+            metrics_summary mr = metrics_compute(p.truth, p.pred, p.sigma, NULL, (size_t)p.n);
+            count_preds_free(&p);
+            snprintf(raw, sizeof raw, " | raw weights MAE %.3f", mr.mae);
+        }
         fprintf(s.log, "counter epoch %d/%d: train loss %.4g | val loss %.4g MAE %.3f RMSE %.3f "
-                       "R2 %.4f cover95 %.3f width %.2f | %.1f img/s\n",
+                       "R2 %.4f cover95 %.3f width %.2f%s | %.1f img/s\n",
                 epoch + 1, tc->epochs, trloss, row[MC_LOSS], ms.mae, ms.rmse, ms.r2,
-                ms.coverage95, ms.width95, (double)ntr / secs);
+                ms.coverage95, ms.width95, raw, (double)ntr / secs);
         if (train_state_epoch_end(&ts, &s, epoch, ms.mae, st)) goto out;
     }
     /* What count's out-of-distribution flags compare against (ood.h). */
@@ -246,6 +287,7 @@ out:
         tape_free(&ttrain);
         tape_free(&teval);
     }
+    if (has_ema) params_free(&ema);
     loader_close(tr);
     loader_close(va);
     mask_cache_free(&mtr);

@@ -88,6 +88,7 @@ int train_fpn(const cc_config *cfg, int resume, cc_status *st)
     if (train_shard_loaders(&s, tr, va, tc->batch, 1, "fpn_train.batch", st) ||
         models_build(&m, &s, 0, h, w, st))
         goto out;
+    train_loader_augment(tr, cfg);
     cc_optim opt;
     session_optim_init(&opt, tc);
     tape_init(&ttrain, &s.ctx, 1);

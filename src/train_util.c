@@ -21,6 +21,12 @@ int train_dataset_size(const char *path, int *h, int *w, cc_status *st)
     return 0;
 }
 
+void train_loader_augment(cc_loader *L, const cc_config *c)
+{
+    const loader_aug a = {c->aug_scale, c->aug_blur, c->aug_gamma, c->aug_gain, c->aug_noise};
+    loader_set_augment(L, &a);
+}
+
 cc_lr_schedule train_schedule(const cfg_train *t)
 {
     cc_lr_schedule s;
@@ -113,11 +119,12 @@ static int train_state_share(train_state *ts, cc_session *s, cc_status *st)
 int train_state_begin(train_state *ts, cc_session *s, const char *stage, cc_params *P,
                       cc_optim *opt, int resume, cc_status *st)
 {
-    cc_params *P2 = ts->P2;
+    cc_params *P2 = ts->P2, *E = ts->E;
     cc_optim *opt2 = ts->opt2;
     memset(ts, 0, sizeof *ts);
     ts->P2 = P2;
     ts->opt2 = opt2;
+    ts->E = E;
     snprintf(ts->stage, sizeof ts->stage, "%s", stage);
     ts->stage_id = !strcmp(stage, "counter");
     ts->P = P;
@@ -143,6 +150,18 @@ int train_state_begin(train_state *ts, cc_session *s, const char *stage, cc_para
             char p2[CFG_STR + 64];
             ckpt_name(p2, sizeof p2, s, stage, "fpn_last");
             if (checkpoint_load(p2, ts->P2, ts->opt2, st)) return -1;
+        }
+        if (ts->E) {
+            char pe[CFG_STR + 64], which[16];
+            double ee;
+            snprintf(which, sizeof which, "ema_%d", (int)epoch % 2);
+            ckpt_name(pe, sizeof pe, s, stage, which);
+            if (checkpoint_load(pe, ts->E, NULL, st) ||
+                checkpoint_read_attr_double(pe, "epoch", &ee, st))
+                return -1;
+            if (ee != epoch)
+                return status_set(st, "%s: weight average of epoch %d, but %s is of epoch %d",
+                                  pe, (int)ee + 1, path, (int)epoch + 1);
         }
         fprintf(s->log, "resuming %s from %s after epoch %d\n", stage, path, (int)epoch + 1);
     }
@@ -180,6 +199,14 @@ int train_state_epoch_end(train_state *ts, cc_session *s, int epoch, double crit
         {"seed", CKPT_ATTR_NUMBER, NULL, (double)s->cfg.seed},
     };
     char path[CFG_STR + 64];
+    if (ts->E) {
+        /* Written first and to the slot the previous epoch did not use, so
+         * <stage>_last.h5 (written last) always has its average on disk. */
+        char which[16];
+        snprintf(which, sizeof which, "ema_%d", epoch % 2);
+        ckpt_name(path, sizeof path, s, ts->stage, which);
+        if (checkpoint_save(path, ts->E, NULL, attrs, 4, st)) return -1;
+    }
     /* The second store (a fine-tuned FPN) is written before the first so
      * that a complete <stage>_last.h5 implies a matching <stage>_fpn_last.h5. */
     for (int pass = 0; pass < 2; pass++) {
@@ -189,10 +216,43 @@ int train_state_epoch_end(train_state *ts, cc_session *s, int epoch, double crit
         if (!P) continue;
         if (improved) {
             ckpt_name(path, sizeof path, s, ts->stage, which[pass][0]);
-            if (checkpoint_save(path, P, o, attrs, 4, st)) return -1;
+            const int avg = pass && ts->E;  /* the average is what was validated */
+            if (checkpoint_save(path, avg ? ts->E : P, avg ? NULL : o, attrs, 4, st)) return -1;
         }
         ckpt_name(path, sizeof path, s, ts->stage, which[pass][1]);
         if (checkpoint_save(path, P, o, attrs, 4, st)) return -1;
     }
     return 0;
+}
+
+int train_ema_init(cc_params *E, const cc_params *P, cc_status *st)
+{
+    params_init(E, P->ctx);
+    for (int i = 0; i < P->n; i++) {
+        const cc_param *p = &P->p[i];
+        if (params_add(E, p->name, p->ndim, p->shape, p->kind, st) < 0) goto fail;
+    }
+    if (params_finalize(E, st)) goto fail;
+    for (int i = 0; i < P->n; i++) E->p[i].frozen = P->p[i].frozen;
+    if (E->n_train != P->n_train || E->n_buf != P->n_buf) {
+        status_set(st, "weight average: the copy's layout differs from the model's");
+        goto fail;
+    }
+    memcpy(E->value, P->value, sizeof(float) * P->n_train);
+    memcpy(E->buf, P->buf, sizeof(float) * P->n_buf);
+    E->bn_eval = P->bn_eval;
+    return 0;
+fail:
+    params_free(E);
+    return -1;
+}
+
+void train_ema_update(cc_params *E, const cc_params *P, double decay, int64_t step)
+{
+    const double warm = (1.0 + (double)step) / (10.0 + (double)step);
+    if (warm < decay) decay = warm;
+    const float d = (float)decay, od = (float)(1.0 - decay);
+    float *e = E->value;
+    const float *p = P->value;
+    for (size_t k = 0; k < P->n_train; k++) e[k] = d * e[k] + od * p[k];
 }

@@ -20,4 +20,7 @@ int count_entries(const char *dir);
 /* Add the import and loader test cases (tests/test_data_pipeline.c). */
 void data_add_pipeline_cases(Suite *s);
 
+/* Add the augmentation test case (tests/test_data_augment.c). */
+void data_add_augment_cases(Suite *s);
+
 #endif

@@ -159,6 +159,55 @@ START_TEST(test_validate_cross_keys)
 }
 END_TEST
 
+/* data.aug_* and counter.ema: ranges checked with file:line and key named,
+ * and the cross-key rule of counter.ema. */
+START_TEST(test_augment_and_ema_keys)
+{
+    cc_config c;
+    config_defaults(&c);
+    ck_assert(c.aug_scale == 0 && c.aug_blur == 0 && c.aug_gamma == 0 && c.aug_gain == 0 &&
+              c.aug_noise == 0);
+    cc_status st;
+    status_clear(&st);
+    const char *p = write_file("g.ini", "[data]\naugment = true\naug_gain = 0.2\naug_gamma = 0.3\n"
+                                        "aug_noise = 0.02\naug_blur = 1.5\naug_scale = 0.15\n"
+                                        "[counter]\nema = 0.95\nprecise_bn = 4\n");
+    ck_assert_msg(config_load(&c, p, &st) == 0, "%s", st.msg);
+    ck_assert(c.aug_gain == 0.2 && c.aug_gamma == 0.3 && c.aug_noise == 0.02 &&
+              c.aug_blur == 1.5 && c.aug_scale == 0.15 && c.counter_ema == 0.95);
+    ck_assert_int_eq(config_validate(&c, &st), 0);
+    static const struct {
+        const char *text, *want[3];
+    } bad[] = {
+        {"[data]\naug_scale = 0.15\naug_gain = 2\n", {"h.ini:3", "data.aug_gain", "range"}},
+        {"[data]\naug_blur = -1\n", {"h.ini:2", "data.aug_blur", "range"}},
+        {"[data]\naug_noise = lots\n", {"h.ini:2", "data.aug_noise", "not a number"}},
+        {"[data]\n\naug_gamma = 1.5\n", {"h.ini:3", "data.aug_gamma", "range"}},
+        {"[data]\naug_scale = 0.6\n", {"h.ini:2", "data.aug_scale", "range"}},
+        {"[counter]\nema = 1\n", {"h.ini:2", "counter.ema", "range"}},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        config_defaults(&c);
+        status_clear(&st);
+        p = write_file("h.ini", bad[i].text);
+        ck_assert_int_eq(config_load(&c, p, &st), -1);
+        for (int k = 0; k < 3; k++)
+            ck_assert_msg(strstr(st.msg, bad[i].want[k]), "case %zu: %s", i, st.msg);
+    }
+    status_clear(&st);
+    ck_assert_int_eq(config_set(&c, "data.aug_noise=0.9", &st), -1);
+    ck_assert_msg(strstr(st.msg, "--set") && strstr(st.msg, "data.aug_noise"), "%s", st.msg);
+    /* a fine-tuned FPN rules out the average (its statistics would move) */
+    config_defaults(&c);
+    config_set(&c, "counter.precise_bn=0", NULL);
+    ck_assert_int_eq(config_validate(&c, &st), 0);
+    config_set(&c, "counter.finetune_fpn=true", NULL);
+    status_clear(&st);
+    ck_assert_int_eq(config_validate(&c, &st), -1);
+    ck_assert_msg(strstr(st.msg, "counter.ema") && strstr(st.msg, "finetune_fpn"), "%s", st.msg);
+}
+END_TEST
+
 /* Every shipped experiment file loads and validates (sweep files, with a
  * [sweep] section, are test_sweep's). */
 START_TEST(test_shipped_experiment_files)
@@ -182,7 +231,7 @@ START_TEST(test_shipped_experiment_files)
         n++;
     }
     pclose(ls);
-    ck_assert_int_ge(n, 19); /* paper, quickstart and 17 ablations */
+    ck_assert_int_ge(n, 24); /* paper, quickstart and 22 ablations */
 }
 END_TEST
 /* The quickstart's built-in settings are experiments/quickstart.ini's
@@ -225,6 +274,7 @@ int main(void)
     tcase_add_test(tc, test_errors_name_file_line_key);
     tcase_add_test(tc, test_write_roundtrip);
     tcase_add_test(tc, test_validate_cross_keys);
+    tcase_add_test(tc, test_augment_and_ema_keys);
     tcase_add_test(tc, test_shipped_experiment_files);
     tcase_add_test(tc, test_quickstart_matches_ini);
     suite_add_tcase(s, tc);

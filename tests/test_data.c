@@ -765,6 +765,7 @@ static Suite *data_suite(void)
     tcase_add_test(tc, test_dataset_disk_full);
     suite_add_tcase(s, tc);
     data_add_pipeline_cases(s);
+    data_add_augment_cases(s);
     return s;
 }
 

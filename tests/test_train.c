@@ -19,6 +19,7 @@
 #include "src/session.h"
 #include "src/sim_output.h"
 #include "src/train.h"
+#include "src/train_util.h"
 
 static char dir[64];
 static char data[128];
@@ -277,6 +278,7 @@ START_TEST(test_counter_precise_bn)
     cc_config c;
     tiny_config(&c, "pbn", 1);
     config_set(&c, "counter.precise_bn=3", NULL);
+    config_set(&c, "counter.ema=0", NULL);   /* the live weights' statistics */
     cc_status st;
     status_clear(&st);
     ck_assert_msg(train_fpn(&c, 0, &st) == 0, "%s", st.msg);
@@ -292,6 +294,167 @@ START_TEST(test_counter_precise_bn)
     ck_assert_msg(a.sum == 3.0 * a.n, "num_batches_tracked sum %g over %d layers", a.sum, a.n);
     FILE *devnull = fopen("/dev/null", "w");
     ck_assert_msg(evaluate_run(&c, 2, NULL, NULL, devnull, &st) == 0, "%s", st.msg);
+    fclose(devnull);
+}
+END_TEST
+
+/* train_ema_update is the hand-computed exponential average, with the
+ * warm-up min(decay, (1 + step) / (10 + step)); buffers are not averaged;
+ * train_ema_init copies values, buffers and frozen flags. */
+START_TEST(test_ema_update_is_the_average)
+{
+    cc_ctx ctx;
+    ck_assert_int_eq(ctx_init(&ctx, 1, NULL), 0);
+    cc_params P, E;
+    params_init(&P, &ctx);
+    cc_status st;
+    status_clear(&st);
+    ck_assert(params_add(&P, "a/weight", 1, (int64_t[]){5}, PARAM_TRAINABLE, &st) >= 0);
+    ck_assert(params_add(&P, "a/running_mean", 1, (int64_t[]){3}, PARAM_BUFFER, &st) >= 0);
+    ck_assert(params_add(&P, "b/weight", 2, (int64_t[]){2, 2}, PARAM_TRAINABLE, &st) >= 0);
+    ck_assert_int_eq(params_finalize(&P, &st), 0);
+    P.p[2].frozen = 1;
+    float *w = params_tensor(&P, 0)->data, *rm = params_tensor(&P, 1)->data;
+    for (int k = 0; k < 5; k++) w[k] = (float)k;
+    for (int k = 0; k < 3; k++) rm[k] = 7.0f;
+    ck_assert_msg(train_ema_init(&E, &P, &st) == 0, "%s", st.msg);
+    ck_assert_int_eq(E.n, 3);
+    ck_assert_int_eq(E.p[2].frozen, 1);
+    ck_assert(memcmp(E.value, P.value, sizeof(float) * P.n_train) == 0);
+    ck_assert(memcmp(E.buf, P.buf, sizeof(float) * P.n_buf) == 0);
+    /* step 1: warm-up decay 2/11; step 1000: the decay itself */
+    double want[5];
+    for (int k = 0; k < 5; k++) {
+        want[k] = k;
+        w[k] = (float)(10 * k + 1);
+    }
+    for (int k = 0; k < 3; k++) rm[k] = -1.0f;
+    train_ema_update(&E, &P, 0.9, 1);
+    const float *e = params_tensor(&E, 0)->data;
+    for (int k = 0; k < 5; k++) {
+        want[k] = (2.0 / 11) * want[k] + (9.0 / 11) * (10 * k + 1);
+        ck_assert_msg(fabs(e[k] - want[k]) <= 1e-5 * (1 + fabs(want[k])), "%d: %g vs %g", k,
+                      e[k], want[k]);
+    }
+    for (int k = 0; k < 5; k++) w[k] = (float)(-3 * k);
+    train_ema_update(&E, &P, 0.9, 1000);
+    for (int k = 0; k < 5; k++) {
+        want[k] = 0.9 * want[k] + 0.1 * (-3 * k);
+        ck_assert_msg(fabs(e[k] - want[k]) <= 1e-5 * (1 + fabs(want[k])), "%d: %g vs %g", k,
+                      e[k], want[k]);
+    }
+    for (int k = 0; k < 3; k++) ck_assert(params_tensor(&E, 1)->data[k] == 7.0f);
+    params_free(&E);
+    params_free(&P);
+    ctx_free(&ctx);
+}
+END_TEST
+
+/* A counter parameter store for tiny_config's counter (64x64 images). */
+static void counter_params(const cc_config *c, const char *path, cc_params *P, cc_ctx *ctx,
+                           counter_model *m)
+{
+    params_init(P, ctx);
+    counter_config cc = counter_config_default();
+    snprintf(cc.arch, sizeof cc.arch, "%s", c->counter_arch);
+    cc.in_channels = 1;
+    cc.width_div = c->counter_width_div;
+    cc.height = 32;
+    cc.width = 32;
+    ck_assert_int_eq(counter_build(P, &cc, "counter", m, NULL), 0);
+    ck_assert_int_eq(params_finalize(P, NULL), 0);
+    cc_status st;
+    status_clear(&st);
+    ck_assert_msg(checkpoint_load(path, P, NULL, &st) == 0, "%s", st.msg);
+}
+
+/* Two checkpoints of the counter hold bit-identical weights and buffers. */
+static int same_counter(const cc_config *c, const char *pa, const char *pb)
+{
+    cc_ctx ctx;
+    ck_assert_int_eq(ctx_init(&ctx, 1, NULL), 0);
+    cc_params A, B;
+    counter_model ma, mb;
+    counter_params(c, pa, &A, &ctx, &ma);
+    counter_params(c, pb, &B, &ctx, &mb);
+    int same = A.n_train == B.n_train && A.n_buf == B.n_buf &&
+               !memcmp(A.value, B.value, sizeof(float) * A.n_train) &&
+               !memcmp(A.buf, B.buf, sizeof(float) * A.n_buf);
+    counter_free(&ma);
+    counter_free(&mb);
+    params_free(&A);
+    params_free(&B);
+    ctx_free(&ctx);
+    return same;
+}
+
+/* counter.ema: a run killed with SIGKILL after its first epoch and resumed
+ * ends with the same live weights, average and best checkpoint, bit for
+ * bit, as an uninterrupted one; the best checkpoint is the average (with
+ * BN statistics of precise_bn batches), not the live weights. */
+START_TEST(test_counter_ema_resume_is_exact)
+{
+    make_data();
+    cc_config a, b;
+    tiny_config(&a, "emafull", 1);
+    tiny_config(&b, "emakill", 1);
+    const char *keys[] = {"counter.ema=0.9", "counter.precise_bn=2", "counter_train.epochs=4"};
+    for (int k = 0; k < 3; k++) {
+        ck_assert_int_eq(config_set(&a, keys[k], NULL), 0);
+        ck_assert_int_eq(config_set(&b, keys[k], NULL), 0);
+    }
+    cc_status st;
+    status_clear(&st);
+    ck_assert_msg(train_fpn(&a, 0, &st) == 0, "%s", st.msg);
+    char fpn[256], last[256], pa[256], pb[256];
+    snprintf(fpn, sizeof fpn, "%s/emafull/fpn_best.h5", dir);
+    ck_assert_msg(train_counter(&a, fpn, 0, &st) == 0, "%s", st.msg);
+
+    snprintf(last, sizeof last, "%s/emakill/counter_last.h5", dir);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        cc_status cs;
+        status_clear(&cs);
+        _exit(train_counter(&b, fpn, 0, &cs) ? 1 : 0);
+    }
+    while (access(last, F_OK) != 0) {
+        int status;
+        ck_assert_msg(waitpid(pid, &status, WNOHANG) == 0, "training ended before the kill");
+        usleep(2000);
+    }
+    usleep(20000);
+    kill(pid, SIGKILL);
+    int status;
+    waitpid(pid, &status, 0);
+    ck_assert(WIFSIGNALED(status));
+    double epoch;
+    ck_assert_int_eq(checkpoint_read_attr_double(last, "epoch", &epoch, &st), 0);
+    ck_assert_msg(epoch < 3, "the kill came too late (epoch %g)", epoch);
+    ck_assert_msg(train_counter(&b, fpn, 1, &st) == 0, "%s", st.msg);
+
+    static const char *const files[] = {"counter_last.h5", "counter_ema_1.h5",
+                                        "counter_ema_0.h5", "counter_best.h5"};
+    for (int k = 0; k < 4; k++) {
+        snprintf(pa, sizeof pa, "%s/emafull/%s", dir, files[k]);
+        snprintf(pb, sizeof pb, "%s/emakill/%s", dir, files[k]);
+        ck_assert_msg(same_counter(&a, pa, pb), "%s differs after the resume", files[k]);
+    }
+    /* the average is not the live weights; its statistics are precise BN's */
+    snprintf(pa, sizeof pa, "%s/emafull/counter_last.h5", dir);
+    snprintf(pb, sizeof pb, "%s/emafull/counter_ema_1.h5", dir);
+    ck_assert(!same_counter(&a, pa, pb));
+    snprintf(pb, sizeof pb, "%s/emafull/counter_best.h5", dir);
+    hid_t f = H5Fopen(pb, H5F_ACC_RDONLY, H5P_DEFAULT);
+    ck_assert_int_ge(f, 0);
+    nbt_sum s = {0, 0};
+    H5Lvisit(f, H5_INDEX_NAME, H5_ITER_INC, nbt_visit, &s);
+    H5Fclose(f);
+    ck_assert_int_gt(s.n, 5);
+    ck_assert_msg(s.sum == 2.0 * s.n, "num_batches_tracked sum %g over %d layers", s.sum, s.n);
+    /* evaluate reads the averaged best checkpoint */
+    FILE *devnull = fopen("/dev/null", "w");
+    ck_assert_msg(evaluate_run(&a, 2, NULL, NULL, devnull, &st) == 0, "%s", st.msg);
     fclose(devnull);
 }
 END_TEST
@@ -393,6 +556,8 @@ int main(void)
     tcase_add_test(tc, test_bad_inputs_fail_cleanly);
     tcase_add_test(tc, test_sigma_scale);
     tcase_add_test(tc, test_counter_precise_bn);
+    tcase_add_test(tc, test_ema_update_is_the_average);
+    tcase_add_test(tc, test_counter_ema_resume_is_exact);
     tcase_add_test(tc, test_nonfinite_loss_stops_and_keeps_checkpoint);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
