@@ -3,7 +3,8 @@
 # Idempotent; needs root (or sudo).  Usage: scripts/install-deps.sh
 set -euo pipefail
 pkgs=(build-essential autoconf automake libtool pkg-config
-      libdnnl-dev libhdf5-dev hdf5-tools libtiff-dev libpng-dev libinih-dev check gnuplot-nox)
+      libdnnl-dev libhdf5-dev hdf5-tools libtiff-dev libpng-dev libinih-dev check gnuplot-nox
+      protobuf-compiler)   # protoc: tests/test_export decodes our TensorBoard files
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -26,5 +26,6 @@ int cli_report(int argc, char **argv);
 int cli_count(int argc, char **argv);
 int cli_saliency(int argc, char **argv);
 int cli_quickstart(int argc, char **argv);
+int cli_export(int argc, char **argv);
 
 #endif

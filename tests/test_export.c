@@ -1,0 +1,417 @@
+/* test_export.c - `cellcount export`: TFRecord framing and CRC32C, event
+ * files decoded by protoc (independently of our writer), the CSV read back
+ * by Python, and export of a run file that is being rewritten. */
+#include <check.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "src/export.h"
+#include "src/tfevents.h"
+
+static char dir[64];
+
+static void setup(void)
+{
+    strcpy(dir, "/tmp/cc_export_XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+}
+
+static void teardown(void)
+{
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+
+/* Is prog on PATH? */
+static int have(const char *prog)
+{
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "command -v %s >/dev/null 2>&1", prog);
+    return system(cmd) == 0;
+}
+
+START_TEST(test_crc32c)
+{
+    ck_assert_uint_eq(tfevents_crc32c(0, "123456789", 9), 0xE3069283u);
+    /* RFC 3720 B.4: 32 bytes of zeros, and in two pieces */
+    unsigned char z[32] = {0};
+    ck_assert_uint_eq(tfevents_crc32c(0, z, 32), 0x8A9136AAu);
+    ck_assert_uint_eq(tfevents_crc32c(tfevents_crc32c(0, z, 10), z + 10, 22), 0x8A9136AAu);
+    ck_assert_uint_eq(tfevents_crc32c(0, "", 0), 0);
+    /* mask: rotate right by 15, add 0xa282ead8 (mod 2^32) */
+    ck_assert_uint_eq(tfevents_mask_crc(0), 0xa282ead8u);
+    ck_assert_uint_eq(tfevents_mask_crc(0x8000u), 0xa282ead9u);
+    ck_assert_uint_eq(tfevents_mask_crc(0xE3069283u),
+                      ((0xE3069283u >> 15) | (0xE3069283u << 17)) + 0xa282ead8u);
+}
+END_TEST
+
+/* ---- a sweep of two small runs ---- */
+
+static const char *mcols[] = {"stage", "epoch", "split", "loss", "mae", "lr", "seconds"};
+static const char *ecols[] = {"n", "mae", "base_mae"};
+
+/* dir/<name>/run.h5 with fpn.width=width: FPN 2 epochs, counter 3 epochs
+ * (train + val rows), an eval/test table.  Returns the number of finite
+ * numbers the export should carry (CSV rows). */
+static int make_run(const char *name, int width)
+{
+    char path[256], set[64];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    mkdir(path, 0777);
+    strcat(path, "/run.h5");
+    cc_config cfg;
+    config_defaults(&cfg);
+    snprintf(set, sizeof set, "fpn.width=%d", width);
+    cc_status st;
+    status_clear(&st);
+    ck_assert_int_eq(config_set(&cfg, set, &st), 0);
+    runlog rl;
+    ck_assert_int_eq(runlog_create(&rl, path, &cfg, &st), 0);
+    runlog_set_attr(&rl, "start_time", "2026-01-02T03:04:05Z", &st);
+    runlog_set_attr(&rl, "host", "node/7", &st);
+    runlog_table *t = runlog_table_get(&rl, "metrics", 7, mcols, &st);
+    int n = 0;
+    for (int stage = 0; stage < 2; stage++)
+        for (int e = 0; e < 2 + stage; e++)
+            for (int split = 0; split < 2; split++) {
+                double mae = stage == 1 ? 10.0 / (e + 1) + width / 16 + split * 0.25 : NAN;
+                double row[7] = {stage, e, split, 1.0 / (e + 1) + split, mae,
+                                 split ? NAN : 1e-3, 2.5};
+                ck_assert_int_eq(runlog_append(t, "", row, &st), 0);
+                for (int c = 3; c < 7; c++) n += isfinite(row[c]) != 0;
+            }
+    runlog_table *ev = runlog_table_get(&rl, "eval/test", 3, ecols, &st);
+    double o[3] = {30, 1.5, 2.75}, f1[3] = {10, 1.25, NAN};
+    runlog_append(ev, "overall", o, &st);
+    runlog_append(ev, "focus F1", f1, &st);
+    n += 5;
+    ck_assert_msg(runlog_flush(&rl, &st) == 0, "%s", st.msg);
+    runlog_free(&rl);
+    return n;
+}
+
+static void open_report(cc_report *r, const char *arg)
+{
+    cc_status st;
+    status_clear(&st);
+    report_init(r);
+    ck_assert_msg(report_add(r, arg, &st) == 0, "%s", st.msg);
+    ck_assert_msg(report_finish(r, &st) == 0, "%s", st.msg);
+}
+
+/* Read one TFRecord: checks both CRCs; returns the payload (malloc) or
+ * NULL at a clean end of file. */
+static unsigned char *read_record(FILE *f, size_t *len)
+{
+    unsigned char head[12], crc[4];
+    size_t got = fread(head, 1, 12, f);
+    if (got == 0) return NULL;
+    ck_assert_uint_eq(got, 12);
+    uint64_t n = 0;
+    for (int i = 7; i >= 0; i--) n = (n << 8) | head[i];
+    uint32_t c1 = (uint32_t)head[8] | (uint32_t)head[9] << 8 | (uint32_t)head[10] << 16 |
+                  (uint32_t)head[11] << 24;
+    ck_assert_uint_eq(c1, tfevents_mask_crc(tfevents_crc32c(0, head, 8)));
+    ck_assert(n > 0 && n < 1000000);
+    unsigned char *b = malloc(n);
+    ck_assert_uint_eq(fread(b, 1, n, f), n);
+    ck_assert_uint_eq(fread(crc, 1, 4, f), 4);
+    uint32_t c2 = (uint32_t)crc[0] | (uint32_t)crc[1] << 8 | (uint32_t)crc[2] << 16 |
+                  (uint32_t)crc[3] << 24;
+    ck_assert_uint_eq(c2, tfevents_mask_crc(tfevents_crc32c(0, b, n)));
+    *len = n;
+    return b;
+}
+
+/* The decoded text of every event of the file, via protoc: the test wraps
+ * the payloads as `repeated Event events = 1` (EventList), one protoc call. */
+static char *decode_events(const char *events, int *nrecords)
+{
+    char wrap[256], out[256], cmd[1024];
+    snprintf(wrap, sizeof wrap, "%s/events.bin", dir);
+    snprintf(out, sizeof out, "%s/events.txt", dir);
+    FILE *in = fopen(events, "rb"), *w = fopen(wrap, "wb");
+    ck_assert(in && w);
+    size_t n;
+    unsigned char *b;
+    *nrecords = 0;
+    while ((b = read_record(in, &n))) {
+        fputc(0x0a, w);                 /* field 1, length-delimited */
+        for (uint64_t v = n; ; v >>= 7) {
+            fputc((int)((v & 0x7f) | (v > 0x7f ? 0x80 : 0)), w);
+            if (v <= 0x7f) break;
+        }
+        fwrite(b, 1, n, w);
+        free(b);
+        (*nrecords)++;
+    }
+    fclose(in);
+    fclose(w);
+    /* event.proto plus the wrapper message, in the temp dir */
+    const char *top = getenv("CC_TOP_SRCDIR");
+    snprintf(cmd, sizeof cmd,
+             "cp %s/tests/event.proto %s/ev.proto && "
+             "printf 'message EventList { repeated Event events = 1; }\\n' >> %s/ev.proto && "
+             "protoc -I%s --decode=tensorflow.EventList ev.proto < %s > %s",
+             top ? top : ".", dir, dir, dir, wrap, out);
+    ck_assert_msg(system(cmd) == 0, "protoc failed: %s", cmd);
+    FILE *f = fopen(out, "r");
+    ck_assert_ptr_nonnull(f);
+    char *text = calloc(1, 1 << 20);
+    size_t len = fread(text, 1, (1 << 20) - 1, f);
+    fclose(f);
+    text[len] = '\0';
+    return text;
+}
+
+/* A scalar event as protoc prints it (2-space indents, event inside the list). */
+static int has_scalar(const char *text, const char *tag, int step, const char *value)
+{
+    char want[512];
+    snprintf(want, sizeof want,
+             "%s  summary {\n    value {\n      tag: \"%s\"\n      simple_value: %s\n",
+             step ? "" : "", tag, value);
+    char stepline[64];
+    snprintf(stepline, sizeof stepline, "  step: %d\n", step);
+    for (const char *p = strstr(text, want); p; p = strstr(p + 1, want)) {
+        /* the step line just before this summary */
+        const char *q = p;
+        while (q > text && strncmp(q, "  step:", 7)) q--;
+        if (!strncmp(q, stepline, strlen(stepline))) return 1;
+    }
+    return 0;
+}
+
+START_TEST(test_tensorboard_protoc)
+{
+    make_run("w16", 16);
+    const int n32 = make_run("w32", 32);
+    cc_report r;
+    open_report(&r, dir);
+    char tb[128];
+    snprintf(tb, sizeof tb, "%s/tb", dir);
+    cc_status st;
+    status_clear(&st);
+    ck_assert_msg(export_tensorboard(&r, tb, NULL, &st) == 0, "%s", st.msg);
+    /* named for TensorBoard: start time 2026-01-02T03:04:05Z = 1767323045, host with '/' */
+    char ev[256];
+    snprintf(ev, sizeof ev, "%s/w32/events.out.tfevents.1767323045.node_7", tb);
+    ck_assert_msg(access(ev, R_OK) == 0, "%s missing", ev);
+    /* again: the file is replaced, not duplicated; a stale one is removed */
+    char stale[256];
+    snprintf(stale, sizeof stale, "%s/w32/events.out.tfevents.1.old", tb);
+    fclose(fopen(stale, "w"));
+    ck_assert_int_eq(export_tensorboard(&r, tb, NULL, &st), 0);
+    ck_assert_int_ne(access(stale, F_OK), 0);
+    ck_assert_int_eq(access(ev, R_OK), 0);
+    report_free(&r);
+
+    if (!have("protoc")) {
+        printf("SKIP: protoc not installed (Debian: protobuf-compiler); framing and CRCs "
+               "checked, protobuf decoding not\n");
+        FILE *f = fopen(ev, "rb");
+        size_t n;
+        unsigned char *b;
+        int k = 0;
+        while ((b = read_record(f, &n))) free(b), k++;
+        fclose(f);
+        ck_assert_int_gt(k, 10);
+        return;
+    }
+    int nrec;
+    char *text = decode_events(ev, &nrec);
+    /* file_version, config, then one event per finite number */
+    ck_assert_int_eq(nrec, 2 + n32);
+    int nev = 0;
+    for (const char *p = strstr(text, "events {"); p; p = strstr(p + 1, "events {")) nev++;
+    ck_assert_int_eq(nev, nrec);
+    ck_assert_msg(strstr(text, "file_version: \"brain.Event:2\""), "%s", text);
+    ck_assert_ptr_nonnull(strstr(text, "wall_time: 1767323045\n"));
+    /* counter val MAE of w32 at epoch 2 (1-based): 10/2 + 2 + 0.25 */
+    ck_assert_msg(has_scalar(text, "counter/val/mae", 2, "7.25"), "%s", text);
+    ck_assert(has_scalar(text, "counter/train/mae", 3, "5.33333349"));
+    ck_assert(has_scalar(text, "fpn/train/lr", 1, "0.001"));
+    ck_assert(has_scalar(text, "eval/test/overall/base_mae", 3, "2.75"));
+    ck_assert(has_scalar(text, "eval/test/focus_F1/mae", 3, "1.25"));
+    ck_assert_ptr_null(strstr(text, "focus_F1/base_mae"));     /* NaN: left out */
+    /* wall time advances with the epochs' seconds: 10 rows of 2.5 s */
+    ck_assert_ptr_nonnull(strstr(text, "wall_time: 1767323070\n"));
+    /* the configuration as a text-plugin tensor */
+    ck_assert_ptr_nonnull(strstr(text, "tag: \"config\""));
+    ck_assert_ptr_nonnull(strstr(text, "plugin_name: \"text\""));
+    ck_assert_ptr_nonnull(strstr(text, "dtype: 7"));
+    ck_assert_ptr_nonnull(strstr(text, "| config.fpn.width | 32 |"));
+    free(text);
+}
+END_TEST
+
+START_TEST(test_csv_python)
+{
+    int n = make_run("w16", 16);
+    n += make_run("w32", 32);
+    cc_report r;
+    open_report(&r, dir);
+    char csv[128];
+    snprintf(csv, sizeof csv, "%s/all.csv", dir);
+    cc_status st;
+    status_clear(&st);
+    ck_assert_msg(export_csv(&r, csv, &st) == 0, "%s", st.msg);
+    report_free(&r);
+    /* C side: header and line count */
+    FILE *f = fopen(csv, "r");
+    char line[512];
+    ck_assert_ptr_nonnull(fgets(line, sizeof line, f));
+    ck_assert_str_eq(line, "run,fpn.width,stage,split,group,epoch,metric,value\n");
+    int lines = 0;
+    while (fgets(line, sizeof line, f)) lines++;
+    fclose(f);
+    ck_assert_int_eq(lines, n);
+    /* Debian's python3 (where python3-pandas installs) before any other */
+    const char *py = access("/usr/bin/python3", X_OK) == 0 ? "/usr/bin/python3" : "python3";
+    if (!have(py)) {
+        printf("SKIP: python3 not installed; CSV read back in C only\n");
+        return;
+    }
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd,
+             "%s - '%s' %d <<'EOF'\n"
+             "import csv, sys\n"
+             "rows = list(csv.DictReader(open(sys.argv[1], newline='')))\n"
+             "assert len(rows) == int(sys.argv[2]), len(rows)\n"
+             "m = [r for r in rows if r['run'] == 'w32' and r['stage'] == 'counter'\n"
+             "     and r['split'] == 'val' and r['metric'] == 'mae' and r['epoch'] == '2']\n"
+             "assert len(m) == 1 and float(m[0]['value']) == 7.25, m\n"
+             "assert m[0]['fpn.width'] == '32'\n"
+             "e = [r for r in rows if r['stage'] == 'evaluate' and r['group'] == 'focus F1']\n"
+             "assert len(e) == 4 and all(r['epoch'] == '' for r in e), e\n"
+             "try:\n"
+             "    import pandas as pd\n"
+             "except ImportError:\n"
+             "    print('SKIP: pandas not installed (python3-pandas); csv module only')\n"
+             "    sys.exit(0)\n"
+             "d = pd.read_csv(sys.argv[1])\n"
+             "assert len(d) == int(sys.argv[2]) and d['value'].dtype == float\n"
+             "v = d[(d.stage == 'counter') & (d.split == 'val') & (d.metric == 'mae')]\n"
+             "best = v.groupby('fpn.width')['value'].min()\n"
+             "assert best[16] == 10/3 + 1 + 0.25 and best[32] == 10/3 + 2 + 0.25, best\n"
+             "print('pandas read_csv: ok')\n"
+             "EOF",
+             py, csv, n);
+    ck_assert_msg(system(cmd) == 0, "python3 could not read %s back", csv);
+}
+END_TEST
+
+/* Export while another process keeps rewriting the run file: every export
+ * sees one whole version (rows = the attribute written with them). */
+START_TEST(test_export_while_writing)
+{
+    char path[128];
+    snprintf(path, sizeof path, "%s/live", dir);
+    mkdir(path, 0777);
+    strcat(path, "/run.h5");
+    cc_config cfg;
+    config_defaults(&cfg);
+    cc_status st;
+    status_clear(&st);
+    runlog rl;
+    ck_assert_int_eq(runlog_create(&rl, path, &cfg, &st), 0);
+    runlog_table *t = runlog_table_get(&rl, "metrics", 7, mcols, &st);
+    ck_assert_int_eq(runlog_flush(&rl, &st), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        for (int e = 0; e < 300; e++) {
+            double row[7] = {1, e, 1, 1, 2, 3, 0.5};
+            char rows[32];
+            snprintf(rows, sizeof rows, "%d", e + 1);
+            if (runlog_append(t, "", row, &st) || runlog_set_attr(&rl, "test.rows", rows, &st) ||
+                runlog_flush(&rl, &st))
+                _exit(1);
+        }
+        _exit(0);
+    }
+    char csv[128], run_dir[128];
+    snprintf(csv, sizeof csv, "%s/live.csv", dir);
+    snprintf(run_dir, sizeof run_dir, "%s/live", dir);
+    int seen = 0, last = 0, done = 0;
+    while (!done) {
+        int ws;
+        done = waitpid(pid, &ws, WNOHANG) == pid;
+        if (done) ck_assert(WIFEXITED(ws) && WEXITSTATUS(ws) == 0);
+        cc_report r;
+        open_report(&r, run_dir);
+        const char *rows = runlog_attr_get(r.runs[0].rl, "test.rows");
+        runlog_table *m = runlog_table_find(r.runs[0].rl, "metrics");
+        ck_assert_ptr_nonnull(m);
+        ck_assert_int_eq((int)m->nrows, rows ? atoi(rows) : 0);
+        ck_assert_int_ge((int)m->nrows, last);
+        last = (int)m->nrows;
+        ck_assert_msg(export_csv(&r, csv, &st) == 0, "%s", st.msg);
+        report_free(&r);
+        seen++;
+    }
+    ck_assert_int_eq(last, 300);
+    ck_assert_int_gt(seen, 1);
+    runlog_free(&rl);
+}
+END_TEST
+
+START_TEST(test_export_errors)
+{
+    cc_report r;
+    report_init(&r);
+    cc_status st;
+    status_clear(&st);
+    char bad[128];
+    snprintf(bad, sizeof bad, "%s/run.h5", dir);
+    FILE *f = fopen(bad, "w");
+    fputs("not hdf5", f);
+    fclose(f);
+    ck_assert_int_ne(report_add(&r, bad, &st), 0);
+    ck_assert_ptr_nonnull(strstr(st.msg, bad));
+    report_free(&r);
+    status_clear(&st);
+    make_run("ok", 16);
+    char ok[128];
+    snprintf(ok, sizeof ok, "%s/ok", dir);
+    open_report(&r, ok);
+    /* an unwritable destination: a file where the directory should be */
+    char tb[128];
+    snprintf(tb, sizeof tb, "%s/run.h5/tb", dir);
+    ck_assert_int_ne(export_tensorboard(&r, tb, NULL, &st), 0);
+    ck_assert_ptr_nonnull(strstr(st.msg, "run.h5"));
+    char csv[128];
+    status_clear(&st);
+    snprintf(csv, sizeof csv, "%s/nodir/x.csv", dir);
+    ck_assert_int_ne(export_csv(&r, csv, &st), 0);
+    ck_assert_ptr_nonnull(strstr(st.msg, "nodir"));
+    report_free(&r);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("export");
+    TCase *tc = tcase_create("export");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, test_crc32c);
+    tcase_add_test(tc, test_tensorboard_protoc);
+    tcase_add_test(tc, test_csv_python);
+    tcase_add_test(tc, test_export_while_writing);
+    tcase_add_test(tc, test_export_errors);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
