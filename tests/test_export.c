@@ -397,6 +397,98 @@ START_TEST(test_export_errors)
 }
 END_TEST
 
+/* ---- report --plot: the evaluation figures ---- */
+
+/* Does path hold a PNG of at least min_w x min_h pixels? */
+static int png_size_ok(const char *path, unsigned min_w, unsigned min_h)
+{
+    unsigned char b[24];
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;
+    int ok = fread(b, 1, 24, f) == 24 && !memcmp(b + 1, "PNG", 3) && !memcmp(b + 12, "IHDR", 4);
+    fclose(f);
+    unsigned w = (unsigned)b[16] << 24 | (unsigned)b[17] << 16 | (unsigned)b[18] << 8 | b[19];
+    unsigned h = (unsigned)b[20] << 24 | (unsigned)b[21] << 16 | (unsigned)b[22] << 8 | b[23];
+    return ok && w >= min_w && h >= min_h;
+}
+
+/* A run with evaluate's tables: predictions/test (90 images, 3 focus
+ * levels) and eval/test (overall, per focus, per count range). */
+static void make_eval_run(const char *name)
+{
+    make_run(name, 16);
+    char path[256];
+    snprintf(path, sizeof path, "%s/%s/run.h5", dir, name);
+    runlog rl;
+    cc_status st;
+    status_clear(&st);
+    ck_assert_int_eq(runlog_open(&rl, path, &st), 0);
+    static const char *pc[] = {"index", "truth", "count", "sigma", "sigma_raw", "focus",
+                               "baseline"};
+    runlog_table *p = runlog_table_fresh(&rl, "predictions/test", 7, pc, &st);
+    for (int i = 0; i < 90; i++) {
+        double truth = 1 + (i * 37) % 100, focus = 1 + 8 * (i % 3);
+        double err = ((i * 7919) % 13 - 6) * 0.3 * (1 + focus / 8);
+        double row[7] = {i, truth, truth + err, 1 + focus / 8, 2, focus, truth - err};
+        char label[64];
+        snprintf(label, sizeof label, "SIM_A%02d_C%d_F%d_s01_w1.TIF", i, (int)truth, (int)focus);
+        ck_assert_int_eq(runlog_append(p, label, row, &st), 0);
+    }
+    static const char *ec[] = {"n", "mae", "base_mae"};
+    runlog_table *e = runlog_table_fresh(&rl, "eval/test", 3, ec, &st);
+    const char *labels[] = {"overall", "focus F1", "focus F9", "focus F17", "count 1-20",
+                            "count 21-40", "count 41-60", "count 61-80", "count 81+"};
+    for (int k = 0; k < 9; k++) {
+        double row[3] = {10, 1 + 0.3 * k, 2 + 0.25 * k};
+        runlog_append(e, labels[k], row, &st);
+    }
+    ck_assert_int_eq(runlog_flush(&rl, &st), 0);
+    runlog_free(&rl);
+}
+
+START_TEST(test_plot_evaluation)
+{
+    if (!have("gnuplot")) {
+        printf("SKIP: gnuplot not installed (gnuplot-nox)\n");
+        return;
+    }
+    make_eval_run("one");
+    char one[128], out[128], png[256];
+    snprintf(one, sizeof one, "%s/one", dir);
+    snprintf(out, sizeof out, "%s/plots", dir);
+    cc_report r;
+    open_report(&r, one);
+    cc_status st;
+    status_clear(&st);
+    ck_assert_msg(report_plot(&r, out, NULL, NULL, &st) == 0, "%s", st.msg);
+    report_free(&r);
+    const char *names[] = {"pred_vs_true.png", "error_by_group.png", "val_mae.png"};
+    for (int k = 0; k < 3; k++) {
+        snprintf(png, sizeof png, "%s/%s", out, names[k]);
+        ck_assert_msg(png_size_ok(png, 600, 400), "%s missing or too small", png);
+    }
+    /* two runs: one figure of each kind per run, named after the run; a
+     * run without evaluation gets none */
+    make_eval_run("two");
+    make_run("three", 32);
+    open_report(&r, dir);
+    ck_assert_msg(report_plot(&r, out, NULL, NULL, &st) == 0, "%s", st.msg);
+    report_free(&r);
+    snprintf(png, sizeof png, "%s/pred_vs_true_two.png", out);
+    ck_assert(png_size_ok(png, 600, 400));
+    snprintf(png, sizeof png, "%s/error_by_group_one.png", out);
+    ck_assert(png_size_ok(png, 600, 400));
+    snprintf(png, sizeof png, "%s/pred_vs_true_three.png", out);
+    ck_assert_int_ne(access(png, F_OK), 0);
+    const char *keep = getenv("CC_KEEP_PLOTS");     /* for looking at them */
+    if (keep) {
+        char cmd[512];
+        snprintf(cmd, sizeof cmd, "mkdir -p %s && cp %s/*.png %s/", keep, out, keep);
+        ck_assert_int_eq(system(cmd), 0);
+    }
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("export");
@@ -408,6 +500,7 @@ int main(void)
     tcase_add_test(tc, test_csv_python);
     tcase_add_test(tc, test_export_while_writing);
     tcase_add_test(tc, test_export_errors);
+    tcase_add_test(tc, test_plot_evaluation);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
