@@ -11,7 +11,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <tiffio.h>
+
 #include "src/export.h"
+#include "src/tiff_io.h"
 #include "src/tfevents.h"
 
 static char dir[64];
@@ -397,6 +400,40 @@ START_TEST(test_export_errors)
 }
 END_TEST
 
+/* ---- float TIFFs (count --masks, saliency) for plain readers ---- */
+
+START_TEST(test_float_tiff_plain)
+{
+    enum { W = 37, H = 23 };
+    float px[W * H];
+    for (int i = 0; i < W * H; i++) px[i] = (float)i / 7.0f - 3.0f;
+    char path[128];
+    snprintf(path, sizeof path, "%s/map.tif", dir);
+    cc_status st;
+    status_clear(&st);
+    ck_assert_msg(tiff_write_gray(path, W, H, 32, px, &st) == 0, "%s", st.msg);
+    /* no floating-point predictor (3): readers without extra codecs take it */
+    TIFF *t = TIFFOpen(path, "r");
+    ck_assert_ptr_nonnull(t);
+    uint16_t pred = 1, fmt = 0;
+    TIFFGetFieldDefaulted(t, TIFFTAG_PREDICTOR, &pred);
+    TIFFGetField(t, TIFFTAG_SAMPLEFORMAT, &fmt);
+    ck_assert_int_eq(pred, PREDICTOR_NONE);
+    ck_assert_int_eq(fmt, SAMPLEFORMAT_IEEEFP);
+    TIFFClose(t);
+    const char *py = access("/usr/bin/python3", X_OK) == 0 ? "/usr/bin/python3" : "python3";
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd,
+             "%s -c 'import tifffile' 2>/dev/null || { echo 'SKIP: no tifffile (python3-tifffile)'; "
+             "exit 0; }; %s -c 'import sys, tifffile\n"
+             "a = tifffile.imread(sys.argv[1])\n"
+             "assert a.shape == (%d, %d) and str(a.dtype) == \"float32\", (a.shape, a.dtype)\n"
+             "assert a[0, 0] == -3.0 and abs(a[%d, %d] - (%d / 7.0 - 3.0)) < 1e-5, a\n' %s",
+             py, py, H, W, H - 1, W - 1, W * H - 1, path);
+    ck_assert_msg(system(cmd) == 0, "tifffile cannot read %s", path);
+}
+END_TEST
+
 /* ---- report --plot: the evaluation figures ---- */
 
 /* Does path hold a PNG of at least min_w x min_h pixels? */
@@ -501,6 +538,7 @@ int main(void)
     tcase_add_test(tc, test_export_while_writing);
     tcase_add_test(tc, test_export_errors);
     tcase_add_test(tc, test_plot_evaluation);
+    tcase_add_test(tc, test_float_tiff_plain);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
