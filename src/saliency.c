@@ -220,8 +220,11 @@ int saliency_run(const cc_config *cfg, const saliency_opts *o, char *const *args
             if (h5 && h5_add(&ho, stem, in.paths[slot[i]], count[i], sigma[i], &cm,
                              images + plane * (size_t)i, ig, mi, mg, st))
                 goto done;
+            char ov[4096];
+            snprintf(ov, sizeof ov, "%s/%s_overlay.png", o->png_dir ? o->png_dir : ".", stem);
             if (o->png_dir &&
                 (png_abs(o->png_dir, stem, "image_grad", ig, h, w, px, st) ||
+                 png_write_overlay(ov, w, h, images + plane * (size_t)i, ig, w, h, st) ||
                  (mg && png_abs(o->png_dir, stem, "mask_grad", mg, h / 2, w / 2, px, st))))
                 goto done;
         }

@@ -11,9 +11,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <png.h>
 #include <tiffio.h>
 
 #include "src/export.h"
+#include "src/png_io.h"
 #include "src/tiff_io.h"
 #include "src/tfevents.h"
 
@@ -434,6 +436,44 @@ START_TEST(test_float_tiff_plain)
 }
 END_TEST
 
+/* saliency's overlay: an RGB PNG enlarged to >= 512 wide, gray where the
+ * map is 0, coloured where it peaks (decoded with libpng's simplified API). */
+START_TEST(test_overlay_png)
+{
+    enum { W = 100, H = 60 };
+    float img[W * H], map[W / 2 * (H / 2)];
+    for (int i = 0; i < W * H; i++) img[i] = 0.5f;
+    for (int i = 0; i < W / 2 * (H / 2); i++) map[i] = 0;
+    map[0] = -2.0f;     /* the strongest, negative: |map| counts */
+    char path[128];
+    snprintf(path, sizeof path, "%s/ov.png", dir);
+    cc_status st;
+    status_clear(&st);
+    ck_assert_msg(png_write_overlay(path, W, H, img, map, W / 2, H / 2, &st) == 0, "%s", st.msg);
+    png_image pi;
+    memset(&pi, 0, sizeof pi);
+    pi.version = PNG_IMAGE_VERSION;
+    ck_assert(png_image_begin_read_from_file(&pi, path));
+    ck_assert_uint_eq(pi.width, 6 * W);     /* ceil(512 / 100) = 6 */
+    ck_assert_uint_eq(pi.height, 6 * H);
+    pi.format = PNG_FORMAT_RGB;
+    unsigned char *px = malloc(PNG_IMAGE_SIZE(pi));
+    ck_assert(png_image_finish_read(&pi, NULL, px, 0, NULL));
+    /* top-left: full strength -> 0.15 x gray 0.5 + 0.85 x white = 0.925 -> 236 */
+    ck_assert_int_eq(px[0], 236);
+    ck_assert_int_eq(px[2], 236);
+    /* far corner: the image's gray, 0.5 -> 128 */
+    const size_t last = ((size_t)pi.width * pi.height - 1) * 3;
+    ck_assert_int_eq(px[last], 128);
+    ck_assert_int_eq(px[last + 1], 128);
+    free(px);
+    /* a bad path: message names it, nothing left behind */
+    snprintf(path, sizeof path, "%s/no/such/dir/ov.png", dir);
+    ck_assert_int_ne(png_write_overlay(path, W, H, img, map, W / 2, H / 2, &st), 0);
+    ck_assert_ptr_nonnull(strstr(st.msg, "no/such/dir"));
+}
+END_TEST
+
 /* ---- report --plot: the evaluation figures ---- */
 
 /* Does path hold a PNG of at least min_w x min_h pixels? */
@@ -539,6 +579,7 @@ int main(void)
     tcase_add_test(tc, test_export_errors);
     tcase_add_test(tc, test_plot_evaluation);
     tcase_add_test(tc, test_float_tiff_plain);
+    tcase_add_test(tc, test_overlay_png);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
