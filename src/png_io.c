@@ -109,13 +109,30 @@ static uint8_t to_byte(float v)
     return (uint8_t)(255.0f * v + 0.5f);
 }
 
+static int cmp_float(const void *a, const void *b)
+{
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
 int png_write_overlay(const char *path, int w, int h, const float *image, const float *map,
                       int mw, int mh, cc_status *st)
 {
     assert(w >= 1 && h >= 1 && mw >= 1 && mh >= 1 && image && map);
+    /* Gradient maps are sparse with a few extreme pixels: scale by the 99th
+     * percentile of |map| (its maximum when that is 0), clipping above. */
+    const size_t nm = (size_t)mw * (size_t)mh;
+    float *mag = malloc(sizeof(float) * nm);
+    if (!mag) return status_set(st, "%s: out of memory", path);
     float mx = 0;
-    for (size_t i = 0; i < (size_t)mw * (size_t)mh; i++)
-        mx = fabsf(map[i]) > mx ? fabsf(map[i]) : mx;
+    for (size_t i = 0; i < nm; i++) {
+        mag[i] = fabsf(map[i]);
+        mx = mag[i] > mx ? mag[i] : mx;
+    }
+    qsort(mag, nm, sizeof *mag, cmp_float);
+    const float p99 = mag[(size_t)(0.99 * (double)(nm - 1))];
+    free(mag);
+    if (p99 > 0) mx = p99;
     /* Small inputs (128x96 in the quickstart) are hard to read at 100%:
      * enlarge by a whole factor to at least 512 pixels across. */
     const int k = w >= 512 ? 1 : (512 + w - 1) / w;
@@ -126,9 +143,10 @@ int png_write_overlay(const char *path, int w, int h, const float *image, const 
         for (int x = 0; x < W; x++) {
             const float g = image[(size_t)(y / k) * (size_t)w + (size_t)(x / k)];
             const size_t mi = (size_t)((int64_t)y * mh / H) * (size_t)mw + (size_t)((int64_t)x * mw / W);
-            const float t = mx > 0 ? fabsf(map[mi]) / mx : 0;
-            /* "hot" colours (black-red-yellow-white) blended in by strength */
-            const float a = 0.85f * t, r = 3 * t, gr = 3 * t - 1, b = 3 * t - 2;
+            const float t = mx > 0 ? fminf(1.0f, fabsf(map[mi]) / mx) : 0;
+            /* "hot" colours (black-red-yellow-white) blended in by strength;
+             * at most 0.75 so that the cells stay visible underneath */
+            const float a = 0.75f * t, r = 3 * t, gr = 3 * t - 1, b = 3 * t - 2;
             uint8_t *o = px + ((size_t)y * (size_t)W + (size_t)x) * 3;
             o[0] = to_byte((1 - a) * g + a * (r > 1 ? 1 : r));
             o[1] = to_byte((1 - a) * g + a * (gr < 0 ? 0 : gr > 1 ? 1 : gr));

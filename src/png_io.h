@@ -17,8 +17,9 @@ int png_write_rgb(const char *path, int w, int h, const uint8_t *px, cc_status *
 
 /* An overlay of a map on an image, as an RGB PNG: image (w*h floats in
  * [0,1]) in gray, |map| (mw*mh floats, any size: stretched over the image,
- * nearest neighbour) normalised by its maximum and blended in with "hot"
- * colours (black-red-yellow-white), stronger where |map| is larger.  Images
+ * nearest neighbour) divided by its 99th percentile (its maximum when that
+ * is 0), clipped at 1, and blended in with "hot" colours
+ * (black-red-yellow-white), stronger where |map| is larger.  Images
  * narrower than 512 pixels are enlarged by a whole factor (nearest) so that
  * the overlay is readable at 100%.  Atomic like png_write_gray. */
 int png_write_overlay(const char *path, int w, int h, const float *image, const float *map,

@@ -459,9 +459,9 @@ START_TEST(test_overlay_png)
     pi.format = PNG_FORMAT_RGB;
     unsigned char *px = malloc(PNG_IMAGE_SIZE(pi));
     ck_assert(png_image_finish_read(&pi, NULL, px, 0, NULL));
-    /* top-left: full strength -> 0.15 x gray 0.5 + 0.85 x white = 0.925 -> 236 */
-    ck_assert_int_eq(px[0], 236);
-    ck_assert_int_eq(px[2], 236);
+    /* top-left: full strength -> 0.25 x gray 0.5 + 0.75 x white = 0.875 -> 223 */
+    ck_assert_int_eq(px[0], 223);
+    ck_assert_int_eq(px[2], 223);
     /* far corner: the image's gray, 0.5 -> 128 */
     const size_t last = ((size_t)pi.width * pi.height - 1) * 3;
     ck_assert_int_eq(px[last], 128);
