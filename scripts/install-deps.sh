@@ -4,6 +4,7 @@
 set -euo pipefail
 pkgs=(build-essential autoconf automake libtool pkg-config
       libdnnl-dev libhdf5-dev hdf5-tools libtiff-dev libpng-dev check gnuplot-nox
+      protobuf-compiler   # protoc: tests/test_export decodes our TensorBoard files
       clang libclang-rt-14-dev libomp-dev)   # the last three: `make fuzz`
 missing=()
 for p in "${pkgs[@]}"; do

@@ -27,5 +27,6 @@ int cli_count(int argc, char **argv);
 int cli_saliency(int argc, char **argv);
 int cli_quickstart(int argc, char **argv);
 int cli_stats(int argc, char **argv);
+int cli_export(int argc, char **argv);
 
 #endif

@@ -110,6 +110,30 @@ static int predict_split(cc_session *s, cc_models *m, cc_tape *t, int split, int
     return rc;
 }
 
+/* Table predictions/<split>: one row per image (label: its source file),
+ * for the predicted-vs-true figure of report --plot and for h5py users. */
+static int store_predictions(runlog *rl, const char *split, const char *data_file,
+                             const count_preds *p, const double *raw, const double *base,
+                             cc_status *st)
+{
+    static const char *const cols[] = {"index", "truth", "count", "sigma", "sigma_raw", "focus",
+                                       "baseline"};
+    char tname[64];
+    snprintf(tname, sizeof tname, "predictions/%s", split);
+    runlog_table *t = runlog_table_fresh(rl, tname, 7, cols, st);
+    cc_dataset *ds = t ? dataset_open(data_file, st) : NULL;
+    if (!ds) return -1;
+    int rc = 0;
+    for (int64_t i = 0; i < p->n && !rc; i++) {
+        double row[7] = {(double)p->index[i], p->truth[i], p->pred[i], p->sigma[i], raw[i],
+                         (double)p->focus[i], base[i]};
+        const int64_t k = p->index[i];
+        rc = runlog_append(t, k >= 0 && k < ds->n ? ds->source[k] : "", row, st);
+    }
+    dataset_close(ds);
+    return rc;
+}
+
 double evaluate_sigma_scale(const double *truth, const double *pred, const double *sigma,
                             int64_t n)
 {
@@ -235,8 +259,11 @@ int evaluate_run(const cc_config *cfg, int split, const char *fpn_ckpt, const ch
         double row[2] = {levels[k], obs[k]};
         if (runlog_append(ct, "", row, st)) goto out;
     }
+    if (store_predictions(&s.rl, split_names[split], cfg->data_file, &p, raw, base, st)) goto out;
     rc = runlog_flush(&s.rl, st);
-    if (!rc) fprintf(out, "stored as tables eval/%s and %s in %s/run.h5\n", split_names[split], tname, s.dir);
+    if (!rc)
+        fprintf(out, "stored as tables eval/%s, %s and predictions/%s in %s/run.h5\n",
+                split_names[split], tname, split_names[split], s.dir);
 out:
     free(base);
     free(raw);

@@ -21,6 +21,7 @@ static const cli_command commands[] = {
     {"report", cli_report, "compare runs: metrics table, differing keys, CSV, gnuplot plots"},
     {"count", cli_count, "count cells in TIFF images with a trained run (TSV/CSV, masks)"},
     {"saliency", cli_saliency, "gradient maps of the predicted count w.r.t. mask and image"},
+    {"export", cli_export, "runs to TensorBoard event files and a long CSV table (pandas)"},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 

@@ -81,7 +81,12 @@ int report_write_csv(const cc_report *r, const char *path, cc_status *st);
 /* PNG plots into dir (created if needed): loss_fpn.png, loss_counter.png
  * (train dashed, val solid, per run), val_mae.png (counter val MAE per
  * epoch) and calibration.png (observed vs nominal coverage, with the
- * diagonal), each only when some run has its data.  gnuplot: the program
+ * diagonal), each only when some run has its data; and per run with
+ * evaluate's tables (test split, else val): pred_vs_true.png (table
+ * predictions/<split>: count with its 95% interval against the truth,
+ * coloured by focus level) and error_by_group.png (eval/<split> rows
+ * "focus *" and "count *": MAE beside the baseline's), named
+ * <figure>_<run>.png when there are several runs.  gnuplot: the program
  * to run (NULL = "gnuplot" from PATH), fed through a pipe; pngcairo
  * terminal when present, png otherwise.  Writes the names of the files made
  * to log (may be NULL).  Errors: gnuplot missing (the message names the

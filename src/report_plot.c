@@ -20,7 +20,8 @@
 
 #include "src/fsutil.h"
 
-#define MAX_PLOTS 4
+/* learning curves and calibration, then two evaluation figures per run */
+#define MAX_PLOTS(nruns) (4 + 2 * (nruns))
 
 /* A gnuplot single-quoted string ('' stands for a quote inside). */
 static void gp_str(FILE *f, const char *s)
@@ -202,6 +203,147 @@ static void calibration_plot(FILE *f, const cc_report *r, const char *dir, plot_
     free(split);
 }
 
+/* ---- evaluation figures (per run) ---- */
+
+/* The run's table "<prefix>/test", else "<prefix>/val"; split names it. */
+static runlog_table *test_or_val(runlog *rl, const char *prefix, const char **split)
+{
+    static const char *const splits[] = {"test", "val"};
+    for (int i = 0; i < 2; i++) {
+        char name[64];
+        snprintf(name, sizeof name, "%s/%s", prefix, splits[i]);
+        runlog_table *t = runlog_table_find(rl, name);
+        if (t && t->nrows) {
+            *split = splits[i];
+            return t;
+        }
+    }
+    return NULL;
+}
+
+/* File name of a per-run figure: base.png for a single run, else
+ * base_<run>.png ('/' in the name as '_'). */
+static void run_file(const cc_report *r, int i, const char *base, char *out, size_t len)
+{
+    if (r->nruns == 1) {
+        snprintf(out, len, "%s.png", base);
+        return;
+    }
+    snprintf(out, len, "%s_%s.png", base, r->runs[i].name);
+    for (char *p = out; *p; p++)
+        if (*p == '/') *p = '_';
+}
+
+/* Predicted vs true count with 95% intervals, coloured by focus level. */
+static void pred_plot(FILE *f, const cc_report *r, int i, const char *dir, plot_file *files,
+                      int *nfiles)
+{
+    const char *split = NULL;
+    runlog_table *t = test_or_val(r->runs[i].rl, "predictions", &split);
+    if (!t) return;
+    int ct = runlog_col(t, "truth"), cc = runlog_col(t, "count"), cs = runlog_col(t, "sigma"),
+        cf = runlog_col(t, "focus");
+    if (ct < 0 || cc < 0 || cs < 0 || cf < 0) return;
+    /* Focus levels share true counts: spread them by up to +-0.3 cells so
+     * that the error bars do not hide each other. */
+    double fmin = INFINITY, fmax = -INFINITY, vmax = 0;
+    for (size_t k = 0; k < t->nrows; k++) {
+        const double *x = t->values + k * (size_t)t->ncols;
+        if (isfinite(x[cf])) fmin = fmin < x[cf] ? fmin : x[cf], fmax = fmax > x[cf] ? fmax : x[cf];
+    }
+    fprintf(f, "$pred%d << EOD\n", i);
+    size_t n = 0;
+    for (size_t k = 0; k < t->nrows; k++) {
+        const double *x = t->values + k * (size_t)t->ncols;
+        if (!isfinite(x[ct]) || !isfinite(x[cc])) continue;
+        double half = isfinite(x[cs]) ? 1.96 * x[cs] : 0;
+        double off = fmax > fmin ? 0.6 * ((x[cf] - fmin) / (fmax - fmin) - 0.5) : 0;
+        fprintf(f, "%.9g %.9g %.9g %.9g %.9g\n", x[ct] + off, x[cc], x[cc] - half, x[cc] + half,
+                x[cf]);
+        if (x[ct] > vmax) vmax = x[ct];
+        if (x[cc] + half > vmax) vmax = x[cc] + half;
+        n++;
+    }
+    fprintf(f, "EOD\n");
+    if (!n) return;
+    char name[300], title[600];
+    run_file(r, i, "pred_vs_true", name, sizeof name);
+    snprintf(title, sizeof title, "%s: predicted vs true count, %s split (%zu images, 95%% intervals)",
+             r->runs[i].name, split, n);
+    figure(f, dir, name, title, "true count (cells)", "predicted count (cells)", files, nfiles);
+    fprintf(f, "set size ratio -1\nset xrange [0:%g]\nset yrange [0:%g]\n"
+               "set key inside left top box opaque\n"
+               "set palette defined (0 '#440154', 1 '#3b528b', 2 '#21918c', 3 '#5ec962', 4 '#fde725')\n"
+               "set cblabel 'focus level (F)'\n",
+            vmax * 1.05 + 1, vmax * 1.05 + 1);
+    if (fmax > fmin) fprintf(f, "set cbrange [%g:%g]\n", fmin, fmax);
+    fprintf(f, "plot x with lines lc rgb 'black' dt 3 title 'ideal: predicted = true', "
+               "$pred%d using 1:2:3:4:5 with yerrorbars lc palette pt 7 ps 0.5 "
+               "title 'image: count and 95%% interval'\nset output\n", i);
+}
+
+/* Rows of the eval table whose label starts with prefix, as a datablock
+ * "label" mae base_mae.  Returns the number of rows. */
+static int block_groups(FILE *f, const char *name, const runlog_table *t, const char *prefix,
+                        int *has_base, double *ymax)
+{
+    int cm = runlog_col(t, "mae"), cb = runlog_col(t, "base_mae");
+    if (cm < 0) return 0;
+    int n = 0;
+    for (size_t k = 0; k < t->nrows; k++) {
+        if (strncmp(t->labels[k], prefix, strlen(prefix))) continue;
+        const double *x = t->values + k * (size_t)t->ncols;
+        if (!n) fprintf(f, "$%s << EOD\n", name);
+        const double base = cb >= 0 && isfinite(x[cb]) ? x[cb] : NAN;
+        fprintf(f, "\"%s\" %.9g %.9g\n", t->labels[k] + strlen(prefix), x[cm], base);
+        if (isfinite(base)) *has_base = 1;
+        if (isfinite(base) && base > *ymax) *ymax = base;
+        if (isfinite(x[cm]) && x[cm] > *ymax) *ymax = x[cm];
+        n++;
+    }
+    if (n) fprintf(f, "EOD\n");
+    return n;
+}
+
+/* MAE by focus level and by count range, network beside the baseline. */
+static void group_plot(FILE *f, const cc_report *r, int i, const char *dir, plot_file *files,
+                       int *nfiles)
+{
+    const char *split = NULL;
+    runlog_table *t = test_or_val(r->runs[i].rl, "eval", &split);
+    if (!t) return;
+    char bf[32], bc[32];
+    snprintf(bf, sizeof bf, "focus%d", i);
+    snprintf(bc, sizeof bc, "count%d", i);
+    int hb[2] = {0, 0};
+    double ymax = 0;
+    int nf = block_groups(f, bf, t, "focus ", &hb[0], &ymax),
+        nc = block_groups(f, bc, t, "count ", &hb[1], &ymax);
+    if (!nf && !nc) return;
+    char name[300], title[600];
+    run_file(r, i, "error_by_group", name, sizeof name);
+    snprintf(title, sizeof title, "%s: mean absolute error on the %s split, network vs "
+                                  "mean-intensity baseline", r->runs[i].name, split);
+    figure(f, dir, name, "", "", "", files, nfiles);
+    fprintf(f, "set multiplot layout 1,%d title ", nf && nc ? 2 : 1);
+    gp_str(f, title);
+    fprintf(f, "\nset style data histograms\nset style histogram clustered gap 1\n"
+               "set style fill solid 0.85 border -1\nset boxwidth 0.9\n"
+               "set yrange [0:%g]\n"   /* the same scale on both panels, room for the key */
+               "set key inside center top horizontal\nset ylabel 'MAE (cells)'\nset grid ytics\n",
+            ymax > 0 ? 1.2 * ymax : 1);
+    const char *sets[2][3] = {{bf, "focus level", "F"}, {bc, "true count range (cells)", ""}};
+    const int counts[2] = {nf, nc};
+    for (int k = 0; k < 2; k++) {
+        if (!counts[k]) continue;
+        fprintf(f, "set xlabel '%s'\n%s\n", sets[k][1],
+                counts[k] > 8 ? "set xtics rotate by -45" : "set xtics norotate");
+        fprintf(f, "plot $%s using 2:xtic(1) title 'network' lc rgb '#1f77b4'%s\n", sets[k][0],
+                hb[k] ? ", '' using 3 title 'mean-intensity baseline' lc rgb '#ff7f0e'" : "");
+    }
+    fprintf(f, "unset multiplot\nset output\n");
+}
+
 /* gnuplot on PATH (or the given path), or NULL. */
 static int find_program(const char *prog, char *out, size_t len)
 {
@@ -329,7 +471,12 @@ int report_plot(const cc_report *r, const char *dir, const char *gnuplot, FILE *
                "} else {\n"
                "  set terminal png size 1100,650 noenhanced\n"
                "}\n");
-    plot_file files[MAX_PLOTS];
+    plot_file *files = malloc(sizeof *files * (size_t)MAX_PLOTS(r->nruns));
+    if (!files) {
+        fclose(f);
+        free(script);
+        return status_set(st, "report: out of memory");
+    }
     int nfiles = 0;
     curves(f, r, dir, "loss_fpn.png", "FPN loss (train dashed, val solid)", "loss", 0, "loss",
            1, files, &nfiles);
@@ -338,12 +485,18 @@ int report_plot(const cc_report *r, const char *dir, const char *gnuplot, FILE *
     curves(f, r, dir, "val_mae.png", "counter validation MAE", "MAE (cells)", 1, "mae", 0, files,
            &nfiles);
     calibration_plot(f, r, dir, files, &nfiles);
+    for (int i = 0; i < r->nruns; i++) {
+        pred_plot(f, r, i, dir, files, &nfiles);
+        group_plot(f, r, i, dir, files, &nfiles);
+    }
     if (fclose(f)) {
         free(script);
+        free(files);
         return status_set(st, "report: out of memory");
     }
     if (nfiles == 0) {
         free(script);
+        free(files);
         return status_set(st, "--plot: the runs have no metrics or calibration tables to plot");
     }
     char errpath[PATH_MAX];
@@ -371,5 +524,6 @@ int report_plot(const cc_report *r, const char *dir, const char *gnuplot, FILE *
     }
     for (int i = 0; i < nfiles; i++)
         if (!files[i].bad) fs_atomic_abort(&files[i].aw);   /* no-op once committed */
+    free(files);
     return ret;
 }

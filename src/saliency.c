@@ -222,8 +222,11 @@ int saliency_run(const cc_config *cfg, const saliency_opts *o, char *const *args
                              images + plane * (size_t)i, ig, mi, mg, st))
                 goto done;
             written++;
+            char ov[4096];
+            snprintf(ov, sizeof ov, "%s/%s_overlay.png", o->png_dir ? o->png_dir : ".", stem);
             if (o->png_dir &&
                 (png_abs(o->png_dir, stem, "image_grad", ig, h, w, px, st) ||
+                 png_write_overlay(ov, w, h, images + plane * (size_t)i, ig, w, h, st) ||
                  (mg && png_abs(o->png_dir, stem, "mask_grad", mg, h / 2, w / 2, px, st))))
                 goto done;
         }

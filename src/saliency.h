@@ -67,7 +67,8 @@ typedef struct saliency_opts {
  * PNG (png_dir, created if missing): <stem>_image_grad.png and
  * <stem>_mask_grad.png, round(255 * |g| / max |g|) with the maximum taken
  * over that map of that image (all 0 when the gradient is 0), so each map
- * shows relative importance within its image only.
+ * shows relative importance within its image only; and <stem>_overlay.png,
+ * |image_grad| over the image in colour (png_write_overlay).
  * `out` gets a table "file count sigma" (TSV) as the images are done.
  * Unreadable images are reported on log and skipped.  Returns 0, 1 when
  * some inputs were skipped, or -1 (st) on a fatal error (no HDF5 file is

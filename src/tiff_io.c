@@ -409,9 +409,11 @@ int tiff_write_gray(const char *path, int w, int h, int bits, const void *data,
              TIFFSetField(tif, TIFFTAG_PHOTOMETRIC, (uint16_t)PHOTOMETRIC_MINISBLACK) &&
              TIFFSetField(tif, TIFFTAG_PLANARCONFIG, (uint16_t)PLANARCONFIG_CONTIG) &&
              TIFFSetField(tif, TIFFTAG_COMPRESSION, comp);
-    if (ok && comp == COMPRESSION_ADOBE_DEFLATE)
-        ok = TIFFSetField(tif, TIFFTAG_PREDICTOR,
-                          (uint16_t)(bits == 32 ? PREDICTOR_FLOATINGPOINT : PREDICTOR_HORIZONTAL));
+    /* Deflate alone for floats: the floating-point predictor (3) needs extra
+     * codecs in common readers (Python's tifffile without imagecodecs), and
+     * a horizontal predictor on floats is not portable either. */
+    if (ok && comp == COMPRESSION_ADOBE_DEFLATE && bits != 32)
+        ok = TIFFSetField(tif, TIFFTAG_PREDICTOR, (uint16_t)PREDICTOR_HORIZONTAL);
     if (ok) ok = TIFFSetField(tif, TIFFTAG_ROWSPERSTRIP, TIFFDefaultStripSize(tif, 0));
 
     const size_t rowbytes = (size_t)w * (size_t)(bits / 8);

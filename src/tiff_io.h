@@ -65,8 +65,8 @@ void cc_image_to_float(const cc_image *img, float *out);
  * samples: uint8_t for bits == 8 (PackBits-compressed, as BBBC005), uint16_t
  * for bits == 16 (Deflate with horizontal predictor when this libtiff has
  * zlib, else uncompressed), float for bits == 32 (SampleFormat IEEE float,
- * Deflate with the floating-point predictor when available, for raw maps
- * such as FPN masks; tiff_read_gray does not read these back).  Atomic:
+ * Deflate without predictor, so that plain readers such as Python's
+ * tifffile take it without extra codecs, for raw maps such as FPN masks; tiff_read_gray does not read these back).  Atomic:
  * written to `path.tmp.<pid>` and renamed over `path`; on failure the
  * temporary is removed and `path` is untouched.  Returns 0 or -1 with st
  * set.  w, h >= 1 and bits in {8, 16, 32} are programmer errors otherwise

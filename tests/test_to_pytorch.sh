@@ -1,0 +1,99 @@
+#!/bin/sh
+# test_to_pytorch.sh - scripts/to_pytorch.py round trip (docs/PARAMS.md):
+# a tiny trained run -> PyTorch reproduces evaluate's stored counts and
+# sigmas; the state_dict back into our checkpoint layout -> `cellcount count`
+# counts identically; a state_dict edited in PyTorch (count head's last bias
+# + 1) -> cellcount counts exactly 1 more.
+# Needs Debian's /usr/bin/python3 with python3-torch and python3-h5py; prints
+# "SKIP: <reason>" and exits 77 (automake's skip) otherwise.  Not a CI
+# dependency.
+set -eu
+PY=/usr/bin/python3
+top=${CC_TOP_SRCDIR:-$(cd "$(dirname "$0")/.." && pwd)}
+cc=${CELLCOUNT:-./cellcount}
+if [ ! -x "$PY" ]; then
+    echo "SKIP: $PY not found (Debian's python3)"
+    exit 77
+fi
+if ! out=$("$PY" -c 'import torch, h5py' 2>&1); then
+    echo "SKIP: $PY cannot import torch and h5py (apt-get install python3-torch python3-h5py): $(echo "$out" | tail -n 1)"
+    exit 77
+fi
+tmp=$(mktemp -d /tmp/cc_to_pytorch_XXXXXX)
+trap 'rm -rf "$tmp"' EXIT
+
+# a tiny run: FPN width 4, VGG-11 / 16 reading mask + image (so that its
+# input varies even where the short-trained mask is all 0), one and two
+# epochs, evaluated
+"$cc" quickstart --out "$tmp/qs" --threads 2 --sites 1 --set fpn.width=4 \
+    --set counter.width_div=16 --set counter.input=mask+image \
+    --set fpn_train.epochs=1 --set counter_train.epochs=2 \
+    > "$tmp/quickstart.log" 2>&1 || { cat "$tmp/quickstart.log"; exit 1; }
+run=$tmp/qs/run
+"$PY" "$top/scripts/to_pytorch.py" "$run" --save "$tmp/sd.pt" --threads 2
+
+# the way back, unchanged: the same counts from both directories
+"$PY" "$top/scripts/to_pytorch.py" --to-cellcount "$tmp/sd.pt" "$run/config.ini" "$tmp/back"
+"$cc" simulate --out-dir "$tmp/tif" --counts 12,40,75 --focus 1,20 --sites 1 --stain 1 \
+    --image-size 348x260 > /dev/null
+"$cc" count --run "$run" --threads 2 "$tmp/tif/images" > "$tmp/a.tsv"
+"$cc" count --run "$tmp/back" --threads 2 "$tmp/tif/images" > "$tmp/b.tsv"
+test "$(wc -l < "$tmp/a.tsv")" -eq 7
+sed 's#/back/#/run/#' "$tmp/b.tsv" | cmp - "$tmp/a.tsv" || {
+    echo "FAIL: counts differ after the round trip"; paste "$tmp/a.tsv" "$tmp/b.tsv"; exit 1; }
+
+# edited in PyTorch: count head's last bias + 1 -> counts + 1 where the ReLU is open
+"$PY" - "$tmp/sd.pt" "$tmp/sd1.pt" <<'EOF'
+import sys, torch
+d = torch.load(sys.argv[1])
+d['state_dict']['counter.heads.count.fc3.bias'] += 1.0
+torch.save(d, sys.argv[2])
+EOF
+"$PY" "$top/scripts/to_pytorch.py" --to-cellcount "$tmp/sd1.pt" "$run/config.ini" "$tmp/back1"
+"$cc" count --run "$tmp/back1" --threads 2 "$tmp/tif/images" > "$tmp/c.tsv"
+"$PY" - "$tmp/a.tsv" "$tmp/c.tsv" <<'EOF'
+import csv, sys
+a = list(csv.DictReader(open(sys.argv[1]), delimiter='\t'))
+c = list(csv.DictReader(open(sys.argv[2]), delimiter='\t'))
+assert len(a) == len(c) == 6, (len(a), len(c))
+checked = 0
+for x, y in zip(a, c):
+    if float(x['count']) > 0.01:
+        assert abs(float(y['count']) - float(x['count']) - 1.0) < 2e-3, (x, y)
+        checked += 1
+assert checked > 0, 'every count is 0: nothing checked'
+print('edited state_dict: %d counts moved by +1' % checked)
+EOF
+
+# A model this small and short-trained counts the same everywhere (its
+# finest mask is all 0 behind the ReLU, its heads' last weights near 0),
+# which checks little.  So: open that ReLU (finest mean head's last bias
+# + 1), perturb every conv/linear weight (seeded), bring it back, let
+# cellcount evaluate it, and check PyTorch's forward against those counts,
+# which now vary (--require-spread).
+"$PY" - "$tmp/sd.pt" "$tmp/sd2.pt" <<'EOF'
+import sys, torch
+torch.manual_seed(1)
+d = torch.load(sys.argv[1])
+sd = d['state_dict']
+finest = max(int(k.split('.')[3]) for k in sd if k.startswith('fpn.heads.mean.'))
+sd['fpn.heads.mean.%d.conv3.bias' % finest] += 1.0
+for k, t in sd.items():
+    if t.dim() >= 2:
+        t += 0.5 * t.std() * torch.randn_like(t)
+# the heads' last layers start at 0 weight (counter.init_bias = data):
+# give them weights that make the output depend on the features
+sd['counter.heads.count.fc3.weight'].normal_(0, 2.0)
+sd['counter.heads.logvar.fc3.weight'].normal_(0, 0.2)
+# and their BN statistics, fitted to features that hardly vary yet, shrunk
+# so that the differences between images survive normalisation
+for k, t in sd.items():
+    if k.startswith('counter.heads.') and k.endswith('running_var'):
+        t.mul_(1e-4)
+torch.save(d, sys.argv[2])
+EOF
+"$PY" "$top/scripts/to_pytorch.py" --to-cellcount "$tmp/sd2.pt" "$run/config.ini" "$tmp/back2"
+"$cc" evaluate "$run/config.ini" --out "$tmp/back2" --threads 2 > "$tmp/eval2.log" 2>&1 ||
+    { cat "$tmp/eval2.log"; exit 1; }
+"$PY" "$top/scripts/to_pytorch.py" "$tmp/back2" --threads 2 --require-spread 0.5
+echo "to_pytorch round trip: ok"
