@@ -39,7 +39,10 @@ run=$tmp/qs/run
 "$cc" count --run "$run" --threads 2 "$tmp/tif/images" > "$tmp/a.tsv"
 "$cc" count --run "$tmp/back" --threads 2 "$tmp/tif/images" > "$tmp/b.tsv"
 test "$(wc -l < "$tmp/a.tsv")" -eq 7
-sed 's#/back/#/run/#' "$tmp/b.tsv" | cmp - "$tmp/a.tsv" || {
+# The numbers must be byte-identical; the ood column may not be (the way
+# back carries no training-set statistics, so it says n/a).
+cut -f1-5 "$tmp/a.tsv" > "$tmp/a5.tsv"
+sed 's#/back/#/run/#' "$tmp/b.tsv" | cut -f1-5 | cmp - "$tmp/a5.tsv" || {
     echo "FAIL: counts differ after the round trip"; paste "$tmp/a.tsv" "$tmp/b.tsv"; exit 1; }
 
 # edited in PyTorch: count head's last bias + 1 -> counts + 1 where the ReLU is open
