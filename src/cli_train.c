@@ -52,8 +52,11 @@ static int run_parse(int argc, char **argv, run_opts *o, const char *extra)
     /* Experiment file first (positional or -c), overrides after, whatever
      * their order on the command line. */
     const char *file = NULL;
+    /* sets[i] is optarg or, for owned[i] != 0, a string of ours (freed at
+     * the end: the sanitizer build's leak check runs every command). */
     char *sets[256];
-    int nsets = 0;
+    int nsets = 0, rc = 0;
+    char owned[256] = {0};
     optind = 1;
     int c;
     while ((c = getopt_long(argc, argv, "c:s:d:o:t:h", longs, NULL)) != -1) {
@@ -66,7 +69,8 @@ static int run_parse(int argc, char **argv, run_opts *o, const char *extra)
         case 't':
             if (nsets == 256) {
                 fprintf(stderr, "cellcount %s: too many overrides\n", argv[0]);
-                return 2;
+                rc = 2;
+                goto done;
             }
             if (c == 's') {
                 sets[nsets++] = optarg;
@@ -74,7 +78,12 @@ static int run_parse(int argc, char **argv, run_opts *o, const char *extra)
             }
             snprintf(buf, sizeof buf, "%s=%s",
                      c == 'd' ? "data.file" : c == 'o' ? "run.out_dir" : "run.threads", optarg);
-            sets[nsets++] = strdup(buf);
+            owned[nsets] = 1;
+            if (!(sets[nsets++] = strdup(buf))) {
+                fprintf(stderr, "cellcount %s: out of memory\n", argv[0]);
+                rc = 2;
+                goto done;
+            }
             break;
         case 'r': o->resume = 1; break;
         case 'F': o->fpn = optarg; break;
@@ -85,36 +94,34 @@ static int run_parse(int argc, char **argv, run_opts *o, const char *extra)
             else if (!strcmp(optarg, "test")) o->split = DATASET_TEST;
             else {
                 fprintf(stderr, "cellcount %s: --split must be train, val or test\n", argv[0]);
-                return 2;
+                rc = 2;
+                goto done;
             }
             break;
-        case 'h': run_usage(stdout, argv[0], extra); return -1;
-        default: run_usage(stderr, argv[0], extra); return 2;
+        case 'h': run_usage(stdout, argv[0], extra); rc = -1; goto done;
+        default: run_usage(stderr, argv[0], extra); rc = 2; goto done;
         }
     }
     if (optind < argc) {
         if (file || optind + 1 < argc) {
             fprintf(stderr, "cellcount %s: more than one experiment file given\n", argv[0]);
-            return 2;
+            rc = 2;
+            goto done;
         }
         file = argv[optind];
     }
     cc_status st;
     status_clear(&st);
-    if (file && config_load(&o->cfg, file, &st)) {
+    int failed = file && config_load(&o->cfg, file, &st);
+    for (int i = 0; !failed && i < nsets; i++) failed = config_set(&o->cfg, sets[i], &st) != 0;
+    if (failed || config_validate(&o->cfg, &st)) {
         fprintf(stderr, "cellcount %s: %s\n", argv[0], st.msg);
-        return 2;
+        rc = 2;
     }
+done:
     for (int i = 0; i < nsets; i++)
-        if (config_set(&o->cfg, sets[i], &st)) {
-            fprintf(stderr, "cellcount %s: %s\n", argv[0], st.msg);
-            return 2;
-        }
-    if (config_validate(&o->cfg, &st)) {
-        fprintf(stderr, "cellcount %s: %s\n", argv[0], st.msg);
-        return 2;
-    }
-    return 0;
+        if (owned[i]) free(sets[i]);
+    return rc;
 }
 
 static int finish(const char *cmd, int rc, const cc_status *st)
