@@ -190,36 +190,22 @@ int export_tensorboard(const cc_report *r, const char *dir, FILE *log, cc_status
 
 /* ---- CSV ---- */
 
-static void csv_cell(FILE *f, const char *s)
-{
-    if (!strpbrk(s, ",\"\n\r") && s[0] != ' ' && (!*s || s[strlen(s) - 1] != ' ')) {
-        fputs(s, f);
-        return;
-    }
-    fputc('"', f);
-    for (; *s; s++) {
-        if (*s == '"') fputc('"', f);
-        fputc(*s, f);
-    }
-    fputc('"', f);
-}
-
 /* run and sweep-key cells of one row, then the rest. */
 static void csv_row(FILE *f, const cc_report *r, int run, const char *stage, const char *split,
                     const char *group, const char *epoch, const char *metric, double value)
 {
-    csv_cell(f, r->runs[run].name);
+    report_csv_cell(f, r->runs[run].name);
     for (int k = 0; k < r->ndiff; k++) {
         char key[RUNLOG_NAME + 8];
         snprintf(key, sizeof key, "config.%s", r->diff[k]);
         const char *v = runlog_attr_get(r->runs[run].rl, key);
         fputc(',', f);
-        csv_cell(f, v ? v : "");
+        report_csv_cell(f, v ? v : "");
     }
     const char *cells[] = {stage, split, group, epoch, metric};
     for (int k = 0; k < 5; k++) {
         fputc(',', f);
-        csv_cell(f, cells[k]);
+        report_csv_cell(f, cells[k]);
     }
     fprintf(f, ",%.17g\n", value);
 }
@@ -264,7 +250,7 @@ int export_csv(const cc_report *r, const char *path, cc_status *st)
     fputs("run", f);
     for (int k = 0; k < r->ndiff; k++) {
         fputc(',', f);
-        csv_cell(f, r->diff[k]);
+        report_csv_cell(f, r->diff[k]);
     }
     fputs(",stage,split,group,epoch,metric,value\n", f);
     for (int i = 0; i < r->nruns; i++) csv_run(f, r, i);

@@ -375,7 +375,7 @@ void report_print(const cc_report *r, FILE *f)
     cells_free(&t);
 }
 
-static void csv_cell(FILE *f, const char *s)
+void report_csv_cell(FILE *f, const char *s)
 {
     if (!strpbrk(s, ",\"\n\r") && s[0] != ' ' && (!*s || s[strlen(s) - 1] != ' ')) {
         fputs(s, f);
@@ -411,7 +411,7 @@ int report_write_csv(const cc_report *r, const char *path, cc_status *st)
     for (int i = 0; i < t.rows; i++) {
         for (int j = 0; j < t.cols; j++) {
             if (j) fputc(',', f);
-            csv_cell(f, t.c[i * t.cols + j]);
+            report_csv_cell(f, t.c[i * t.cols + j]);
         }
         fputc('\n', f);
     }
