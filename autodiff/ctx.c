@@ -35,6 +35,12 @@ int ctx_omp_env_default(char **argv)
 {
     if (getenv("OMP_WAIT_POLICY") || getenv("GOMP_SPINCOUNT") || getenv("CELLCOUNT_OMP_DEFAULTS"))
         return 0;
+    /* Under an MPI launcher a re-exec breaks the process's wire-up (Open
+     * MPI 4.1: orte_init fails in every rank): keep libgomp's defaults
+     * there; docs/CLUSTER.md says to set OMP_WAIT_POLICY in the job. */
+    static const char *launched[] = {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE"};
+    for (size_t i = 0; i < sizeof launched / sizeof *launched; i++)
+        if (getenv(launched[i])) return 0;
     if (setenv("CELLCOUNT_OMP_DEFAULTS", "1", 1) || setenv("OMP_WAIT_POLICY", "passive", 1))
         return -1;
     execv("/proc/self/exe", argv);

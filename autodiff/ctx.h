@@ -51,7 +51,9 @@ void ctx_release(cc_ctx *c, void *p, size_t bytes);
  * when it is loaded, before main, so setting them later has no effect.
  * Call first thing in main(), before any OpenMP or oneDNN use.  Returns
  * only when nothing needed doing (0) or the exec failed (-1: the program
- * can go on with libgomp's defaults).
+ * can go on with libgomp's defaults).  Not under an MPI launcher
+ * (OMPI_COMM_WORLD_SIZE, PMIX_RANK, PMI_RANK or PMI_SIZE set): a re-exec
+ * breaks its wire-up.
  * Why (issue 13): libgomp's default spins at every barrier; with another
  * process on one of two vCPUs, a spinning thread burns the time slices its
  * partner needs, and 2 threads ran at half the speed of 1. */

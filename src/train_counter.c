@@ -221,6 +221,11 @@ int train_counter(const cc_config *cfg, const char *fpn_ckpt, int resume, cc_sta
                                     &pg, st);
         progress_end(&pg);
         if (ntr < 0) goto out;
+        /* MPI: the raw weights' running statistics are per rank; the weight
+         * hash of train_state_epoch_end covers them, so they are averaged
+         * before the average's store takes m.Pc's place (and the average's
+         * own statistics below). */
+        if (has_ema && dist_average_buffers(&s.dist, &m.Pc, st)) goto out;
         /* From here to the checkpoints m.Pc holds the average, if any. */
         if (has_ema) swap_stores(&m.Pc, &ema);
         /* the average always needs its own statistics: precise_bn = 0 then
