@@ -50,6 +50,24 @@ double evaluate_sigma_scale(const double *truth, const double *pred, const doubl
 int evaluate_run(const cc_config *cfg, int split, const char *fpn_ckpt, const char *counter_ckpt,
                  FILE *out, cc_status *st);
 
+/* Evaluate a trained run on another data set (transfer, e.g. a model
+ * trained on simulated images counting real ones): the images of
+ * data_path in `split` (-1: every split) and of `stain` (0: any) are
+ * area-resized to the run's input size (count_input_size) and counted as
+ * `cellcount count` counts them (FPN -> mask -> counter, sigma times the
+ * run's calibration factor counter.sigma_scale from run.h5, which
+ * evaluate_run fitted on the run's own validation split: nothing is
+ * refitted on data_path).  The table (overall, per focus level, per count
+ * range; MAE, bias, coverage, next to the mean-intensity baseline fitted on
+ * the run's training split) is printed and stored in run.h5 as tables
+ * "eval_on/<label>" and "predictions_on/<label>", label = data_path's base
+ * name without .h5, plus "-w<stain>" and "-<split>" when chosen.  cfg: the
+ * run's configuration (count_config_load).  Returns 0, or -1 naming the
+ * file (unreadable, no image selected, a normalisation other than the
+ * run's). */
+int evaluate_on_run(const cc_config *cfg, const char *data_path, int split, int stain,
+                    const char *fpn_ckpt, const char *counter_ckpt, FILE *out, cc_status *st);
+
 /* The metrics table's columns, in order. */
 #define TRAIN_METRIC_COLS                                                                  \
     "stage", "epoch", "split", "loss", "loss_data", "loss_tv", "mae", "rmse", "r2",        \
