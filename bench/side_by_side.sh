@@ -33,7 +33,7 @@ QUICK=0
 OUT=""
 ALSO=""
 OBL=${OBL:-/tmp/obl/usr/lib/x86_64-linux-gnu/openblas-openmp}
-PY=/usr/bin/python3
+PY=${PY:-/usr/bin/python3}
 
 while [ $# -gt 0 ]; do
     case "$1" in
