@@ -36,7 +36,7 @@ static void usage(FILE *f)
             "it, and evaluate on the held-out scenes.  Prints where everything is.\n\n"
             "  -o, --out DIR        output directory (default: quickstart)\n"
             "  -t, --threads N      OpenMP threads (default: all cores)\n"
-            "      --sites N        simulated sites per (count, focus) (default 8)\n"
+            "      --sites N        simulated sites per (count, focus) (default 10)\n"
             "      --stain 1|2      w2 = cell bodies (the paper's, default), w1 = nuclei\n"
             "  -s, --set SEC.KEY=V  override a configuration key (see experiments/quickstart.ini)\n"
             "  -h, --help           this text\n");
@@ -70,7 +70,7 @@ int cli_quickstart(int argc, char **argv)
                                           {"help", no_argument, 0, 'h'},
                                           {0, 0, 0, 0}};
     const char *out = "quickstart";
-    int threads = 0, sites = 8, stain = 2, c, nsets = 0;
+    int threads = 0, sites = 10, stain = 2, c, nsets = 0;
     char *sets[64];
     optind = 1;
     while ((c = getopt_long(argc, argv, "o:t:s:h", longs, NULL)) != -1) {

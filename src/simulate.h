@@ -32,12 +32,12 @@
 /* Reference geometry of BBBC005 (DATA.md). */
 #define SIM_REF_WIDTH 696
 #define SIM_REF_HEIGHT 520
-#define SIM_REF_CELL_RADIUS 31.5  /* cytoplasm radius at SIM_REF_WIDTH (docs/DATA.md) */
-#define SIM_NUCLEUS_RATIO 0.505   /* nucleus radius / cytoplasm radius (15.9/31.5) */
+#define SIM_REF_CELL_RADIUS 32.1  /* cytoplasm radius at SIM_REF_WIDTH (docs/DATA.md) */
+#define SIM_NUCLEUS_RATIO 0.4956  /* nucleus radius / cytoplasm radius (15.9/32.1) */
 
 typedef struct sim_params {
     int width, height;       /* image size in px (696 x 520) */
-    double cell_radius;      /* cytoplasm radius in px; <= 0: 31.5 * width/696 */
+    double cell_radius;      /* cytoplasm radius in px; <= 0: 32.1 * width/696 */
     double nucleus_ratio;    /* nucleus radius / cytoplasm radius */
     double irregularity;     /* multiplies the shape noise a and b (1) */
     double cluster_prob;     /* probability a cell joins a cluster (0.25) */
@@ -50,7 +50,7 @@ typedef struct sim_params {
     double background;       /* offset added to every pixel, 8-bit levels (1) */
     double contrast;         /* exponent on cell-body (w2) intensities (0.7) */
     double brightness_sd;    /* log-sd of the per-cell (w2) brightness (0.03) */
-    double gain;             /* intensity scale before quantisation (0.88) */
+    double gain;             /* intensity scale before quantisation (0.855) */
     double nucleus_contrast; /* exponent on nucleus (w1) intensities, instead of contrast */
     double nucleus_gain;     /* nucleus (w1) brightness relative to cell bodies */
     double nucleus_brightness_sd; /* log-sd of the per-nucleus brightness (w1) */

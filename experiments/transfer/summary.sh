@@ -51,3 +51,30 @@ for fam in sim_w2 sim_w2aug sim_w1; do
             "$(col 2)" "$(col 3)" "$(col 4)" "$(col 5)" "$(col 6)"
     done
 done
+echo
+echo 'Counter training stability (issue 11 criterion: after the first quarter of the epochs, no validation MAE above max(1.5x, +1 cell) the previous epoch'"'"'s).'
+echo '"average" = the weight average the run keeps (counter.ema, the default); "raw" = the trained weights with momentum BN statistics (what runs kept before).'
+printf '| run | epochs | average: violations | average: worst ratio | raw: violations | raw: worst ratio | val MAE at the last epoch (average / raw) |\n|---|---|---|---|---|---|---|\n'
+for f in "$out"/*/log.txt; do
+    job=$(basename "$(dirname "$f")")
+    grep -q '^counter epoch [0-9]*/[0-9]*: ' "$f" || continue
+    awk -v job="$job" '
+        /^counter epoch [0-9]+\/[0-9]+: / {
+            split($3, a, "/"); e = a[1] + 0; E = a[2] + 0
+            for (i = 1; i <= NF; i++) {
+                if ($i == "MAE" && $(i-1) != "weights") avg[e] = $(i+1) + 0
+                if ($i == "MAE" && $(i-1) == "weights") raw[e] = $(i+1) + 0
+            }
+            last = e
+        }
+        function check(v, name,   e, n, w, r) {
+            n = 0; w = 0
+            for (e = int(E / 4) + 2; e <= last; e++) {
+                if (!((e - 1) in v) || !(e in v)) continue
+                r = v[e] / v[e-1]; if (r > w) w = r
+                if (v[e] > v[e-1] * 1.5 && v[e] > v[e-1] + 1) n++
+            }
+            return n " | " sprintf("%.2f", w)
+        }
+        END { printf "| %s | %d/%d | %s | %s | %.2f / %.2f |\n", job, last, E, check(avg), check(raw), avg[last], raw[last] }' "$f"
+done
