@@ -14,7 +14,7 @@
 #include "autodiff/optim.h"
 #include "autodiff/params.h"
 #include "autodiff/rng.h"
-#include "src/checkpoint.h"
+#include "src/run/checkpoint.h"
 #include "tests/fulldisk.h"
 
 /* ---- fixtures -------------------------------------------------------- */

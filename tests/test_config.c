@@ -5,7 +5,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "src/exp_config.h"
+#include "src/run/exp_config.h"
 
 static char tmpdir[64];
 

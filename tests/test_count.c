@@ -1,4 +1,4 @@
-/* test_count.c - `count` (src/count_images.c) on a tiny randomly
+/* test_count.c - `count` (src/infer/count_files.c) on a tiny randomly
  * initialised run: table format and intervals, agreement with the training
  * code's counting path, bad inputs, missing checkpoints, configuration and
  * input size, mask files; and the shared fixture (countutil.h).  The
@@ -15,13 +15,13 @@
 #include <unistd.h>
 
 #include "autodiff/rng.h"
-#include "src/checkpoint.h"
-#include "src/count_images.h"
-#include "src/runlog.h"
-#include "src/counting.h"
-#include "src/dataset.h"
-#include "src/resize.h"
-#include "src/tiff_io.h"
+#include "src/run/checkpoint.h"
+#include "src/infer/count_files.h"
+#include "src/run/runlog.h"
+#include "src/train/count_split.h"
+#include "src/data/dataset.h"
+#include "src/data/resize.h"
+#include "src/data/tiff_io.h"
 #include "tests/countutil.h"
 
 static char g_dir[256];

@@ -15,14 +15,14 @@
 #include <tiffio.h>
 #include <unistd.h>
 
-#include "src/count_images.h"
-#include "src/counting.h"
-#include "src/dataset.h"
-#include "src/import.h"
-#include "src/normalize.h"
-#include "src/ood.h"
-#include "src/runlog.h"
-#include "src/tiff_io.h"
+#include "src/infer/count_files.h"
+#include "src/train/count_split.h"
+#include "src/data/dataset.h"
+#include "src/data/import.h"
+#include "src/data/normalize.h"
+#include "src/train/ood.h"
+#include "src/run/runlog.h"
+#include "src/data/tiff_io.h"
 
 static char g_dir[256];
 

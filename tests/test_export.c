@@ -14,10 +14,10 @@
 #include <png.h>
 #include <tiffio.h>
 
-#include "src/export.h"
-#include "src/png_io.h"
-#include "src/tiff_io.h"
-#include "src/tfevents.h"
+#include "src/sweep/export.h"
+#include "src/data/png_io.h"
+#include "src/data/tiff_io.h"
+#include "src/sweep/tfevents.h"
 
 static char dir[64];
 

@@ -16,18 +16,18 @@
 #include <unistd.h>
 
 #include "autodiff/params.h"
-#include "src/bbbc_name.h"
-#include "src/checkpoint.h"
-#include "src/import.h"
-#include "src/loader.h"
-#include "src/train.h"
-#include "src/dataset.h"
-#include "src/fsutil.h"
-#include "src/png_io.h"
-#include "src/ini_read.h"
-#include "src/runlog.h"
-#include "src/sweep.h"
-#include "src/tiff_io.h"
+#include "src/data/bbbc_name.h"
+#include "src/run/checkpoint.h"
+#include "src/data/import.h"
+#include "src/data/loader.h"
+#include "src/train/train.h"
+#include "src/data/dataset.h"
+#include "src/data/fsutil.h"
+#include "src/data/png_io.h"
+#include "src/run/ini_read.h"
+#include "src/run/runlog.h"
+#include "src/sweep/sweep.h"
+#include "src/data/tiff_io.h"
 
 static char dir[64];
 

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 
 #include "autodiff/rng.h"
-#include "src/metrics.h"
+#include "src/run/metrics.h"
 
 START_TEST(test_hand_values)
 {

@@ -8,7 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "src/runlog.h"
+#include "src/run/runlog.h"
 
 static char dir[64];
 

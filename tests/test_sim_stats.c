@@ -1,4 +1,4 @@
-/* test_sim_stats.c - the statistics of src/stats.h, and the simulator's
+/* test_sim_stats.c - the statistics of src/data/stats.h, and the simulator's
  * defaults held against the real BBBC005 figures of docs/DATA.md ('Real
  * images'; measured with `cellcount stats` on the real subset).
  *
@@ -16,10 +16,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "src/dataset.h"
-#include "src/simulate.h"
-#include "src/stats.h"
-#include "src/tiff_io.h"
+#include "src/data/dataset.h"
+#include "src/sim/simulate.h"
+#include "src/data/stats.h"
+#include "src/data/tiff_io.h"
 
 /* ---- the statistics themselves ----------------------------------------- */
 

@@ -10,9 +10,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "src/report.h"
-#include "src/sweep.h"
-#include "src/train.h"
+#include "src/sweep/report.h"
+#include "src/sweep/sweep.h"
+#include "src/train/train.h"
 
 #include "tests/sweeputil.h"
 

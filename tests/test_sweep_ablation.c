@@ -6,7 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "src/sweep.h"
+#include "src/sweep/sweep.h"
 
 #include "tests/sweeputil.h"
 

@@ -14,12 +14,12 @@
 
 #include <hdf5.h>
 
-#include "src/checkpoint.h"
-#include "src/runlog.h"
-#include "src/session.h"
-#include "src/sim_output.h"
-#include "src/train.h"
-#include "src/train_util.h"
+#include "src/run/checkpoint.h"
+#include "src/run/runlog.h"
+#include "src/run/session.h"
+#include "src/sim/sim_output.h"
+#include "src/train/train.h"
+#include "src/train/train_util.h"
 
 static char dir[64];
 static char data[128];
