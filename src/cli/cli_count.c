@@ -2,6 +2,7 @@
  * `cellcount saliency` (cli_infer.h). */
 #include "src/cli/cli.h"
 #include "src/cli/cli_infer.h"
+#include "src/cli/cli_opts.h"
 
 #include <getopt.h>
 #include <stdio.h>
@@ -102,19 +103,6 @@ static void usage(FILE *f, infer_cmd cmd)
     }
 }
 
-static int parse_size(const char *s, int *w, int *h)
-{
-    char *e;
-    long a = strtol(s, &e, 10);
-    if (e == s || (*e != 'x' && *e != 'X')) return -1;
-    const char *p = e + 1;
-    long b = strtol(p, &e, 10);
-    if (e == p || *e || a < 1 || b < 1 || a > 65536 || b > 65536) return -1;
-    *w = (int)a;
-    *h = (int)b;
-    return 0;
-}
-
 int infer_parse(int argc, char **argv, infer_cmd cmd, infer_opts *o)
 {
     enum { O_FPN = 256, O_COUNTER, O_SIZE, O_BATCH, O_FORMAT, O_OUTPUT, O_MASKS, O_OUT, O_PNG,
@@ -170,7 +158,7 @@ int infer_parse(int argc, char **argv, infer_cmd cmd, infer_opts *o)
         case O_FPN: o->fpn = optarg; break;
         case O_COUNTER: o->counter = optarg; break;
         case O_SIZE:
-            if (parse_size(optarg, &o->w, &o->h)) {
+            if (cli_parse_size(optarg, 1, 65536, &o->w, &o->h)) {
                 fprintf(stderr, "cellcount %s: --size wants WxH, e.g. 256x192 (got '%s')\n",
                         cmdname, optarg);
                 return 2;

@@ -1,5 +1,6 @@
 /* cli_import.c - `cellcount import`: BBBC005 TIFF tree -> HDF5 data set. */
 #include "src/cli/cli.h"
+#include "src/cli/cli_opts.h"
 
 #include <getopt.h>
 #include <limits.h>
@@ -27,7 +28,7 @@ static void usage(FILE *f)
         "  --focus LIST     comma-separated focus levels, e.g. 1,4,7, or all (default)\n"
         "  --size WxH       target width x height (default 256x192)\n"
         "  --seed N         split seed (default 1)\n"
-        "  --split A/B/C    train/val/test proportions (default 80/10/10)\n"
+        "  --split A/B/C    train/val/test proportions, also A,B,C (default 80/10/10)\n"
         "  --threads N      OpenMP threads for reading and resizing (default: all)\n"
         "  --normalize MODE range (default: v/255, v/65535), bits:N (v/(2^N-1), e.g.\n"
         "                   bits:12 for 12-bit camera data in 16-bit files), max or\n"
@@ -38,51 +39,13 @@ static void usage(FILE *f)
         "Files whose names do not parse are reported on stderr and skipped.\n");
 }
 
-static int parse_int(const char *s, long lo, long hi, long *v)
-{
-    char *end;
-    long x = strtol(s, &end, 10);
-    if (end == s || *end || x < lo || x > hi) return -1;
-    *v = x;
-    return 0;
-}
-
 static int parse_focus(const char *s, import_opts *o)
 {
     if (!strcmp(s, "all")) {
         o->nfocus = 0;
         return 0;
     }
-    char *copy = strdup(s), *save = NULL;
-    if (!copy) return -1;
-    int rc = 0;
-    o->nfocus = 0;
-    for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-        long v;
-        if (o->nfocus == IMPORT_MAX_FOCUS || parse_int(t, 1, 100000, &v) != 0) {
-            rc = -1;
-            break;
-        }
-        o->focus[o->nfocus++] = (int)v;
-    }
-    if (o->nfocus == 0) rc = -1;
-    free(copy);
-    return rc;
-}
-
-static int parse_split(const char *s, double frac[3])
-{
-    char *end;
-    for (int k = 0; k < 3; k++) {
-        frac[k] = strtod(s, &end);
-        if (end == s || !(frac[k] >= 0)) return -1;
-        if (k < 2 && *end != '/') return -1;
-        s = end + 1;
-    }
-    if (*end || frac[0] + frac[1] + frac[2] <= 0) return -1;
-    double sum = frac[0] + frac[1] + frac[2];
-    for (int k = 0; k < 3; k++) frac[k] /= sum;
-    return 0;
+    return cli_parse_int_list(s, 1, 100000, o->focus, IMPORT_MAX_FOCUS, &o->nfocus);
 }
 
 int cli_import(int argc, char **argv)
@@ -106,7 +69,7 @@ int cli_import(int argc, char **argv)
         case 'o': o.out_path = optarg; break;
         case 'w':
             if (!strcmp(optarg, "all")) o.stain = 0;
-            else if (parse_int(optarg, 1, 2, &v) == 0) o.stain = (int)v;
+            else if (cli_parse_long(optarg, 1, 2, &v) == 0) o.stain = (int)v;
             else {
                 fprintf(stderr, "cellcount import: --stain must be 1, 2 or all, not '%s'\n",
                         optarg);
@@ -121,18 +84,13 @@ int cli_import(int argc, char **argv)
                 return 2;
             }
             break;
-        case 'z': {
-            int w = 0, h = 0, k = 0;
-            if (sscanf(optarg, "%dx%d%n", &w, &h, &k) != 2 || optarg[k] || w < 1 || h < 1 ||
-                w > 65536 || h > 65536) {
+        case 'z':
+            if (cli_parse_size(optarg, 1, 65536, &o.width, &o.height) != 0) {
                 fprintf(stderr, "cellcount import: --size must be WIDTHxHEIGHT, e.g. 256x192, "
                         "not '%s'\n", optarg);
                 return 2;
             }
-            o.width = w;
-            o.height = h;
             break;
-        }
         case 's': {
             char *end;
             unsigned long long s = strtoull(optarg, &end, 10);
@@ -145,14 +103,14 @@ int cli_import(int argc, char **argv)
             break;
         }
         case 'p':
-            if (parse_split(optarg, o.frac) != 0) {
-                fprintf(stderr, "cellcount import: --split must be A/B/C with non-negative "
+            if (cli_parse_split(optarg, o.frac) != 0) {
+                fprintf(stderr, "cellcount import: --split must be A/B/C or A,B,C with non-negative "
                         "numbers of positive sum, e.g. 80/10/10, not '%s'\n", optarg);
                 return 2;
             }
             break;
         case 't':
-            if (parse_int(optarg, 1, 4096, &v) != 0) {
+            if (cli_parse_long(optarg, 1, 4096, &v) != 0) {
                 fprintf(stderr, "cellcount import: --threads must be a positive integer, "
                         "not '%s'\n", optarg);
                 return 2;

@@ -5,6 +5,7 @@
  * preview montage. */
 #include "src/data/bbbc_name.h"
 #include "src/cli/cli.h"
+#include "src/cli/cli_opts.h"
 #include "src/sim/sim_output.h"
 #include "src/sim/simulate.h"
 
@@ -36,7 +37,7 @@ static void usage(FILE *f)
 "  --size WxH           image size stored in FILE.h5 (default 256x192)\n"
 "  --split-seed N       seed of the by-scene train/val/test split (default 1;\n"
 "                       `cellcount import --seed N` gives the same split)\n"
-"  --split A/B/C        train/val/test proportions (default 80/10/10)\n"
+"  --split A/B/C        train/val/test proportions, also A,B,C (default 80/10/10)\n"
 "  --preview FILE.png   montage of 4 counts (site 1): F1 image, the blurriest\n"
 "                       listed focus level, and the mask, at half size\n\n"
 "What to simulate:\n"
@@ -72,72 +73,6 @@ static void usage(FILE *f)
 }
 
 /* ---- argument parsing --------------------------------------------------- */
-
-static int parse_long(const char *s, long lo, long hi, long *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) return -1;
-    *out = v;
-    return 0;
-}
-
-static int parse_double(const char *s, double *out)
-{
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || *end || v != v) return -1;
-    *out = v;
-    return 0;
-}
-
-/* "a,b,c" of integers in [lo, hi] into out (max MAX_LIST). */
-static int parse_int_list(const char *s, long lo, long hi, int *out, int *n)
-{
-    char buf[8192];
-    if (snprintf(buf, sizeof buf, "%s", s) >= (int)sizeof buf) return -1;
-    *n = 0;
-    char *save = NULL;
-    for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-        long v;
-        if (*n >= MAX_LIST || parse_long(tok, lo, hi, &v)) return -1;
-        out[(*n)++] = (int)v;
-    }
-    /* "1,,2" or a trailing comma would silently drop an entry */
-    if (*n == 0 || strstr(s, ",,") || s[0] == ',' || s[strlen(s) - 1] == ',') return -1;
-    return 0;
-}
-
-/* "A/B/C" (or "A,B,C") proportions, normalised to sum 1 as import does. */
-static int parse_split(const char *s, double frac[3])
-{
-    char buf[256];
-    if (snprintf(buf, sizeof buf, "%s", s) >= (int)sizeof buf) return -1;
-    char *save = NULL, *tok = strtok_r(buf, "/,", &save);
-    int k = 0;
-    for (; tok && k < 3; k++, tok = strtok_r(NULL, "/,", &save))
-        if (parse_double(tok, &frac[k]) || !(frac[k] >= 0)) return -1;
-    double sum = frac[0] + frac[1] + frac[2];
-    if (k != 3 || tok || !(sum > 0)) return -1;
-    for (k = 0; k < 3; k++) frac[k] /= sum;
-    return 0;
-}
-
-static int parse_size(const char *s, int *w, int *h)
-{
-    char buf[64];
-    if (snprintf(buf, sizeof buf, "%s", s) >= (int)sizeof buf) return -1;
-    char *x = strchr(buf, 'x');
-    if (!x) return -1;
-    *x = '\0';
-    long a, b;
-    if (parse_long(buf, 1, 16384, &a) || parse_long(x + 1, 1, 16384, &b)) return -1;
-    *w = (int)a;
-    *h = (int)b;
-    return 0;
-}
 
 /* ---- fan-out to several outputs ----------------------------------------- */
 
@@ -231,36 +166,36 @@ int cli_simulate(int argc, char **argv)
         case OPT_QUIET: quiet = 1; break;
         case OPT_HELP: usage(stdout); return 0;
         case OPT_SIZE:
-            if (parse_size(optarg, &ow, &oh)) return bad("--size", optarg, "WxH with W, H in 1..16384, e.g. 256x192");
+            if (cli_parse_size(optarg, 1, 16384, &ow, &oh)) return bad("--size", optarg, "WxH with W, H in 1..16384, e.g. 256x192");
             break;
         case OPT_IMAGE_SIZE:
-            if (parse_size(optarg, &p.width, &p.height) || p.width < 8 || p.height < 8)
+            if (cli_parse_size(optarg, 8, 16384, &p.width, &p.height))
                 return bad("--image-size", optarg, "WxH with W, H in 8..16384");
             break;
         case OPT_SPLIT_SEED:
-            if (parse_long(optarg, 0, LONG_MAX, &v))
+            if (cli_parse_long(optarg, 0, LONG_MAX, &v))
                 return bad("--split-seed", optarg, "a non-negative integer");
             split_seed = (uint64_t)v;
             break;
         case OPT_SEED:
-            if (parse_long(optarg, 0, LONG_MAX, &v))
+            if (cli_parse_long(optarg, 0, LONG_MAX, &v))
                 return bad("--seed", optarg, "a non-negative integer");
             p.seed = (uint64_t)v;
             break;
         case OPT_SPLIT:
-            if (parse_split(optarg, frac))
+            if (cli_parse_split(optarg, frac))
                 return bad("--split", optarg, "A/B/C: three non-negative proportions, not all 0");
             break;
         case OPT_COUNTS:
-            if (parse_int_list(optarg, 1, 100000, counts, &job.ncounts))
+            if (cli_parse_int_list(optarg, 1, 100000, counts, MAX_LIST, &job.ncounts))
                 return bad("--counts", optarg, "a comma-separated list of integers 1..100000");
             break;
         case OPT_FOCUS:
-            if (parse_int_list(optarg, 1, 1000, focus, &job.nfocus))
+            if (cli_parse_int_list(optarg, 1, 1000, focus, MAX_LIST, &job.nfocus))
                 return bad("--focus", optarg, "a comma-separated list of integers 1..1000");
             break;
         case OPT_SITES:
-            if (parse_long(optarg, 1, 99999, &v)) return bad("--sites", optarg, "an integer 1..99999");
+            if (cli_parse_long(optarg, 1, 99999, &v)) return bad("--sites", optarg, "an integer 1..99999");
             job.nsites = (int)v;
             break;
         case OPT_STAIN:
@@ -270,16 +205,16 @@ int cli_simulate(int argc, char **argv)
             else return bad("--stain", optarg, "1, 2 or both");
             break;
         case OPT_THREADS:
-            if (parse_long(optarg, 1, 4096, &v)) return bad("--threads", optarg, "an integer 1..4096");
+            if (cli_parse_long(optarg, 1, 4096, &v)) return bad("--threads", optarg, "an integer 1..4096");
             job.threads = (int)v;
             break;
         case OPT_CLUSTERS:
-            if (parse_long(optarg, 1, 10000, &v)) return bad("--clusters", optarg, "an integer 1..10000");
+            if (cli_parse_long(optarg, 1, 10000, &v)) return bad("--clusters", optarg, "an integer 1..10000");
             p.clusters = (int)v;
             break;
 #define KNOB(OPT, NAME, FIELD, OK, WANT) \
         case OPT: \
-            if (parse_double(optarg, &d) || !(OK)) return bad(NAME, optarg, WANT); \
+            if (cli_parse_double(optarg, &d) || !(OK)) return bad(NAME, optarg, WANT); \
             p.FIELD = d; \
             break;
         KNOB(OPT_RADIUS, "--cell-radius", cell_radius, d >= 1 && d <= 1000, "a radius 1..1000 px")

@@ -2,6 +2,7 @@
  * (layers, output shapes, parameter counts, MACs) and list its parameter
  * paths (the HDF5 checkpoint layout). */
 #include "src/cli/cli.h"
+#include "src/cli/cli_opts.h"
 
 #include <getopt.h>
 #include <stdio.h>
@@ -45,15 +46,6 @@ static int parse_int(const char *s, long lo, long hi, int *out)
     long v = strtol(s, &end, 10);
     if (end == s || *end || v < lo || v > hi) return -1;
     *out = (int)v;
-    return 0;
-}
-
-static int parse_chw(const char *s, int *c, int *h, int *w)
-{
-    char tail;
-    if (sscanf(s, "%dx%dx%d%c", c, h, w, &tail) != 3 || *c < 1 || *h < 1 || *w < 1 ||
-        *c > 64 || *h > 65536 || *w > 65536)
-        return -1;
     return 0;
 }
 
@@ -138,10 +130,16 @@ int cli_summary(int argc, char **argv)
         }
         snprintf(o.arch, sizeof o.arch, "%s", arch);
     }
-    if (input && parse_chw(input, &o.channels, &o.height, &o.width)) {
+    int chw[3];
+    if (input && (cli_parse_dims(input, 3, 1, 65536, chw) || chw[0] > 64)) {
         fprintf(stderr, "cellcount summary: --input must be CxHxW, e.g. 1x192x256, not '%s'\n",
                 input);
         return 2;
+    }
+    if (input) {
+        o.channels = chw[0];
+        o.height = chw[1];
+        o.width = chw[2];
     }
     o.depth = depth;
     o.fpn_width = width;
