@@ -159,7 +159,9 @@ void make_run(run_fx *fx, const char *sub, const char *counter_input)
      * ops. */
     const char *sets[] = {"fpn.width=4", "fpn.depth=2", "counter.width_div=16", "run.threads=1"};
     for (int i = 0; i < 4; i++) ck_assert_msg(config_set(c, sets[i], &st) == 0, "%s", st.msg);
-    snprintf(c->counter_input, sizeof c->counter_input, "%s", counter_input);
+    char input_set[64];
+    snprintf(input_set, sizeof input_set, "counter.input=%s", counter_input);
+    ck_assert_msg(config_set(c, input_set, &st) == 0, "%s", st.msg);
     snprintf(c->out_dir, sizeof c->out_dir, "%s", tpath(sub, "run"));
     snprintf(c->data_file, sizeof c->data_file, "%s", tpath(sub, "no-such-dataset.h5"));
     FILE *f = fopen(tpath(sub, "run/config.ini"), "w");
@@ -444,7 +446,7 @@ START_TEST(count_config_and_size)
                   st.msg);
     ck_assert_int_eq(c.fpn_width, 4);
     ck_assert_int_eq(c.counter_width_div, 16);
-    ck_assert_str_eq(c.counter_loss, "mse");
+    ck_assert_int_eq(c.counter_loss, LOSS_MSE);
     ck_assert_str_eq(c.out_dir, tpath("cfg", "run"));
     ck_assert_int_eq(count_config_load(&c, tpath("cfg", "img"), NULL, NULL, 0, &st), -1);
     ck_assert_msg(strstr(st.msg, "config.ini"), "%s", st.msg);
@@ -483,7 +485,7 @@ START_TEST(count_config_and_size)
     count_opts o = opts_default();
     o.h = o.w = 0;
     o.output = tpath("cfg", "out.tsv");
-    strcpy(fx.cfg.counter_loss, "mse");
+    fx.cfg.counter_loss = LOSS_MSE;
     char *args[] = {tpath("cfg", "img/a.tif")};
     ck_assert_msg(count_run(&fx.cfg, &o, args, 1, stdout, stderr, &st) == 0, "%s", st.msg);
     table t;

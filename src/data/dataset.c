@@ -374,6 +374,16 @@ void dataset_close(cc_dataset *ds)
     free(ds);
 }
 
+int dataset_image_size(const char *path, int *h, int *w, cc_status *st)
+{
+    cc_dataset *ds = dataset_open(path, st);
+    if (!ds) return -1;
+    *h = ds->h;
+    *w = ds->w;
+    dataset_close(ds);
+    return 0;
+}
+
 /* Read a numeric root attribute of exactly `nelem` elements (integers,
  * unless read as double). */
 static int get_num_attr(hid_t f, const char *name, hid_t mt, hssize_t nelem, void *v,

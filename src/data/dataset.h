@@ -132,6 +132,11 @@ int dataset_read_masks(cc_dataset *ds, int64_t idx, int64_t n, float *out, cc_st
 /* Close and free everything; NULL is a no-op. */
 void dataset_close(cc_dataset *ds);
 
+/* The image size (h, w) of the data set file at path: the models' input
+ * size for the trainers and inference.  Returns 0, or -1 with st set as
+ * dataset_open() does. */
+int dataset_image_size(const char *path, int *h, int *w, cc_status *st);
+
 /* ---- split ----------------------------------------------------------- */
 
 /* Assign every image a split so that images with equal group[i] always

@@ -30,7 +30,6 @@
 #include "src/data/resize.h"
 #include "src/run/runlog.h"
 #include "src/data/tiff_io.h"
-#include "src/train/train_util.h"
 
 /* ---- configuration ---------------------------------------------------- */
 
@@ -76,7 +75,7 @@ int count_input_size(const cc_config *cfg, int *h, int *w, cc_status *st)
     if (!cfg->data_file[0])
         return status_set(st, "the run's configuration names no data set (data.file), so the "
                               "models' input size is unknown: pass --size WxH");
-    if (train_dataset_size(cfg->data_file, h, w, st) == 0) return 0;
+    if (dataset_image_size(cfg->data_file, h, w, st) == 0) return 0;
     status_prefix(st, "cannot tell the models' input size from the run's data set (pass --size "
                       "WxH, the image size it was trained on)");
     return -1;
@@ -119,7 +118,7 @@ int count_model_open(count_model *cm, const cc_config *cfg, int h, int w, const 
     snprintf(cm->s.dir, sizeof cm->s.dir, "%s", cfg->out_dir);
     cm->h = h;
     cm->w = w;
-    if (loss_kind_parse(cfg->counter_loss, &cm->kind, st)) return -1;
+    cm->kind = cfg->counter_loss;
     const int f = 1 << cfg->fpn_depth;
     if (h < 1 || w < 1 || h % f || w % f)
         return status_set(st, "input size %dx%d is not divisible by 2^fpn.depth = %d", w, h, f);
@@ -129,7 +128,7 @@ int count_model_open(count_model *cm, const cc_config *cfg, int h, int w, const 
     cm->open_ |= OPEN_CTX;
     cm->open_ |= OPEN_MODELS;
     if (models_build(&cm->m, &cm->s, 1, h, w, st)) return -1;
-    cm->has_fpn = want_fpn || strcmp(cfg->counter_input, "image") != 0;
+    cm->has_fpn = want_fpn || cfg->counter_input != CFG_INPUT_IMAGE;
     if (cm->has_fpn && load_checkpoint(cm->fpn_path, &cm->m.Pf, "FPN", h, w, st)) return -1;
     if (load_checkpoint(cm->counter_path, &cm->m.Pc, "counter", h, w, st)) return -1;
     cm->sigma_scale = 1;
@@ -141,7 +140,7 @@ int count_model_open(count_model *cm, const cc_config *cfg, int h, int w, const 
         /* A run evaluated before calibration existed has no factor: 1. */
         const char *v = runlog_attr_get(&rl, "counter.sigma_scale");
         double k = v ? strtod(v, NULL) : NAN;
-        if (!counter_ckpt && !strcmp(cfg->counter_calibrate, "val") && isfinite(k) && k > 0)
+        if (!counter_ckpt && cfg->counter_calibrate == CFG_CALIBRATE_VAL && isfinite(k) && k > 0)
             cm->sigma_scale = k;
         const char *nv = runlog_attr_get(&rl, "data.normalize");
         if (nv && strlen(nv) < sizeof cm->train_norm) {
@@ -189,9 +188,9 @@ int count_graph_forward(count_model *cm, cc_tape *t, cc_tensor *x, count_graph *
     }
     /* The counter's input exactly as counting_input() builds it. */
     cc_tensor *in = g->mask;
-    if (strcmp(c->counter_input, "mask")) {
+    if (c->counter_input != CFG_INPUT_MASK) {
         cc_tensor *img = op_avg_pool2d(t, x, 2);
-        if (!strcmp(c->counter_input, "image")) {
+        if (c->counter_input == CFG_INPUT_IMAGE) {
             in = img;
         } else {
             cc_tensor *both[2] = {g->mask, img};

@@ -114,7 +114,7 @@ static int h5_open(h5_out *o, const char *path, const count_model *cm, cc_status
         h5_attr_put_str(o->file, "run_dir", cm->s.cfg.out_dir) ||
         h5_attr_put_str(o->file, "fpn_checkpoint", cm->has_fpn ? cm->fpn_path : "") ||
         h5_attr_put_str(o->file, "counter_checkpoint", cm->counter_path) ||
-        h5_attr_put_str(o->file, "counter_input", cm->s.cfg.counter_input) ||
+        h5_attr_put_str(o->file, "counter_input", cfg_input_names[cm->s.cfg.counter_input]) ||
         (o->root = H5Gcreate2(o->file, "saliency", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)) < 0) {
         h5_close(o, 0, st);
         return status_set(st, "%s: cannot create HDF5 file %s", path, o->aw.tmp);

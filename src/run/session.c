@@ -53,9 +53,9 @@ int session_open(cc_session *s, const cc_config *cfg, int resume, cc_status *st)
     s->log = stderr;
     s->tty = isatty(fileno(stderr));
     if (config_validate(cfg, st)) return -1;
-    if (strcmp(cfg->precision, "fp32"))
+    if (cfg->precision != CFG_PRECISION_FP32)
         return status_set(st, "run.precision = %s is not implemented yet (only fp32)",
-                          cfg->precision);
+                          cfg_precision_names[cfg->precision]);
     snprintf(s->dir, sizeof s->dir, "%s", cfg->out_dir);
     dist_open(&s->dist);
     s->writer = s->dist.rank == 0;
@@ -114,7 +114,7 @@ void session_close(cc_session *s)
 
 int models_counter_channels(const cc_config *cfg)
 {
-    return !strcmp(cfg->counter_input, "mask+image") ? 2 : 1;
+    return cfg->counter_input == CFG_INPUT_MASK_IMAGE ? 2 : 1;
 }
 
 int models_build(cc_models *m, cc_session *s, int with_counter, int in_h, int in_w, cc_status *st)
@@ -153,7 +153,7 @@ void models_free(cc_models *m)
 
 void session_optim_init(cc_optim *o, const cfg_train *t)
 {
-    if (!strcmp(t->optimizer, "sgd"))
+    if (t->optimizer == CFG_OPTIM_SGD)
         optim_sgd_init(o, (float)t->lr, (float)t->momentum, (float)t->weight_decay);
     else
         optim_adam_init(o, (float)t->lr, (float)t->beta1, (float)t->beta2, (float)t->eps,

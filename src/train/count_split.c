@@ -72,11 +72,11 @@ static void flip_plane(const float *src, float *dst, int h, int w, unsigned bits
 cc_tensor *counting_input(cc_tape *t, cc_session *s, cc_models *m, const mask_cache *mc,
                           const loader_batch *b, int fpn_on_tape)
 {
-    const char *in = s->cfg.counter_input;
+    const cfg_input in = s->cfg.counter_input;
     int64_t d[4] = {b->n, 1, b->h, b->w};
     cc_tensor *img = NULL, *mask = NULL;
-    if (strcmp(in, "mask")) img = op_avg_pool2d(t, tape_input(t, 4, d, b->images, 0), 2);
-    if (!strcmp(in, "image")) return img;
+    if (in != CFG_INPUT_MASK) img = op_avg_pool2d(t, tape_input(t, 4, d, b->images, 0), 2);
+    if (in == CFG_INPUT_IMAGE) return img;
     if (fpn_on_tape) {
         cc_tensor *x = tape_input(t, 4, d, b->images, 0);
         if (s->cfg.fpn_channels != 1) x = op_expand_channels(t, x, s->cfg.fpn_channels);
@@ -141,8 +141,7 @@ int counting_predict(cc_session *s, cc_models *m, cc_tape *t, const mask_cache *
         count_preds_free(out);
         return status_set(st, "predict: out of memory");
     }
-    loss_kind kind;
-    if (loss_kind_parse(s->cfg.counter_loss, &kind, st)) return -1;
+    const loss_kind kind = s->cfg.counter_loss;
     loader_epoch_begin(L, 0);
     loader_batch b;
     double loss_sum = 0;

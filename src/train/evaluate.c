@@ -163,9 +163,9 @@ int evaluate_run(const cc_config *cfg, int split, const char *fpn_ckpt, const ch
     cc_tape t;
     if (session_open(&s, cfg, 1, st)) goto out;
     int h, w;
-    if (train_dataset_size(cfg->data_file, &h, &w, st) || models_build(&m, &s, 1, h, w, st)) goto out;
+    if (dataset_image_size(cfg->data_file, &h, &w, st) || models_build(&m, &s, 1, h, w, st)) goto out;
     char path[CFG_STR + 64];
-    const int needs_fpn = strcmp(cfg->counter_input, "image") != 0;
+    const int needs_fpn = cfg->counter_input != CFG_INPUT_IMAGE;
     if (needs_fpn) {
         if (fpn_ckpt)
             snprintf(path, sizeof path, "%s", fpn_ckpt);
@@ -196,7 +196,7 @@ int evaluate_run(const cc_config *cfg, int split, const char *fpn_ckpt, const ch
     /* Calibration: one scale for sigma, the Gaussian NLL's optimum on the
      * validation split, so that the test split stays untouched. */
     double scale = 1;
-    if (!strcmp(cfg->counter_calibrate, "val") && p.n && isfinite(p.sigma[0])) {
+    if (cfg->counter_calibrate == CFG_CALIBRATE_VAL && p.n && isfinite(p.sigma[0])) {
         /* evaluating the validation split itself: its predictions are p */
         const count_preds *v = &p;
         if (split != DATASET_VAL) {

@@ -19,8 +19,7 @@ static int64_t counter_epoch(cc_session *s, cc_models *m, cc_tape *t, cc_loader 
                              cc_params *ema, double *loss_out, progress *pg, cc_status *st)
 {
     const cc_config *c = &s->cfg;
-    loss_kind kind;
-    if (loss_kind_parse(c->counter_loss, &kind, st)) return -1;
+    const loss_kind kind = c->counter_loss;
     loader_epoch_begin(L, epoch);
     loader_batch b;
     int64_t seen = 0, step = 0;
@@ -152,8 +151,8 @@ int train_counter(const cc_config *cfg, const char *fpn_ckpt, int resume, cc_sta
         goto out;
     }
     int h, w;
-    if (train_dataset_size(cfg->data_file, &h, &w, st) || models_build(&m, &s, 1, h, w, st)) goto out;
-    const int needs_fpn = strcmp(cfg->counter_input, "image") != 0;
+    if (dataset_image_size(cfg->data_file, &h, &w, st) || models_build(&m, &s, 1, h, w, st)) goto out;
+    const int needs_fpn = cfg->counter_input != CFG_INPUT_IMAGE;
     char fpn_path[CFG_STR + 64];
     if (needs_fpn) {
         if (fpn_ckpt)
@@ -187,7 +186,7 @@ int train_counter(const cc_config *cfg, const char *fpn_ckpt, int resume, cc_sta
     ttrain.free_grads = 1;  /* the loop reads no intermediate gradient */
     tape_init(&teval, &s.ctx, 0);
     tapes = 1;
-    if (!strcmp(cfg->counter_init_bias, "data") && init_bias_from_data(&m, cfg->data_file, st))
+    if (cfg->counter_init_bias == CFG_INIT_BIAS_DATA && init_bias_from_data(&m, cfg->data_file, st))
         goto out;
     train_state ts;
     memset(&ts, 0, sizeof ts);

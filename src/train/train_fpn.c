@@ -18,8 +18,7 @@ static int64_t fpn_pass(cc_session *s, cc_models *m, cc_tape *t, cc_loader *L, i
                         cc_optim *opt, loss_terms *sum, progress *pg, cc_status *st)
 {
     const cc_config *c = &s->cfg;
-    loss_kind kind;
-    if (loss_kind_parse(c->fpn_loss, &kind, st)) return -1;
+    const loss_kind kind = c->fpn_loss;
     memset(sum, 0, sizeof *sum);
     loader_epoch_begin(L, epoch);
     loader_batch b;
@@ -78,7 +77,7 @@ int train_fpn(const cc_config *cfg, int resume, cc_status *st)
     int tapes = 0, rc = -1;
     if (session_open(&s, cfg, resume, st)) goto out;
     int h, w;
-    if (train_dataset_size(cfg->data_file, &h, &w, st)) goto out;
+    if (dataset_image_size(cfg->data_file, &h, &w, st)) goto out;
     const cfg_train *tc = &cfg->fpn_train;
     unsigned flags = LOADER_SHUFFLE | LOADER_MASKED | (cfg->augment ? LOADER_FLIP : 0);
     if (!(tr = loader_open(cfg->data_file, DATASET_TRAIN, tc->batch, (uint64_t)cfg->seed, flags, st)) ||

@@ -11,16 +11,6 @@
 
 static const char *const metric_cols[] = {TRAIN_METRIC_COLS};
 
-int train_dataset_size(const char *path, int *h, int *w, cc_status *st)
-{
-    cc_dataset *ds = dataset_open(path, st);
-    if (!ds) return -1;
-    *h = ds->h;
-    *w = ds->w;
-    dataset_close(ds);
-    return 0;
-}
-
 void train_loader_augment(cc_loader *L, const cc_config *c)
 {
     const loader_aug a = {c->aug_scale, c->aug_blur, c->aug_gamma, c->aug_gain, c->aug_noise};
@@ -31,7 +21,7 @@ cc_lr_schedule train_schedule(const cfg_train *t)
 {
     cc_lr_schedule s;
     memset(&s, 0, sizeof s);
-    s.kind = !strcmp(t->lr_schedule, "step") ? LR_STEP : LR_CONSTANT;
+    s.kind = t->lr_schedule == CFG_LR_STEP ? LR_STEP : LR_CONSTANT;
     s.base_lr = (float)t->lr;
     s.step_epochs = t->lr_step_epochs;
     s.gamma = (float)t->lr_gamma;

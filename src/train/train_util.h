@@ -8,9 +8,6 @@
 #include "src/run/session.h"
 #include "src/train/train.h"
 
-/* Image size of a data set file. */
-int train_dataset_size(const char *path, int *h, int *w, cc_status *st);
-
 /* Switch on the data.aug_* augmentations of c for a training loader. */
 void train_loader_augment(cc_loader *L, const cc_config *c);
 
