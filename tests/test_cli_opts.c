@@ -8,6 +8,7 @@
 
 #include "src/cli/cli.h"
 #include "src/cli/cli_opts.h"
+#include "tests/testmain.h"
 
 START_TEST(test_long)
 {
@@ -144,9 +145,5 @@ int main(void)
     tcase_add_test(tc, test_int_list);
     tcase_add_test(tc, test_commands_share_forms);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return tu_run(s);
 }

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "src/run/exp_config.h"
+#include "tests/testmain.h"
 
 static char tmpdir[64];
 
@@ -358,9 +359,5 @@ int main(void)
     tcase_add_test(tc, test_quickstart_matches_ini);
     tcase_add_test(tc, test_enum_settings_roundtrip);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return tu_run(s);
 }

@@ -23,6 +23,7 @@
 #include "src/data/resize.h"
 #include "src/data/tiff_io.h"
 #include "tests/countutil.h"
+#include "tests/testmain.h"
 
 static char g_dir[256];
 
@@ -611,9 +612,5 @@ static Suite *count_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(count_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return tu_run(count_suite());
 }

@@ -26,6 +26,7 @@
 #include "src/data/tiff_io.h"
 #include "tests/datautil.h"
 #include "tests/fulldisk.h"
+#include "tests/testmain.h"
 
 /* One temporary directory per test case, made and removed by the parent
  * (unchecked fixture), so it goes away even when a forked test fails. */
@@ -771,9 +772,5 @@ static Suite *data_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(data_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return tu_run(data_suite());
 }

@@ -14,6 +14,7 @@
 #include "src/data/import.h"
 #include "src/data/png_io.h"
 #include "src/sim/simulate.h"
+#include "tests/testmain.h"
 
 /* Quarter-size BBBC005 images keep every test fast. */
 #define TW 174
@@ -664,9 +665,5 @@ static Suite *sim_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(sim_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return tu_run(sim_suite());
 }

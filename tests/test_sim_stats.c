@@ -20,6 +20,7 @@
 #include "src/sim/simulate.h"
 #include "src/data/stats.h"
 #include "src/data/tiff_io.h"
+#include "tests/testmain.h"
 
 /* ---- the statistics themselves ----------------------------------------- */
 
@@ -375,9 +376,5 @@ static Suite *suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return tu_run(suite());
 }

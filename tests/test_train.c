@@ -20,6 +20,7 @@
 #include "src/sim/sim_output.h"
 #include "src/train/train.h"
 #include "src/train/train_util.h"
+#include "tests/testmain.h"
 
 static char dir[64];
 static char data[128];
@@ -560,9 +561,5 @@ int main(void)
     tcase_add_test(tc, test_counter_ema_resume_is_exact);
     tcase_add_test(tc, test_nonfinite_loss_stops_and_keeps_checkpoint);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return tu_run(s);
 }

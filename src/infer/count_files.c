@@ -12,6 +12,7 @@
  *                      its range depends on the training (all 0 if max = 0)
  */
 #include "src/infer/count_files.h"
+#include "src/data/csv.h"
 #include "src/data/fsutil.h"
 
 #include <assert.h>
@@ -505,25 +506,8 @@ oom:
 
 static void put_field(FILE *f, const char *s, int csv)
 {
-    if (csv) {
-        if (!strpbrk(s, ",\"\r\n")) {
-            fputs(s, f);
-            return;
-        }
-        fputc('"', f);
-        for (; *s; s++) {
-            if (*s == '"') fputc('"', f);
-            fputc(*s, f);
-        }
-        fputc('"', f);
-        return;
-    }
-    for (; *s; s++) {
-        if (*s == '\t') fputs("\\t", f);
-        else if (*s == '\n') fputs("\\n", f);
-        else if (*s == '\r') fputs("\\r", f);
-        else fputc(*s, f);
-    }
+    if (csv) csv_cell_put(f, s);
+    else tsv_cell_put(f, s);
 }
 
 static void put_row(FILE *f, const char *path, double count, double sigma, const char *ood,

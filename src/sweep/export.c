@@ -1,5 +1,6 @@
 /* export.c - TensorBoard and CSV export of run files (see export.h). */
 #include "src/sweep/export.h"
+#include "src/data/csv.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -194,18 +195,18 @@ int export_tensorboard(const cc_report *r, const char *dir, FILE *log, cc_status
 static void csv_row(FILE *f, const cc_report *r, int run, const char *stage, const char *split,
                     const char *group, const char *epoch, const char *metric, double value)
 {
-    report_csv_cell(f, r->runs[run].name);
+    csv_cell_put(f, r->runs[run].name);
     for (int k = 0; k < r->ndiff; k++) {
         char key[RUNLOG_NAME + 8];
         snprintf(key, sizeof key, "config.%s", r->diff[k]);
         const char *v = runlog_attr_get(r->runs[run].rl, key);
         fputc(',', f);
-        report_csv_cell(f, v ? v : "");
+        csv_cell_put(f, v ? v : "");
     }
     const char *cells[] = {stage, split, group, epoch, metric};
     for (int k = 0; k < 5; k++) {
         fputc(',', f);
-        report_csv_cell(f, cells[k]);
+        csv_cell_put(f, cells[k]);
     }
     fprintf(f, ",%.17g\n", value);
 }
@@ -250,7 +251,7 @@ int export_csv(const cc_report *r, const char *path, cc_status *st)
     fputs("run", f);
     for (int k = 0; k < r->ndiff; k++) {
         fputc(',', f);
-        report_csv_cell(f, r->diff[k]);
+        csv_cell_put(f, r->diff[k]);
     }
     fputs(",stage,split,group,epoch,metric,value\n", f);
     for (int i = 0; i < r->nruns; i++) csv_run(f, r, i);

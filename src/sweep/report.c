@@ -1,6 +1,7 @@
 /* report.c - comparison table of run files (see report.h); plots are in
  * report_plot.c. */
 #include "src/sweep/report.h"
+#include "src/data/csv.h"
 #include "src/data/fsutil.h"
 
 #include <dirent.h>
@@ -375,20 +376,6 @@ void report_print(const cc_report *r, FILE *f)
     cells_free(&t);
 }
 
-void report_csv_cell(FILE *f, const char *s)
-{
-    if (!strpbrk(s, ",\"\n\r") && s[0] != ' ' && (!*s || s[strlen(s) - 1] != ' ')) {
-        fputs(s, f);
-        return;
-    }
-    fputc('"', f);
-    for (; *s; s++) {
-        if (*s == '"') fputc('"', f);
-        fputc(*s, f);
-    }
-    fputc('"', f);
-}
-
 int report_write_csv(const cc_report *r, const char *path, cc_status *st)
 {
     cells t = {0, 0, NULL};
@@ -411,7 +398,7 @@ int report_write_csv(const cc_report *r, const char *path, cc_status *st)
     for (int i = 0; i < t.rows; i++) {
         for (int j = 0; j < t.cols; j++) {
             if (j) fputc(',', f);
-            report_csv_cell(f, t.c[i * t.cols + j]);
+            csv_cell_put(f, t.c[i * t.cols + j]);
         }
         fputc('\n', f);
     }

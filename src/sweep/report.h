@@ -78,11 +78,6 @@ void report_print(const cc_report *r, FILE *f);
  * written atomically to path. */
 int report_write_csv(const cc_report *r, const char *path, cc_status *st);
 
-/* Write one CSV cell: as is, or quoted (RFC 4180, "" for ") when it holds a
- * comma, quote or line break, or starts or ends with a space (pandas would
- * strip those).  Shared by report and export. */
-void report_csv_cell(FILE *f, const char *s);
-
 /* PNG plots into dir (created if needed): loss_fpn.png, loss_counter.png
  * (train dashed, val solid, per run), val_mae.png (counter val MAE per
  * epoch) and calibration.png (observed vs nominal coverage, with the
