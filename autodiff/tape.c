@@ -5,6 +5,7 @@
 
 #include <assert.h>
 #include <omp.h>
+#include <stdio.h>
 #include <string.h>
 
 #define TENSORS_PER_BLOCK 256
@@ -426,6 +427,12 @@ int tape_prim_create(cc_tape *t, const_dnnl_primitive_desc_t pd, dnnl_primitive_
                      dnnl_memory_t *scratch_mem, const char *what, cc_status *st)
 {
     DNNL_TRY(st, what, "primitive creation", dnnl_primitive_create(prim, pd));
+    const char *impl = NULL;
+    if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success && impl &&
+        !strncmp(impl, "ref", 3)) {
+        t->n_ref_prims++;
+        snprintf(t->ref_what, sizeof t->ref_what, "%s (%s)", what, impl);
+    }
     const dnnl_memory_desc_t *smd = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
     size_t need = smd ? dnnl_memory_desc_get_size(smd) : 0;
     *scratch_mem = NULL;

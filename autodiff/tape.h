@@ -56,6 +56,11 @@ typedef struct cc_tape {
      * default): every gradient stays readable until tape_reset(). */
     int free_grads;
     void *grad_free;        /* recycled gradient buffers (free list) */
+    /* oneDNN primitives created with a reference ("ref:") implementation,
+     * often 100-1000x slower than a reorder to a layout a JIT kernel takes;
+     * the last one's description.  Tests assert the models avoid them. */
+    int n_ref_prims;
+    char ref_what[64];
 } cc_tape;
 
 /* training = 1 records nodes and uses batch statistics; 0 is inference

@@ -340,6 +340,59 @@ START_TEST(test_import_cli)
 }
 END_TEST
 
+/* import --from: one stain of a two-stain set at another size keeps each
+ * image's metadata and split, and its mean (area resize). */
+START_TEST(test_import_from_dataset)
+{
+    make_tree(tpath("fromtree"), 0);
+    import_summary sum;
+    import_tree(tpath("fromtree"), tpath("both.h5"), 0, 0, 1, &sum);
+    char src[600], out[600];
+    snprintf(src, sizeof src, "%s", tpath("both.h5"));
+    snprintf(out, sizeof out, "%s", tpath("w2half.h5"));
+    ck_assert_int_eq(run_cli(7, "import", "--from", src, "--out", out, "--images", src), 2);
+    ck_assert_int_eq(run_cli(7, "import", "--from", src, "--out", src, "--stain", "2"), 1);
+    ck_assert_int_eq(run_cli(9, "import", "--from", src, "--out", out, "--stain", "2", "--focus", "9"), 1);
+    ck_assert_int_eq(access(out, F_OK), -1);
+    char size[32];
+    snprintf(size, sizeof size, "%dx%d", TW / 2, TH / 2);
+    ck_assert_int_eq(run_cli(9, "import", "--from", src, "--out", out, "--stain", "2", "--size", size), 0);
+    cc_status st;
+    status_clear(&st);
+    cc_dataset *a = dataset_open(src, &st), *b = dataset_open(out, &st);
+    ck_assert_msg(a && b, "%s", st.msg);
+    ck_assert_int_eq(b->w, TW / 2);
+    ck_assert_int_eq(b->h, TH / 2);
+    ck_assert(b->split_seed == a->split_seed);
+    float *ia = malloc(sizeof(float) * (size_t)(a->h * a->w)), *ib = malloc(sizeof(float) * (size_t)(b->h * b->w));
+    float *ma = malloc(sizeof(float) * (size_t)(a->h * a->w)), *mb = malloc(sizeof(float) * (size_t)(b->h * b->w));
+    int64_t n2 = 0;
+    for (int64_t i = 0; i < a->n; i++) n2 += a->stain[i] == 2;
+    ck_assert_int_eq(b->n, n2);
+    for (int64_t j = 0, i = 0; j < b->n; j++, i++) {
+        while (a->stain[i] != 2) i++;
+        ck_assert_int_eq(b->stain[j], 2);
+        ck_assert_str_eq(b->source[j], a->source[i]);
+        ck_assert(b->counts[j] == a->counts[i] && b->focus[j] == a->focus[i] &&
+                  b->split[j] == a->split[i] && b->scene[j] == a->scene[i] &&
+                  b->has_mask[j] == a->has_mask[i]);
+        ck_assert_int_eq(dataset_read_images(a, i, 1, ia, &st), 0);
+        ck_assert_int_eq(dataset_read_images(b, j, 1, ib, &st), 0);
+        ck_assert_int_eq(dataset_read_masks(a, i, 1, ma, &st), 0);
+        ck_assert_int_eq(dataset_read_masks(b, j, 1, mb, &st), 0);
+        double sa = 0, sb = 0, qa = 0, qb = 0;
+        for (int k = 0; k < a->h * a->w; k++) sa += ia[k], qa += ma[k];
+        for (int k = 0; k < b->h * b->w; k++) sb += ib[k], qb += mb[k];
+        sa /= a->h * a->w, sb /= b->h * b->w, qa /= a->h * a->w, qb /= b->h * b->w;
+        ck_assert_msg(fabs(sa - sb) < 1.0 / 255, "%s: mean %g vs %g", b->source[j], sa, sb);
+        ck_assert_msg(fabs(qa - qb) < 1e-5, "%s: mask mean %g vs %g", b->source[j], qa, qb);
+    }
+    free(ia), free(ib), free(ma), free(mb);
+    dataset_close(a);
+    dataset_close(b);
+}
+END_TEST
+
 /* ---- loader ---- */
 
 enum { LN = 40, LH = 6, LW = 9 };
@@ -539,6 +592,7 @@ void data_add_pipeline_cases(Suite *s)
     tcase_add_test(tc, test_import_wrong_mask_size);
     tcase_add_test(tc, test_import_16bit);
     tcase_add_test(tc, test_import_cli);
+    tcase_add_test(tc, test_import_from_dataset);
     suite_add_tcase(s, tc);
     tc = tcase_create("loader");
     tcase_add_unchecked_fixture(tc, tmp_setup, tmp_teardown);

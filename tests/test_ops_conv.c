@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "autodiff/ops.h"
+#include <dnnl.h>
 #include "tests/testutil.h"
 #include "tests/testmain.h"
 
@@ -318,6 +319,73 @@ START_TEST(test_isa_variants)
 }
 END_TEST
 
+/* VGG's second convolution at the quickstart's size: 8 input channels
+ * (oneDNN keeps them plain) to 16 (blocked).  oneDNN 2.6 has only its
+ * reference backward-weights kernel for that pair of layouts (1.5 s per
+ * call instead of 1 ms); the op must pick layouts a JIT kernel takes, and
+ * the reordered gradient must still be right. */
+START_TEST(test_onednn_backward_avoids_reference)
+{
+    setenv("CC_CONV_ONEDNN", "1", 1);
+    cc_ctx ctx;
+    cc_status st;
+    status_clear(&st);
+    ck_assert_int_eq(ctx_init(&ctx, 1, &st), 0);
+    if (dnnl_get_effective_cpu_isa() < dnnl_cpu_isa_avx2) {
+        printf("SKIP: oneDNN runs below AVX2 here: its convolution backward is reference-only\n");
+        ctx_free(&ctx);
+        return;
+    }
+    enum { N = 4, H = 24, W = 32, C = 8, O = 16 };
+    const int64_t xd[4] = {N, 1, H, W}, w1d[4] = {C, 1, 3, 3}, w2d[4] = {O, C, 3, 3};
+    float *x = malloc(sizeof(float) * N * H * W), *w1 = malloc(sizeof(float) * C * 9),
+          *w2 = malloc(sizeof(float) * O * C * 9), *R = malloc(sizeof(float) * N * O * H * W),
+          *y1 = malloc(sizeof(float) * N * C * H * W), *dw2 = malloc(sizeof(float) * O * C * 9);
+    uint64_t s = 12345;
+    for (int i = 0; i < N * H * W; i++) x[i] = (float)((s = s * 6364136223846793005ULL + 1) >> 40) / (float)(1 << 24) - 0.5f;
+    for (int i = 0; i < C * 9; i++) w1[i] = (float)((s = s * 6364136223846793005ULL + 1) >> 40) / (float)(1 << 24) - 0.5f;
+    for (int i = 0; i < O * C * 9; i++) w2[i] = (float)((s = s * 6364136223846793005ULL + 1) >> 40) / (float)(1 << 24) - 0.5f;
+    for (int i = 0; i < N * O * H * W; i++) R[i] = (float)((s = s * 6364136223846793005ULL + 1) >> 40) / (float)(1 << 24) - 0.5f;
+    cc_tape t;
+    tape_init(&t, &ctx, 1);
+    for (int step = 0; step < 2; step++) {
+        tape_reset(&t);
+        cc_tensor *X = tape_input(&t, 4, xd, x, 0), *W1 = tape_input(&t, 4, w1d, w1, 1);
+        cc_tensor *W2 = tape_input(&t, 4, w2d, w2, 1);
+        cc_tensor *a = op_conv2d(&t, X, W1, NULL, 1, 1), *y = a ? op_conv2d(&t, a, W2, NULL, 1, 1) : NULL;
+        ck_assert_msg(y != NULL, "%s", tape_error(&t));
+        ck_assert_int_eq(tape_read(&t, a, y1), 0);
+        ck_assert_msg(tape_backward_seed(&t, y, R) == 0, "%s", tape_error(&t));
+        ck_assert_int_eq(tape_read_grad(&t, W2, dw2), 0);
+    }
+    ck_assert_msg(t.n_ref_prims == 0, "%d reference primitive(s), the last: %s", t.n_ref_prims,
+                  t.ref_what);
+    double worst = 0;
+    for (int o = 0; o < O; o++)
+        for (int c = 0; c < C; c++)
+            for (int ky = 0; ky < 3; ky++)
+                for (int kx = 0; kx < 3; kx++) {
+                    double acc = 0, mag = 0;
+                    for (int n = 0; n < N; n++)
+                        for (int yy = 0; yy < H; yy++)
+                            for (int xx = 0; xx < W; xx++) {
+                                const int iy = yy + ky - 1, ix = xx + kx - 1;
+                                if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
+                                const double v = (double)R[((n * O + o) * H + yy) * W + xx] *
+                                                 y1[((n * C + c) * H + iy) * W + ix];
+                                acc += v, mag += fabs(v);
+                            }
+                    const double e = fabs(dw2[(o * C + c) * 9 + ky * 3 + kx] - acc) / (mag + 1e-30);
+                    if (e > worst) worst = e;
+                }
+    /* float32 accumulation of N*H*W terms: relative to the sum of |terms| */
+    ck_assert_msg(worst < 1e-5, "weight gradient off by %g of its terms' magnitude", worst);
+    tape_free(&t);
+    ctx_free(&ctx);
+    free(x), free(w1), free(w2), free(R), free(y1), free(dw2);
+}
+END_TEST
+
 START_TEST(test_isa_cap_rejects_unknown)
 {
     setenv("CELLCOUNT_MAX_ISA", "avx1024", 1);
@@ -340,6 +408,7 @@ static Suite *conv_suite(void)
     tcase_add_test(tc, test_stacked_match_onednn_and_threads);
     tcase_add_test(tc, test_isa_variants);
     tcase_add_test(tc, test_isa_cap_rejects_unknown);
+    tcase_add_test(tc, test_onednn_backward_avoids_reference);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -18,6 +18,7 @@
 #include "src/run/runlog.h"
 #include "src/run/session.h"
 #include "src/sim/sim_output.h"
+#include "src/infer/evaluate.h"
 #include "src/train/train.h"
 #include "src/train/train_util.h"
 #include "tests/testmain.h"
@@ -25,21 +26,27 @@
 static char dir[64];
 static char data[128];
 
-static void make_data(void)
+/* A simulated set at path: h x w stored, stains (bit 0 w1, bit 1 w2). */
+static void make_data_at(const char *path, int h, int w, int stains)
 {
     static const int counts[] = {2, 10, 25, 40}, focus[] = {1, 8};
     sim_params p;
     sim_params_default(&p);
     p.width = 174;
     p.height = 130;
-    sim_job job = {counts, 4, focus, 2, 5, 1, 1};
+    sim_job job = {counts, 4, focus, 2, 5, stains, 1};
     static const double frac[3] = {0.6, 0.2, 0.2};
     sim_h5_out o;
     cc_status st;
     status_clear(&st);
-    ck_assert_msg(sim_h5_begin(&o, data, 64, 64, &job, 1, frac, &st) == 0, "%s", st.msg);
+    ck_assert_msg(sim_h5_begin(&o, path, h, w, &job, 1, frac, &st) == 0, "%s", st.msg);
     int rc = sim_run(&p, &job, sim_h5_sink, &o, NULL, &st);
     ck_assert_msg(sim_h5_end(&o, rc == 0, &st) == 0 && rc == 0, "%s", st.msg);
+}
+
+static void make_data(void)
+{
+    make_data_at(data, 64, 64, 1);
 }
 
 static void setup(void)
@@ -221,6 +228,65 @@ START_TEST(test_counter_and_evaluate)
     }
     ck_assert_int_eq(nf, 4);
     ck_assert_int_eq(nc, 4);
+    runlog_free(&rl);
+}
+END_TEST
+
+/* evaluate --on: on the run's own data set and test split it must give
+ * exactly what evaluate gives (same images, same calibrated model); on a
+ * set stored at another size with both stains it resizes and selects. */
+START_TEST(test_evaluate_on_other_data)
+{
+    make_data();
+    cc_config c;
+    tiny_config(&c, "on", 1);
+    cc_status st;
+    status_clear(&st);
+    ck_assert_msg(train_fpn(&c, 0, &st) == 0, "%s", st.msg);
+    ck_assert_msg(train_counter(&c, NULL, 0, &st) == 0, "%s", st.msg);
+    FILE *devnull = fopen("/dev/null", "w");
+    ck_assert_msg(evaluate_run(&c, 2, NULL, NULL, devnull, &st) == 0, "%s", st.msg);
+    ck_assert_msg(evaluate_on_run(&c, data, 2, 0, NULL, NULL, devnull, &st) == 0, "%s", st.msg);
+    char other[160];
+    snprintf(other, sizeof other, "%s/other.h5", dir);
+    make_data_at(other, 128, 128, 3);
+    ck_assert_msg(evaluate_on_run(&c, other, -1, 2, NULL, NULL, devnull, &st) == 0, "%s", st.msg);
+    /* the run's data set has no w2 image: a clear error naming the file */
+    ck_assert_int_ne(evaluate_on_run(&c, data, -1, 2, NULL, NULL, devnull, &st), 0);
+    ck_assert_msg(strstr(st.msg, data) && strstr(st.msg, "no image"), "%s", st.msg);
+    fclose(devnull);
+    char path[256];
+    snprintf(path, sizeof path, "%s/on/run.h5", dir);
+    runlog rl;
+    ck_assert_int_eq(runlog_open(&rl, path, &st), 0);
+    runlog_table *e = runlog_table_find(&rl, "eval/test"), *o = runlog_table_find(&rl, "eval_on/sim-test");
+    runlog_table *pe = runlog_table_find(&rl, "predictions/test");
+    runlog_table *po = runlog_table_find(&rl, "predictions_on/sim-test");
+    ck_assert(e && o && pe && po);
+    ck_assert_int_eq(pe->nrows, po->nrows);
+    ck_assert_int_eq(e->nrows, o->nrows);
+    const int cc = runlog_col(pe, "count"), cs = runlog_col(pe, "sigma"), ci = runlog_col(pe, "index");
+    for (size_t r = 0; r < pe->nrows; r++) {
+        const double *a = pe->values + r * pe->ncols, *b = po->values + r * po->ncols;
+        ck_assert(a[ci] == b[ci]);
+        ck_assert_str_eq(pe->labels[r], po->labels[r]);
+        ck_assert_msg(fabs(a[cc] - b[cc]) <= 1e-4 * (1 + fabs(a[cc])), "%g vs %g", a[cc], b[cc]);
+        ck_assert_msg(fabs(a[cs] - b[cs]) <= 1e-4 * (1 + fabs(a[cs])), "%g vs %g", a[cs], b[cs]);
+    }
+    for (size_t r = 0; r < e->nrows; r++) {
+        ck_assert_str_eq(e->labels[r], o->labels[r]);
+        for (const char *const *k = (const char *const[]){"n", "mae", "base_mae", "coverage95", "bias", NULL}; *k; k++) {
+            const double a = e->values[r * e->ncols + runlog_col(e, *k)],
+                         b = o->values[r * o->ncols + runlog_col(o, *k)];
+            ck_assert_msg(fabs(a - b) <= 1e-3 * (1 + fabs(a)), "%s %s: %g vs %g", e->labels[r], *k, a, b);
+        }
+    }
+    /* the other set: w2 only (40 of its 80 images), every split */
+    runlog_table *w2 = runlog_table_find(&rl, "eval_on/other-w2");
+    ck_assert_ptr_nonnull(w2);
+    ck_assert_str_eq(w2->labels[0], "overall");
+    ck_assert(w2->values[runlog_col(w2, "n")] == 40);
+    ck_assert(isfinite(w2->values[runlog_col(w2, "mae")]) && isfinite(w2->values[runlog_col(w2, "bias")]));
     runlog_free(&rl);
 }
 END_TEST
@@ -554,6 +620,7 @@ int main(void)
     tcase_add_test(tc, test_fpn_learns_and_logs);
     tcase_add_test(tc, test_resume_after_sigkill_is_exact);
     tcase_add_test(tc, test_counter_and_evaluate);
+    tcase_add_test(tc, test_evaluate_on_other_data);
     tcase_add_test(tc, test_bad_inputs_fail_cleanly);
     tcase_add_test(tc, test_sigma_scale);
     tcase_add_test(tc, test_counter_precise_bn);

@@ -14,7 +14,9 @@
 static void usage(FILE *f)
 {
     fprintf(f,
-        "usage: cellcount import --images DIR --out FILE.h5 [options]\n\n"
+        "usage: cellcount import --images DIR --out FILE.h5 [options]\n"
+        "       cellcount import --from DATA.h5 --out FILE.h5 [--stain S] [--focus LIST]\n"
+        "                        [--size WxH]\n\n"
         "Convert a BBBC005-style tree of TIFFs (SIMCEPImages_<well>_C<count>_F<focus>_\n"
         "s<site>_w<stain>.TIF) into a cellcount HDF5 data set.  Each image is paired\n"
         "with the F1 mask of its scene (same C, s, w), area-resized to --size and\n"
@@ -36,7 +38,10 @@ static void usage(FILE *f)
         "                   cue); recorded in the data set, and from there in runs\n"
         "                   trained on it, so that `count` reads images the same way\n"
         "  --help           show this text\n\n"
-        "Files whose names do not parse are reported on stderr and skipped.\n");
+        "Files whose names do not parse are reported on stderr and skipped.\n\n"
+        "--from DATA.h5: a data set made from another one (e.g. one stain of a set\n"
+        "holding both, at a model's input size): images and masks area-resized, the\n"
+        "source's splits, counts, masks and normalisation kept.\n");
 }
 
 static int parse_focus(const char *s, import_opts *o)
@@ -56,7 +61,9 @@ int cli_import(int argc, char **argv)
         {"focus", required_argument, NULL, 'f'},  {"size", required_argument, NULL, 'z'},
         {"seed", required_argument, NULL, 's'},   {"split", required_argument, NULL, 'p'},
         {"threads", required_argument, NULL, 't'}, {"help", no_argument, NULL, 'h'},
-        {"normalize", required_argument, NULL, 'n'}, {NULL, 0, NULL, 0}};
+        {"normalize", required_argument, NULL, 'n'}, {"from", required_argument, NULL, 'F'},
+        {NULL, 0, NULL, 0}};
+    const char *from = NULL;
     import_opts o;
     import_opts_default(&o);
     optind = 0;     /* glibc: full re-initialisation, so the CLI can be run twice */
@@ -65,6 +72,7 @@ int cli_import(int argc, char **argv)
     while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (c) {
         case 'i': o.images_dir = optarg; break;
+        case 'F': from = optarg; break;
         case 'm': o.masks_dir = optarg; break;
         case 'o': o.out_path = optarg; break;
         case 'w':
@@ -136,8 +144,27 @@ int cli_import(int argc, char **argv)
         fprintf(stderr, "cellcount import: unexpected argument '%s'\n", argv[optind]);
         return 2;
     }
+    if (from) {
+        if (o.images_dir || o.masks_dir || o.normalize) {
+            fprintf(stderr, "cellcount import: --from takes no --images, --masks or "
+                            "--normalize (the source's images, masks and normalisation)\n");
+            return 2;
+        }
+        if (!o.out_path) {
+            fprintf(stderr, "cellcount import: --out is required\n");
+            return 2;
+        }
+        cc_status st;
+        status_clear(&st);
+        int64_t n = 0;
+        if (import_from_dataset(&o, from, stdout, &n, &st)) {
+            fprintf(stderr, "cellcount import: %s\n", st.msg);
+            return 1;
+        }
+        return 0;
+    }
     if (!o.images_dir || !o.out_path) {
-        fprintf(stderr, "cellcount import: --images and --out are required\n");
+        fprintf(stderr, "cellcount import: --images (or --from) and --out are required\n");
         usage(stderr);
         return 2;
     }

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "src/sim/sim_output.h"
+#include "src/infer/evaluate.h"
 #include "src/train/train.h"
 
 static const int quickstart_counts[] = {1,  5,  10, 14, 18, 23, 27, 31, 35, 40, 44, 48,
@@ -34,18 +35,20 @@ static void usage(FILE *f)
             "  -o, --out DIR        output directory (default: quickstart)\n"
             "  -t, --threads N      OpenMP threads (default: all cores)\n"
             "      --sites N        simulated sites per (count, focus) (default 10)\n"
+            "      --stain 1|2      w2 = cell bodies (the paper's, default), w1 = nuclei\n"
             "  -s, --set SEC.KEY=V  override a configuration key (see experiments/quickstart.ini)\n"
             "  -h, --help           this text\n");
 }
 
-static int simulate_set(const char *path, int sites, int threads, cc_status *st)
+static int simulate_set(const char *path, int sites, int stain, int threads, cc_status *st)
 {
     sim_params p;
     sim_params_default(&p);
     p.width = 348;
     p.height = 260;
     p.seed = 1;
-    sim_job job = {quickstart_counts, 24, quickstart_focus, 3, sites, 2, threads}; /* w2 */
+    sim_job job = {quickstart_counts, 24, quickstart_focus, 3, sites, stain == 1 ? 1 : 2,
+                   threads};  /* bit 0 w1, bit 1 w2 */
     if (sim_params_check(&p, st) || sim_job_check(&job, st)) return -1;
     sim_h5_out o;
     static const double frac[3] = {0.8, 0.1, 0.1};
@@ -60,11 +63,12 @@ int cli_quickstart(int argc, char **argv)
     static const struct option longs[] = {{"out", required_argument, 0, 'o'},
                                           {"threads", required_argument, 0, 't'},
                                           {"sites", required_argument, 0, 'S'},
+                                          {"stain", required_argument, 0, 'W'},
                                           {"set", required_argument, 0, 's'},
                                           {"help", no_argument, 0, 'h'},
                                           {0, 0, 0, 0}};
     const char *out = "quickstart";
-    int threads = 0, sites = 10, c, nsets = 0;
+    int threads = 0, sites = 10, stain = 2, c, nsets = 0;
     char *sets[64];
     optind = 1;
     while ((c = getopt_long(argc, argv, "o:t:s:h", longs, NULL)) != -1) {
@@ -83,6 +87,13 @@ int cli_quickstart(int argc, char **argv)
             else sites = (int)v;
             break;
         }
+        case 'W':
+            if (strcmp(optarg, "1") && strcmp(optarg, "2")) {
+                fprintf(stderr, "cellcount quickstart: --stain must be 1 or 2\n");
+                return 2;
+            }
+            stain = optarg[0] - '0';
+            break;
         case 's':
             if (nsets == 64) return 2;
             sets[nsets++] = optarg;
@@ -119,7 +130,7 @@ int cli_quickstart(int argc, char **argv)
     } else {
         fprintf(stderr, "quickstart: 1/4 simulating %d images into %s\n", 24 * 3 * sites,
                 cfg.data_file);
-        if (simulate_set(cfg.data_file, sites, threads, &st)) goto fail;
+        if (simulate_set(cfg.data_file, sites, stain, threads, &st)) goto fail;
     }
     fprintf(stderr, "quickstart: 2/4 training the FPN\n");
     if (train_fpn(&cfg, TRAIN_RESUME_IF_ANY, &st)) goto fail;

@@ -6,7 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "src/infer/count_files.h"
 #include "src/data/dataset.h"
+#include "src/infer/evaluate.h"
 #include "src/train/train.h"
 
 /* Options every run command shares; fills cfg.  Returns 0, 1 (runtime error)
@@ -15,7 +17,10 @@ typedef struct run_opts {
     cc_config cfg;
     int resume;
     const char *fpn, *counter;
-    int split;
+    int split;                  /* DATASET_*, or -1 for --split all (evaluate --on) */
+    const char *on;             /* evaluate --on FILE.h5 */
+    int stain;                  /* evaluate --stain (0: any) */
+    const char *file;           /* the experiment file, if any */
 } run_opts;
 
 static void run_usage(FILE *f, const char *cmd, const char *extra)
@@ -47,6 +52,7 @@ static int run_parse(int argc, char **argv, run_opts *o, const char *extra)
         {"threads", required_argument, 0, 't'}, {"resume", no_argument, 0, 'r'},
         {"fpn", required_argument, 0, 'F'},    {"counter", required_argument, 0, 'C'},
         {"split", required_argument, 0, 'S'},  {"help", no_argument, 0, 'h'},
+        {"on", required_argument, 0, 'O'},     {"stain", required_argument, 0, 'W'},
         {0, 0, 0, 0}};
     memset(o, 0, sizeof *o);
     config_defaults(&o->cfg);
@@ -88,14 +94,25 @@ static int run_parse(int argc, char **argv, run_opts *o, const char *extra)
             }
             break;
         case 'r': o->resume = 1; break;
+        case 'O': o->on = optarg; break;
+        case 'W':
+            if (strcmp(optarg, "1") && strcmp(optarg, "2")) {
+                fprintf(stderr, "cellcount %s: --stain must be 1 or 2\n", argv[0]);
+                rc = 2;
+                goto done;
+            }
+            o->stain = atoi(optarg);
+            break;
         case 'F': o->fpn = optarg; break;
         case 'C': o->counter = optarg; break;
         case 'S':
             if (!strcmp(optarg, "train")) o->split = DATASET_TRAIN;
             else if (!strcmp(optarg, "val")) o->split = DATASET_VAL;
             else if (!strcmp(optarg, "test")) o->split = DATASET_TEST;
+            else if (!strcmp(optarg, "all")) o->split = -1;
             else {
-                fprintf(stderr, "cellcount %s: --split must be train, val or test\n", argv[0]);
+                fprintf(stderr, "cellcount %s: --split must be train, val, test or all\n",
+                        argv[0]);
                 rc = 2;
                 goto done;
             }
@@ -112,6 +129,7 @@ static int run_parse(int argc, char **argv, run_opts *o, const char *extra)
         }
         file = argv[optind];
     }
+    o->file = file;
     cc_status st;
     status_clear(&st);
     int failed = file && config_load(&o->cfg, file, &st);
@@ -157,16 +175,48 @@ int cli_evaluate(int argc, char **argv)
 {
     run_opts o;
     int r = run_parse(argc, argv, &o,
-                      "      --split NAME      train, val or test (default test)\n"
+                      "      --split NAME      train, val or test (default test); with --on\n"
+                      "                        also all (the default there)\n"
                       "      --fpn FILE        FPN checkpoint (default: RUN_DIR/fpn_best.h5)\n"
                       "      --counter FILE    counter checkpoint (default: RUN_DIR/counter_best.h5)\n"
                       "                        (intervals: with counter.calibrate = val, the\n"
                       "                        default, sigma is scaled by one factor fitted on\n"
                       "                        the validation split; the table shows calibrated\n"
                       "                        and raw coverage and width; run.h5 keeps the\n"
-                      "                        factor for count and saliency)\n");
+                      "                        factor for count and saliency)\n"
+                      "      --on FILE.h5      evaluate the run (-o RUN_DIR, its config.ini) on\n"
+                      "                        another data set, e.g. real images for a model\n"
+                      "                        trained on simulated ones: images area-resized\n"
+                      "                        to the run's input size, the run's calibration\n"
+                      "                        (evaluate the run itself first), tables\n"
+                      "                        eval_on/NAME and predictions_on/NAME in run.h5\n"
+                      "      --stain 1|2       with --on: only images of this stain\n");
     if (r) return r < 0 ? 0 : r;
     cc_status st;
     status_clear(&st);
-    return finish(argv[0], evaluate_run(&o.cfg, o.split, o.fpn, o.counter, stdout, &st), &st);
+    if (!o.on) {
+        if (o.stain || o.split < 0) {
+            fprintf(stderr, "cellcount %s: --stain and --split all need --on FILE.h5\n", argv[0]);
+            return 2;
+        }
+        return finish(argv[0], evaluate_run(&o.cfg, o.split, o.fpn, o.counter, stdout, &st), &st);
+    }
+    /* The run's own resolved configuration, so the models match the
+     * checkpoints whatever the command line's defaults (as `count` does). */
+    int split = o.split;
+    int split_given = 0;
+    for (int i = 1; i < argc; i++)
+        split_given |= !strcmp(argv[i], "--split") || !strncmp(argv[i], "--split=", 8);
+    if (!split_given) split = -1;
+    const int threads = o.cfg.threads;
+    char run_dir[CFG_STR];
+    snprintf(run_dir, sizeof run_dir, "%s", o.cfg.out_dir);  /* count_config_load resets cfg */
+    if (count_config_load(&o.cfg, run_dir, o.file, NULL, 0, &st)) {
+        fprintf(stderr, "cellcount %s: %s\n", argv[0], st.msg);
+        return 2;
+    }
+    if (threads) o.cfg.threads = threads;
+    return finish(argv[0],
+                  evaluate_on_run(&o.cfg, o.on, split, o.stain, o.fpn, o.counter, stdout, &st),
+                  &st);
 }

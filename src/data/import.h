@@ -63,4 +63,15 @@ int import_run(const import_opts *o, FILE *log, import_summary *sum, cc_status *
 /* Print a human-readable summary of *sum to f. */
 void import_summary_print(const import_summary *sum, const char *out_path, FILE *f);
 
+/* A data set made from the data set `src` (`import --from`): the images
+ * of o->stain (0: all) and o->focus (nfocus 0: all), images and masks
+ * area-resized to o->width x o->height, every other field (counts, focus,
+ * stain, site, scene, split, has_mask, source, normalisation, split seed)
+ * copied, so the new set has the source's splits.  Written atomically to
+ * o->out_path; *written: images written.  Other options are ignored.
+ * Returns 0, or -1 naming the file (unreadable source, out == src, nothing
+ * selected, write failure: no output is left). */
+int import_from_dataset(const import_opts *o, const char *src, FILE *log, int64_t *written,
+                        cc_status *st);
+
 #endif

@@ -1,4 +1,4 @@
-/* train.h - the training drivers and evaluation.
+/* train.h - the training drivers (evaluation: src/infer/evaluate.h).
  *
  * Every epoch appends rows to the run file's "metrics" table (one per
  * split), rewrites run.h5 atomically, and saves <stage>_last.h5 (and
@@ -30,25 +30,6 @@ int train_fpn(const cc_config *cfg, int resume, cc_status *st);
 /* Train the counter on FPN masks.  fpn_ckpt: the FPN checkpoint to read
  * (NULL: <out_dir>/fpn_best.h5). */
 int train_counter(const cc_config *cfg, const char *fpn_ckpt, int resume, cc_status *st);
-
-/* Evaluate on a split (DATASET_TEST by default): metrics overall, per focus
- * level and per count range, next to the mean-intensity linear baseline
- * fitted on the training split; printed as a table and stored in run.h5 as
- * table "eval/<split>".  Checkpoints: <out_dir>/fpn_best.h5 and
- * counter_best.h5 unless given.  With counter.calibrate = val (and a sigma),
- * sigma is multiplied by evaluate_sigma_scale() of the validation split's
- * predictions; the table has the calibrated and the raw coverage and width,
- * and the factor is stored as run.h5 attribute counter.sigma_scale (1 when
- * not calibrated), which `cellcount count` applies too. */
-/* The factor k that maximises the Gaussian likelihood of the truths under
- * N(pred, (k sigma)^2): sqrt(mean(((truth - pred) / sigma)^2)) over the
- * entries with a finite positive sigma; NaN when there are none (or all
- * residuals are 0). */
-double evaluate_sigma_scale(const double *truth, const double *pred, const double *sigma,
-                            int64_t n);
-
-int evaluate_run(const cc_config *cfg, int split, const char *fpn_ckpt, const char *counter_ckpt,
-                 FILE *out, cc_status *st);
 
 /* The metrics table's columns, in order. */
 #define TRAIN_METRIC_COLS                                                                  \
