@@ -15,8 +15,8 @@ cflags="-std=c11 -D_GNU_SOURCE -O1 -g -fopenmp -w -I$src -I$top ${HDF5_CFLAGS:-}
 libs="${DNNL_LIBS:--ldnnl} ${HDF5_LIBS:--lhdf5} ${TIFF_LIBS:--ltiff} ${PNG_LIBS:--lpng16} -lm -lpthread"
 # Everything but main() -- the same set as libcellcount.a, instrumented.
 objs=()
-for f in "$src"/autodiff/*.c "$src"/models/*.c "$src"/src/*.c; do
-    case $f in */src/main.c) continue ;; esac
+for f in "$src"/autodiff/*.c "$src"/models/*.c "$src"/src/*/*.c; do
+    case $f in */src/cli/main.c) continue ;; esac
     o=$out/obj/$(echo "${f#$src/}" | tr / _).o
     if [ ! -e "$o" ] || [ "$f" -nt "$o" ]; then
         $CLANG $cflags $san -fsanitize=fuzzer-no-link -c "$f" -o "$o"

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "src/bbbc_name.h"
+#include "src/data/bbbc_name.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

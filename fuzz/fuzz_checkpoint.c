@@ -3,7 +3,7 @@
 #include "autodiff/optim.h"
 #include "autodiff/params.h"
 #include "fuzz/fuzz_h5.h"
-#include "src/checkpoint.h"
+#include "src/run/checkpoint.h"
 
 static const struct {
     const char *name;

@@ -1,7 +1,7 @@
 /* fuzz_dataset.c - the data set reader (and loader) on valid HDF5 files of
  * fuzzer-chosen layout. */
 #include "fuzz/fuzz_h5.h"
-#include "src/dataset.h"
+#include "src/data/dataset.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

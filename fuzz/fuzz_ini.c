@@ -6,8 +6,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "src/exp_config.h"
-#include "src/sweep.h"
+#include "src/run/exp_config.h"
+#include "src/sweep/sweep.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

@@ -1,7 +1,7 @@
 /* fuzz_runlog.c - the run-log reader (run.h5, read by report and count)
  * on valid HDF5 files of fuzzer-chosen layout. */
 #include "fuzz/fuzz_h5.h"
-#include "src/runlog.h"
+#include "src/run/runlog.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

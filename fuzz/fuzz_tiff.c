@@ -4,7 +4,7 @@
 #include <stdio.h>
 #include <unistd.h>
 
-#include "src/tiff_io.h"
+#include "src/data/tiff_io.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

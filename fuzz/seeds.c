@@ -7,9 +7,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "src/bbbc_name.h"
-#include "src/exp_config.h"
-#include "src/tiff_io.h"
+#include "src/data/bbbc_name.h"
+#include "src/run/exp_config.h"
+#include "src/data/tiff_io.h"
 
 static void put(const char *dir, const char *name, const void *data, size_t n)
 {

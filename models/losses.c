@@ -3,20 +3,19 @@
 
 #include <string.h>
 
-static const char *const kind_names[] = {"nll", "paper", "mse", "decoupled"};
-#define NKINDS 4
+const char *const loss_kind_names[LOSS_N] = {"nll", "paper", "mse", "decoupled"};
 
 int loss_kind_parse(const char *s, loss_kind *k, cc_status *st)
 {
-    for (int i = 0; i < NKINDS; i++)
-        if (!strcmp(s, kind_names[i])) {
+    for (int i = 0; i < LOSS_N; i++)
+        if (!strcmp(s, loss_kind_names[i])) {
             *k = (loss_kind)i;
             return 0;
         }
     return status_set(st, "unknown loss '%s' (nll, paper, mse or decoupled)", s);
 }
 
-const char *loss_kind_name(loss_kind k) { return k >= 0 && k < NKINDS ? kind_names[k] : "?"; }
+const char *loss_kind_name(loss_kind k) { return k >= 0 && k < LOSS_N ? loss_kind_names[k] : "?"; }
 
 cc_tensor *loss_data(cc_tape *t, cc_tensor *x, cc_tensor *s, cc_tensor *y, loss_kind kind)
 {
@@ -32,6 +31,7 @@ cc_tensor *loss_data(cc_tape *t, cc_tensor *x, cc_tensor *s, cc_tensor *y, loss_
         cc_tensor *a = op_loss_mse(t, x, y), *b = xd ? op_loss_nll(t, xd, s, y) : NULL;
         return a && b ? op_add(t, a, b) : NULL;
     }
+    case LOSS_N: break;
     }
     if (tape_ok(t)) status_set(&t->status, "loss: bad kind %d", (int)kind);
     return NULL;

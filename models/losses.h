@@ -19,7 +19,11 @@
 
 #include "models/fpn.h"
 
-typedef enum loss_kind { LOSS_NLL = 0, LOSS_PAPER = 1, LOSS_MSE = 2, LOSS_DECOUPLED = 3 } loss_kind;
+typedef enum loss_kind { LOSS_NLL = 0, LOSS_PAPER = 1, LOSS_MSE = 2, LOSS_DECOUPLED = 3, LOSS_N } loss_kind;
+
+/* The losses' names, in enum order (the configuration's fpn.loss and
+ * counter.loss, bench --loss). */
+extern const char *const loss_kind_names[LOSS_N];
 
 #define LOSS_TV_WEIGHT_DEFAULT 1e-6f
 

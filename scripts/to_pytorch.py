@@ -329,7 +329,7 @@ def write_checkpoint(path, state, prefix, source):
 
 
 def write_run_file(path, scale, source):
-    """A minimal run file (src/runlog.h) holding the sigma calibration that
+    """A minimal run file (src/run/runlog.h) holding the sigma calibration that
     `cellcount count` applies (attribute counter.sigma_scale)."""
     tmp = '%s.tmp.%d' % (path, os.getpid())
     with h5py.File(tmp, 'w') as f:

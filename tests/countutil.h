@@ -7,7 +7,7 @@
 #include <check.h>
 #include <stdint.h>
 
-#include "src/exp_config.h"
+#include "src/run/exp_config.h"
 
 /* Models' input size: H, W divisible by 2^depth (4) and the mask (H/2 x
  * W/2) at least 32 x 32 for vgg11's five max-pools. */

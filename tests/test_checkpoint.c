@@ -1,4 +1,5 @@
-/* test_checkpoint.c - HDF5 checkpoints: round trips, refusals, atomicity. */
+/* test_checkpoint.c - HDF5 checkpoints: round trips and refusals (atomicity
+ * in test_checkpoint_atomic.c), and the fixtures both files use. */
 #include <check.h>
 #include <dirent.h>
 #include <ftw.h>
@@ -14,21 +15,15 @@
 #include "autodiff/optim.h"
 #include "autodiff/params.h"
 #include "autodiff/rng.h"
-#include "src/checkpoint.h"
-#include "tests/fulldisk.h"
+#include "src/run/checkpoint.h"
+#include "tests/checkpointutil.h"
+#include "tests/testmain.h"
 
-/* ---- fixtures -------------------------------------------------------- */
-
-typedef struct spec {
-    const char *name;
-    int ndim;
-    int64_t shape[4];
-    cc_param_kind kind;
-} spec;
+/* ---- fixtures (checkpointutil.h) ------------------------------------ */
 
 /* A small model in the real naming scheme: conv (4-D), linear (2-D),
  * biases and BatchNorm affine (1-D), BatchNorm buffers. */
-static const spec BASE[] = {
+const spec BASE[N_BASE] = {
     {"fpn/stem/conv/weight", 4, {1, 3, 3, 3}, PARAM_TRAINABLE},
     {"fpn/stem/conv/bias", 1, {1}, PARAM_TRAINABLE},
     {"fpn/stem/bn/weight", 1, {1}, PARAM_TRAINABLE},
@@ -45,15 +40,8 @@ static const spec BASE[] = {
     {"counter/count/1/running_var", 1, {5}, PARAM_BUFFER},
     {"counter/count/1/num_batches_tracked", 1, {1}, PARAM_BUFFER},
 };
-#define N_BASE ((int)(sizeof BASE / sizeof BASE[0]))
-#define N_TRAIN_BASE 9
 
-typedef struct fixture {
-    cc_ctx ctx;
-    cc_params P;
-} fixture;
-
-static void store_build(fixture *f, const spec *s, int n)
+void store_build(fixture *f, const spec *s, int n)
 {
     cc_status st;
     status_clear(&st);
@@ -65,14 +53,14 @@ static void store_build(fixture *f, const spec *s, int n)
     ck_assert_int_eq(params_finalize(&f->P, &st), 0);
 }
 
-static void store_free(fixture *f)
+void store_free(fixture *f)
 {
     params_free(&f->P);
     ctx_free(&f->ctx);
 }
 
 /* Random contents in every slab, only inside tensors (padding stays 0). */
-static void store_fill(cc_params *P, uint64_t seed)
+void store_fill(cc_params *P, uint64_t seed)
 {
     cc_rng r;
     rng_seed(&r, seed, 0);
@@ -94,11 +82,7 @@ static void store_fill(cc_params *P, uint64_t seed)
     }
 }
 
-typedef struct snap {
-    float *value, *grad, *m, *v, *buf;
-} snap;
-
-static float *dup_floats(const float *x, size_t n)
+float *dup_floats(const float *x, size_t n)
 {
     float *y = malloc(sizeof(float) * (n ? n : 1));
     ck_assert_ptr_nonnull(y);
@@ -106,7 +90,7 @@ static float *dup_floats(const float *x, size_t n)
     return y;
 }
 
-static snap snap_take(const cc_params *P)
+snap snap_take(const cc_params *P)
 {
     snap s = {dup_floats(P->value, P->n_train), dup_floats(P->grad, P->n_train),
               dup_floats(P->m, P->n_train), dup_floats(P->v, P->n_train),
@@ -114,14 +98,14 @@ static snap snap_take(const cc_params *P)
     return s;
 }
 
-static void snap_free(snap *s)
+void snap_free(snap *s)
 {
     free(s->value); free(s->grad); free(s->m); free(s->v); free(s->buf);
 }
 
-static int same(const float *a, const float *b, size_t n) { return !memcmp(a, b, sizeof(float) * n); }
+int same(const float *a, const float *b, size_t n) { return !memcmp(a, b, sizeof(float) * n); }
 
-static int optim_same(const cc_optim *a, const cc_optim *b)
+int optim_same(const cc_optim *a, const cc_optim *b)
 {
     return a->kind == b->kind && !memcmp(&a->lr, &b->lr, sizeof(float)) &&
            !memcmp(&a->beta1, &b->beta1, sizeof(float)) &&
@@ -134,9 +118,9 @@ static int optim_same(const cc_optim *a, const cc_optim *b)
 /* One directory per test case, made and removed in the parent process
  * (unchecked fixture) so a failing test still leaves nothing behind;
  * tests use distinct file names inside it. */
-static char g_dir[64];
+char g_dir[64];
 
-static void dir_setup(void)
+void dir_setup(void)
 {
     strcpy(g_dir, "/tmp/test_checkpoint_XXXXXX");
     if (!mkdtemp(g_dir)) {
@@ -151,19 +135,19 @@ static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw
     return remove(p);
 }
 
-static void dir_teardown(void)
+void dir_teardown(void)
 {
     chmod(g_dir, 0700);
     nftw(g_dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
 }
 
-static void path_in(char *out, size_t len, const char *name)
+void path_in(char *out, size_t len, const char *name)
 {
     snprintf(out, len, "%s/%s", g_dir, name);
 }
 
 /* Entries in dir whose name contains ".tmp." */
-static int count_tmp(const char *dir)
+int count_tmp(const char *dir)
 {
     DIR *d = opendir(dir);
     ck_assert_ptr_nonnull(d);
@@ -173,7 +157,7 @@ static int count_tmp(const char *dir)
     return n;
 }
 
-static char *file_read(const char *path, size_t *len)
+char *file_read(const char *path, size_t *len)
 {
     FILE *f = fopen(path, "rb");
     ck_assert_ptr_nonnull(f);
@@ -188,7 +172,7 @@ static char *file_read(const char *path, size_t *len)
     return b;
 }
 
-static void file_write(const char *path, const char *b, size_t n)
+void file_write(const char *path, const char *b, size_t n)
 {
     FILE *f = fopen(path, "wb");
     ck_assert_ptr_nonnull(f);
@@ -196,17 +180,16 @@ static void file_write(const char *path, const char *b, size_t n)
     ck_assert_int_eq(fclose(f), 0);
 }
 
-static const ckpt_attr ATTRS[] = {
+const ckpt_attr ATTRS[N_ATTRS] = {
     {"model", CKPT_ATTR_STRING, "fpn", 0},
     {"data", CKPT_ATTR_STRING, "/data/bbbc005 train.h5", 0},
     {"lr", CKPT_ATTR_NUMBER, NULL, 1e-3},
     {"batch", CKPT_ATTR_NUMBER, NULL, 2},
     {"tv_weight", CKPT_ATTR_NUMBER, NULL, 1e-6},
 };
-#define N_ATTRS ((int)(sizeof ATTRS / sizeof ATTRS[0]))
 
 /* Save BASE (seed 1) with optimizer o to path. */
-static void save_base(const char *path, cc_optim *o, fixture *a)
+void save_base(const char *path, cc_optim *o, fixture *a)
 {
     cc_status st;
     status_clear(&st);
@@ -670,227 +653,6 @@ END_TEST
 
 /* ---- atomic writes --------------------------------------------------- */
 
-START_TEST(test_unwritable_directory)
-{
-    fixture a;
-    store_build(&a, BASE, N_BASE);
-    store_fill(&a.P, 1);
-    char path[512], sub[256];
-    path_in(path, sizeof path, "no_such_dir/ckpt.h5");
-    cc_status st;
-    status_clear(&st);
-    ck_assert_int_eq(checkpoint_save(path, &a.P, NULL, NULL, 0, &st), -1);
-    ck_assert_msg(strstr(st.msg, path) && strstr(st.msg, "No such file"), "%s", st.msg);
-
-    /* A read-only directory (root ignores permissions: skipped then). */
-    path_in(sub, sizeof sub, "ro");
-    ck_assert_int_eq(mkdir(sub, 0700), 0);
-    snprintf(path, sizeof path, "%s/ckpt.h5", sub);
-    ck_assert_int_eq(chmod(sub, 0500), 0);
-    if (geteuid() != 0) {
-        status_clear(&st);
-        ck_assert_int_eq(checkpoint_save(path, &a.P, NULL, NULL, 0, &st), -1);
-        ck_assert_msg(strstr(st.msg, path) && strstr(st.msg, "Permission denied"), "%s", st.msg);
-        ck_assert_int_eq(count_tmp(sub), 0);
-        ck_assert_int_ne(access(path, F_OK), 0);
-    }
-    chmod(sub, 0700);
-    ck_assert_int_eq(count_tmp(g_dir), 0);
-    store_free(&a);
-}
-END_TEST
-
-START_TEST(test_atomic_overwrite)
-{
-    char path[256];
-    path_in(path, sizeof path, "ckpt.h5");
-    fixture a, c;
-    cc_optim o;
-    optim_adam_init(&o, 1e-3f, 0.9f, 0.999f, 1e-8f, 0);
-    o.step = 17;
-    save_base(path, &o, &a);
-    size_t n0;
-    char *old = file_read(path, &n0);
-
-    /* "x/w" is a tensor, so "x/w/y" cannot be created under it: the save
-     * fails half-way through writing the HDF5 file. */
-    static const spec clash[] = {
-        {"x/w", 2, {3, 4}, PARAM_TRAINABLE},
-        {"x/w/y", 1, {3}, PARAM_TRAINABLE},
-    };
-    store_build(&c, clash, 2);
-    store_fill(&c.P, 3);
-    cc_status st;
-    status_clear(&st);
-    ck_assert_int_eq(checkpoint_save(path, &c.P, &o, ATTRS, N_ATTRS, &st), -1);
-    ck_assert_msg(strstr(st.msg, path) && strstr(st.msg, "x/w/y"), "%s", st.msg);
-    size_t n1;
-    char *now = file_read(path, &n1);
-    ck_assert(n1 == n0 && !memcmp(old, now, n0));
-    ck_assert_int_eq(count_tmp(g_dir), 0);
-    free(now);
-    store_free(&c);
-
-    /* A name that is not an HDF5 path is refused up front. */
-    static const spec badname[] = {{"a//b", 1, {3}, PARAM_TRAINABLE}};
-    store_build(&c, badname, 1);
-    status_clear(&st);
-    ck_assert_int_eq(checkpoint_save(path, &c.P, NULL, NULL, 0, &st), -1);
-    ck_assert_msg(strstr(st.msg, "a//b"), "%s", st.msg);
-    now = file_read(path, &n1);
-    ck_assert(n1 == n0 && !memcmp(old, now, n0));
-    free(now);
-    ck_assert_int_eq(count_tmp(g_dir), 0);
-    store_free(&c);
-
-    /* The old checkpoint still loads; a successful save replaces it. */
-    store_build(&c, BASE, N_BASE);
-    ck_assert_msg(checkpoint_load(path, &c.P, NULL, &st) == 0, "%s", st.msg);
-    ck_assert(same(c.P.value, a.P.value, a.P.n_train));
-    store_fill(&a.P, 11);
-    ck_assert_msg(checkpoint_save(path, &a.P, &o, NULL, 0, &st) == 0, "%s", st.msg);
-    ck_assert_msg(checkpoint_load(path, &c.P, NULL, &st) == 0, "%s", st.msg);
-    ck_assert(same(c.P.value, a.P.value, a.P.n_train));
-    ck_assert_int_eq(count_tmp(g_dir), 0);
-    free(old);
-    store_free(&a);
-    store_free(&c);
-}
-END_TEST
-
-/* HDF5 stamps objects with their creation time unless told not to: two
- * saves of the same state, in different seconds, must still be identical
- * byte for byte. */
-START_TEST(test_identical_bytes)
-{
-    char p1[256], p2[256];
-    path_in(p1, sizeof p1, "same1.h5");
-    path_in(p2, sizeof p2, "same2.h5");
-    fixture a, b;
-    cc_optim o;
-    optim_adam_init(&o, 1e-3f, 0.9f, 0.999f, 1e-8f, 0);
-    o.step = 5;
-    save_base(p1, &o, &a);
-    for (time_t t0 = time(NULL); time(NULL) == t0;) usleep(10000);
-    save_base(p2, &o, &b);
-    size_t n1, n2;
-    char *b1 = file_read(p1, &n1), *b2 = file_read(p2, &n2);
-    ck_assert_msg(n1 == n2 && !memcmp(b1, b2, n1), "%s and %s differ", p1, p2);
-    free(b1);
-    free(b2);
-    store_free(&a);
-    store_free(&b);
-}
-END_TEST
-
-/* Every disk size (tests/fulldisk.h) up to "it fits": a save either works
- * or fails naming the file, leaves no temporary file and leaves HDF5 clean.
- * HDF5 1.10 used to keep a freed file registered after a failed close, and
- * crashed at exit. */
-START_TEST(test_disk_full)
-{
-    char sub[128], path[256];
-    path_in(sub, sizeof sub, "small_disk");
-    ck_assert_int_eq(mkdir(sub, 0700), 0);
-    snprintf(path, sizeof path, "%s/ckpt.h5", sub);
-    fixture a;
-    store_build(&a, BASE, N_BASE);
-    store_fill(&a.P, 1);
-    cc_optim o;
-    optim_adam_init(&o, 1e-3f, 0.9f, 0.999f, 1e-8f, 0);
-    struct stat sb;
-    cc_status st;
-    status_clear(&st);
-    ck_assert_msg(checkpoint_save(path, &a.P, &o, ATTRS, N_ATTRS, &st) == 0, "%s", st.msg);
-    ck_assert_int_eq(stat(path, &sb), 0);
-    ck_assert_int_eq(unlink(path), 0);
-    int failed = 0, ok = 0;
-    for (long long limit = 1024; limit < sb.st_size + 16384; limit += 1024) {
-        status_clear(&st);
-        fulldisk_set(sub, limit);
-        int rc = checkpoint_save(path, &a.P, &o, ATTRS, N_ATTRS, &st);
-        fulldisk_set(sub, -1);
-        ssize_t ids = H5Fget_obj_count(H5F_OBJ_ALL, H5F_OBJ_ALL);
-        ck_assert_msg(ids == 0, "limit %lld: %zd HDF5 file ids left open", limit, ids);
-        ck_assert_int_eq(count_tmp(sub), 0);
-        if (rc != 0) {
-            failed++;
-            ck_assert_msg(strstr(st.msg, path), "%s", st.msg);
-            ck_assert_int_ne(access(path, F_OK), 0);
-            continue;
-        }
-        ok++;
-        fixture b;
-        store_build(&b, BASE, N_BASE);
-        ck_assert_msg(checkpoint_load(path, &b.P, NULL, &st) == 0, "%s", st.msg);
-        ck_assert(same(b.P.value, a.P.value, a.P.n_train));
-        store_free(&b);
-        ck_assert_int_eq(unlink(path), 0);
-    }
-    ck_assert_msg(failed > 0 && ok > 0, "%d failed, %d worked", failed, ok);
-    ck_assert_int_ge(H5close(), 0);   /* what exit() does */
-    store_free(&a);
-}
-END_TEST
-
-/* ---- listing and foreign readers ------------------------------------- */
-
-START_TEST(test_list_and_h5dump)
-{
-    char path[256];
-    path_in(path, sizeof path, "list.h5");
-    fixture a;
-    cc_optim o;
-    optim_adam_init(&o, 1e-3f, 0.9f, 0.999f, 1e-8f, 0);
-    save_base(path, &o, &a);
-    char *text = NULL;
-    size_t len = 0;
-    FILE *m = open_memstream(&text, &len);
-    cc_status st;
-    status_clear(&st);
-    ck_assert_msg(checkpoint_list(path, m, &st) == 0, "%s", st.msg);
-    fclose(m);
-    int lines = 0;
-    for (char *p = text; *p; p++) lines += *p == '\n';
-    ck_assert_int_eq(lines, N_BASE + 2 * N_TRAIN_BASE);
-    const char *want[] = {"/params/fpn/stem/conv/weight\t1x3x3x3\tfloat32\n",
-                          "/params/fpn/heads/mean/3/conv1/weight\t4x2x3x3\tfloat32\n",
-                          "/params/counter/count/1/num_batches_tracked\t1\tfloat32\n",
-                          "/optim/exp_avg/counter/count/0/weight\t5x7\tfloat32\n",
-                          "/optim/exp_avg_sq/counter/count/0/bias\t5\tfloat32\n"};
-    for (size_t i = 0; i < sizeof want / sizeof *want; i++)
-        ck_assert_msg(strstr(text, want[i]), "no '%s' in listing:\n%s", want[i], text);
-    ck_assert(!strstr(text, "/optim/exp_avg/fpn/stem/bn/running_mean"));
-    free(text);
-
-    if (system("command -v h5dump >/dev/null 2>&1") != 0) {
-        fprintf(stderr, "test_checkpoint: h5dump not found, skipping the h5dump check\n");
-        store_free(&a);
-        return;
-    }
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "h5dump -H '%s' >/dev/null 2>&1", path);
-    ck_assert_int_eq(system(cmd), 0);
-    snprintf(cmd, sizeof cmd, "h5dump -H -d /params/fpn/heads/mean/3/conv1/weight '%s' 2>&1",
-             path);
-    FILE *p = popen(cmd, "r");
-    ck_assert_ptr_nonnull(p);
-    char out[4096];
-    size_t k = fread(out, 1, sizeof out - 1, p);
-    out[k] = '\0';
-    ck_assert_int_eq(pclose(p), 0);
-    ck_assert_msg(strstr(out, "H5T_IEEE_F32LE") && strstr(out, "( 4, 2, 3, 3 )"), "%s", out);
-    snprintf(cmd, sizeof cmd, "h5dump -a /optim/step '%s' 2>&1", path);
-    p = popen(cmd, "r");
-    ck_assert_ptr_nonnull(p);
-    k = fread(out, 1, sizeof out - 1, p);
-    out[k] = '\0';
-    ck_assert_int_eq(pclose(p), 0);
-    ck_assert_msg(strstr(out, "H5T_STD_I64LE"), "%s", out);
-    store_free(&a);
-}
-END_TEST
-
 static Suite *checkpoint_suite(void)
 {
     Suite *s = suite_create("checkpoint");
@@ -910,22 +672,11 @@ static Suite *checkpoint_suite(void)
     tcase_add_test(tc, test_refuse_bad_files);
     tcase_add_test(tc, test_corrupt_data_loads_nothing);
     suite_add_tcase(s, tc);
-    tc = tcase_create("atomic");
-    tcase_add_unchecked_fixture(tc, dir_setup, dir_teardown);
-    tcase_add_test(tc, test_unwritable_directory);
-    tcase_add_test(tc, test_atomic_overwrite);
-    tcase_add_test(tc, test_list_and_h5dump);
-    tcase_add_test(tc, test_identical_bytes);
-    tcase_add_test(tc, test_disk_full);
-    suite_add_tcase(s, tc);
+    checkpoint_add_atomic_case(s);
     return s;
 }
 
 int main(void)
 {
-    SRunner *sr = srunner_create(checkpoint_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return tu_run(checkpoint_suite());
 }

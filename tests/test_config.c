@@ -1,11 +1,13 @@
 /* test_config.c - experiment files and overrides. */
 #include <check.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include "src/exp_config.h"
+#include "src/run/exp_config.h"
+#include "tests/testmain.h"
 
 static char tmpdir[64];
 
@@ -41,7 +43,7 @@ START_TEST(test_defaults_are_the_papers)
     ck_assert_double_eq(c.fpn_train.lr, 1e-3);
     ck_assert_int_eq(c.counter_train.batch, 5);
     ck_assert_double_eq(c.counter_train.lr, 1e-4);
-    ck_assert_str_eq(c.counter_train.lr_schedule, "step");
+    ck_assert_int_eq(c.counter_train.lr_schedule, CFG_LR_STEP);
     ck_assert_int_eq(c.counter_train.lr_step_epochs, 20);
     ck_assert_double_eq(c.tv_weight, 1e-6);
     ck_assert_int_eq(config_validate(&c, NULL), 0);
@@ -60,7 +62,7 @@ START_TEST(test_load_and_override)
     ck_assert_msg(config_load(&c, p, &st) == 0, "%s", st.msg);
     ck_assert_int_eq(c.seed, 42);
     ck_assert_int_eq(c.fpn_depth, 3);
-    ck_assert_str_eq(c.fpn_loss, "paper");
+    ck_assert_int_eq(c.fpn_loss, LOSS_PAPER);
     ck_assert_str_eq(c.counter_arch, "resnet18");
     ck_assert_int_eq(c.finetune_fpn, 1);
     ck_assert_int_eq(config_set(&c, "fpn.width=32", &st), 0);
@@ -264,6 +266,84 @@ START_TEST(test_quickstart_matches_ini)
 END_TEST
 
 
+/* The typed settings (issue 12): every name of every table parses to its
+ * enum value and renders back as the same text; the defaults' text is what
+ * the string settings wrote (run files stay comparable); a bad value's
+ * message lists the whole table. */
+START_TEST(test_enum_settings_roundtrip)
+{
+    static const struct {
+        const char *key;
+        const char *const *names;
+        int n;
+        size_t off;
+    } tab[] = {
+        {"run.precision", cfg_precision_names, CFG_PRECISION_N, offsetof(cc_config, precision)},
+        {"fpn.loss", loss_kind_names, LOSS_N, offsetof(cc_config, fpn_loss)},
+        {"counter.init_bias", cfg_init_bias_names, CFG_INIT_BIAS_N,
+         offsetof(cc_config, counter_init_bias)},
+        {"counter.input", cfg_input_names, CFG_INPUT_N, offsetof(cc_config, counter_input)},
+        {"counter.calibrate", cfg_calibrate_names, CFG_CALIBRATE_N,
+         offsetof(cc_config, counter_calibrate)},
+        {"counter.loss", loss_kind_names, LOSS_N, offsetof(cc_config, counter_loss)},
+        {"fpn_train.optimizer", cfg_optimizer_names, CFG_OPTIM_N,
+         offsetof(cc_config, fpn_train.optimizer)},
+        {"counter_train.lr_schedule", cfg_lr_schedule_names, CFG_LR_N,
+         offsetof(cc_config, counter_train.lr_schedule)},
+    };
+    cc_status st;
+    for (size_t t = 0; t < sizeof tab / sizeof tab[0]; t++) {
+        for (int i = 0; i < tab[t].n; i++) {
+            cc_config c;
+            config_defaults(&c);
+            char set[128], name[64], value[64];
+            snprintf(set, sizeof set, "%s=%s", tab[t].key, tab[t].names[i]);
+            status_clear(&st);
+            ck_assert_msg(config_set(&c, set, &st) == 0, "%s: %s", set, st.msg);
+            ck_assert_int_eq(*(const int *)((const char *)&c + tab[t].off), i);
+            int found = 0;
+            for (int k = 0; config_key(&c, k, name, sizeof name, value, sizeof value); k++)
+                if (!strcmp(name, tab[t].key)) {
+                    found = 1;
+                    ck_assert_str_eq(value, tab[t].names[i]);
+                }
+            ck_assert_msg(found, "%s not listed by config_key", tab[t].key);
+        }
+        cc_config c;
+        config_defaults(&c);
+        char set[128], all[256];
+        snprintf(set, sizeof set, "%s=bogus", tab[t].key);
+        status_clear(&st);
+        ck_assert_int_eq(config_set(&c, set, &st), -1);
+        config_names_join(tab[t].names, tab[t].n, "|", all, sizeof all);
+        ck_assert_msg(strstr(st.msg, "is not one of") && strstr(st.msg, all), "%s", st.msg);
+    }
+    /* The defaults' enum lines, as the string settings wrote them. */
+    cc_config c;
+    config_defaults(&c);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    ck_assert_ptr_nonnull(f);
+    config_write(&c, f);
+    fclose(f);
+    const char *want[] = {"[run]\n", "precision = fp32\n", "[fpn]\n", "loss = nll\n",
+                          "init_bias = pytorch\n", "input = mask\n", "calibrate = val\n",
+                          "[fpn_train]\n", "optimizer = adam\n", "lr_schedule = constant\n",
+                          "[counter_train]\n", "lr_schedule = step\n"};
+    const char *at = text;
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        const char *p = strstr(at, want[i]);
+        ck_assert_msg(p, "config_write lacks '%s' (in order) in:\n%s", want[i], text);
+        at = p + strlen(want[i]);
+    }
+    free(text);
+    char buf[8];
+    ck_assert_str_eq(config_names_join(cfg_input_names, CFG_INPUT_N, ",", buf, sizeof buf),
+                     "mask,ma");
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("config");
@@ -277,10 +357,7 @@ int main(void)
     tcase_add_test(tc, test_augment_and_ema_keys);
     tcase_add_test(tc, test_shipped_experiment_files);
     tcase_add_test(tc, test_quickstart_matches_ini);
+    tcase_add_test(tc, test_enum_settings_roundtrip);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return tu_run(s);
 }

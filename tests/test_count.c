@@ -1,4 +1,4 @@
-/* test_count.c - `count` (src/count_images.c) on a tiny randomly
+/* test_count.c - `count` (src/infer/count_files.c) on a tiny randomly
  * initialised run: table format and intervals, agreement with the training
  * code's counting path, bad inputs, missing checkpoints, configuration and
  * input size, mask files; and the shared fixture (countutil.h).  The
@@ -15,14 +15,15 @@
 #include <unistd.h>
 
 #include "autodiff/rng.h"
-#include "src/checkpoint.h"
-#include "src/count_images.h"
-#include "src/runlog.h"
-#include "src/counting.h"
-#include "src/dataset.h"
-#include "src/resize.h"
-#include "src/tiff_io.h"
+#include "src/run/checkpoint.h"
+#include "src/infer/count_files.h"
+#include "src/run/runlog.h"
+#include "src/train/count_split.h"
+#include "src/data/dataset.h"
+#include "src/data/resize.h"
+#include "src/data/tiff_io.h"
 #include "tests/countutil.h"
+#include "tests/testmain.h"
 
 static char g_dir[256];
 
@@ -159,7 +160,9 @@ void make_run(run_fx *fx, const char *sub, const char *counter_input)
      * ops. */
     const char *sets[] = {"fpn.width=4", "fpn.depth=2", "counter.width_div=16", "run.threads=1"};
     for (int i = 0; i < 4; i++) ck_assert_msg(config_set(c, sets[i], &st) == 0, "%s", st.msg);
-    snprintf(c->counter_input, sizeof c->counter_input, "%s", counter_input);
+    char input_set[64];
+    snprintf(input_set, sizeof input_set, "counter.input=%s", counter_input);
+    ck_assert_msg(config_set(c, input_set, &st) == 0, "%s", st.msg);
     snprintf(c->out_dir, sizeof c->out_dir, "%s", tpath(sub, "run"));
     snprintf(c->data_file, sizeof c->data_file, "%s", tpath(sub, "no-such-dataset.h5"));
     FILE *f = fopen(tpath(sub, "run/config.ini"), "w");
@@ -444,7 +447,7 @@ START_TEST(count_config_and_size)
                   st.msg);
     ck_assert_int_eq(c.fpn_width, 4);
     ck_assert_int_eq(c.counter_width_div, 16);
-    ck_assert_str_eq(c.counter_loss, "mse");
+    ck_assert_int_eq(c.counter_loss, LOSS_MSE);
     ck_assert_str_eq(c.out_dir, tpath("cfg", "run"));
     ck_assert_int_eq(count_config_load(&c, tpath("cfg", "img"), NULL, NULL, 0, &st), -1);
     ck_assert_msg(strstr(st.msg, "config.ini"), "%s", st.msg);
@@ -483,7 +486,7 @@ START_TEST(count_config_and_size)
     count_opts o = opts_default();
     o.h = o.w = 0;
     o.output = tpath("cfg", "out.tsv");
-    strcpy(fx.cfg.counter_loss, "mse");
+    fx.cfg.counter_loss = LOSS_MSE;
     char *args[] = {tpath("cfg", "img/a.tif")};
     ck_assert_msg(count_run(&fx.cfg, &o, args, 1, stdout, stderr, &st) == 0, "%s", st.msg);
     table t;
@@ -609,9 +612,5 @@ static Suite *count_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(count_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return tu_run(count_suite());
 }

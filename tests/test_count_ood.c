@@ -12,10 +12,10 @@
 #include <string.h>
 #include <tiffio.h>
 
-#include "src/count_images.h"
-#include "src/ood.h"
-#include "src/runlog.h"
-#include "src/tiff_io.h"
+#include "src/infer/count_files.h"
+#include "src/train/ood.h"
+#include "src/run/runlog.h"
+#include "src/data/tiff_io.h"
 #include "tests/countutil.h"
 
 /* Run count_run on args into a TSV and return the last column (ood) of

@@ -15,14 +15,15 @@
 #include <tiffio.h>
 #include <unistd.h>
 
-#include "src/count_images.h"
-#include "src/counting.h"
-#include "src/dataset.h"
-#include "src/import.h"
-#include "src/normalize.h"
-#include "src/ood.h"
-#include "src/runlog.h"
-#include "src/tiff_io.h"
+#include "src/infer/count_files.h"
+#include "src/train/count_split.h"
+#include "src/data/dataset.h"
+#include "src/data/import.h"
+#include "src/data/normalize.h"
+#include "src/train/ood.h"
+#include "src/run/runlog.h"
+#include "src/data/tiff_io.h"
+#include "tests/testmain.h"
 
 static char g_dir[256];
 
@@ -629,9 +630,5 @@ int main(void)
     add_case(s, "import", import_records_normalize);
     add_case(s, "ood_stats", ood_train_statistics);
     add_case(s, "real_files", real_files);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return tu_run(s);
 }

@@ -1,4 +1,4 @@
-/* test_count_saliency.c - `saliency` (src/saliency.c): the gradients of
+/* test_count_saliency.c - `saliency` (src/infer/saliency.c): the gradients of
  * the count against central finite differences, agreement with `count`,
  * and the HDF5/PNG outputs.  Part of tests/test_count (fixture:
  * countutil.h). */
@@ -12,8 +12,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "src/count_images.h"
-#include "src/saliency.h"
+#include "src/infer/count_files.h"
+#include "src/infer/saliency.h"
 #include "tests/countutil.h"
 
 /* Gradient checks of a count function f against finite differences.

@@ -17,15 +17,16 @@
 #include <unistd.h>
 
 #include "autodiff/rng.h"
-#include "src/bbbc_name.h"
-#include "src/cli.h"
-#include "src/dataset.h"
-#include "src/import.h"
-#include "src/loader.h"
-#include "src/resize.h"
-#include "src/tiff_io.h"
+#include "src/data/bbbc_name.h"
+#include "src/cli/cli.h"
+#include "src/data/dataset.h"
+#include "src/data/import.h"
+#include "src/data/loader.h"
+#include "src/data/resize.h"
+#include "src/data/tiff_io.h"
 #include "tests/datautil.h"
 #include "tests/fulldisk.h"
+#include "tests/testmain.h"
 
 /* One temporary directory per test case, made and removed by the parent
  * (unchecked fixture), so it goes away even when a forked test fails. */
@@ -771,9 +772,5 @@ static Suite *data_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(data_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return tu_run(data_suite());
 }

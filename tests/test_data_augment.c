@@ -8,8 +8,8 @@
 #include <string.h>
 
 #include "autodiff/rng.h"
-#include "src/dataset.h"
-#include "src/loader.h"
+#include "src/data/dataset.h"
+#include "src/data/loader.h"
 #include "tests/datautil.h"
 
 enum { AH = 64, AW = 64 };

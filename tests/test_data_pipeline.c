@@ -9,13 +9,13 @@
 #include <unistd.h>
 
 #include "autodiff/rng.h"
-#include "src/bbbc_name.h"
-#include "src/cli.h"
-#include "src/dataset.h"
-#include "src/import.h"
-#include "src/loader.h"
-#include "src/resize.h"
-#include "src/tiff_io.h"
+#include "src/data/bbbc_name.h"
+#include "src/cli/cli.h"
+#include "src/data/dataset.h"
+#include "src/data/import.h"
+#include "src/data/loader.h"
+#include "src/data/resize.h"
+#include "src/data/tiff_io.h"
 #include "tests/datautil.h"
 
 /* ---- a synthetic tree ---- */

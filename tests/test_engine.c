@@ -10,6 +10,7 @@
 #include "autodiff/optim.h"
 #include "autodiff/params.h"
 #include "tests/testutil.h"
+#include "tests/testmain.h"
 
 /* ---- conv2d ---- */
 
@@ -347,9 +348,5 @@ static Suite *engine_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(engine_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return tu_run(engine_suite());
 }

@@ -14,10 +14,11 @@
 #include <png.h>
 #include <tiffio.h>
 
-#include "src/export.h"
-#include "src/png_io.h"
-#include "src/tiff_io.h"
-#include "src/tfevents.h"
+#include "src/sweep/export.h"
+#include "src/data/png_io.h"
+#include "src/data/tiff_io.h"
+#include "src/sweep/tfevents.h"
+#include "tests/testmain.h"
 
 static char dir[64];
 
@@ -581,9 +582,5 @@ int main(void)
     tcase_add_test(tc, test_float_tiff_plain);
     tcase_add_test(tc, test_overlay_png);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return tu_run(s);
 }

@@ -4,7 +4,8 @@
 #include <stdlib.h>
 
 #include "autodiff/rng.h"
-#include "src/metrics.h"
+#include "src/run/metrics.h"
+#include "tests/testmain.h"
 
 START_TEST(test_hand_values)
 {
@@ -67,9 +68,5 @@ int main(void)
     tcase_add_test(tc, test_calibrated_gaussian_covers_nominal);
     tcase_add_test(tc, test_fit_line);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return tu_run(s);
 }

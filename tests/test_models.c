@@ -17,6 +17,7 @@
 #include "models/summary.h"
 #include "tests/test_models.h"
 #include "tests/testutil.h"
+#include "tests/testmain.h"
 
 /* ---- parameter counts (independent formulas) ---- */
 
@@ -553,9 +554,5 @@ static Suite *models_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(models_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return tu_run(models_suite());
 }

@@ -1,4 +1,4 @@
-/* test_mpi_dist.c - src/dist.c's collectives, run by tests/test_mpi.sh
+/* test_mpi_dist.c - src/run/dist.c's collectives, run by tests/test_mpi.sh
  * under `mpirun -np 2` and `-np 3` (and by make check as one process).
  *
  * A plain program, not a Check suite: Check forks every test, and a forked
@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "src/dist.h"
+#include "src/run/dist.h"
 
 static int failures;
 

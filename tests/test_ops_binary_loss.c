@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "tests/ops_binary_loss_util.h"
+#include "tests/testmain.h"
 
 void opc_free_inputs(tu_input *in, int n)
 {
@@ -598,9 +599,5 @@ static Suite *suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return tu_run(suite());
 }

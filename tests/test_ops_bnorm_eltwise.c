@@ -11,6 +11,7 @@
 #include "autodiff/ops.h"
 #include "autodiff/params.h"
 #include "tests/testutil.h"
+#include "tests/testmain.h"
 
 #define BN_EPS 1e-5f
 #define BN_MOM 0.1f
@@ -706,9 +707,5 @@ static Suite *ops_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(ops_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return tu_run(ops_suite());
 }

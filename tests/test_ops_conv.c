@@ -19,6 +19,7 @@
 #include "autodiff/ops.h"
 #include <dnnl.h>
 #include "tests/testutil.h"
+#include "tests/testmain.h"
 
 typedef struct conv_case {
     int n, c, o, h, w, bias;
@@ -414,9 +415,5 @@ static Suite *conv_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(conv_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return tu_run(conv_suite());
 }

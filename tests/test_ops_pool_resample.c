@@ -14,6 +14,7 @@
 #include "autodiff/ops.h"
 #include "autodiff/rng.h"
 #include "tests/testutil.h"
+#include "tests/testmain.h"
 
 enum { T_MAX, T_AVG, T_GAP, T_UP, T_CAT };
 
@@ -618,9 +619,5 @@ static Suite *pool_resample_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(pool_resample_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return tu_run(pool_resample_suite());
 }

@@ -8,7 +8,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "src/runlog.h"
+#include "src/run/runlog.h"
+#include "tests/testmain.h"
 
 static char dir[64];
 
@@ -172,9 +173,5 @@ int main(void)
     tcase_add_test(tc, test_errors);
     tcase_add_test(tc, test_identical_bytes);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return tu_run(s);
 }

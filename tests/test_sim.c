@@ -1,5 +1,5 @@
-/* test_sim.c - the SIMCEP-like simulator (src/simulate.h) and the PNG
- * writer (src/png_io.h). */
+/* test_sim.c - the SIMCEP-like simulator (src/sim/simulate.h) and the PNG
+ * writer (src/data/png_io.h). */
 #include <check.h>
 #include <math.h>
 #include <omp.h>
@@ -9,11 +9,12 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "src/cli.h"
-#include "src/dataset.h"
-#include "src/import.h"
-#include "src/png_io.h"
-#include "src/simulate.h"
+#include "src/cli/cli.h"
+#include "src/data/dataset.h"
+#include "src/data/import.h"
+#include "src/data/png_io.h"
+#include "src/sim/simulate.h"
+#include "tests/testmain.h"
 
 /* Quarter-size BBBC005 images keep every test fast. */
 #define TW 174
@@ -664,9 +665,5 @@ static Suite *sim_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(sim_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return tu_run(sim_suite());
 }

@@ -1,4 +1,4 @@
-/* test_sim_stats.c - the statistics of src/stats.h, and the simulator's
+/* test_sim_stats.c - the statistics of src/data/stats.h, and the simulator's
  * defaults held against the real BBBC005 figures of docs/DATA.md ('Real
  * images'; measured with `cellcount stats` on the real subset).
  *
@@ -16,10 +16,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "src/dataset.h"
-#include "src/simulate.h"
-#include "src/stats.h"
-#include "src/tiff_io.h"
+#include "src/data/dataset.h"
+#include "src/sim/simulate.h"
+#include "src/data/stats.h"
+#include "src/data/tiff_io.h"
+#include "tests/testmain.h"
 
 /* ---- the statistics themselves ----------------------------------------- */
 
@@ -375,9 +376,5 @@ static Suite *suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return tu_run(suite());
 }

@@ -10,11 +10,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "src/report.h"
-#include "src/sweep.h"
-#include "src/train.h"
+#include "src/sweep/report.h"
+#include "src/sweep/sweep.h"
+#include "src/train/train.h"
 
 #include "tests/sweeputil.h"
+#include "tests/testmain.h"
 
 static int file_exists(const char *path)
 {
@@ -742,9 +743,5 @@ int main(void)
     tcase_set_timeout(te, 300);
     tcase_add_test(te, test_sweep_end_to_end);
     suite_add_tcase(s, te);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return tu_run(s);
 }

@@ -6,7 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "src/sweep.h"
+#include "src/sweep/sweep.h"
 
 #include "tests/sweeputil.h"
 
@@ -62,8 +62,8 @@ START_TEST(test_ablation_points)
     config_defaults(&c);
     ck_assert_int_eq(sweep_override_each(sweep_point_override(&s, &p[1], 0, ov, sizeof ov),
                                          collect_set, &c), 0);
-    ck_assert_str_eq(c.fpn_loss, "mse");
-    ck_assert_str_eq(c.counter_loss, "mse");
+    ck_assert_int_eq(c.fpn_loss, LOSS_MSE);
+    ck_assert_int_eq(c.counter_loss, LOSS_MSE);
     free(p);
     ck_assert_int_eq(sweep_add_grid(&s, "fpn.loss+run.name=a", "--grid", &st), -1);
     ck_assert_int_eq(sweep_add_grid(&s, "fpn.loss+counter.nope=a", "--grid", &st), -1);

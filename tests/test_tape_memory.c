@@ -13,6 +13,7 @@
 #include "autodiff/optim.h"
 #include "autodiff/params.h"
 #include "tests/testutil.h"
+#include "tests/testmain.h"
 
 typedef struct net {
     cc_ctx ctx;
@@ -232,9 +233,5 @@ static Suite *memory_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(memory_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return tu_run(memory_suite());
 }

@@ -14,12 +14,14 @@
 
 #include <hdf5.h>
 
-#include "src/checkpoint.h"
-#include "src/runlog.h"
-#include "src/session.h"
-#include "src/sim_output.h"
-#include "src/train.h"
-#include "src/train_util.h"
+#include "src/run/checkpoint.h"
+#include "src/run/runlog.h"
+#include "src/run/session.h"
+#include "src/sim/sim_output.h"
+#include "src/infer/evaluate.h"
+#include "src/train/train.h"
+#include "src/train/train_util.h"
+#include "tests/testmain.h"
 
 static char dir[64];
 static char data[128];
@@ -626,9 +628,5 @@ int main(void)
     tcase_add_test(tc, test_counter_ema_resume_is_exact);
     tcase_add_test(tc, test_nonfinite_loss_stops_and_keeps_checkpoint);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return tu_run(s);
 }

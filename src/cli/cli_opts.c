@@ -1,0 +1,93 @@
+/* cli_opts.c - see cli_opts.h. */
+#include "src/cli/cli_opts.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Copy the field of s that ends at any of delims (or at the end) into buf;
+ * returns where the field ends, or NULL when it does not fit in buf (no
+ * option value has a field that long, so it is an error, never a cut). */
+static const char *field_copy(const char *s, const char *delims, char *buf, size_t len)
+{
+    size_t n = strcspn(s, delims);
+    if (n >= len) return NULL;
+    memcpy(buf, s, n);
+    buf[n] = '\0';
+    return s + n;
+}
+
+int cli_parse_long(const char *s, long lo, long hi, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) return -1;
+    *out = v;
+    return 0;
+}
+
+int cli_parse_double(const char *s, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !isfinite(v)) return -1;
+    *out = v;
+    return 0;
+}
+
+int cli_parse_dims(const char *s, int n, long lo, long hi, int *out)
+{
+    for (int k = 0; k < n; k++) {
+        char buf[32];
+        long v;
+        const char *e = field_copy(s, "xX", buf, sizeof buf);
+        if (!e || cli_parse_long(buf, lo, hi, &v)) return -1;
+        out[k] = (int)v;
+        if (k == n - 1) return *e ? -1 : 0;
+        if (!*e) return -1;
+        s = e + 1;
+    }
+    return -1;
+}
+
+int cli_parse_size(const char *s, long lo, long hi, int *w, int *h)
+{
+    int d[2];
+    if (cli_parse_dims(s, 2, lo, hi, d)) return -1;
+    *w = d[0];
+    *h = d[1];
+    return 0;
+}
+
+int cli_parse_split(const char *s, double frac[3])
+{
+    double sum = 0;
+    for (int k = 0; k < 3; k++) {
+        char buf[64];
+        const char *e = field_copy(s, "/,", buf, sizeof buf);
+        if (!e || cli_parse_double(buf, &frac[k]) || !(frac[k] >= 0)) return -1;
+        sum += frac[k];
+        if ((k < 2) != (*e != '\0')) return -1;   /* exactly three fields */
+        s = e + 1;
+    }
+    if (!(sum > 0) || !isfinite(sum)) return -1;
+    for (int k = 0; k < 3; k++) frac[k] /= sum;
+    return 0;
+}
+
+int cli_parse_int_list(const char *s, long lo, long hi, int *out, int max, int *n)
+{
+    *n = 0;
+    for (;;) {
+        char buf[32];
+        long v;
+        const char *e = field_copy(s, ",", buf, sizeof buf);
+        if (!e || *n >= max || cli_parse_long(buf, lo, hi, &v)) return -1;
+        out[(*n)++] = (int)v;
+        if (!*e) return 0;
+        s = e + 1;
+    }
+}

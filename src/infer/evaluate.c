@@ -1,0 +1,453 @@
+/* evaluate.c - evaluation on a split with the intensity baseline, and on
+ * another data set (see evaluate.h). */
+#include "src/infer/evaluate.h"
+#include "src/train/train.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "src/run/checkpoint.h"
+#include "src/train/count_split.h"
+#include "src/data/dataset.h"
+#include "src/run/metrics.h"
+#include "src/train/ood.h"
+#include "src/train/train_util.h"
+#include "src/infer/count_files.h"
+#include "src/data/resize.h"
+
+static const char *const eval_cols[] = {"n", "mae", "rmse", "r2", "max_err", "coverage95",
+                                        "width95", "base_mae", "base_rmse", "base_r2",
+                                        "base_max_err", "coverage95_raw", "width95_raw",
+                                        "bias", "base_bias"};
+#define EVAL_NCOLS 15
+
+#define MAX_FOCUS 64
+
+/* The trivial baseline (DATA.md): count = a + b * mean intensity, one line
+ * per focus level fitted on the training split (a global line for focus
+ * levels the training split lacks). */
+typedef struct baseline {
+    double a[MAX_FOCUS], b[MAX_FOCUS];
+    int has[MAX_FOCUS];
+    double ga, gb;
+} baseline;
+
+static int baseline_fit(baseline *bl, const char *path, cc_status *st)
+{
+    memset(bl, 0, sizeof *bl);
+    cc_loader *L = loader_open(path, DATASET_TRAIN, 32, 0, LOADER_KEEP_LAST, st);
+    if (!L) return -1;
+    int64_t n = loader_size(L), k = 0;
+    double *x = malloc(sizeof(double) * (size_t)n), *y = malloc(sizeof(double) * (size_t)n);
+    int32_t *f = malloc(sizeof(int32_t) * (size_t)n);
+    if (!x || !y || !f) {
+        free(x), free(y), free(f);
+        loader_close(L);
+        return status_set(st, "baseline: out of memory");
+    }
+    loader_epoch_begin(L, 0);
+    loader_batch b;
+    while (loader_next(L, &b)) {
+        const size_t plane = (size_t)b.h * (size_t)b.w;
+        for (int i = 0; i < b.n; i++, k++) {
+            double sum = 0;
+            for (size_t p = 0; p < plane; p++) sum += b.images[plane * (size_t)i + p];
+            x[k] = sum / (double)plane;
+            y[k] = b.counts[i];
+            f[k] = b.focus[i];
+        }
+    }
+    loader_close(L);
+    int rc = 0;
+    if (metrics_fit_line(x, y, (size_t)k, &bl->ga, &bl->gb))
+        rc = status_set(st, "baseline: training images have constant intensity");
+    double *fx = malloc(sizeof(double) * (size_t)k), *fy = malloc(sizeof(double) * (size_t)k);
+    for (int focus = 0; rc == 0 && focus < MAX_FOCUS && fx && fy; focus++) {
+        size_t m = 0;
+        for (int64_t i = 0; i < k; i++)
+            if (f[i] == focus) fx[m] = x[i], fy[m++] = y[i];
+        if (m >= 3 && metrics_fit_line(fx, fy, m, &bl->a[focus], &bl->b[focus]) == 0)
+            bl->has[focus] = 1;
+    }
+    free(fx), free(fy), free(x), free(y), free(f);
+    return rc;
+}
+
+static double baseline_predict(const baseline *bl, double intensity, int focus)
+{
+    if (focus >= 0 && focus < MAX_FOCUS && bl->has[focus]) return bl->a[focus] + bl->b[focus] * intensity;
+    return bl->ga + bl->gb * intensity;
+}
+
+static void eval_header(FILE *out)
+{
+    fprintf(out, "%-14s %6s %7s %7s %7s %8s %7s %7s %7s | %7s %7s %7s %8s %7s | %7s %7s\n",
+            "group", "n", "MAE", "bias", "RMSE", "R2", "maxerr", "cov95", "width", "MAE", "bias",
+            "RMSE", "R2", "maxerr", "rawcov", "rawwid");
+}
+
+/* One table row; raw_sigma: the counter's own sigma (before calibration). */
+static int add_row(runlog_table *t, FILE *out, const char *label, const count_preds *p,
+                   const double *raw_sigma, const double *base, const unsigned char *mask,
+                   cc_status *st)
+{
+    metrics_summary m = metrics_compute(p->truth, p->pred, p->sigma, mask, (size_t)p->n);
+    if (!m.n) return 0;
+    metrics_summary bm = metrics_compute(p->truth, base, NULL, mask, (size_t)p->n);
+    metrics_summary rm = metrics_compute(p->truth, p->pred, raw_sigma, mask, (size_t)p->n);
+    double row[EVAL_NCOLS] = {(double)m.n, m.mae,   m.rmse,  m.r2,      m.max_err,
+                              m.coverage95, m.width95, bm.mae, bm.rmse, bm.r2,
+                              bm.max_err, rm.coverage95, rm.width95, m.bias, bm.bias};
+    fprintf(out,
+            "%-14s %6zu %7.3f %7.2f %7.3f %8.4f %7.2f %7.3f %7.2f | %7.3f %7.2f %7.3f %8.4f "
+            "%7.2f | %7.3f %7.2f\n",
+            label, m.n, m.mae, m.bias, m.rmse, m.r2, m.max_err, m.coverage95, m.width95, bm.mae,
+            bm.bias, bm.rmse, bm.r2, bm.max_err, rm.coverage95, rm.width95);
+    return runlog_append(t, label, row, st);
+}
+
+/* The rows of an evaluation table: overall, each focus level, count
+ * ranges.  mask: p->n bytes of scratch. */
+static int add_groups(runlog_table *tab, FILE *out, const count_preds *p, const double *raw,
+                      const double *base, unsigned char *mask, cc_status *st)
+{
+    if (add_row(tab, out, "overall", p, raw, base, NULL, st)) return -1;
+    for (int f = 0; f < MAX_FOCUS; f++) {
+        int any = 0;
+        for (int64_t i = 0; i < p->n; i++) any |= (mask[i] = p->focus[i] == f);
+        if (!any) continue;
+        char label[32];
+        snprintf(label, sizeof label, "focus F%d", f);
+        if (add_row(tab, out, label, p, raw, base, mask, st)) return -1;
+    }
+    static const int lo[] = {1, 21, 41, 61, 81}, hi[] = {20, 40, 60, 80, 100000};
+    for (int r = 0; r < 5; r++) {
+        for (int64_t i = 0; i < p->n; i++) mask[i] = p->truth[i] >= lo[r] && p->truth[i] <= hi[r];
+        char label[32];
+        if (hi[r] < 100000)
+            snprintf(label, sizeof label, "count %d-%d", lo[r], hi[r]);
+        else
+            snprintf(label, sizeof label, "count %d+", lo[r]);
+        if (add_row(tab, out, label, p, raw, base, mask, st)) return -1;
+    }
+    return 0;
+}
+
+/* Predictions of the counter on one split (mask cache built and freed here). */
+static int predict_split(cc_session *s, cc_models *m, cc_tape *t, int split, int needs_fpn,
+                         count_preds *p, cc_status *st)
+{
+    mask_cache mc;
+    memset(&mc, 0, sizeof mc);
+    cc_loader *L = NULL;
+    int rc = -1;
+    if ((!needs_fpn || mask_cache_build(&mc, s, m, s->cfg.data_file, split, st) == 0) &&
+        (L = loader_open(s->cfg.data_file, split, 16, 0, LOADER_KEEP_LAST, st)))
+        rc = counting_predict(s, m, t, &mc, L, p, st);
+    loader_close(L);
+    mask_cache_free(&mc);
+    return rc;
+}
+
+/* Table predictions/<split>: one row per image (label: its source file),
+ * for the predicted-vs-true figure of report --plot and for h5py users. */
+static int store_predictions(runlog *rl, const char *split, const char *data_file,
+                             const count_preds *p, const double *raw, const double *base,
+                             cc_status *st)
+{
+    static const char *const cols[] = {"index", "truth", "count", "sigma", "sigma_raw", "focus",
+                                       "baseline"};
+    char tname[64];
+    snprintf(tname, sizeof tname, "predictions/%s", split);
+    runlog_table *t = runlog_table_fresh(rl, tname, 7, cols, st);
+    cc_dataset *ds = t ? dataset_open(data_file, st) : NULL;
+    if (!ds) return -1;
+    int rc = 0;
+    for (int64_t i = 0; i < p->n && !rc; i++) {
+        double row[7] = {(double)p->index[i], p->truth[i], p->pred[i], p->sigma[i], raw[i],
+                         (double)p->focus[i], base[i]};
+        const int64_t k = p->index[i];
+        rc = runlog_append(t, k >= 0 && k < ds->n ? ds->source[k] : "", row, st);
+    }
+    dataset_close(ds);
+    return rc;
+}
+
+double evaluate_sigma_scale(const double *truth, const double *pred, const double *sigma,
+                            int64_t n)
+{
+    double sum = 0;
+    int64_t k = 0;
+    for (int64_t i = 0; i < n; i++)
+        if (isfinite(sigma[i]) && sigma[i] > 0) {
+            double z = (truth[i] - pred[i]) / sigma[i];
+            sum += z * z;
+            k++;
+        }
+    return k && sum > 0 ? sqrt(sum / (double)k) : NAN;
+}
+
+int evaluate_run(const cc_config *cfg, int split, const char *fpn_ckpt, const char *counter_ckpt,
+                 FILE *out, cc_status *st)
+{
+    cc_session s;
+    cc_models m;
+    memset(&m, 0, sizeof m);
+    count_preds p, pv;
+    memset(&p, 0, sizeof p);
+    memset(&pv, 0, sizeof pv);
+    double *base = NULL, *raw = NULL;
+    unsigned char *mask = NULL;
+    int tape = 0, rc = -1;
+    cc_tape t;
+    if (session_open(&s, cfg, 1, st)) goto out;
+    int h, w;
+    if (dataset_image_size(cfg->data_file, &h, &w, st) || models_build(&m, &s, 1, h, w, st)) goto out;
+    char path[CFG_STR + 64];
+    const int needs_fpn = cfg->counter_input != CFG_INPUT_IMAGE;
+    if (needs_fpn) {
+        if (fpn_ckpt)
+            snprintf(path, sizeof path, "%s", fpn_ckpt);
+        else
+            session_path(&s, cfg->finetune_fpn ? "counter_fpn_best.h5" : "fpn_best.h5", path,
+                         sizeof path);
+        if (checkpoint_load(path, &m.Pf, NULL, st)) goto out;
+    }
+    if (counter_ckpt)
+        snprintf(path, sizeof path, "%s", counter_ckpt);
+    else
+        session_path(&s, "counter_best.h5", path, sizeof path);
+    if (checkpoint_load(path, &m.Pc, NULL, st)) goto out;
+    tape_init(&t, &s.ctx, 0);
+    tape = 1;
+    if (predict_split(&s, &m, &t, split, needs_fpn, &p, st)) goto out;
+    baseline bl;
+    if (baseline_fit(&bl, cfg->data_file, st)) goto out;
+    base = malloc(sizeof(double) * (size_t)p.n);
+    raw = malloc(sizeof(double) * (size_t)p.n);
+    mask = malloc((size_t)p.n);
+    if (!base || !raw || !mask) {
+        status_set(st, "evaluate: out of memory");
+        goto out;
+    }
+    for (int64_t i = 0; i < p.n; i++) base[i] = baseline_predict(&bl, p.intensity[i], p.focus[i]);
+    memcpy(raw, p.sigma, sizeof(double) * (size_t)p.n);
+    /* Calibration: one scale for sigma, the Gaussian NLL's optimum on the
+     * validation split, so that the test split stays untouched. */
+    double scale = 1;
+    if (cfg->counter_calibrate == CFG_CALIBRATE_VAL && p.n && isfinite(p.sigma[0])) {
+        /* evaluating the validation split itself: its predictions are p */
+        const count_preds *v = &p;
+        if (split != DATASET_VAL) {
+            if (predict_split(&s, &m, &t, DATASET_VAL, needs_fpn, &pv, st)) goto out;
+            v = &pv;
+        }
+        double k = evaluate_sigma_scale(v->truth, v->pred, v->sigma, v->n);
+        if (isfinite(k)) scale = k;
+        for (int64_t i = 0; i < p.n; i++) p.sigma[i] *= scale;
+        /* the calibrated sigmas count's out-of-distribution flag compares against */
+        if (ood_sigma_stats_write(&s.rl, v->sigma, v->n, split == DATASET_VAL ? 1 : scale, st))
+            goto out;
+        fprintf(out, "sigma scaled by %.4f, fitted on the validation split (%lld images; "
+                     "counter.calibrate = none reports raw intervals only)\n",
+                scale, (long long)v->n);
+    }
+    char sbuf[32];
+    snprintf(sbuf, sizeof sbuf, "%.9g", scale);
+    if (runlog_set_attr(&s.rl, "counter.sigma_scale", sbuf, st)) goto out;
+
+    static const char *split_names[] = {"train", "val", "test"};
+    char tname[64];
+    snprintf(tname, sizeof tname, "eval/%s", split_names[split]);
+    runlog_table *tab = runlog_table_fresh(&s.rl, tname, EVAL_NCOLS, eval_cols, st);
+    if (!tab) goto out;
+    fprintf(out, "evaluation on the %s split (%lld images): network | mean-intensity baseline "
+                 "(a line per focus level, fitted on the training split)\n",
+            split_names[split], (long long)p.n);
+    eval_header(out);
+    if (add_groups(tab, out, &p, raw, base, mask, st)) goto out;
+    /* Calibration: observed coverage of central intervals, for report --plot. */
+    static const double levels[] = {0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99};
+    const char *ccols[] = {"nominal", "observed"};
+    snprintf(tname, sizeof tname, "calibration/%s", split_names[split]);
+    runlog_table *ct = runlog_table_fresh(&s.rl, tname, 2, ccols, st);
+    if (!ct) goto out;
+    double obs[11];
+    metrics_calibration(p.truth, p.pred, p.sigma, (size_t)p.n, levels, 11, obs);
+    for (int k = 0; k < 11; k++) {
+        double row[2] = {levels[k], obs[k]};
+        if (runlog_append(ct, "", row, st)) goto out;
+    }
+    if (store_predictions(&s.rl, split_names[split], cfg->data_file, &p, raw, base, st)) goto out;
+    rc = runlog_flush(&s.rl, st);
+    if (!rc)
+        fprintf(out, "stored as tables eval/%s, %s and predictions/%s in %s/run.h5\n",
+                split_names[split], tname, split_names[split], s.dir);
+out:
+    free(base);
+    free(raw);
+    free(mask);
+    count_preds_free(&p);
+    count_preds_free(&pv);
+    if (tape) tape_free(&t);
+    models_free(&m);
+    session_close(&s);
+    return rc;
+}
+
+/* "eval_on/<label>": see evaluate_on_run. */
+static void eval_on_label(char *buf, size_t len, const char *data_path, int split, int stain)
+{
+    static const char *split_names[] = {"train", "val", "test"};
+    const char *b = strrchr(data_path, '/');
+    b = b ? b + 1 : data_path;
+    size_t k = 0;
+    for (; *b && k + 1 < len && k < 48; b++) {
+        if (!strcmp(b, ".h5") || !strcmp(b, ".hdf5")) break;
+        const char c = *b;
+        const int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                       c == '-' || c == '_';
+        buf[k++] = ok ? c : '_';
+    }
+    buf[k] = 0;
+    if (stain > 0) snprintf(buf + k, len - k, "-w%d", stain);
+    k = strlen(buf);
+    if (split >= 0) snprintf(buf + k, len - k, "-%s", split_names[split]);
+}
+
+/* Predict the selected rows of ds with cm: images area-resized to cm's
+ * input size, 16 at a time.  Fills p (allocated here) and raw sigmas. */
+static int predict_rows(count_model *cm, cc_dataset *ds, const int64_t *rows, int64_t n,
+                        count_preds *p, double **raw_out, cc_status *st)
+{
+    enum { B = 16 };
+    const size_t src_plane = (size_t)ds->h * (size_t)ds->w, plane = (size_t)cm->h * (size_t)cm->w;
+    float *src = malloc(sizeof(float) * src_plane), *batch = malloc(sizeof(float) * plane * B);
+    p->n = n;
+    p->truth = malloc(sizeof(double) * (size_t)n);
+    p->pred = malloc(sizeof(double) * (size_t)n);
+    p->sigma = malloc(sizeof(double) * (size_t)n);
+    p->intensity = malloc(sizeof(double) * (size_t)n);
+    p->focus = malloc(sizeof(int32_t) * (size_t)n);
+    p->index = malloc(sizeof(int64_t) * (size_t)n);
+    double *raw = *raw_out = malloc(sizeof(double) * (size_t)n);
+    if (!src || !batch || !p->truth || !p->pred || !p->sigma || !p->intensity || !p->focus ||
+        !p->index || !raw) {
+        free(src), free(batch);
+        return status_set(st, "evaluate: out of memory");
+    }
+    int rc = 0;
+    for (int64_t i0 = 0; i0 < n && !rc; i0 += B) {
+        const int nb = (int)(n - i0 < B ? n - i0 : B);
+        for (int j = 0; j < nb && !rc; j++) {
+            const int64_t r = rows[i0 + j];
+            float *dst = batch + plane * (size_t)j;
+            if (dataset_read_images(ds, r, 1, src, st)) {
+                rc = -1;
+                break;
+            }
+            if (ds->h == cm->h && ds->w == cm->w)
+                memcpy(dst, src, sizeof(float) * plane);
+            else if (resize_area(src, ds->w, ds->h, dst, cm->w, cm->h, st))
+                rc = -1;
+            double sum = 0;
+            for (size_t q = 0; q < plane; q++) sum += dst[q];
+            p->intensity[i0 + j] = sum / (double)plane;
+            p->truth[i0 + j] = ds->counts[r];
+            p->focus[i0 + j] = ds->focus[r];
+            p->index[i0 + j] = r;
+        }
+        if (!rc) rc = count_model_predict(cm, batch, nb, p->pred + i0, p->sigma + i0, NULL, NULL, st);
+    }
+    for (int64_t i = 0; i < n; i++) raw[i] = p->sigma[i] / cm->sigma_scale;
+    free(src), free(batch);
+    return rc;
+}
+
+int evaluate_on_run(const cc_config *cfg, const char *data_path, int split, int stain,
+                    const char *fpn_ckpt, const char *counter_ckpt, FILE *out, cc_status *st)
+{
+    static const char *split_names[] = {"train", "val", "test"};
+    count_model cm;
+    cc_session s;
+    int sess = 0, rc = -1, h = 0, w = 0;
+    count_preds p;
+    memset(&p, 0, sizeof p);
+    double *raw = NULL, *base = NULL;
+    unsigned char *mask = NULL;
+    int64_t *rows = NULL, n = 0;
+    cc_dataset *ds = NULL;
+    memset(&cm, 0, sizeof cm);
+    if (count_input_size(cfg, &h, &w, st) ||
+        count_model_open(&cm, cfg, h, w, fpn_ckpt, counter_ckpt, 0, st))
+        goto out;
+    if (!(ds = dataset_open(data_path, st))) goto out;
+    /* The data set's pixels were normalised when it was written; a model
+     * trained on another normalisation would read a different scale. */
+    if (cm.train_norm[0] && strcmp(cm.train_norm, ds->normalize)) {
+        status_set(st, "%s: images normalised with '%s', the run was trained on '%s' (import the "
+                       "files again with --normalize %s)",
+                   data_path, ds->normalize, cm.train_norm, cm.train_norm);
+        goto out;
+    }
+    if (!(rows = malloc(sizeof(int64_t) * (size_t)(ds->n ? ds->n : 1)))) {
+        status_set(st, "evaluate: out of memory");
+        goto out;
+    }
+    for (int64_t i = 0; i < ds->n; i++)
+        if ((split < 0 || ds->split[i] == split) && (stain <= 0 || ds->stain[i] == stain))
+            rows[n++] = i;
+    if (!n) {
+        status_set(st, "%s: no image of stain %s in split %s", data_path,
+                   stain > 0 ? (stain == 1 ? "w1" : "w2") : "any",
+                   split < 0 ? "all" : split_names[split]);
+        goto out;
+    }
+    if (predict_rows(&cm, ds, rows, n, &p, &raw, st)) goto out;
+    baseline bl;
+    if (baseline_fit(&bl, cfg->data_file, st)) goto out;
+    if (!(base = malloc(sizeof(double) * (size_t)n)) || !(mask = malloc((size_t)n))) {
+        status_set(st, "evaluate: out of memory");
+        goto out;
+    }
+    for (int64_t i = 0; i < n; i++) base[i] = baseline_predict(&bl, p.intensity[i], p.focus[i]);
+    if (session_open(&s, cfg, 1, st)) goto out;
+    sess = 1;
+    char label[96], tname[128];
+    eval_on_label(label, sizeof label, data_path, split, stain);
+    snprintf(tname, sizeof tname, "eval_on/%s", label);
+    runlog_table *tab = runlog_table_fresh(&s.rl, tname, EVAL_NCOLS, eval_cols, st);
+    if (!tab) goto out;
+    fprintf(out, "evaluation of %s on %s (%lld images: stain %s, split %s; %dx%d resized to %dx%d)"
+                 ", sigma scaled by %.4f (%s)\n",
+            s.dir, data_path, (long long)n,
+            stain > 0 ? (stain == 1 ? "w1" : "w2") : "any",
+            split < 0 ? "all" : split_names[split], ds->w, ds->h, w, h, cm.sigma_scale,
+            cm.sigma_scale != 1 ? "the run's calibration, run.h5"
+                                : "none: the run was not evaluated or calibrate = none");
+    fprintf(out, "network | mean-intensity baseline fitted on the run's training split\n");
+    eval_header(out);
+    if (add_groups(tab, out, &p, raw, base, mask, st)) goto out;
+    static const char *const pcols[] = {"index", "truth", "count", "sigma", "sigma_raw", "focus",
+                                        "baseline"};
+    snprintf(tname, sizeof tname, "predictions_on/%s", label);
+    runlog_table *pt = runlog_table_fresh(&s.rl, tname, 7, pcols, st);
+    if (!pt) goto out;
+    for (int64_t i = 0; i < n; i++) {
+        double row[7] = {(double)p.index[i], p.truth[i], p.pred[i], p.sigma[i], raw[i],
+                         (double)p.focus[i], base[i]};
+        if (runlog_append(pt, ds->source[p.index[i]], row, st)) goto out;
+    }
+    if (runlog_flush(&s.rl, st)) goto out;
+    fprintf(out, "stored as tables eval_on/%s and predictions_on/%s in %s/run.h5\n", label, label,
+            s.dir);
+    rc = 0;
+out:
+    free(rows), free(raw), free(base), free(mask);
+    count_preds_free(&p);
+    dataset_close(ds);
+    if (sess) session_close(&s);
+    count_model_close(&cm);
+    return rc;
+}

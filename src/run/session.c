@@ -1,0 +1,188 @@
+/* session.c - see session.h. */
+#include "src/run/session.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "src/data/fsutil.h"
+
+double session_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+const char *session_path(const cc_session *s, const char *name, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s/%s", s->dir, name);
+    return buf;
+}
+
+static int write_config_ini(cc_session *s, cc_status *st)
+{
+    char path[CFG_STR + 32];
+    session_path(s, "config.ini", path, sizeof path);
+    fs_atomic aw;
+    if (fs_atomic_begin(&aw, path, st) != 0) return -1;
+    const char *tmp = aw.tmp;
+    FILE *f = fopen(tmp, "w");
+    if (!f) {
+        int e = errno;
+        fs_atomic_abort(&aw);
+        return status_set(st, "%s: cannot write (%s)", tmp, strerror(e));
+    }
+    fprintf(f, "; resolved configuration of this run (cellcount)\n");
+    config_write(&s->cfg, f);
+    int bad = ferror(f);
+    if (fclose(f) || bad) {
+        fs_atomic_abort(&aw);
+        return status_set(st, "%s: write failed (disk full?)", path);
+    }
+    return fs_atomic_commit(&aw, st);
+}
+
+int session_open(cc_session *s, const cc_config *cfg, int resume, cc_status *st)
+{
+    memset(s, 0, sizeof *s);
+    s->cfg = *cfg;
+    s->log = stderr;
+    s->tty = isatty(fileno(stderr));
+    if (config_validate(cfg, st)) return -1;
+    if (cfg->precision != CFG_PRECISION_FP32)
+        return status_set(st, "run.precision = %s is not implemented yet (only fp32)",
+                          cfg_precision_names[cfg->precision]);
+    snprintf(s->dir, sizeof s->dir, "%s", cfg->out_dir);
+    dist_open(&s->dist);
+    s->writer = s->dist.rank == 0;
+    if (!s->writer) {   /* rank > 0: compute only, rank 0 writes and reports */
+        if (!(s->log = fopen("/dev/null", "w"))) return status_set(st, "/dev/null: cannot open");
+        s->tty = 0;
+        if (ctx_init(&s->ctx, cfg->threads, st)) return -1;
+        char p[CFG_STR + 32];
+        if (runlog_create(&s->rl, session_path(s, "run.h5", p, sizeof p), cfg, st)) return -1;
+        s->rl_open = 1;
+        return 0;
+    }
+    s->made_dir = access(s->dir, F_OK) != 0;
+    if (fs_mkdirs(s->dir, st)) return -1;
+    if (access(s->dir, W_OK))
+        return status_set(st, "%s: run directory is not writable (%s)", s->dir, strerror(errno));
+    if (ctx_init(&s->ctx, cfg->threads, st)) return -1;
+    char path[CFG_STR + 32];
+    session_path(s, "run.h5", path, sizeof path);
+    /* An existing run file is kept (the counter stage appends to the FPN's);
+     * the configuration attributes are refreshed to this invocation's. */
+    (void)resume;
+    if (access(path, F_OK) == 0) {
+        runlog fresh;
+        if (runlog_open(&s->rl, path, st) || runlog_create(&fresh, path, cfg, st)) return -1;
+        for (int i = 0; i < fresh.nattrs; i++)
+            if (strcmp(fresh.attrs[i].key, "start_time") &&
+                runlog_set_attr(&s->rl, fresh.attrs[i].key, fresh.attrs[i].value, st))
+                return -1;
+        runlog_free(&fresh);
+    } else if (runlog_create(&s->rl, path, cfg, st)) {
+        return -1;
+    }
+    s->rl_open = 1;
+    char ranks[32];
+    snprintf(ranks, sizeof ranks, "%d", s->dist.size);
+    if (runlog_set_attr(&s->rl, "mpi_ranks", ranks, st)) return -1;
+    return write_config_ini(s, st);
+}
+
+void session_close(cc_session *s)
+{
+    char path[CFG_STR + 32];
+    if (s->made_dir && access(session_path(s, "run.h5", path, sizeof path), F_OK) != 0) {
+        unlink(session_path(s, "config.ini", path, sizeof path));
+        rmdir(s->dir);      /* fails, as it should, if anything else is in it */
+        s->made_dir = 0;
+    }
+    if (s->rl_open) runlog_free(&s->rl);
+    ctx_free(&s->ctx);
+    dist_close(&s->dist);
+    if (s->log && s->log != stderr) fclose(s->log);
+    s->log = NULL;
+    s->rl_open = 0;
+}
+
+int models_counter_channels(const cc_config *cfg)
+{
+    return cfg->counter_input == CFG_INPUT_MASK_IMAGE ? 2 : 1;
+}
+
+int models_build(cc_models *m, cc_session *s, int with_counter, int in_h, int in_w, cc_status *st)
+{
+    memset(m, 0, sizeof *m);
+    const cc_config *c = &s->cfg;
+    params_init(&m->Pf, &s->ctx);
+    params_init(&m->Pc, &s->ctx);
+    m->in_h = in_h;
+    m->in_w = in_w;
+    fpn_config fc = {c->fpn_depth, c->fpn_width, c->fpn_channels};
+    if (fpn_build(&m->Pf, &fc, "fpn", &m->fpn, st) || params_finalize(&m->Pf, st)) return -1;
+    fpn_init(&m->Pf, &m->fpn, (uint64_t)c->seed);
+    if (with_counter) {
+        counter_config cc = counter_config_default();
+        snprintf(cc.arch, sizeof cc.arch, "%s", c->counter_arch);
+        cc.in_channels = models_counter_channels(c);
+        cc.width_div = c->counter_width_div;
+        cc.height = in_h / 2;
+        cc.width = in_w / 2;
+        if (counter_build(&m->Pc, &cc, "counter", &m->counter, st)) return -1;
+        m->has_counter = 1;
+        if (params_finalize(&m->Pc, st)) return -1;
+        counter_init(&m->Pc, &m->counter, (uint64_t)c->seed + 1);
+    }
+    return 0;
+}
+
+void models_free(cc_models *m)
+{
+    if (m->has_counter) counter_free(&m->counter);
+    params_free(&m->Pf);
+    params_free(&m->Pc);
+    memset(m, 0, sizeof *m);
+}
+
+void session_optim_init(cc_optim *o, const cfg_train *t)
+{
+    if (t->optimizer == CFG_OPTIM_SGD)
+        optim_sgd_init(o, (float)t->lr, (float)t->momentum, (float)t->weight_decay);
+    else
+        optim_adam_init(o, (float)t->lr, (float)t->beta1, (float)t->beta2, (float)t->eps,
+                        (float)t->weight_decay);
+}
+
+void progress_begin(progress *p, const cc_session *s, const char *label, int64_t total_steps)
+{
+    p->s = s;
+    p->start = p->last_print = session_now();
+    p->total_steps = total_steps;
+    snprintf(p->label, sizeof p->label, "%s", label);
+}
+
+void progress_update(progress *p, int64_t step, double loss, double images_per_s)
+{
+    double now = session_now();
+    int tty = p->s->tty;
+    if (now - p->last_print < (tty ? 0.25 : 10.0) && step != p->total_steps) return;
+    p->last_print = now;
+    double el = now - p->start;
+    double eta = step > 0 ? el / (double)step * (double)(p->total_steps - step) : 0;
+    fprintf(p->s->log, "%s%s step %lld/%lld loss %.5g %.1f img/s ETA %.0fs%s", tty ? "\r" : "",
+            p->label, (long long)step, (long long)p->total_steps, loss, images_per_s, eta,
+            tty ? "   " : "\n");
+    fflush(p->s->log);
+}
+
+void progress_end(progress *p)
+{
+    if (p->s->tty) fputc('\n', p->s->log);
+}

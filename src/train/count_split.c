@@ -1,0 +1,179 @@
+/* count_split.c - see count_split.h. */
+#include "src/train/count_split.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "src/data/dataset.h"
+
+void mask_cache_free(mask_cache *mc)
+{
+    free(mc->slot);
+    free(mc->masks);
+    memset(mc, 0, sizeof *mc);
+}
+
+int mask_cache_build(mask_cache *mc, cc_session *s, cc_models *m, const char *path, int split,
+                     cc_status *st)
+{
+    memset(mc, 0, sizeof *mc);
+    cc_dataset *ds = dataset_open(path, st);
+    if (!ds) return -1;
+    mc->n_index = ds->n;
+    dataset_close(ds);
+    cc_loader *L = loader_open(path, split, 8, 0, LOADER_KEEP_LAST, st);
+    if (!L) return -1;
+    mc->h = m->in_h / 2;
+    mc->w = m->in_w / 2;
+    const size_t plane = (size_t)mc->h * (size_t)mc->w;
+    mc->slot = malloc(sizeof(int64_t) * (size_t)mc->n_index);
+    mc->masks = malloc(sizeof(float) * plane * (size_t)loader_size(L));
+    if (!mc->slot || !mc->masks) {
+        loader_close(L);
+        mask_cache_free(mc);
+        return status_set(st, "mask cache: out of memory");
+    }
+    for (int64_t i = 0; i < mc->n_index; i++) mc->slot[i] = -1;
+    cc_tape t;
+    tape_init(&t, &s->ctx, 0);
+    loader_epoch_begin(L, 0);
+    loader_batch b;
+    int rc = 0;
+    while (rc == 0 && loader_next(L, &b)) {
+        tape_reset(&t);
+        int64_t d[4] = {b.n, 1, b.h, b.w};
+        cc_tensor *x = tape_input(&t, 4, d, b.images, 0);
+        if (s->cfg.fpn_channels != 1) x = op_expand_channels(&t, x, s->cfg.fpn_channels);
+        fpn_output out;
+        if (fpn_forward(&t, &m->Pf, &m->fpn, x, &out) ||
+            tape_read(&t, out.mean[out.levels - 1], mc->masks + plane * (size_t)mc->n)) {
+            rc = status_set(st, "mask cache: %s", tape_error(&t));
+            break;
+        }
+        for (int i = 0; i < b.n; i++) mc->slot[b.indices[i]] = mc->n + i;
+        mc->n += b.n;
+    }
+    tape_free(&t);
+    loader_close(L);
+    if (rc) mask_cache_free(mc);
+    return rc;
+}
+
+/* dst = src flipped per bits (bit 0 horizontal, bit 1 vertical). */
+static void flip_plane(const float *src, float *dst, int h, int w, unsigned bits)
+{
+    for (int y = 0; y < h; y++) {
+        int sy = (bits & 2) ? h - 1 - y : y;
+        for (int x = 0; x < w; x++) dst[y * w + x] = src[sy * w + ((bits & 1) ? w - 1 - x : x)];
+    }
+}
+
+cc_tensor *counting_input(cc_tape *t, cc_session *s, cc_models *m, const mask_cache *mc,
+                          const loader_batch *b, int fpn_on_tape)
+{
+    const cfg_input in = s->cfg.counter_input;
+    int64_t d[4] = {b->n, 1, b->h, b->w};
+    cc_tensor *img = NULL, *mask = NULL;
+    if (in != CFG_INPUT_MASK) img = op_avg_pool2d(t, tape_input(t, 4, d, b->images, 0), 2);
+    if (in == CFG_INPUT_IMAGE) return img;
+    if (fpn_on_tape) {
+        cc_tensor *x = tape_input(t, 4, d, b->images, 0);
+        if (s->cfg.fpn_channels != 1) x = op_expand_channels(t, x, s->cfg.fpn_channels);
+        fpn_output out;
+        if (fpn_forward(t, &m->Pf, &m->fpn, x, &out)) return NULL;
+        mask = out.mean[out.levels - 1];
+    } else {
+        int64_t md[4] = {b->n, 1, mc->h, mc->w};
+        mask = tape_input(t, 4, md, NULL, 0);
+        if (!mask) return NULL;
+        const size_t plane = (size_t)mc->h * (size_t)mc->w;
+        for (int i = 0; i < b->n; i++) {
+            int64_t r = b->indices[i] < mc->n_index ? mc->slot[b->indices[i]] : -1;
+            if (r < 0) {
+                status_set(&t->status, "counter input: image %lld is not in the mask cache",
+                           (long long)b->indices[i]);
+                return NULL;
+            }
+            float *dst = mask->data + plane * (size_t)i;
+            flip_plane(mc->masks + plane * (size_t)r, dst, mc->h, mc->w, b->flipped[i]);
+            /* data.aug_scale: resize the cached mask like the image */
+            if (b->scale && b->scale[i] != 1.0f) {
+                float *tmp = malloc(plane * sizeof *tmp);
+                if (!tmp) {
+                    status_set(&t->status, "counter input: out of memory");
+                    return NULL;
+                }
+                loader_scale_plane(dst, tmp, mc->h, mc->w, b->scale[i], 0.0f);
+                memcpy(dst, tmp, plane * sizeof *tmp);
+                free(tmp);
+            }
+        }
+    }
+    if (!img) return mask;
+    cc_tensor *both[2] = {mask, img};
+    return op_concat(t, both, 2);
+}
+
+void count_preds_free(count_preds *p)
+{
+    free(p->truth);
+    free(p->pred);
+    free(p->sigma);
+    free(p->intensity);
+    free(p->focus);
+    free(p->index);
+    memset(p, 0, sizeof *p);
+}
+
+int counting_predict(cc_session *s, cc_models *m, cc_tape *t, const mask_cache *mc,
+                     cc_loader *L, count_preds *out, cc_status *st)
+{
+    memset(out, 0, sizeof *out);
+    int64_t cap = loader_size(L);
+    out->truth = malloc(sizeof(double) * (size_t)cap);
+    out->pred = malloc(sizeof(double) * (size_t)cap);
+    out->sigma = malloc(sizeof(double) * (size_t)cap);
+    out->intensity = malloc(sizeof(double) * (size_t)cap);
+    out->focus = malloc(sizeof(int32_t) * (size_t)cap);
+    out->index = malloc(sizeof(int64_t) * (size_t)cap);
+    if (!out->truth || !out->pred || !out->sigma || !out->intensity || !out->focus || !out->index) {
+        count_preds_free(out);
+        return status_set(st, "predict: out of memory");
+    }
+    const loss_kind kind = s->cfg.counter_loss;
+    loader_epoch_begin(L, 0);
+    loader_batch b;
+    double loss_sum = 0;
+    while (loader_next(L, &b)) {
+        tape_reset(t);
+        cc_tensor *x = counting_input(t, s, m, mc, &b, 0), *cnt = NULL, *lv = NULL;
+        float truth[4096], c[4096], v[4096];
+        if (b.n > 4096) return status_set(st, "predict: batch larger than 4096");
+        for (int i = 0; i < b.n; i++) truth[i] = (float)b.counts[i];
+        cc_tensor *y = tape_input(t, 2, (int64_t[]){b.n, 1}, truth, 0);
+        loss_terms lt;
+        cc_tensor *loss = NULL;
+        if (x && counter_forward(t, &m->Pc, &m->counter, x, &cnt, &lv) == 0)
+            loss = counter_loss(t, cnt, lv, y, kind, &lt);
+        if (!loss || tape_read(t, cnt, c) || tape_read(t, lv, v)) {
+            count_preds_free(out);
+            return status_set(st, "predict: %s", tape_error(t));
+        }
+        loss_sum += lt.total * b.n;
+        const size_t plane = (size_t)b.h * (size_t)b.w;
+        for (int i = 0; i < b.n; i++) {
+            int64_t k = out->n++;
+            out->truth[k] = b.counts[i];
+            out->pred[k] = c[i];
+            out->sigma[k] = kind == LOSS_MSE ? NAN : exp(0.5 * v[i]);
+            out->focus[k] = b.focus[i];
+            out->index[k] = b.indices[i];
+            double sum = 0;
+            for (size_t p = 0; p < plane; p++) sum += b.images[plane * (size_t)i + p];
+            out->intensity[k] = sum / (double)plane;
+        }
+    }
+    out->loss = out->n ? loss_sum / (double)out->n : NAN;
+    return 0;
+}

@@ -1,0 +1,302 @@
+/* train_counter.c - the counter training driver (see train.h). */
+#include "src/train/train.h"
+
+#include <limits.h>
+#include <math.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "src/run/checkpoint.h"
+#include "src/train/count_split.h"
+#include "src/data/dataset.h"
+#include "src/run/metrics.h"
+#include "src/train/ood.h"
+#include "src/train/train_util.h"
+
+/* One training epoch; returns images seen or -1.  *loss_out: mean loss. */
+static int64_t counter_epoch(cc_session *s, cc_models *m, cc_tape *t, cc_loader *L,
+                             const mask_cache *mc, int epoch, cc_optim *opt, cc_optim *fpn_opt,
+                             cc_params *ema, double *loss_out, progress *pg, cc_status *st)
+{
+    const cc_config *c = &s->cfg;
+    const loss_kind kind = c->counter_loss;
+    loader_epoch_begin(L, epoch);
+    loader_batch b;
+    int64_t seen = 0, step = 0;
+    double sum = 0, t0 = session_now();
+    while (loader_next(L, &b)) {
+        if (c->counter_train.max_steps && step >= c->counter_train.max_steps) break;
+        tape_reset(t);
+        float truth[4096];
+        if (b.n > 4096) return status_set(st, "counter: batch larger than 4096");
+        for (int i = 0; i < b.n; i++) truth[i] = (float)b.counts[i];
+        cc_tensor *x = counting_input(t, s, m, mc, &b, fpn_opt != NULL), *cnt, *lv;
+        cc_tensor *y = tape_input(t, 2, (int64_t[]){b.n, 1}, truth, 0);
+        loss_terms lt;
+        cc_tensor *loss = NULL;
+        if (x && counter_forward(t, &m->Pc, &m->counter, x, &cnt, &lv) == 0)
+            loss = counter_loss(t, cnt, lv, y, kind, &lt);
+        if (!loss) return status_set(st, "counter forward: %s", tape_error(t));
+        if (dist_any(&s->dist, !isfinite(lt.total)))   /* MPI: all ranks stop together */
+            return status_set(st, "counter loss is %g at epoch %d step %lld: stopping (the last "
+                                  "good checkpoint is kept)", lt.total, epoch + 1, (long long)step + 1);
+        params_zero_grad(&m->Pc);
+        if (fpn_opt) params_zero_grad(&m->Pf);
+        if (tape_backward(t, loss)) return status_set(st, "counter backward: %s", tape_error(t));
+        if (dist_allreduce_grad(&s->dist, m->Pc.grad, m->Pc.n_train, b.n, b.global_n, st) ||
+            (fpn_opt && dist_allreduce_grad(&s->dist, m->Pf.grad, m->Pf.n_train, b.n, b.global_n, st)))
+            return -1;
+        if (optim_step(opt, &m->Pc, st)) return -1;
+        if (fpn_opt && optim_step(fpn_opt, &m->Pf, st)) return -1;
+        if (ema) train_ema_update(ema, &m->Pc, c->counter_ema, opt->step);
+        sum += lt.total * b.n;
+        seen += b.n;
+        step++;
+        progress_update(pg, step, lt.total, (double)seen / (session_now() - t0));
+    }
+    double all[2] = {sum, (double)seen};
+    if (dist_sum_doubles(&s->dist, all, 2, st)) return -1;   /* MPI: over all ranks */
+    sum = all[0], seen = (int64_t)all[1];
+    *loss_out = seen ? sum / (double)seen : NAN;
+    return seen;
+}
+
+/* counter.precise_bn = N: with the weights of the epoch's end (with
+ * counter.ema: the average's), replace the counter's BN running statistics
+ * by their average over N training batches (fixed order per epoch,
+ * augmentations as in training).  The momentum-0.1
+ * statistics lag weights that move fast, which made the validation error
+ * of consecutive epochs differ by up to 2x. */
+static int precise_bn(cc_session *s, cc_models *m, cc_tape *t, cc_loader *L,
+                      const mask_cache *mc, int epoch, int nbatches, cc_status *st)
+{
+    cc_params *P = &m->Pc;
+    for (int i = 0; i < P->n; i++) {
+        const char *nm = P->p[i].name, *end = nm + strlen(nm);
+        if (strlen(nm) >= 19 && !strcmp(end - 19, "num_batches_tracked"))
+            params_tensor(P, i)->data[0] = 0;
+    }
+    P->bn_cumulative = 1;
+    /* an epoch number training never uses: its own deterministic order */
+    loader_epoch_begin(L, 1000000 + epoch);
+    loader_batch b;
+    int rc = 0;
+    for (int k = 0; k < nbatches && loader_next(L, &b); k++) {
+        tape_reset(t);
+        cc_tensor *x = counting_input(t, s, m, mc, &b, 0), *cnt, *lv;
+        if (!x || counter_forward(t, P, &m->counter, x, &cnt, &lv)) {
+            rc = status_set(st, "counter precise BN: %s", tape_error(t));
+            break;
+        }
+    }
+    while (loader_next(L, &b)) {}  /* drain: the next epoch starts clean */
+    P->bn_cumulative = 0;
+    return rc;
+}
+
+/* Exchange the counter's weights with the average's (the model struct
+ * indexes both stores alike), so that precise BN, validation and the
+ * checkpoints see the average. */
+static void swap_stores(cc_params *a, cc_params *b)
+{
+    cc_params t = *a;
+    *a = *b;
+    *b = t;
+}
+
+/* counter.init_bias = data: start both heads at the best constant
+ * predictor of the training counts (count bias = their mean, log-variance
+ * bias = log of their variance).  With PyTorch's default init the count
+ * starts near 0 and the NLL first inflates the variance: the count head's
+ * gradients then shrink by e^-s within a few steps while Adam's second
+ * moment still remembers the early large ones, and the mean barely moves
+ * for thousands of steps.  (A resumed run overwrites these values.) */
+static int init_bias_from_data(cc_models *m, const char *path, cc_status *st)
+{
+    cc_dataset *ds = dataset_open(path, st);
+    if (!ds) return -1;
+    double sum = 0, sum2 = 0;
+    int64_t n = 0;
+    for (int64_t i = 0; i < ds->n; i++)
+        if (ds->split[i] == DATASET_TRAIN) {
+            sum += ds->counts[i];
+            sum2 += (double)ds->counts[i] * ds->counts[i];
+            n++;
+        }
+    dataset_close(ds);
+    if (n < 2) return status_set(st, "%s: too few training images to initialise the counter", path);
+    double mean = sum / (double)n, var = sum2 / (double)n - mean * mean;
+    if (var < 1e-6) var = 1e-6;
+    counter_init_count_bias(&m->Pc, &m->counter, (float)mean);
+    params_tensor(&m->Pc, m->counter.logvar.fc3.b)->data[0] = (float)log(var);
+    return 0;
+}
+
+int train_counter(const cc_config *cfg, const char *fpn_ckpt, int resume, cc_status *st)
+{
+    cc_session s;
+    cc_models m;
+    memset(&m, 0, sizeof m);
+    mask_cache mtr, mva;
+    memset(&mtr, 0, sizeof mtr);
+    memset(&mva, 0, sizeof mva);
+    cc_loader *tr = NULL, *va = NULL;
+    cc_tape ttrain, teval;
+    cc_params ema;          /* counter.ema's average of m.Pc */
+    int tapes = 0, has_ema = 0, rc = -1;
+    if (session_open(&s, cfg, resume, st)) goto out;
+    const cfg_train *tc = &cfg->counter_train;
+    if (tc->batch < 2) {
+        status_set(st, "counter_train.batch must be >= 2 (BatchNorm in training mode)");
+        goto out;
+    }
+    int h, w;
+    if (dataset_image_size(cfg->data_file, &h, &w, st) || models_build(&m, &s, 1, h, w, st)) goto out;
+    const int needs_fpn = cfg->counter_input != CFG_INPUT_IMAGE;
+    char fpn_path[CFG_STR + 64];
+    if (needs_fpn) {
+        if (fpn_ckpt)
+            snprintf(fpn_path, sizeof fpn_path, "%s", fpn_ckpt);
+        else
+            session_path(&s, "fpn_best.h5", fpn_path, sizeof fpn_path);
+        if (checkpoint_load(fpn_path, &m.Pf, NULL, st)) {
+            status_prefix(st, "counter needs a trained FPN (run train-fpn first, or pass --fpn)");
+            goto out;
+        }
+    }
+    const int finetune = needs_fpn && cfg->finetune_fpn;
+    params_set_frozen(&m.Pf, "", !finetune);
+    if (needs_fpn && !finetune) {
+        fprintf(s.log, "computing FPN masks for the training and validation splits\n");
+        if (mask_cache_build(&mtr, &s, &m, cfg->data_file, DATASET_TRAIN, st) ||
+            mask_cache_build(&mva, &s, &m, cfg->data_file, DATASET_VAL, st))
+            goto out;
+    }
+    unsigned flags = LOADER_SHUFFLE | (cfg->augment ? LOADER_FLIP : 0);
+    if (!(tr = loader_open(cfg->data_file, DATASET_TRAIN, tc->batch, (uint64_t)cfg->seed, flags, st)) ||
+        !(va = loader_open(cfg->data_file, DATASET_VAL, tc->batch, (uint64_t)cfg->seed,
+                           LOADER_KEEP_LAST, st)) ||
+        train_shard_loaders(&s, tr, NULL, tc->batch, 2, "counter_train.batch", st))
+        goto out;
+    train_loader_augment(tr, cfg);
+    cc_optim opt, fopt;
+    session_optim_init(&opt, tc);
+    session_optim_init(&fopt, tc);
+    tape_init(&ttrain, &s.ctx, 1);
+    ttrain.free_grads = 1;  /* the loop reads no intermediate gradient */
+    tape_init(&teval, &s.ctx, 0);
+    tapes = 1;
+    if (cfg->counter_init_bias == CFG_INIT_BIAS_DATA && init_bias_from_data(&m, cfg->data_file, st))
+        goto out;
+    train_state ts;
+    memset(&ts, 0, sizeof ts);
+    /* counter.ema: the weights validated and kept as counter_best.h5 are an
+     * exponential moving average of the trained ones, with BN statistics
+     * re-estimated for them after every epoch (docs/RESULTS.md: the
+     * validation error of the raw weights jumps by up to 10x from one epoch
+     * to the next at lr 1e-3). */
+    if (cfg->counter_ema > 0) {
+        if (train_ema_init(&ema, &m.Pc, st)) goto out;
+        has_ema = 1;
+        ts.E = &ema;
+    }
+    if (finetune) {
+        ts.P2 = &m.Pf;
+        ts.opt2 = &fopt;
+    }
+    if (train_state_begin(&ts, &s, "counter", &m.Pc, &opt, resume, st)) goto out;
+    cc_lr_schedule sched = train_schedule(tc);
+    for (int epoch = ts.next_epoch; epoch < tc->epochs; epoch++) {
+        opt.lr = fopt.lr = lr_schedule_at(&sched, epoch);
+        char label[64];
+        snprintf(label, sizeof label, "counter epoch %d/%d", epoch + 1, tc->epochs);
+        progress pg;
+        int64_t steps = loader_batches_per_epoch(tr);
+        if (tc->max_steps && tc->max_steps < steps) steps = tc->max_steps;
+        progress_begin(&pg, &s, label, steps);
+        double t0 = session_now(), w0 = loader_wait_seconds(tr), trloss = NAN;
+        int64_t ntr = counter_epoch(&s, &m, &ttrain, tr, &mtr, epoch, &opt,
+                                    finetune ? &fopt : NULL, has_ema ? &ema : NULL, &trloss,
+                                    &pg, st);
+        progress_end(&pg);
+        if (ntr < 0) goto out;
+        /* MPI: the raw weights' running statistics are per rank; the weight
+         * hash of train_state_epoch_end covers them, so they are averaged
+         * before the average's store takes m.Pc's place (and the average's
+         * own statistics below). */
+        if (has_ema && dist_average_buffers(&s.dist, &m.Pc, st)) goto out;
+        /* From here to the checkpoints m.Pc holds the average, if any. */
+        if (has_ema) swap_stores(&m.Pc, &ema);
+        /* the average always needs its own statistics: precise_bn = 0 then
+         * means every training batch of an epoch */
+        const int pbn =
+            has_ema && cfg->counter_precise_bn <= 0 ? INT_MAX : cfg->counter_precise_bn;
+        if (pbn > 0 && precise_bn(&s, &m, &ttrain, tr, &mtr, epoch, pbn, st)) goto out;
+        if (dist_average_buffers(&s.dist, &m.Pc, st) ||
+            (finetune && dist_average_buffers(&s.dist, &m.Pf, st)))
+            goto out;
+        double secs = session_now() - t0, row[MC_NCOLS];
+        train_row_init(row, 1, epoch, DATASET_TRAIN);
+        row[MC_LOSS] = row[MC_LOSS_DATA] = trloss;
+        row[MC_LR] = opt.lr;
+        row[MC_SECONDS] = secs;
+        row[MC_IPS] = (double)ntr / secs;
+        row[MC_WAIT] = loader_wait_seconds(tr) - w0;
+        if (train_append_row(&s, "train", row, st)) goto out;
+
+        t0 = session_now();
+        count_preds p;
+        /* The fine-tuned FPN changes every epoch: predict through it. */
+        mask_cache fresh;
+        memset(&fresh, 0, sizeof fresh);
+        if (finetune && mask_cache_build(&fresh, &s, &m, cfg->data_file, DATASET_VAL, st)) goto out;
+        int pr = counting_predict(&s, &m, &teval, finetune ? &fresh : &mva, va, &p, st);
+        mask_cache_free(&fresh);
+        if (has_ema) swap_stores(&m.Pc, &ema);
+        if (pr) goto out;
+        metrics_summary ms = metrics_compute(p.truth, p.pred, p.sigma, NULL, (size_t)p.n);
+        train_row_init(row, 1, epoch, DATASET_VAL);
+        row[MC_LOSS] = row[MC_LOSS_DATA] = p.loss;
+        row[MC_MAE] = ms.mae;
+        row[MC_RMSE] = ms.rmse;
+        row[MC_R2] = ms.r2;
+        row[MC_COVERAGE] = ms.coverage95;
+        row[MC_WIDTH] = ms.width95;
+        row[MC_SECONDS] = session_now() - t0;
+        row[MC_IPS] = (double)p.n / row[MC_SECONDS];
+        count_preds_free(&p);
+        if (train_append_row(&s, "val", row, st)) goto out;
+        /* With an average, the trained weights themselves (with their
+         * momentum BN statistics) are validated too, for the log only: they
+         * are what the run would have kept without counter.ema. */
+        char raw[64] = "";
+        if (has_ema) {
+            if (counting_predict(&s, &m, &teval, &mva, va, &p, st)) goto out;
+            metrics_summary mr = metrics_compute(p.truth, p.pred, p.sigma, NULL, (size_t)p.n);
+            count_preds_free(&p);
+            snprintf(raw, sizeof raw, " | raw weights MAE %.3f", mr.mae);
+        }
+        fprintf(s.log, "counter epoch %d/%d: train loss %.4g | val loss %.4g MAE %.3f RMSE %.3f "
+                       "R2 %.4f cover95 %.3f width %.2f%s | %.1f img/s\n",
+                epoch + 1, tc->epochs, trloss, row[MC_LOSS], ms.mae, ms.rmse, ms.r2,
+                ms.coverage95, ms.width95, raw, (double)ntr / secs);
+        if (train_state_epoch_end(&ts, &s, epoch, ms.mae, st)) goto out;
+    }
+    /* What count's out-of-distribution flags compare against (ood.h). */
+    if (ood_train_stats_write(&s, needs_fpn && !finetune ? &mtr : NULL, cfg->data_file, st))
+        goto out;
+    rc = 0;
+out:
+    if (tapes) {
+        tape_free(&ttrain);
+        tape_free(&teval);
+    }
+    if (has_ema) params_free(&ema);
+    loader_close(tr);
+    loader_close(va);
+    mask_cache_free(&mtr);
+    mask_cache_free(&mva);
+    models_free(&m);
+    session_close(&s);
+    return rc;
+}
