@@ -10,7 +10,10 @@
  * optimizer updates; their bf16 copy is refreshed from them on each
  * forward (once per optimizer step).  The bf16 copy of the input is what
  * the weight gradient is computed from (the activation saved for backward
- * is bf16, half the bytes of the fp32 one).
+ * is bf16, half the bytes of the fp32 one).  Where oneDNN has only a
+ * reference kernel in bf16 (the forward of some shapes: conv_bf16_infer
+ * returns 1; the weight gradient of 1 -> 1 channel convs), that part runs
+ * in fp32 instead.
  */
 #ifndef CC_CONV_BF16_H
 #define CC_CONV_BF16_H

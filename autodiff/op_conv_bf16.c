@@ -16,10 +16,11 @@ struct conv_bf16 {
     dnnl_primitive_desc_t fpd, bdpd, bwpd;
     dnnl_primitive_t fwd, bwd_data, bwd_w;
     dnnl_memory_t fscr, bdscr, bwscr;
-    dnnl_memory_t m_src, m_w, m_b, m_dst, m_dd, m_dsrc, m_bdw, m_bwsrc, m_dw, m_db;
+    dnnl_memory_t m_src, m_w, m_b, m_dst, m_dd, m_dsrc, m_bdw, m_bwsrc, m_dw, m_db, m_dd32;
     cc_reorder r_src, r_w, r_dd, r_dsrc, r_bdw, r_bwsrc, r_dw;
     dnnl_memory_desc_t src_md, w_md, dd_md, dsrc_md, bdw_md, bwsrc_md, dw_md;
     void *src_buf;              /* this step's bf16 input (kept for backward) */
+    int bw_f32;                 /* weight gradient in fp32 (bf16 has only a reference kernel) */
 };
 
 void conv_bf16_free(conv_bf16 *s)
@@ -28,7 +29,8 @@ void conv_bf16_free(conv_bf16 *s)
     dnnl_primitive_desc_t pds[] = {s->fpd, s->bdpd, s->bwpd};
     dnnl_primitive_t prims[] = {s->fwd, s->bwd_data, s->bwd_w};
     dnnl_memory_t mems[] = {s->fscr, s->bdscr, s->bwscr, s->m_src, s->m_w, s->m_b, s->m_dst,
-                            s->m_dd, s->m_dsrc, s->m_bdw, s->m_bwsrc, s->m_dw, s->m_db};
+                            s->m_dd, s->m_dsrc, s->m_bdw, s->m_bwsrc, s->m_dw, s->m_db,
+                            s->m_dd32};
     for (size_t i = 0; i < 3; i++) {
         if (prims[i]) dnnl_primitive_destroy(prims[i]);
         if (pds[i]) dnnl_primitive_desc_destroy(pds[i]);
@@ -189,30 +191,41 @@ static int make_bwd_data(cc_tape *t, cc_node *n, conv_bf16 *s, cc_status *st)
            tape_mem_create(t, &s->m_dsrc, &s->dsrc_md, st);
 }
 
+/* The weight-gradient primitive: bf16 src and output gradient, fp32
+ * weight gradient; where bf16 has only oneDNN's reference kernel (e.g. a
+ * 1 -> 1 channel conv), all fp32 from the fp32 input and output gradient
+ * (both still on the tape), ~100x faster than the reference. */
 static int make_bwd_weights(cc_tape *t, cc_node *n, conv_bf16 *s, cc_status *st)
 {
     const cc_tensor *x = n->in[0], *w = n->in[1];
     dnnl_memory_desc_t src_any, w_any, b_md;
     dnnl_dims_t bd = {w->dims[0]};
-    if (md_any(&src_any, x->dims, dnnl_bf16, st) || md_any(&w_any, w->dims, dnnl_f32, st))
-        return -1;
     DNNL_TRY(st, "conv2d", "md", dnnl_memory_desc_init_by_tag(&b_md, 1, bd, dnnl_f32, dnnl_a));
     dnnl_dims_t strides, pads;
     geometry(n, strides, pads);
-    dnnl_convolution_desc_t cd;
-    DNNL_TRY(st, "conv2d (bf16)", "backward-weights descriptor",
-             dnnl_convolution_backward_weights_desc_init(
-                 &cd, dnnl_convolution_direct, &src_any, &w_any, n->args.i[2] ? &b_md : NULL,
-                 &s->dd_md, strides, pads, pads));
-    if (pd_make(t, &cd, s->fpd, &s->bwpd, NULL, "backward-weights descriptor", st) ||
-        tape_prim_create(t, s->bwpd, &s->bwd_w, &s->bwscr, "conv2d (bf16)", st))
-        return -1;
+    for (int f32 = 0; f32 < 2 && !s->bwpd; f32++) {
+        if (md_any(&src_any, x->dims, dnnl_bf16, st) || md_any(&w_any, w->dims, dnnl_f32, st))
+            return -1;
+        if (f32) src_any = x->md;   /* `any` here can land on the reference kernel */
+        dnnl_convolution_desc_t cd;
+        DNNL_TRY(st, "conv2d (bf16)", "backward-weights descriptor",
+                 dnnl_convolution_backward_weights_desc_init(
+                     &cd, dnnl_convolution_direct, &src_any, &w_any, n->args.i[2] ? &b_md : NULL,
+                     f32 ? &n->out->md : &s->dd_md, strides, pads, pads));
+        int ref = 0;
+        if (pd_make(t, &cd, f32 ? NULL : s->fpd, &s->bwpd, f32 ? NULL : &ref,
+                    "backward-weights descriptor", st))
+            return -1;
+        s->bw_f32 = f32;
+    }
+    if (tape_prim_create(t, s->bwpd, &s->bwd_w, &s->bwscr, "conv2d (bf16)", st)) return -1;
     s->dw_md = *dnnl_primitive_desc_query_md(s->bwpd, dnnl_query_diff_weights_md, 0);
     s->bwsrc_md = *dnnl_primitive_desc_query_md(s->bwpd, dnnl_query_src_md, 0);
     return reorder_make(t, &s->r_dw, &s->dw_md, &w->md, "conv2d weight gradient", st) ||
-           reorder_make(t, &s->r_bwsrc, &s->src_md, &s->bwsrc_md, "conv2d input (bf16, weights)",
-                        st) ||
+           reorder_make(t, &s->r_bwsrc, s->bw_f32 ? &x->md : &s->src_md, &s->bwsrc_md,
+                        "conv2d input (weights)", st) ||
            tape_mem_create(t, &s->m_bwsrc, &s->bwsrc_md, st) ||
+           tape_mem_create(t, &s->m_dd32, &n->out->md, st) ||
            tape_mem_create(t, &s->m_dw, &s->dw_md, st) || tape_mem_create(t, &s->m_db, &b_md, st);
 }
 
@@ -253,14 +266,17 @@ int conv_bf16_backward(cc_tape *t, cc_node *n, conv_bf16 *s, cc_status *st)
         float *dw = gw && !s->r_dw.needed ? gw
                                           : tape_alloc(t, dnnl_memory_desc_get_size(&s->dw_md), st);
         if (!dw || (w->requires_grad && !gw)) return -1;
-        void *bwsrc = s->src_buf;
+        const void *src = s->bw_f32 ? (const void *)x->data : s->src_buf;
+        void *bwsrc = (void *)src;
         if (s->r_bwsrc.needed &&
             (!(bwsrc = tape_alloc(t, dnnl_memory_desc_get_size(&s->bwsrc_md), st)) ||
-             reorder_run(t, &s->r_bwsrc, s->src_buf, bwsrc, "conv2d input (bf16, weights)", st)))
+             reorder_run(t, &s->r_bwsrc, src, bwsrc, "conv2d input (weights)", st)))
             return -1;
         mem_bind(s->m_bwsrc, bwsrc);
         mem_bind(s->m_dw, dw);
-        dnnl_exec_arg_t a[4] = {{DNNL_ARG_SRC, s->m_bwsrc}, {DNNL_ARG_DIFF_DST, s->m_dd},
+        mem_bind(s->m_dd32, n->out->grad);
+        dnnl_exec_arg_t a[4] = {{DNNL_ARG_SRC, s->m_bwsrc},
+                                {DNNL_ARG_DIFF_DST, s->bw_f32 ? s->m_dd32 : s->m_dd},
                                 {DNNL_ARG_DIFF_WEIGHTS, s->m_dw}, {DNNL_ARG_DIFF_BIAS, s->m_db}};
         float *gb = NULL;
         int na = 3;

@@ -323,8 +323,15 @@ START_TEST(test_conv_gradcheck)
                       tu_make(4, (int64_t[]){16, 8, 3, 3}, -0.3f, 0.3f, 36, 1),
                       tu_make(1, (int64_t[]){16}, -0.1f, 0.1f, 37, 1)};
     gradcheck_bf16("conv3x3 stride 2 (bf16)", build_conv, &cs, is, 3, 5);
+    /* 1 -> 1 channels: oneDNN has only a reference bf16 weight-gradient
+     * kernel there, so that gradient runs in fp32 (conv_bf16.h) */
+    conv_user c1 = {{2, 1, 1, 12, 10, 3, 1, 1}, 0};
+    tu_input i1[3] = {tu_make(4, (int64_t[]){2, 1, 12, 10}, -1, 1, 38, 1),
+                      tu_make(4, (int64_t[]){1, 1, 3, 3}, -0.3f, 0.3f, 39, 1),
+                      tu_make(1, (int64_t[]){1}, -0.1f, 0.1f, 40, 1)};
+    gradcheck_bf16("conv3x3 1 -> 1 (bf16)", build_conv, &c1, i1, 3, 3);
     for (int i = 0; i < 4; i++) free(in[i].data);
-    for (int i = 0; i < 3; i++) free(is[i].data);
+    for (int i = 0; i < 3; i++) free(is[i].data), free(i1[i].data);
 }
 END_TEST
 
