@@ -31,6 +31,57 @@ int ctx_init(cc_ctx *c, int threads, cc_status *st)
     return 0;
 }
 
+const char *ctx_dnnl_isa_name(void)
+{
+    switch (dnnl_get_effective_cpu_isa()) {
+    case dnnl_cpu_isa_sse41: return "sse41";
+    case dnnl_cpu_isa_avx: return "avx";
+    case dnnl_cpu_isa_avx2: return "avx2";
+    case dnnl_cpu_isa_avx512_mic: return "avx512_mic";
+    case dnnl_cpu_isa_avx512_mic_4ops: return "avx512_mic_4ops";
+    case dnnl_cpu_isa_avx512_core: return "avx512_core";
+    case dnnl_cpu_isa_avx512_core_vnni: return "avx512_core_vnni";
+    case dnnl_cpu_isa_avx512_core_bf16: return "avx512_core_bf16";
+    case dnnl_cpu_isa_avx512_core_amx: return "avx512_core_amx";
+    case dnnl_cpu_isa_avx2_vnni: return "avx2_vnni";
+    default: return "other";
+    }
+}
+
+int ctx_set_precision(cc_ctx *c, const char *name, int *emulated, cc_status *st)
+{
+    int emu = 0;
+    if (!strcmp(name, "fp32")) {
+        c->bf16 = 0;
+    } else if (!strcmp(name, "bf16")) {
+        /* oneDNN 2.6 has bf16 convolution / inner-product kernels from
+         * avx512_core on (emulating the bf16 dot products there); below it
+         * only its reference kernels, hundreds of times slower. */
+        switch (dnnl_get_effective_cpu_isa()) {
+        case dnnl_cpu_isa_avx512_core_bf16:
+        case dnnl_cpu_isa_avx512_core_amx: break;
+        case dnnl_cpu_isa_avx512_core:
+        case dnnl_cpu_isa_avx512_core_vnni: emu = 1; break;
+        default:
+            return status_set(st,
+                              "precision bf16 needs a CPU with AVX-512 (oneDNN reports %s%s); "
+                              "use fp32",
+                              ctx_dnnl_isa_name(),
+                              getenv("ONEDNN_MAX_CPU_ISA") ? ", capped by ONEDNN_MAX_CPU_ISA" : "");
+        }
+        c->bf16 = 1;
+    } else {
+        return status_set(st, "unknown precision '%s' (fp32 or bf16)", name);
+    }
+    if (emulated) *emulated = emu;
+    return 0;
+}
+
+const char *ctx_precision_name(const cc_ctx *c)
+{
+    return c->bf16 ? "bf16" : "fp32";
+}
+
 int ctx_omp_env_default(char **argv)
 {
     if (getenv("OMP_WAIT_POLICY") || getenv("GOMP_SPINCOUNT") || getenv("CELLCOUNT_OMP_DEFAULTS"))

@@ -18,6 +18,8 @@ typedef struct cc_ctx {
     dnnl_stream_t stream;
     int threads;            /* OpenMP threads used by ops and oneDNN */
     cc_isa isa;             /* variant of the engine's own C kernels (isa.h) */
+    int bf16;               /* 1: convolutions and inner products compute in
+                               bf16 (ctx_set_precision); 0: fp32 */
     size_t n_allocs;        /* ctx_alloc() calls so far: a steady-state
                                training step must not change it */
     size_t bytes_live;      /* bytes currently held through ctx_alloc() */
@@ -28,6 +30,24 @@ typedef struct cc_ctx {
  * keeps OpenMP's default (OMP_NUM_THREADS or the core count).  Returns 0,
  * or -1 with a message (also for a bad CELLCOUNT_MAX_ISA). */
 int ctx_init(cc_ctx *c, int threads, cc_status *st);
+
+/* Compute precision of the convolutions and inner products run through
+ * this context: "fp32" (the default) or "bf16" (mixed precision: bf16
+ * activations into and weights of conv / linear, with fp32 master weights,
+ * optimizer state, BN statistics, losses and reductions; see op_conv_bf16.c).
+ * bf16 needs oneDNN's avx512_core_bf16 or avx512_core_amx (native), or
+ * avx512_core / avx512_core_vnni (emulated, slower: *emulated is set to 1
+ * so the caller can say so).  Set it before recording anything: nodes keep
+ * their primitives across steps (a change rebuilds them).  Returns 0, or -1
+ * with a message naming the ISA oneDNN reports when this CPU (or
+ * ONEDNN_MAX_CPU_ISA) has no bf16 support, or for an unknown name. */
+int ctx_set_precision(cc_ctx *c, const char *name, int *emulated, cc_status *st);
+
+/* "fp32" or "bf16": the name of c's precision (for run.h5 and the bench). */
+const char *ctx_precision_name(const cc_ctx *c);
+
+/* oneDNN's effective CPU ISA by name ("avx512_core_bf16", "avx2", ...). */
+const char *ctx_dnnl_isa_name(void);
 
 /* Release the engine and stream.  Safe on a zeroed or failed ctx. */
 void ctx_free(cc_ctx *c);

@@ -52,7 +52,7 @@ struct cc_node {
     cc_op_args args;
     void *state;                    /* op-private, persists across resets */
     /* key the state was built for */
-    int key_valid, key_training, key_threads, key_n_in;
+    int key_valid, key_training, key_threads, key_n_in, key_bf16;
     cc_op_args key_args;
     dnnl_memory_desc_t key_md[OP_MAX_IN];
     int out_ndim;                   /* output shape/layout infer() chose */

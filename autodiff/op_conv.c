@@ -19,7 +19,12 @@
  * Environment, for comparisons and tests: CC_CONV_ONEDNN=1 runs every conv
  * on oneDNN, CC_CONV_WINOGRAD=0 turns Winograd off, CC_CONV_OWN=1 uses our
  * kernels for eligible shapes however small (see conv_own_size_ok).
+ *
+ * bf16 precision (ctx_set_precision): every convolution runs on oneDNN's
+ * bf16 primitives (op_conv_bf16.c, conv_bf16.h for the numerics), except
+ * shapes for which oneDNN has only a reference bf16 kernel (fp32 then).
  */
+#include "autodiff/conv_bf16.h"
 #include "autodiff/conv_wino.h"
 #include "autodiff/op.h"
 #include "autodiff/ops.h"
@@ -44,6 +49,7 @@ typedef struct conv_state {
     int single;                 /* one-output-channel C kernel (same fields) */
     wino_geom wg, wgt;          /* forward and backward-data geometry */
     wino_layout lsrc, ldst, ldx;    /* src as used, dst, and x's own layout */
+    conv_bf16 *bf;              /* bf16 precision: everything runs there */
 } conv_state;
 
 static void conv_free(void *p)
@@ -70,6 +76,7 @@ static void conv_free(void *p)
     if (s->m_bdw) dnnl_memory_destroy(s->m_bdw);
     reorder_free(&s->r_bwdst);
     if (s->m_bwdst) dnnl_memory_destroy(s->m_bwdst);
+    conv_bf16_free(s->bf);
     free(s);
 }
 
@@ -203,6 +210,13 @@ static int conv_infer(cc_tape *t, cc_node *n, cc_tensor *out, cc_status *st)
     dnnl_dims_t wd = {w->dims[0], w->dims[1], k, k};
     dnnl_dims_t dd = {x->dims[0], w->dims[0], ho, wo};
     dnnl_dims_t bd = {w->dims[0]};
+    /* bf16: fp32 below only where bf16 has just oneDNN's reference kernel
+     * (and, as a measurement knob, CC_BF16_WINO=1 keeps the fp32 Winograd
+     * path for the shapes it takes: docs/PERFORMANCE.md, bf16) */
+    if (t->ctx->bf16 && !(env_is("CC_BF16_WINO", "1") && conv_wino_wanted(x, w, stride, pad))) {
+        const int r = conv_bf16_infer(t, n, out, &s->bf, st);
+        if (r <= 0) return r;
+    }
     if (conv_single_wanted(x, w, stride, pad)) return conv_wino_infer(t, n, s, dd, 1, out, st);
     if (conv_wino_wanted(x, w, stride, pad)) return conv_wino_infer(t, n, s, dd, 0, out, st);
     dnnl_memory_desc_t src_any, w_any, dst_any, b_md;
@@ -244,6 +258,7 @@ static int conv_infer(cc_tape *t, cc_node *n, cc_tensor *out, cc_status *st)
 static int conv_forward(cc_tape *t, cc_node *n, cc_status *st)
 {
     conv_state *s = n->state;
+    if (s->bf) return conv_bf16_forward(t, n, s->bf, st);
     cc_tensor *x = n->in[0], *w = n->in[1];
     s->src_buf = x->data;
     if (s->r_src.needed) {
@@ -404,6 +419,7 @@ static int conv_wino_backward(cc_tape *t, cc_node *n, conv_state *s, cc_status *
 static int conv_backward(cc_tape *t, cc_node *n, cc_status *st)
 {
     conv_state *s = n->state;
+    if (s->bf) return conv_bf16_backward(t, n, s->bf, st);
     if (s->wino || s->single) return conv_wino_backward(t, n, s, st);
     cc_tensor *x = n->in[0], *w = n->in[1], *b = n->args.i[2] ? n->in[2] : NULL;
     mem_bind(s->m_dst, n->out->grad);     /* diff_dst shares dst's layout */

@@ -8,7 +8,14 @@
  * Otherwise the layout is the primitive's choice, the plain parameter is
  * reordered to it once per step and the weight gradient back to plain, as
  * in op_conv.c.  Backward primitives are built on first use.
+ *
+ * bf16 precision (ctx_set_precision): the input, the weights and the output
+ * gradient are rounded to bf16 where the inner products read them (bf16
+ * copies in the arena, refreshed each step from the fp32 values); output,
+ * input gradient and weight / bias gradients stay fp32.  Where oneDNN has
+ * only its reference kernel for bf16, the layer runs in fp32.
  */
+#include "autodiff/conv_bf16.h"
 #include "autodiff/op.h"
 #include "autodiff/ops.h"
 
@@ -19,10 +26,12 @@ typedef struct linear_state {
     dnnl_primitive_desc_t fpd, bdpd, bwpd;
     dnnl_primitive_t fwd, bwd_data, bwd_w;
     dnnl_memory_t fscr, bdscr, bwscr;
-    dnnl_memory_t m_src, m_w, m_b, m_dst, m_dsrc, m_dw, m_db;
-    cc_reorder r_w, r_dw;
-    dnnl_memory_desc_t w_md, dw_md;
+    dnnl_memory_t m_src, m_w, m_b, m_dst, m_dsrc, m_dw, m_db, m_dd;
+    cc_reorder r_w, r_dw, r_src, r_dd;
+    dnnl_memory_desc_t w_md, dw_md, src_md, dd_md;   /* src_md, dd_md: as used */
     float *w_buf;               /* this step's weights in w_md */
+    void *src_buf;              /* this step's input as used (bf16 copy or x->data) */
+    int bf16;                   /* bf16 primitives (see file comment) */
 } linear_state;
 
 static void linear_free(void *p)
@@ -32,7 +41,7 @@ static void linear_free(void *p)
     dnnl_primitive_desc_t pds[] = {s->fpd, s->bdpd, s->bwpd};
     dnnl_primitive_t prims[] = {s->fwd, s->bwd_data, s->bwd_w};
     dnnl_memory_t mems[] = {s->fscr, s->bdscr, s->bwscr, s->m_src, s->m_w, s->m_b,
-                            s->m_dst, s->m_dsrc, s->m_dw, s->m_db};
+                            s->m_dst, s->m_dsrc, s->m_dw, s->m_db, s->m_dd};
     for (size_t i = 0; i < 3; i++) {
         if (prims[i]) dnnl_primitive_destroy(prims[i]);
         if (pds[i]) dnnl_primitive_desc_destroy(pds[i]);
@@ -41,6 +50,8 @@ static void linear_free(void *p)
         if (mems[i]) dnnl_memory_destroy(mems[i]);
     reorder_free(&s->r_w);
     reorder_free(&s->r_dw);
+    reorder_free(&s->r_src);
+    reorder_free(&s->r_dd);
     free(s);
 }
 
@@ -67,26 +78,32 @@ static int linear_infer(cc_tape *t, cc_node *n, cc_tensor *out, cc_status *st)
     dnnl_dims_t dd = {x->dims[0], w->dims[0]};
     dnnl_dims_t bd = {w->dims[0]};
     dnnl_memory_desc_t w_any, dst_any, b_md;
-    DNNL_TRY(st, "linear", "md", dnnl_memory_desc_init_by_tag(&w_any, 2, wd, dnnl_f32, dnnl_format_tag_any));
     DNNL_TRY(st, "linear", "md", dnnl_memory_desc_init_by_tag(&dst_any, 2, dd, dnnl_f32, dnnl_format_tag_any));
     DNNL_TRY(st, "linear", "md", dnnl_memory_desc_init_by_tag(&b_md, 1, bd, dnnl_f32, dnnl_a));
     dnnl_inner_product_desc_t ipd;
     dnnl_status_t e = dnnl_unimplemented;
     const dnnl_prop_kind_t pk = t->training ? dnnl_forward_training : dnnl_forward_inference;
-    for (int try_plain = tensor_is_plain(w); try_plain >= 0 && !s->fpd; try_plain--) {
-        DNNL_TRY(st, "linear", "forward descriptor",
-                 dnnl_inner_product_forward_desc_init(&ipd, pk, &x->md, try_plain ? &w->md : &w_any,
-                                                      has_bias ? &b_md : NULL, &dst_any));
-        dnnl_primitive_attr_t attr = tape_attr_new();
-        e = dnnl_primitive_desc_create(&s->fpd, &ipd, attr, t->ctx->engine, NULL);
-        dnnl_primitive_attr_destroy(attr);
-        const char *impl = NULL;
-        if (e == dnnl_success && try_plain &&
-            dnnl_primitive_desc_query(s->fpd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success &&
-            impl && !strncmp(impl, "ref", 3)) {
-            dnnl_primitive_desc_destroy(s->fpd);    /* plain only on the reference kernel */
-            s->fpd = NULL;
+    /* bf16 first when asked for; fp32 when bf16 has only the reference kernel */
+    for (int bf = t->ctx->bf16; bf >= 0 && !s->fpd; bf--) {
+        const dnnl_data_type_t dt = bf ? dnnl_bf16 : dnnl_f32;
+        const dnnl_memory_desc_t w_plain = bf ? conv_bf16_md(&w->md) : w->md;
+        s->src_md = bf ? conv_bf16_md(&x->md) : x->md;
+        DNNL_TRY(st, "linear", "md", dnnl_memory_desc_init_by_tag(&w_any, 2, wd, dt, dnnl_format_tag_any));
+        for (int try_plain = tensor_is_plain(w); try_plain >= 0 && !s->fpd; try_plain--) {
+            DNNL_TRY(st, "linear", "forward descriptor",
+                     dnnl_inner_product_forward_desc_init(&ipd, pk, &s->src_md,
+                                                          try_plain ? &w_plain : &w_any,
+                                                          has_bias ? &b_md : NULL, &dst_any));
+            dnnl_primitive_attr_t attr = tape_attr_new();
+            e = dnnl_primitive_desc_create(&s->fpd, &ipd, attr, t->ctx->engine, NULL);
+            dnnl_primitive_attr_destroy(attr);
+            /* plain only on the reference kernel: try `any`; bf16 only there: fp32 */
+            if (e == dnnl_success && (try_plain || bf) && conv_bf16_is_ref(s->fpd)) {
+                dnnl_primitive_desc_destroy(s->fpd);
+                s->fpd = NULL;
+            }
         }
+        s->bf16 = bf;
     }
     if (e != dnnl_success || !s->fpd)
         return op_dnnl_fail(st, "linear", "forward primitive descriptor", e);
@@ -95,8 +112,13 @@ static int linear_infer(cc_tape *t, cc_node *n, cc_tensor *out, cc_status *st)
     s->w_md = *dnnl_primitive_desc_query_md(s->fpd, dnnl_query_weights_md, 0);
     const dnnl_memory_desc_t *dst_md = dnnl_primitive_desc_query_md(s->fpd, dnnl_query_dst_md, 0);
     if (reorder_make(t, &s->r_w, &w->md, &s->w_md, "linear weights", st) ||
-        tape_mem_create(t, &s->m_src, &x->md, st) || tape_mem_create(t, &s->m_w, &s->w_md, st) ||
+        reorder_make(t, &s->r_src, &x->md, &s->src_md, "linear input (bf16)", st) ||
+        tape_mem_create(t, &s->m_src, &s->src_md, st) || tape_mem_create(t, &s->m_w, &s->w_md, st) ||
         tape_mem_create(t, &s->m_b, &b_md, st) || tape_mem_create(t, &s->m_dst, dst_md, st))
+        return -1;
+    s->dd_md = s->bf16 ? conv_bf16_md(dst_md) : *dst_md;
+    if (reorder_make(t, &s->r_dd, dst_md, &s->dd_md, "linear output gradient (bf16)", st) ||
+        tape_mem_create(t, &s->m_dd, &s->dd_md, st))
         return -1;
     out->ndim = 2;
     out->dims[0] = dd[0];
@@ -116,7 +138,12 @@ static int linear_forward(cc_tape *t, cc_node *n, cc_status *st)
         if (!s->w_buf || reorder_run(t, &s->r_w, w->data, s->w_buf, "linear weights", st))
             return -1;
     }
-    mem_bind(s->m_src, x->data);
+    s->src_buf = x->data;
+    if (s->r_src.needed &&
+        (!(s->src_buf = tape_alloc(t, dnnl_memory_desc_get_size(&s->src_md), st)) ||
+         reorder_run(t, &s->r_src, x->data, s->src_buf, "linear input (bf16)", st)))
+        return -1;
+    mem_bind(s->m_src, s->src_buf);
     mem_bind(s->m_w, s->w_buf);
     mem_bind(s->m_dst, n->out->data);
     dnnl_exec_arg_t a[4] = {{DNNL_ARG_SRC, s->m_src}, {DNNL_ARG_WEIGHTS, s->m_w},
@@ -134,7 +161,7 @@ static int linear_make_bwd_data(cc_tape *t, cc_node *n, linear_state *s, cc_stat
     const cc_tensor *x = n->in[0];
     dnnl_inner_product_desc_t ipd;
     DNNL_TRY(st, "linear", "backward-data descriptor",
-             dnnl_inner_product_backward_data_desc_init(&ipd, &x->md, &s->w_md, &n->out->md));
+             dnnl_inner_product_backward_data_desc_init(&ipd, &x->md, &s->w_md, &s->dd_md));
     dnnl_primitive_attr_t attr = tape_attr_new();
     dnnl_status_t e = dnnl_primitive_desc_create(&s->bdpd, &ipd, attr, t->ctx->engine, s->fpd);
     dnnl_primitive_attr_destroy(attr);
@@ -145,18 +172,21 @@ static int linear_make_bwd_data(cc_tape *t, cc_node *n, linear_state *s, cc_stat
 
 static int linear_make_bwd_weights(cc_tape *t, cc_node *n, linear_state *s, cc_status *st)
 {
-    const cc_tensor *x = n->in[0], *w = n->in[1];
+    const cc_tensor *w = n->in[1];
     dnnl_dims_t wd = {w->dims[0], w->dims[1]};
     dnnl_dims_t bd = {w->dims[0]};
     dnnl_memory_desc_t w_any, b_md;
     DNNL_TRY(st, "linear", "md", dnnl_memory_desc_init_by_tag(&w_any, 2, wd, dnnl_f32, dnnl_format_tag_any));
     DNNL_TRY(st, "linear", "md", dnnl_memory_desc_init_by_tag(&b_md, 1, bd, dnnl_f32, dnnl_a));
     dnnl_inner_product_desc_t ipd;
-    /* the gradient in the forward's weight layout (plain when it is) */
+    /* the gradient in the forward's weight layout (plain when it is); in
+     * bf16 the gradient is fp32 */
+    const dnnl_memory_desc_t w_plain = s->bf16 ? conv_bf16_md(&w->md) : w->md;
+    const int plain = dnnl_memory_desc_equal(&s->w_md, &w_plain);
     DNNL_TRY(st, "linear", "backward-weights descriptor",
              dnnl_inner_product_backward_weights_desc_init(
-                 &ipd, &x->md, dnnl_memory_desc_equal(&s->w_md, &w->md) ? &w->md : &w_any,
-                 n->args.i[0] ? &b_md : NULL, &n->out->md));
+                 &ipd, &s->src_md, plain ? &w->md : &w_any,
+                 n->args.i[0] ? &b_md : NULL, &s->dd_md));
     dnnl_primitive_attr_t attr = tape_attr_new();
     dnnl_status_t e = dnnl_primitive_desc_create(&s->bwpd, &ipd, attr, t->ctx->engine, s->fpd);
     dnnl_primitive_attr_destroy(attr);
@@ -171,7 +201,12 @@ static int linear_backward(cc_tape *t, cc_node *n, cc_status *st)
 {
     linear_state *s = n->state;
     cc_tensor *x = n->in[0], *w = n->in[1], *b = n->args.i[0] ? n->in[2] : NULL;
-    mem_bind(s->m_dst, n->out->grad);     /* diff_dst shares dst's layout */
+    void *dd = n->out->grad;       /* diff_dst shares dst's layout (bf16 in bf16) */
+    if (s->r_dd.needed &&
+        (!(dd = tape_alloc(t, dnnl_memory_desc_get_size(&s->dd_md), st)) ||
+         reorder_run(t, &s->r_dd, n->out->grad, dd, "linear output gradient (bf16)", st)))
+        return -1;
+    mem_bind(s->m_dd, dd);
 
     if (x->requires_grad) {
         if (!s->bwd_data && linear_make_bwd_data(t, n, s, st)) return -1;
@@ -179,7 +214,7 @@ static int linear_backward(cc_tape *t, cc_node *n, cc_status *st)
         if (!gx) return -1;
         mem_bind(s->m_w, s->w_buf);
         mem_bind(s->m_dsrc, gx);
-        dnnl_exec_arg_t a[3] = {{DNNL_ARG_DIFF_DST, s->m_dst}, {DNNL_ARG_WEIGHTS, s->m_w},
+        dnnl_exec_arg_t a[3] = {{DNNL_ARG_DIFF_DST, s->m_dd}, {DNNL_ARG_WEIGHTS, s->m_w},
                                 {DNNL_ARG_DIFF_SRC, s->m_dsrc}};
         if (tape_exec(t, s->bwd_data, s->bdscr, 3, a, "linear backward-data", st)) return -1;
         tape_grad_end(t, x, gx);
@@ -191,9 +226,9 @@ static int linear_backward(cc_tape *t, cc_node *n, cc_status *st)
         if (w->requires_grad && !gw) return -1;
         float *dw = gw && !s->r_dw.needed ? gw : tape_alloc(t, dnnl_memory_desc_get_size(&s->dw_md), st);
         if (!dw) return -1;
-        mem_bind(s->m_src, x->data);
+        mem_bind(s->m_src, s->src_buf);
         mem_bind(s->m_dw, dw);
-        dnnl_exec_arg_t a[4] = {{DNNL_ARG_SRC, s->m_src}, {DNNL_ARG_DIFF_DST, s->m_dst},
+        dnnl_exec_arg_t a[4] = {{DNNL_ARG_SRC, s->m_src}, {DNNL_ARG_DIFF_DST, s->m_dd},
                                 {DNNL_ARG_DIFF_WEIGHTS, s->m_dw}, {DNNL_ARG_DIFF_BIAS, s->m_db}};
         float *gb = NULL;
         int na = 3;

@@ -141,7 +141,7 @@ static int key_matches(const cc_tape *t, const cc_node *n, int op, cc_tensor *co
                        const cc_op_args *args)
 {
     if (!n->key_valid || n->op != op || n->key_n_in != n_in || n->key_training != t->training ||
-        n->key_threads != omp_get_max_threads())
+        n->key_threads != omp_get_max_threads() || n->key_bf16 != t->ctx->bf16)
         return 0;
     if (memcmp(&n->key_args, args, sizeof *args)) return 0;
     for (int i = 0; i < n_in; i++)
@@ -190,6 +190,7 @@ cc_tensor *tape_record(cc_tape *t, int op, cc_tensor *const *in, int n_in, const
         n->key_n_in = n_in;
         n->key_training = t->training;
         n->key_threads = omp_get_max_threads();
+        n->key_bf16 = t->ctx->bf16;
         n->key_args = *args;
         for (int i = 0; i < n_in; i++) n->key_md[i] = in[i]->md;
     }

@@ -89,6 +89,8 @@ int runlog_create(runlog *rl, const char *path, const cc_config *cfg, cc_status 
     cc_status kst;
     r |= runlog_set_attr(rl, "kernel_isa",
                          isa_choose(&kisa, &kst) ? "invalid CELLCOUNT_MAX_ISA" : isa_variant_name(kisa), st);
+    /* compute precision of conv / linear (session_open refuses what the CPU cannot run) */
+    r |= runlog_set_attr(rl, "precision", cfg_precision_names[cfg->precision], st);
     if (gethostname(buf, sizeof buf) == 0) {
         buf[sizeof buf - 1] = '\0';
         r |= runlog_set_attr(rl, "host", buf, st);

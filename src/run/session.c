@@ -46,6 +46,24 @@ static int write_config_ini(cc_session *s, cc_status *st)
     return fs_atomic_commit(&aw, st);
 }
 
+/* The engine context with run.precision applied (bf16: a note on s->log
+ * when oneDNN only emulates it, an error where it has no bf16 kernels). */
+static int session_ctx_init(cc_session *s, const cc_config *cfg, cc_status *st)
+{
+    if (ctx_init(&s->ctx, cfg->threads, st)) return -1;
+    int emulated = 0;
+    if (ctx_set_precision(&s->ctx, cfg_precision_names[cfg->precision], &emulated, st)) {
+        char msg[sizeof st->msg];
+        snprintf(msg, sizeof msg, "%s", st->msg);
+        return status_set(st, "run.precision = %s: %s", cfg_precision_names[cfg->precision], msg);
+    }
+    if (emulated)
+        fprintf(s->log, "note: run.precision = bf16 on a CPU without AVX512-BF16 (oneDNN reports "
+                        "%s): bf16 is emulated, slower than fp32\n",
+                ctx_dnnl_isa_name());
+    return 0;
+}
+
 int session_open(cc_session *s, const cc_config *cfg, int resume, cc_status *st)
 {
     memset(s, 0, sizeof *s);
@@ -53,16 +71,13 @@ int session_open(cc_session *s, const cc_config *cfg, int resume, cc_status *st)
     s->log = stderr;
     s->tty = isatty(fileno(stderr));
     if (config_validate(cfg, st)) return -1;
-    if (cfg->precision != CFG_PRECISION_FP32)
-        return status_set(st, "run.precision = %s is not implemented yet (only fp32)",
-                          cfg_precision_names[cfg->precision]);
     snprintf(s->dir, sizeof s->dir, "%s", cfg->out_dir);
     dist_open(&s->dist);
     s->writer = s->dist.rank == 0;
     if (!s->writer) {   /* rank > 0: compute only, rank 0 writes and reports */
         if (!(s->log = fopen("/dev/null", "w"))) return status_set(st, "/dev/null: cannot open");
         s->tty = 0;
-        if (ctx_init(&s->ctx, cfg->threads, st)) return -1;
+        if (session_ctx_init(s, cfg, st)) return -1;
         char p[CFG_STR + 32];
         if (runlog_create(&s->rl, session_path(s, "run.h5", p, sizeof p), cfg, st)) return -1;
         s->rl_open = 1;
@@ -72,7 +87,7 @@ int session_open(cc_session *s, const cc_config *cfg, int resume, cc_status *st)
     if (fs_mkdirs(s->dir, st)) return -1;
     if (access(s->dir, W_OK))
         return status_set(st, "%s: run directory is not writable (%s)", s->dir, strerror(errno));
-    if (ctx_init(&s->ctx, cfg->threads, st)) return -1;
+    if (session_ctx_init(s, cfg, st)) return -1;
     char path[CFG_STR + 32];
     session_path(s, "run.h5", path, sizeof path);
     /* An existing run file is kept (the counter stage appends to the FPN's);
