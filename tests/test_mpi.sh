@@ -118,7 +118,8 @@ dt=$(( $(date +%s) - t0 ))
     ok "one rank's error ends the job (rc $rc, ${dt}s)" || bad "rank error: rc $rc after ${dt}s: $(head -3 "$tmp/err.log")"
 
 # Killing one rank mid-training ends the job non-zero within seconds.
-fpn kill 50 2 2>"$tmp/kill.log" &
+# 1000 epochs: on an idle machine 50 took 2 s, ending before the 3 s wait below.
+fpn kill 1000 2 2>"$tmp/kill.log" &
 mp=$!
 ranks() {  # PIDs of the job's ranks (from /proc: procps may be missing)
     local f
