@@ -23,6 +23,16 @@ typedef struct cc_ctx {
     size_t n_allocs;        /* ctx_alloc() calls so far: a steady-state
                                training step must not change it */
     size_t bytes_live;      /* bytes currently held through ctx_alloc() */
+    /* Synchronised BatchNorm (NULL: off, the default).  When set, every
+     * batch-statistics BN on a training tape sums its per-channel
+     * statistics, and in backward its per-channel gradient sums, over all
+     * the processes that train together: the hook replaces buf[0..n) on
+     * every participant by the element-wise sum over participants (the
+     * same bits everywhere) and returns 0, or -1 with a message in st.
+     * Every participant must record the same BN ops in the same order.
+     * The engine itself knows no MPI: src/dist.c installs an MPI hook. */
+    int (*allreduce_sum)(void *user, double *buf, int n, cc_status *st);
+    void *allreduce_user;
 } cc_ctx;
 
 /* Create the CPU engine and stream, and choose the kernels' ISA variant

@@ -4,7 +4,8 @@
  * aux: [0] run_mean (C), [1] run_var (C), [2] num_batches (1) or NULL.
  * args: i[0] statistics (BN_BATCH / BN_RUNNING), f[0] momentum (< 0:
  *       cumulative average, needs num_batches), f[1] eps,
- *       i[1] 1 = LeakyReLU fused after the normalisation, f[2] its slope.
+ *       i[1] 1 = LeakyReLU fused after the normalisation, f[2] its slope,
+ *       i[2] 1 = synchronised statistics (BN_BATCH with ctx->allreduce_sum).
  *
  * BN_BATCH (op_batch_norm on a training tape): normalise with the batch
  * mean and biased variance (dnnl_forward_training), keep both in this step's
@@ -26,6 +27,25 @@
  * over it each way.  (N,C) is handed to oneDNN
  * as (N,C,1,1) through a reshaped descriptor of the same memory.  gamma and
  * beta are separate scale/shift memories (dnnl_use_scale | dnnl_use_shift).
+ *
+ * Synchronised BN (ctx->allreduce_sum set when the op is recorded in
+ * training mode; ctx.h): the statistics are those of the batch of all
+ * participants.  Forward: oneDNN's training forward gives this process's
+ * mean and biased variance over its M values per channel; the hook sums
+ * (M, M mean, M (var + mean^2)) in double over the participants, and a
+ * second forward with dnnl_use_global_stats normalises with the global
+ * mean and variance (double keeps E[x^2] - mean^2 exact to float precision
+ * unless |mean| / std exceeds ~1e4).  Backward: oneDNN's use_global_stats
+ * backward treats the statistics as constants and gives
+ * dx0 = gamma / s * dy (s = sqrt(var + eps)) together with this process's
+ * sums  B = sum dy  and  G = sum dy xhat  (its diff_shift and diff_scale);
+ * the hook sums (w B, w G) with w = M / M_total (each participant's loss is
+ * the mean over its own samples and the gradients are later combined with
+ * that weight, dist.h), and the true gradient of the global-batch BN is
+ *     dx = dx0 - gamma / (s M) (sum w B + xhat sum w G),
+ * applied in x's own layout (plain, or blocked on channels).  Without the
+ * hook the op is unchanged bit for bit.  Every participant must reach the
+ * same BN nodes in the same order (same graph), or the hook deadlocks.
  */
 #include "autodiff/op.h"
 #include "autodiff/ops.h"
@@ -47,6 +67,14 @@ typedef struct bn_state {
     unsigned flags;
     size_t ws_bytes;
     float *mean, *var, *ws;         /* this step's statistics (arena) */
+    /* synchronised BN: use_global_stats primitives, the hook's buffer
+     * (1 + 2C doubles), this process's and all participants' values per
+     * channel */
+    dnnl_primitive_desc_t gfpd, gbpd;
+    dnnl_primitive_t gfwd, gbwd;
+    dnnl_memory_t gfscr, gbscr;
+    double *red;
+    double m_local, m_total;
 } bn_state;
 
 /* ---- the fused LeakyReLU ----
@@ -109,7 +137,12 @@ static void bn_free(void *p)
     if (s->bwd) dnnl_primitive_destroy(s->bwd);
     if (s->fpd) dnnl_primitive_desc_destroy(s->fpd);
     if (s->bpd) dnnl_primitive_desc_destroy(s->bpd);
-    dnnl_memory_t mems[] = {s->fscr, s->bscr, s->m_src, s->m_dst, s->m_scale, s->m_shift,
+    if (s->gfwd) dnnl_primitive_destroy(s->gfwd);
+    if (s->gbwd) dnnl_primitive_destroy(s->gbwd);
+    if (s->gfpd) dnnl_primitive_desc_destroy(s->gfpd);
+    if (s->gbpd) dnnl_primitive_desc_destroy(s->gbpd);
+    free(s->red);
+    dnnl_memory_t mems[] = {s->gfscr, s->gbscr, s->fscr, s->bscr, s->m_src, s->m_dst, s->m_scale, s->m_shift,
                             s->m_mean, s->m_var, s->m_ws, s->m_dsrc, s->m_dscale, s->m_dshift};
     for (size_t i = 0; i < sizeof mems / sizeof mems[0]; i++)
         if (mems[i]) dnnl_memory_destroy(mems[i]);
@@ -154,7 +187,7 @@ static int bn_check(const cc_node *n, cc_status *st)
                           tensor_shape_str(g->aux[2], a, sizeof a));
     /* As PyTorch: the batch variance of a single value is meaningless and
      * the unbiased running estimate would divide by zero. */
-    if (g->i[0] == BN_BATCH && tensor_numel(x) / x->dims[1] == 1)
+    if (g->i[0] == BN_BATCH && !g->i[2] && tensor_numel(x) / x->dims[1] == 1)
         return status_set(st, "batch_norm: expected more than 1 value per channel when "
                               "training, got input %s", tensor_shape_str(x, a, sizeof a));
     return 0;
@@ -163,6 +196,142 @@ static int bn_check(const cc_node *n, cc_status *st)
 static const dnnl_memory_desc_t *pd_arg_md(const_dnnl_primitive_desc_t pd, int arg)
 {
     return dnnl_primitive_desc_query_md(pd, dnnl_query_exec_arg_md, arg);
+}
+
+/* ---- synchronised statistics (see the top of the file) ---- */
+
+/* The use_global_stats forward (training kind: the hint of its backward)
+ * and the hook's buffer. */
+static int bn_sync_infer(cc_tape *t, bn_state *s, float eps, int64_t C, cc_status *st)
+{
+    dnnl_batch_normalization_desc_t bd;
+    DNNL_TRY(st, "batch_norm", "synchronised forward descriptor",
+             dnnl_batch_normalization_forward_desc_init(&bd, dnnl_forward_training, &s->data_md,
+                                                        eps, s->flags | dnnl_use_global_stats));
+    dnnl_primitive_attr_t attr = tape_attr_new();
+    dnnl_status_t e = dnnl_primitive_desc_create(&s->gfpd, &bd, attr, t->ctx->engine, NULL);
+    dnnl_primitive_attr_destroy(attr);
+    if (e != dnnl_success)
+        return op_dnnl_fail(st, "batch_norm", "synchronised forward primitive descriptor", e);
+    if (tape_prim_create(t, s->gfpd, &s->gfwd, &s->gfscr, "batch_norm", st)) return -1;
+    if (!dnnl_memory_desc_equal(dnnl_primitive_desc_query_md(s->gfpd, dnnl_query_dst_md, 0),
+                                &s->data_md))
+        return status_set(st, "batch_norm: oneDNN changed the layout of the output");
+    if (!(s->red = malloc(sizeof *s->red * (size_t)(1 + 2 * C))))
+        return status_set(st, "batch_norm: out of memory");
+    return 0;
+}
+
+/* After the local training forward (s->mean, s->var: this process's
+ * statistics): sum them over the participants, overwrite s->mean/s->var
+ * with the global ones and normalise again with them.  a: the forward's
+ * arguments (SRC, DST, SCALE, SHIFT, MEAN, VARIANCE first). */
+static int bn_sync_forward(cc_tape *t, cc_node *n, dnnl_exec_arg_t *a, cc_status *st)
+{
+    bn_state *s = n->state;
+    const int64_t C = n->in[0]->dims[1];
+    const double M = (double)(tensor_numel(n->in[0]) / C);
+    double *r = s->red;
+    r[0] = M;
+    for (int64_t c = 0; c < C; c++) {
+        const double m = s->mean[c], v = s->var[c];
+        r[1 + c] = M * m;
+        r[1 + C + c] = M * (v + m * m);
+    }
+    if (t->ctx->allreduce_sum(t->ctx->allreduce_user, r, (int)(1 + 2 * C), st)) return -1;
+    const double Mt = r[0];
+    if (!(Mt > 1))
+        return status_set(st, "batch_norm: expected more than 1 value per channel when "
+                              "training, got %g over all synchronised processes", Mt);
+    for (int64_t c = 0; c < C; c++) {
+        const double m = r[1 + c] / Mt, v = r[1 + C + c] / Mt - m * m;
+        s->mean[c] = (float)m;
+        s->var[c] = (float)(v > 0 ? v : 0);
+    }
+    s->m_local = M;
+    s->m_total = Mt;
+    return tape_exec(t, s->gfwd, s->gfscr, 6, a, "batch_norm synchronised forward", st);
+}
+
+static int bn_sync_make_bwd(cc_tape *t, bn_state *s, float eps, cc_status *st)
+{
+    dnnl_batch_normalization_desc_t bd;
+    DNNL_TRY(st, "batch_norm", "synchronised backward descriptor",
+             dnnl_batch_normalization_backward_desc_init(&bd, dnnl_backward, &s->data_md,
+                                                         &s->data_md, eps,
+                                                         s->flags | dnnl_use_global_stats));
+    dnnl_primitive_attr_t attr = tape_attr_new();
+    dnnl_status_t e = dnnl_primitive_desc_create(&s->gbpd, &bd, attr, t->ctx->engine, s->gfpd);
+    dnnl_primitive_attr_destroy(attr);
+    if (e != dnnl_success)
+        return op_dnnl_fail(st, "batch_norm", "synchronised backward primitive descriptor", e);
+    if (tape_prim_create(t, s->gbpd, &s->gbwd, &s->gbscr, "batch_norm", st)) return -1;
+    if (!dnnl_memory_desc_equal(pd_arg_md(s->gbpd, DNNL_ARG_DIFF_SRC), &s->data_md) ||
+        !dnnl_memory_desc_equal(pd_arg_md(s->gbpd, DNNL_ARG_DIFF_DST), &s->data_md))
+        return status_set(st, "batch_norm: oneDNN changed the layout of the gradients");
+    return tape_mem_create(t, &s->m_dsrc, &s->data_md, st) ||
+           tape_mem_create(t, &s->m_dscale, pd_arg_md(s->gbpd, DNNL_ARG_DIFF_SCALE), st) ||
+           tape_mem_create(t, &s->m_dshift, pd_arg_md(s->gbpd, DNNL_ARG_DIFF_SHIFT), st);
+}
+
+/* d[i] -= a[c] + b[c] x[i] over the real (not padding) elements of a 4-D
+ * memory md, c the channel of element i.  Plain layouts with any strides,
+ * and layouts blocked once on the channels (nChw8c, nChw16c), which is what
+ * oneDNN's convolutions hand BN. */
+static int bn_channel_affine_sub(float *d, const float *x, const dnnl_memory_desc_t *md,
+                                 const float *a, const float *b, cc_status *st)
+{
+    const dnnl_blocking_desc_t *bk = &md->format_desc.blocking;
+    if (md->format_kind != dnnl_blocked || md->ndims != 4 || bk->inner_nblks > 1 ||
+        (bk->inner_nblks == 1 && bk->inner_idxs[0] != 1))
+        return status_set(st, "batch_norm: synchronised statistics do not support the layout "
+                              "of this input (blocked on more than the channels)");
+    const int64_t B = bk->inner_nblks ? bk->inner_blks[0] : 1;
+    const int64_t N = md->dims[0], C = md->dims[1], H = md->dims[2], W = md->dims[3];
+    const int64_t CB = (C + B - 1) / B, o0 = md->offset0;
+    const int64_t s0 = bk->strides[0], s1 = bk->strides[1], s2 = bk->strides[2],
+                  s3 = bk->strides[3];
+#pragma omp parallel for collapse(2) schedule(static) if (N * C * H * W > 32768)
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t cb = 0; cb < CB; cb++)
+            for (int64_t h = 0; h < H; h++)
+                for (int64_t w = 0; w < W; w++) {
+                    const int64_t o = o0 + n * s0 + cb * s1 + h * s2 + w * s3;
+                    for (int64_t j = 0; j < B && cb * B + j < C; j++) {
+                        const int64_t c = cb * B + j;
+                        d[o + j] -= a[c] + b[c] * x[o + j];
+                    }
+                }
+    return 0;
+}
+
+/* After the use_global_stats backward: gx = gamma / s * dy, gg = sum dy
+ * xhat and gb = sum dy over this process's values.  Sums the weighted
+ * gg/gb over the participants (every participant calls the hook, whatever
+ * needs a gradient here) and turns gx into the global-batch gradient. */
+static int bn_sync_backward(cc_tape *t, cc_node *n, float *gx, const float *gg, const float *gb,
+                            cc_status *st)
+{
+    bn_state *s = n->state;
+    const cc_tensor *x = n->in[0], *gamma = n->in[1];
+    const int64_t C = x->dims[1];
+    const double w = s->m_local / s->m_total;
+    double *r = s->red;
+    for (int64_t c = 0; c < C; c++) {
+        r[c] = w * gb[c];
+        r[C + c] = w * gg[c];
+    }
+    if (t->ctx->allreduce_sum(t->ctx->allreduce_user, r, (int)(2 * C), st)) return -1;
+    if (!x->requires_grad) return 0;
+    float *ab = tape_alloc(t, sizeof(float) * 2 * (size_t)C, st);
+    if (!ab) return -1;
+    for (int64_t c = 0; c < C; c++) {
+        const double sd = sqrt((double)s->var[c] + (double)n->args.f[1]);
+        const double k = (double)gamma->data[c] / (sd * s->m_local), b = k * r[C + c] / sd;
+        ab[C + c] = (float)b;
+        ab[c] = (float)(k * r[c] - b * (double)s->mean[c]);
+    }
+    return bn_channel_affine_sub(gx, x->data, &s->data_md, ab, ab + C, st);
 }
 
 static int bn_infer(cc_tape *t, cc_node *n, cc_tensor *out, cc_status *st)
@@ -193,6 +362,7 @@ static int bn_infer(cc_tape *t, cc_node *n, cc_tensor *out, cc_status *st)
     dnnl_primitive_attr_destroy(attr);
     if (e != dnnl_success) return op_dnnl_fail(st, "batch_norm", "forward primitive descriptor", e);
     if (tape_prim_create(t, s->fpd, &s->fwd, &s->fscr, "batch_norm", st)) return -1;
+    if (n->args.i[2] && bn_sync_infer(t, s, n->args.f[1], x->dims[1], st)) return -1;
 
     const dnnl_memory_desc_t *dst_md = dnnl_primitive_desc_query_md(s->fpd, dnnl_query_dst_md, 0);
     if (!dnnl_memory_desc_equal(dst_md, &s->data_md))
@@ -219,13 +389,16 @@ static int bn_infer(cc_tape *t, cc_node *n, cc_tensor *out, cc_status *st)
 static void bn_update_running(const cc_node *n, const float *mean, const float *var)
 {
     const cc_tensor *x = n->in[0];
-    const int64_t C = x->dims[1], M = tensor_numel(x) / C;
+    const bn_state *s = n->state;
+    const int64_t C = x->dims[1];
+    /* synchronised: the variance is that of all participants' values */
+    const double M = n->args.i[2] ? s->m_total : (double)(tensor_numel(x) / C);
     float m = n->args.f[0];
     if (m < 0) {
         assert(n->args.aux[2] && "cumulative BN needs num_batches");
         m = (float)(1.0 / ((double)n->args.aux[2]->data[0] + 1.0));
     }
-    const float unbias = (float)((double)M / (double)(M - 1));
+    const float unbias = (float)(M / (M - 1));
     float *rm = n->args.aux[0]->data, *rv = n->args.aux[1]->data;
     for (int64_t c = 0; c < C; c++) {
         rm[c] = m * mean[c] + (1 - m) * rm[c];
@@ -267,6 +440,7 @@ static int bn_forward(cc_tape *t, cc_node *n, cc_status *st)
                             {DNNL_ARG_WORKSPACE, s->m_ws}};
     if (s->ws) mem_bind(s->m_ws, s->ws);
     if (tape_exec(t, s->fwd, s->fscr, s->ws ? 7 : 6, a, "batch_norm forward", st)) return -1;
+    if (n->args.i[2] && bn_sync_forward(t, n, a, st)) return -1;
     if (batch) bn_update_running(n, s->mean, s->var);
     if (n->args.i[1]) {
         /* padding lanes of a blocked layout are 0 and stay 0 */
@@ -309,7 +483,8 @@ static int bn_backward(cc_tape *t, cc_node *n, cc_status *st)
     bn_state *s = n->state;
     cc_tensor *x = n->in[0], *gamma = n->in[1], *beta = n->in[2];
     if (!x->requires_grad && !gamma->requires_grad && !beta->requires_grad) return 0;
-    if (!s->bwd && bn_make_bwd(t, s, n->args.f[1], st)) return -1;
+    if (!n->args.i[2] && !s->bwd && bn_make_bwd(t, s, n->args.f[1], st)) return -1;
+    if (n->args.i[2] && !s->gbwd && bn_sync_make_bwd(t, s, n->args.f[1], st)) return -1;
     if (n->args.i[1]) {
         /* Only this node reads its output's gradient: scale it in place. */
         lrelu_scale(n->out->grad, n->out->data, (int64_t)(tensor_bytes(n->out) / sizeof(float)),
@@ -336,7 +511,13 @@ static int bn_backward(cc_tape *t, cc_node *n, cc_status *st)
         {DNNL_ARG_DIFF_SRC, s->m_dsrc},     {DNNL_ARG_DIFF_SCALE, s->m_dscale},
         {DNNL_ARG_DIFF_SHIFT, s->m_dshift}, {DNNL_ARG_WORKSPACE, s->m_ws}};
     if (s->ws) mem_bind(s->m_ws, s->ws);
-    if (tape_exec(t, s->bwd, s->bscr, s->ws ? 10 : 9, a, "batch_norm backward", st)) return -1;
+    if (n->args.i[2]) {
+        if (tape_exec(t, s->gbwd, s->gbscr, 9, a, "batch_norm backward", st) ||
+            bn_sync_backward(t, n, gx, gg, gb, st))
+            return -1;
+    } else if (tape_exec(t, s->bwd, s->bscr, s->ws ? 10 : 9, a, "batch_norm backward", st)) {
+        return -1;
+    }
     if (x->requires_grad) tape_grad_end(t, x, gx);
     if (gamma->requires_grad) tape_grad_end(t, gamma, gg);
     if (beta->requires_grad) tape_grad_end(t, beta, gb);
@@ -360,6 +541,7 @@ static cc_tensor *bn_record(cc_tape *t, cc_tensor *x, cc_tensor *gamma, cc_tenso
     a.aux[0] = run_mean;
     a.aux[1] = run_var;
     a.aux[2] = num_batches;
+    a.i[2] = stats == BN_BATCH && t->ctx->allreduce_sum != NULL;
     cc_tensor *in[3] = {x, gamma, beta};
     return tape_record(t, OP_batch_norm, in, 3, &a);
 }

@@ -18,6 +18,8 @@
 
 /* test_ops_bnorm_fused.c */
 void ops_add_fused_cases(TCase *tc);
+/* test_ops_bnorm_sync.c */
+void ops_add_sync_cases(TCase *tc);
 
 /* ---- naive references ---- */
 
@@ -677,6 +679,7 @@ static Suite *ops_suite(void)
     TCase *tc = tcase_create("batch_norm");
     tcase_add_test(tc, test_bn_train_2d_odd);
     ops_add_fused_cases(tc);
+    ops_add_sync_cases(tc);
     tcase_add_test(tc, test_bn_train_2d_single_image);
     tcase_add_test(tc, test_bn_train_1d_odd);
     tcase_add_test(tc, test_bn_train_1d_two_samples);

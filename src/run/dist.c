@@ -229,6 +229,11 @@ int dist_sum_doubles(cc_dist *d, double *x, int n, cc_status *st)
     return 0;
 }
 
+int dist_bn_allreduce(void *user, double *buf, int n, cc_status *st)
+{
+    return dist_sum_doubles(user, buf, n, st);
+}
+
 int dist_any(cc_dist *d, int flag)
 {
     int v = flag != 0;

@@ -76,6 +76,10 @@ int dist_allreduce_grad(cc_dist *d, float *g, size_t n, int n_local, int n_globa
  * (identical on every rank). */
 int dist_sum_doubles(cc_dist *d, double *x, int n, cc_status *st);
 
+/* cc_ctx.allreduce_sum for synchronised BatchNorm (ctx.h): user is the
+ * cc_dist; dist_sum_doubles over all ranks. */
+int dist_bn_allreduce(void *user, double *buf, int n, cc_status *st);
+
 /* 1 on every rank when flag is non-zero on any rank. */
 int dist_any(cc_dist *d, int flag);
 

@@ -58,6 +58,7 @@ static const key_def keys[] = {
     {"run", "out_dir", K_STR, OFF(out_dir), 0, 0, NULL, SZ(out_dir)},
     {"run", "seed", K_I64, OFF(seed), 0, 9.0e15, NULL, 0},
     {"run", "threads", K_INT, OFF(threads), 0, 4096, NULL, 0},
+    {"run", "sync_bn", K_BOOL, OFF(sync_bn), 0, 1, NULL, 0},
     {"run", "precision", K_ENUM, OFF(precision), 0, 0, NAMES(cfg_precision_names)},
     {"data", "file", K_STR, OFF(data_file), 0, 0, NULL, SZ(data_file)},
     {"data", "augment", K_BOOL, OFF(augment), 0, 1, NULL, 0},

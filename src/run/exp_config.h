@@ -56,6 +56,7 @@ typedef struct cc_config {
     char out_dir[CFG_STR];
     int64_t seed;
     int threads;                /* 0 = OMP default */
+    int sync_bn;                /* MPI: BatchNorm statistics over all ranks */
     cfg_precision precision;
     /* [data] */
     char data_file[CFG_STR];

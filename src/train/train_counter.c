@@ -176,7 +176,7 @@ int train_counter(const cc_config *cfg, const char *fpn_ckpt, int resume, cc_sta
     if (!(tr = loader_open(cfg->data_file, DATASET_TRAIN, tc->batch, (uint64_t)cfg->seed, flags, st)) ||
         !(va = loader_open(cfg->data_file, DATASET_VAL, tc->batch, (uint64_t)cfg->seed,
                            LOADER_KEEP_LAST, st)) ||
-        train_shard_loaders(&s, tr, NULL, tc->batch, 2, "counter_train.batch", st))
+        train_shard_loaders(&s, tr, NULL, tc->batch, cfg->sync_bn ? 1 : 2, "counter_train.batch", st))
         goto out;
     train_loader_augment(tr, cfg);
     cc_optim opt, fopt;

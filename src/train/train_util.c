@@ -36,8 +36,10 @@ int train_shard_loaders(cc_session *s, cc_loader *tr, cc_loader *va, int batch,
     if (batch / n < min_per_rank)
         return status_set(st, "%s = %d over %d MPI ranks leaves a rank %d image%s per step; it "
                               "needs at least %d (the batch is global: raise it to %d or use "
-                              "fewer ranks)", key, batch, n, batch / n, batch / n == 1 ? "" : "s",
-                          min_per_rank, min_per_rank * n);
+                              "fewer ranks%s)", key, batch, n, batch / n, batch / n == 1 ? "" : "s",
+                          min_per_rank, min_per_rank * n,
+                          min_per_rank > 1 ? ", or set run.sync_bn = true: BatchNorm statistics "
+                                             "over all ranks" : "");
     loader_set_shard(tr, s->dist.rank, n);
     if (va) loader_set_shard(va, s->dist.rank, n);
     return 0;
