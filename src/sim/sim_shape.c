@@ -6,7 +6,7 @@
  * once; every consumer (mask, coverage, overlap, tests) uses that polygon,
  * so the mask and the rendered object always describe the same shape.
  */
-#include "src/sim/simulate.h"
+#include "src/sim/sim_shape.h"
 
 #include <assert.h>
 #include <math.h>

@@ -1,6 +1,6 @@
 /* sim_texture.c - Perlin-like object textures and bicubic resampling
  * (see simulate.h).  Recipe from docs/DATA.md. */
-#include "src/sim/simulate.h"
+#include "src/sim/sim_texture.h"
 
 #include <assert.h>
 #include <math.h>

@@ -14,14 +14,17 @@
  * escence, illumination and noise, so output bytes depend only on the seed
  * and the parameters, never on thread count, schedule or the job's lists.
  *
- * Split: sim_shape.c (contours, polygon fill), sim_texture.c (Perlin-like
- * textures, bicubic resize), simulate.c (placement, rendering, blur, jobs).
+ * Split: sim_shape.[ch] (contours, polygon fill), sim_texture.[ch]
+ * (Perlin-like textures, bicubic resize), simulate.c (placement, rendering,
+ * blur, jobs).
  */
 #ifndef CC_SIMULATE_H
 #define CC_SIMULATE_H
 
 #include "autodiff/rng.h"
 #include "autodiff/status.h"
+#include "src/sim/sim_shape.h"
+#include "src/sim/sim_texture.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -65,67 +68,6 @@ int sim_params_check(const sim_params *p, cc_status *st);
 
 /* Cytoplasm radius in px after resolving the "auto" value. */
 double sim_params_radius(const sim_params *p);
-
-/* ---- shapes (sim_shape.c) ---------------------------------------------- */
-
-#define SIM_KNOTS 10             /* t_k = 2*pi*k/10, k = 0..10, point 10 closes */
-#define SIM_SEG 8                /* polygon vertices per spline segment */
-#define SIM_POLY_N (SIM_KNOTS * SIM_SEG)
-
-/* A closed contour in image coordinates (pixel (i,j) covers [i,i+1) x
- * [j,j+1), its centre is (i+0.5, j+0.5)).  Inside = even-odd rule. */
-typedef struct sim_poly {
-    double x[SIM_POLY_N], y[SIM_POLY_N];
-    double xmin, ymin, xmax, ymax;   /* bounding box of the vertices */
-} sim_poly;
-
-/* Draw a random contour: 10 knots x = a*U(-1,1) + cos(t + b*U(-1,1)),
- * y = a*U(-1,1) + sin(t + b*U(-1,1)) (4 uniforms per knot, drawn in knot
- * order), closed periodic cubic spline, scaled by radius, centred on
- * (cx, cy).  Never fails. */
-void sim_shape_make(cc_rng *r, double a, double b, double radius,
-                    double cx, double cy, sim_poly *out);
-
-/* Even-odd inside test of the point (x, y) (half-open crossing rule). */
-int sim_poly_contains(const sim_poly *p, double x, double y);
-
-/* Set mask[j*w+i] = val for every pixel whose centre is inside p.
- * Returns the number of such pixels inside the w x h image. */
-long sim_poly_mask(const sim_poly *p, uint8_t *mask, int w, int h, uint8_t val);
-
-/* Count the pixels whose centre is inside p (clipped to w x h) and, of those,
- * the ones with occ[j*w+i] != 0 (occ may be NULL). */
-void sim_poly_count(const sim_poly *p, const uint8_t *occ, int w, int h,
-                    long *inside, long *occupied);
-
-/* Fractional area coverage of p, accumulated into the bw x bh window cov
- * whose pixel (0,0) is image pixel (bx, by): 8 sub-scanlines per row, exact
- * horizontal span overlap.  Values of a simple contour end in [0, 1]. */
-void sim_poly_cover(const sim_poly *p, float *cov, int bx, int by, int bw, int bh);
-
-/* ---- textures and resampling (sim_texture.c) --------------------------- */
-
-/* Perlin-like texture on a w x h window: sum over octaves k = n1..n1+n2-1
- * of a 2^k x 2^k grid of U(0,1), 3x3 box-smoothed, bicubically resized to
- * w x h, weighted p^k.  Octaves finer than the window are drawn at window
- * size with their deviation scaled by size/2^k, which is what an
- * antialiased resize of the fine grid does on average.  Normalised to
- * [0, 1] over the pixels with weight[i] > 0 (all pixels if weight is NULL),
- * then mapped to base + (1 - base) * T.  out: w*h floats; work:
- * sim_texture_work(w, h, n1, n2) floats.  Never fails. */
-void sim_texture_make(cc_rng *r, int w, int h, double p, int n1, int n2, double base,
-                      const float *weight, float *out, float *work);
-
-/* Floats of scratch that sim_texture_make needs for a w x h window. */
-size_t sim_texture_work(int w, int h, int n1, int n2);
-
-/* Bicubic (Keys, a = -0.5, half-pixel centres, clamped edges) resize of
- * src (sw x sh) to dst (dw x dh); tmp holds dw*sh floats. */
-void sim_bicubic_resize(const float *src, int sw, int sh, float *dst, int dw, int dh,
-                        float *tmp);
-
-/* 3x3 box smoothing with replicated edges, src -> dst (distinct). */
-void sim_box3(const float *src, float *dst, int w, int h);
 
 /* ---- blur -------------------------------------------------------------- */
 
