@@ -29,6 +29,11 @@ trap 'rm -rf "$tmp"' EXIT
     --set counter.width_div=16 --set counter.input=mask+image \
     --set fpn_train.epochs=1 --set counter_train.epochs=2 \
     > "$tmp/quickstart.log" 2>&1 || { cat "$tmp/quickstart.log"; exit 1; }
+# the same directory with the other stain: refused, not silently reused
+if "$cc" quickstart --out "$tmp/qs" --stain 1 --threads 1 > "$tmp/qs1.log" 2>&1 ||
+    ! grep -q "holds w2 images, not w1" "$tmp/qs1.log"; then
+    echo "quickstart --stain 1 over a w2 set was not refused:"; cat "$tmp/qs1.log"; exit 1
+fi
 run=$tmp/qs/run
 "$PY" "$top/scripts/to_pytorch.py" "$run" --save "$tmp/sd.pt" --threads 2
 

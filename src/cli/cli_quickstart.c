@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "src/data/dataset.h"
 #include "src/sim/sim_output.h"
 #include "src/infer/evaluate.h"
 #include "src/train/train.h"
@@ -129,6 +130,18 @@ int cli_quickstart(int argc, char **argv)
         goto fail;
     }
     if (access(cfg.data_file, R_OK) == 0) {
+        /* a set left by an earlier quickstart of the other stain would
+         * silently train the wrong task */
+        cc_dataset *ds = dataset_open(cfg.data_file, &st);
+        if (!ds) goto fail;
+        const int other = ds->n > 0 && ds->stain[0] != stain;
+        const int found = ds->n > 0 ? ds->stain[0] : 0;
+        dataset_close(ds);
+        if (other) {
+            status_set(&st, "%s holds w%d images, not w%d: choose another --out (or remove it)",
+                       cfg.data_file, found, stain);
+            goto fail;
+        }
         fprintf(stderr, "quickstart: reusing the simulated set %s\n", cfg.data_file);
     } else {
         fprintf(stderr, "quickstart: 1/4 simulating %d images into %s\n", 24 * QS_NFOCUS * sites,
