@@ -37,7 +37,4 @@ void conv_bf16_free(conv_bf16 *s);
  * elements), element type bf16. */
 dnnl_memory_desc_t conv_bf16_md(const dnnl_memory_desc_t *f32_md);
 
-/* 1 when pd runs on one of oneDNN's reference kernels ("ref:..."). */
-int conv_bf16_is_ref(const_dnnl_primitive_desc_t pd);
-
 #endif

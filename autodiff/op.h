@@ -83,6 +83,10 @@ void *tape_alloc(cc_tape *t, size_t bytes, cc_status *st);
 int tape_prim_create(cc_tape *t, const_dnnl_primitive_desc_t pd, dnnl_primitive_t *prim,
                      dnnl_memory_t *scratch_mem, const char *what, cc_status *st);
 
+/* Whether oneDNN gave pd its reference implementation ("ref:..."), often
+ * 100-1000x slower than a reorder to a layout a JIT kernel takes. */
+int op_pd_is_ref(const_dnnl_primitive_desc_t pd);
+
 /* A primitive attribute with user scratchpad mode (caller destroys it). */
 dnnl_primitive_attr_t tape_attr_new(void);
 

@@ -124,14 +124,6 @@ static dnnl_status_t binary_pd(cc_tape *t, dnnl_primitive_desc_t *pd, dnnl_alg_k
     return e;
 }
 
-static int pd_is_ref(const_dnnl_primitive_desc_t pd)
-{
-    const char *impl = NULL;
-    if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) != dnnl_success || !impl)
-        return 0;
-    return strncmp(impl, "ref", 3) == 0;
-}
-
 /* b's shape in a's layout: a's md itself for the same shape, else the same
  * format tag as a with b's dims.  0 when a's layout has no known tag. */
 static int b_md_like_a(const cc_tensor *a, const cc_tensor *b, dnnl_memory_desc_t *md)
@@ -183,11 +175,11 @@ static int binary_infer(cc_tape *t, cc_node *n, cc_tensor *out, cc_status *st)
     s->b_md = b->md;
     dnnl_status_t e = binary_pd(t, &s->fpd, alg, &a->md, &b->md, &a->md);
     dnnl_memory_desc_t like;
-    if ((e != dnnl_success || pd_is_ref(s->fpd)) && b_md_like_a(a, b, &like) &&
+    if ((e != dnnl_success || op_pd_is_ref(s->fpd)) && b_md_like_a(a, b, &like) &&
         !dnnl_memory_desc_equal(&like, &b->md)) {
         dnnl_primitive_desc_t pd2;
         dnnl_status_t e2 = binary_pd(t, &pd2, alg, &a->md, &like, &a->md);
-        if (e2 == dnnl_success && (e != dnnl_success || !pd_is_ref(pd2))) {
+        if (e2 == dnnl_success && (e != dnnl_success || !op_pd_is_ref(pd2))) {
             if (s->fpd) dnnl_primitive_desc_destroy(s->fpd);
             s->fpd = pd2;
             s->b_md = like;

@@ -327,15 +327,6 @@ static int conv_make_bwd_data(cc_tape *t, cc_node *n, conv_state *s, cc_status *
            tape_mem_create(t, &s->m_dsrc, &s->dsrc_md, st);
 }
 
-/* Whether oneDNN gave pd its reference implementation ("ref:any"). */
-static int conv_pd_is_ref(const_dnnl_primitive_desc_t pd)
-{
-    const char *impl = NULL;
-    if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) != dnnl_success || !impl)
-        return 0;
-    return strncmp(impl, "ref", 3) == 0;
-}
-
 static int conv_make_bwd_weights(cc_tape *t, cc_node *n, conv_state *s, cc_status *st)
 {
     const cc_tensor *w = n->in[1];
@@ -365,7 +356,7 @@ static int conv_make_bwd_weights(cc_tape *t, cc_node *n, conv_state *s, cc_statu
         dnnl_status_t e = dnnl_primitive_desc_create(&s->bwpd, &cd, attr, t->ctx->engine, s->fpd);
         dnnl_primitive_attr_destroy(attr);
         if (e != dnnl_success) return op_dnnl_fail(st, "conv2d", "backward-weights descriptor", e);
-        if (attempt || !conv_pd_is_ref(s->bwpd)) break;
+        if (attempt || !op_pd_is_ref(s->bwpd)) break;
         dnnl_primitive_desc_destroy(s->bwpd);
         s->bwpd = NULL;
     }

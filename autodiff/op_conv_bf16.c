@@ -49,13 +49,6 @@ dnnl_memory_desc_t conv_bf16_md(const dnnl_memory_desc_t *f32_md)
     return md;
 }
 
-int conv_bf16_is_ref(const_dnnl_primitive_desc_t pd)
-{
-    const char *impl = NULL;
-    return dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success &&
-           impl && !strncmp(impl, "ref", 3);
-}
-
 static void geometry(const cc_node *n, dnnl_dims_t strides, dnnl_dims_t pads)
 {
     strides[0] = strides[1] = n->args.i[0];
@@ -82,7 +75,7 @@ static int pd_make(cc_tape *t, const void *cd, const_dnnl_primitive_desc_t hint,
         if (e == dnnl_unimplemented && ref) return *ref = 1, 0;
         return op_dnnl_fail(st, "conv2d (bf16)", what, e);
     }
-    if (ref && conv_bf16_is_ref(*pd)) {
+    if (ref && op_pd_is_ref(*pd)) {
         dnnl_primitive_desc_destroy(*pd);
         *pd = NULL;
         *ref = 1;

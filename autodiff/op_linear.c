@@ -98,7 +98,7 @@ static int linear_infer(cc_tape *t, cc_node *n, cc_tensor *out, cc_status *st)
             e = dnnl_primitive_desc_create(&s->fpd, &ipd, attr, t->ctx->engine, NULL);
             dnnl_primitive_attr_destroy(attr);
             /* plain only on the reference kernel: try `any`; bf16 only there: fp32 */
-            if (e == dnnl_success && (try_plain || bf) && conv_bf16_is_ref(s->fpd)) {
+            if (e == dnnl_success && (try_plain || bf) && op_pd_is_ref(s->fpd)) {
                 dnnl_primitive_desc_destroy(s->fpd);
                 s->fpd = NULL;
             }

@@ -424,15 +424,26 @@ dnnl_primitive_attr_t tape_attr_new(void)
     return a;
 }
 
+static const char *pd_impl(const_dnnl_primitive_desc_t pd)
+{
+    const char *impl = NULL;
+    return dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success && impl
+               ? impl
+               : "";
+}
+
+int op_pd_is_ref(const_dnnl_primitive_desc_t pd)
+{
+    return strncmp(pd_impl(pd), "ref", 3) == 0;
+}
+
 int tape_prim_create(cc_tape *t, const_dnnl_primitive_desc_t pd, dnnl_primitive_t *prim,
                      dnnl_memory_t *scratch_mem, const char *what, cc_status *st)
 {
     DNNL_TRY(st, what, "primitive creation", dnnl_primitive_create(prim, pd));
-    const char *impl = NULL;
-    if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success && impl &&
-        !strncmp(impl, "ref", 3)) {
+    if (op_pd_is_ref(pd)) {
         t->n_ref_prims++;
-        snprintf(t->ref_what, sizeof t->ref_what, "%s (%s)", what, impl);
+        snprintf(t->ref_what, sizeof t->ref_what, "%s (%s)", what, pd_impl(pd));
     }
     const dnnl_memory_desc_t *smd = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
     size_t need = smd ? dnnl_memory_desc_get_size(smd) : 0;

@@ -18,6 +18,7 @@ typedef struct run_opts {
     int resume;
     const char *fpn, *counter;
     int split;                  /* DATASET_*, or -1 for --split all (evaluate --on) */
+    int split_given;            /* --split was on the command line */
     const char *on;             /* evaluate --on FILE.h5 */
     int stain;                  /* evaluate --stain (0: any) */
     const char *file;           /* the experiment file, if any */
@@ -106,6 +107,7 @@ static int run_parse(int argc, char **argv, run_opts *o, const char *extra)
         case 'F': o->fpn = optarg; break;
         case 'C': o->counter = optarg; break;
         case 'S':
+            o->split_given = 1;
             if (!strcmp(optarg, "train")) o->split = DATASET_TRAIN;
             else if (!strcmp(optarg, "val")) o->split = DATASET_VAL;
             else if (!strcmp(optarg, "test")) o->split = DATASET_TEST;
@@ -203,11 +205,7 @@ int cli_evaluate(int argc, char **argv)
     }
     /* The run's own resolved configuration, so the models match the
      * checkpoints whatever the command line's defaults (as `count` does). */
-    int split = o.split;
-    int split_given = 0;
-    for (int i = 1; i < argc; i++)
-        split_given |= !strcmp(argv[i], "--split") || !strncmp(argv[i], "--split=", 8);
-    if (!split_given) split = -1;
+    const int split = o.split_given ? o.split : -1;  /* --on scores every split by default */
     const int threads = o.cfg.threads;
     char run_dir[CFG_STR];
     snprintf(run_dir, sizeof run_dir, "%s", o.cfg.out_dir);  /* count_config_load resets cfg */
