@@ -19,6 +19,14 @@ int ctx_init(cc_ctx *c, int threads, cc_status *st)
     if (isa_choose(&c->isa, st)) return -1;
     if (threads > 0) omp_set_num_threads(threads);
     c->threads = omp_get_max_threads();
+    switch (dnnl_get_effective_cpu_isa()) {
+    case dnnl_cpu_isa_avx512_core: case dnnl_cpu_isa_avx512_core_vnni:
+    case dnnl_cpu_isa_avx512_core_bf16: case dnnl_cpu_isa_avx512_core_amx:
+        c->dnnl_avx512 = 1;
+        break;
+    default:
+        break;
+    }
     dnnl_status_t s = dnnl_engine_create(&c->engine, dnnl_cpu, 0);
     if (s != dnnl_success)
         return status_set(st, "oneDNN: cannot create the CPU engine (%s)", ctx_dnnl_status_name(s));

@@ -18,6 +18,9 @@ typedef struct cc_ctx {
     dnnl_stream_t stream;
     int threads;            /* OpenMP threads used by ops and oneDNN */
     cc_isa isa;             /* variant of the engine's own C kernels (isa.h) */
+    int dnnl_avx512;        /* 1: oneDNN's effective ISA is avx512_core or
+                               better (its kernels differ in speed from the
+                               AVX2 ones that our conv choices were tuned on) */
     int bf16;               /* 1: convolutions and inner products compute in
                                bf16 (ctx_set_precision); 0: fp32 */
     size_t n_allocs;        /* ctx_alloc() calls so far: a steady-state

@@ -126,9 +126,21 @@ static int conv_single_wanted(const cc_tensor *x, const cc_tensor *w, int stride
            tensor_is_plain(w) && conv_own_size_ok(x, w, 2e6);
 }
 
-static int conv_wino_wanted(const cc_tensor *x, const cc_tensor *w, int stride, int pad)
+/* Measured on Zen 5 (docs/PERFORMANCE.md, "Winograd or oneDNN"): where
+ * oneDNN runs AVX-512, its direct forward beats our Winograd on small
+ * images (the counter's 12x16 and smaller layers: counter inference -20%),
+ * while in training the Winograd gradients still win at those sizes, and on
+ * AVX2 Winograd wins everywhere.  So inference tapes leave images under
+ * 16x16 to oneDNN there (CC_CONV_OWN=1, the tests' switch, overrides). */
+#define CONV_WINO_INFER_MIN_HW 256
+
+static int conv_wino_wanted(const cc_tape *t, const cc_tensor *x, const cc_tensor *w,
+                            int stride, int pad)
 {
     if (env_is("CC_CONV_WINOGRAD", "0") || env_is("CC_CONV_ONEDNN", "1")) return 0;
+    if (!t->training && t->ctx->dnnl_avx512 && !env_is("CC_CONV_OWN", "1") &&
+        x->dims[2] * x->dims[3] < CONV_WINO_INFER_MIN_HW)
+        return 0;
     return w->dims[2] == 3 && stride == 1 && pad == 1 && x->dims[1] % 8 == 0 &&
            w->dims[0] % 8 == 0 && x->dims[1] >= 16 && w->dims[0] >= 16 && x->dtype == CC_F32 &&
            tensor_is_plain(w) && conv_own_size_ok(x, w, 2e7);
@@ -213,12 +225,12 @@ static int conv_infer(cc_tape *t, cc_node *n, cc_tensor *out, cc_status *st)
     /* bf16: fp32 below only where bf16 has just oneDNN's reference kernel
      * (and, as a measurement knob, CC_BF16_WINO=1 keeps the fp32 Winograd
      * path for the shapes it takes: docs/PERFORMANCE.md, bf16) */
-    if (t->ctx->bf16 && !(env_is("CC_BF16_WINO", "1") && conv_wino_wanted(x, w, stride, pad))) {
+    if (t->ctx->bf16 && !(env_is("CC_BF16_WINO", "1") && conv_wino_wanted(t, x, w, stride, pad))) {
         const int r = conv_bf16_infer(t, n, out, &s->bf, st);
         if (r <= 0) return r;
     }
     if (conv_single_wanted(x, w, stride, pad)) return conv_wino_infer(t, n, s, dd, 1, out, st);
-    if (conv_wino_wanted(x, w, stride, pad)) return conv_wino_infer(t, n, s, dd, 0, out, st);
+    if (conv_wino_wanted(t, x, w, stride, pad)) return conv_wino_infer(t, n, s, dd, 0, out, st);
     dnnl_memory_desc_t src_any, w_any, dst_any, b_md;
     DNNL_TRY(st, "conv2d", "md", dnnl_memory_desc_init_by_tag(&src_any, 4, sd, dnnl_f32, dnnl_format_tag_any));
     DNNL_TRY(st, "conv2d", "md", dnnl_memory_desc_init_by_tag(&w_any, 4, wd, dnnl_f32, dnnl_format_tag_any));

@@ -15,10 +15,13 @@
 # usage: bench/side_by_side.sh [--bench PATH] [--torch-ref PATH] [--rounds N]
 #            [--threads "1 2"] [--configs "train-fpn1 train-fpn3 train-counter
 #            infer-fpn1 infer-counter"] [--quick] [--out DIR] [--also PATH]
+#            [--precision fp32|bf16]
 # Each round runs every configuration once with each program (ours first in
 # odd rounds, torch first in even ones); a program's figure for a round is
 # its median ms/step over --steps timed steps after --warmup untimed ones;
 # the table reports the median over rounds.  Raw JSON lines go to DIR.
+# --precision bf16 runs ours with --precision bf16 and the peer under
+# torch.autocast(bfloat16) (its --bf16); the "before" build gets the same flag.
 # --also PATH adds a third program, another cellcount-bench build (e.g. the
 # engine before a change), interleaved the same way ("before" column).
 set -u
@@ -34,6 +37,7 @@ OUT=""
 ALSO=""
 OBL=${OBL:-/tmp/obl/usr/lib/x86_64-linux-gnu/openblas-openmp}
 PY=${PY:-/usr/bin/python3}
+PRECISION=fp32
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -45,7 +49,8 @@ while [ $# -gt 0 ]; do
     --quick) QUICK=1; shift ;;
     --out) OUT=$2; shift 2 ;;
     --also) ALSO=$2; shift 2 ;;
-    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+    --precision) PRECISION=$2; shift 2 ;;
+    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
     *) echo "side_by_side.sh: unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -89,6 +94,12 @@ else
     echo "side_by_side.sh: note: no OpenBLAS at $OBL: torch's nn.Linear uses the reference BLAS" >&2
 fi
 
+case "$PRECISION" in
+fp32) OURS_PREC=(); TORCH_PREC=() ;;
+bf16) OURS_PREC=(--precision bf16); TORCH_PREC=(--bf16) ;;
+*) echo "side_by_side.sh: --precision must be fp32 or bf16, not '$PRECISION'" >&2; exit 2 ;;
+esac
+
 [ -n "$OUT" ] || OUT=$(mktemp -d /tmp/side_by_side.XXXXXX)
 mkdir -p "$OUT"
 RAW="$OUT/raw.jsonl"
@@ -122,11 +133,11 @@ run_one() {
         [ "$prog" = before ] && exe=$ALSO
         # shellcheck disable=SC2086
         line=$("$exe" $args --threads "$thr" --steps "$steps" --warmup "$warm" --json \
-               2>"$OUT/err.txt" | tail -n 1)
+               "${OURS_PREC[@]}" 2>"$OUT/err.txt" | tail -n 1)
     else
         # shellcheck disable=SC2086
         line=$("${TORCH_ENV[@]}" "$PY" "$TORCH_REF" $args --threads "$thr" --steps "$steps" \
-               --warmup "$warm" --json 2>"$OUT/err.txt" | tail -n 1)
+               --warmup "$warm" --json "${TORCH_PREC[@]}" 2>"$OUT/err.txt" | tail -n 1)
     fi
     case "$line" in
     \{*) ;;
@@ -141,7 +152,7 @@ run_one() {
 echo "cellcount: $BENCH"
 echo "torch:     $PY $TORCH_REF ($("$PY" -c 'import torch; print(torch.__version__)'), $BLAS)"
 [ -n "$ALSO" ] && echo "before:    $ALSO"
-echo "rounds $ROUNDS, threads: $THREADS, configs: $CONFIGS; raw results in $RAW"
+echo "precision $PRECISION, rounds $ROUNDS, threads: $THREADS, configs: $CONFIGS; raw results in $RAW"
 for round in $(seq 1 "$ROUNDS"); do
     for thr in $THREADS; do
         for cfg in $CONFIGS; do
