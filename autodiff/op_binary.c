@@ -118,10 +118,7 @@ static dnnl_status_t binary_pd(cc_tape *t, dnnl_primitive_desc_t *pd, dnnl_alg_k
     dnnl_binary_desc_t bd;
     dnnl_status_t e = dnnl_binary_desc_init(&bd, alg, s0, s1, dst);
     if (e != dnnl_success) return e;
-    dnnl_primitive_attr_t attr = tape_attr_new();
-    e = dnnl_primitive_desc_create(pd, &bd, attr, t->ctx->engine, NULL);
-    dnnl_primitive_attr_destroy(attr);
-    return e;
+    return tape_pd_create(t, pd, &bd, NULL);
 }
 
 /* b's shape in a's layout: a's md itself for the same shape, else the same

@@ -232,11 +232,9 @@ static int conv_infer(cc_tape *t, cc_node *n, cc_tensor *out, cc_status *st)
                  &cd, t->training ? dnnl_forward_training : dnnl_forward_inference,
                  dnnl_convolution_direct, &src_any, &w_any, has_bias ? &b_md : NULL, &dst_any,
                  strides, pads, pads));
-    dnnl_primitive_attr_t attr = tape_attr_new();
-    dnnl_status_t e = dnnl_primitive_desc_create(&s->fpd, &cd, attr, t->ctx->engine, NULL);
-    dnnl_primitive_attr_destroy(attr);
-    if (e != dnnl_success) return op_dnnl_fail(st, "conv2d", "forward primitive descriptor", e);
-    if (tape_prim_create(t, s->fpd, &s->fwd, &s->fscr, "conv2d", st)) return -1;
+    if (tape_prim_make(t, &cd, NULL, &s->fpd, &s->fwd, &s->fscr, "conv2d",
+                       "forward primitive descriptor", st))
+        return -1;
 
     s->src_md = *dnnl_primitive_desc_query_md(s->fpd, dnnl_query_src_md, 0);
     s->w_md = *dnnl_primitive_desc_query_md(s->fpd, dnnl_query_weights_md, 0);
@@ -314,11 +312,9 @@ static int conv_make_bwd_data(cc_tape *t, cc_node *n, conv_state *s, cc_status *
     DNNL_TRY(st, "conv2d", "backward-data descriptor",
              dnnl_convolution_backward_data_desc_init(&cd, dnnl_convolution_direct, &dsrc_any,
                                                       &w_any, &n->out->md, strides, pads, pads));
-    dnnl_primitive_attr_t attr = tape_attr_new();
-    dnnl_status_t e = dnnl_primitive_desc_create(&s->bdpd, &cd, attr, t->ctx->engine, s->fpd);
-    dnnl_primitive_attr_destroy(attr);
-    if (e != dnnl_success) return op_dnnl_fail(st, "conv2d", "backward-data descriptor", e);
-    if (tape_prim_create(t, s->bdpd, &s->bwd_data, &s->bdscr, "conv2d", st)) return -1;
+    if (tape_prim_make(t, &cd, s->fpd, &s->bdpd, &s->bwd_data, &s->bdscr, "conv2d",
+                       "backward-data descriptor", st))
+        return -1;
     s->dsrc_md = *dnnl_primitive_desc_query_md(s->bdpd, dnnl_query_diff_src_md, 0);
     s->bdw_md = *dnnl_primitive_desc_query_md(s->bdpd, dnnl_query_weights_md, 0);
     return reorder_make(t, &s->r_dsrc, &s->dsrc_md, &x->md, "conv2d input gradient", st) ||
@@ -352,9 +348,7 @@ static int conv_make_bwd_weights(cc_tape *t, cc_node *n, conv_state *s, cc_statu
                  dnnl_convolution_backward_weights_desc_init(
                      &cd, dnnl_convolution_direct, &src_any, &w_any, n->args.i[2] ? &b_md : NULL,
                      attempt ? &dst_any : &n->out->md, strides, pads, pads));
-        dnnl_primitive_attr_t attr = tape_attr_new();
-        dnnl_status_t e = dnnl_primitive_desc_create(&s->bwpd, &cd, attr, t->ctx->engine, s->fpd);
-        dnnl_primitive_attr_destroy(attr);
+        dnnl_status_t e = tape_pd_create(t, &s->bwpd, &cd, s->fpd);
         if (e != dnnl_success) return op_dnnl_fail(st, "conv2d", "backward-weights descriptor", e);
         if (attempt || !op_pd_is_ref(s->bwpd)) break;
         dnnl_primitive_desc_destroy(s->bwpd);
