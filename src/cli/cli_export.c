@@ -2,11 +2,9 @@
  * (src/sweep/export.h). */
 #include "src/cli/cli.h"
 
-#include <getopt.h>
 #include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 
+#include "src/cli/cli_opts.h"
 #include "src/sweep/export.h"
 
 static void usage(FILE *f)
@@ -33,26 +31,10 @@ static void usage(FILE *f)
 
 int cli_export(int argc, char **argv)
 {
-    static const struct option longs[] = {{"tensorboard", required_argument, 0, 't'},
-                                          {"csv", required_argument, 0, 'c'},
-                                          {"help", no_argument, 0, 'h'},
-                                          {0, 0, 0, 0}};
-    const char *tb = NULL, *csv = NULL;
-    optind = 1;
-    int c;
-    while ((c = getopt_long(argc, argv, "h", longs, NULL)) != -1) {
-        switch (c) {
-        case 't': tb = optarg; break;
-        case 'c': csv = optarg; break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
-        }
-    }
-    if (optind >= argc) {
-        fprintf(stderr, "cellcount export: no runs given\n");
-        usage(stderr);
-        return 2;
-    }
+    const char *tb, *csv;
+    const cli_str_opt opts[] = {{"tensorboard", &tb}, {"csv", &csv}};
+    int first, rc = cli_parse_str_opts(argc, argv, opts, 2, "runs", usage, &first);
+    if (rc >= 0) return rc;
     if (!tb && !csv) {
         fprintf(stderr, "cellcount export: nothing to do: give --tensorboard DIR and/or --csv FILE\n");
         return 2;
@@ -61,8 +43,8 @@ int cli_export(int argc, char **argv)
     report_init(&r);
     cc_status st;
     status_clear(&st);
-    int rc = 1;
-    for (int i = optind; i < argc; i++)
+    rc = 1;
+    for (int i = first; i < argc; i++)
         if (report_add(&r, argv[i], &st)) goto fail;
     if (report_finish(&r, &st)) goto fail;
     if (tb && export_tensorboard(&r, tb, stderr, &st)) goto fail;

@@ -1,11 +1,9 @@
 /* cli_report.c - `cellcount report`: compare runs (src/sweep/report.h). */
 #include "src/cli/cli.h"
 
-#include <getopt.h>
 #include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 
+#include "src/cli/cli_opts.h"
 #include "src/sweep/report.h"
 
 static void usage(FILE *f)
@@ -40,32 +38,16 @@ static void usage(FILE *f)
 
 int cli_report(int argc, char **argv)
 {
-    static const struct option longs[] = {{"csv", required_argument, 0, 'c'},
-                                          {"plot", required_argument, 0, 'p'},
-                                          {"help", no_argument, 0, 'h'},
-                                          {0, 0, 0, 0}};
-    const char *csv = NULL, *plot = NULL;
-    optind = 1;
-    int c;
-    while ((c = getopt_long(argc, argv, "h", longs, NULL)) != -1) {
-        switch (c) {
-        case 'c': csv = optarg; break;
-        case 'p': plot = optarg; break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
-        }
-    }
-    if (optind >= argc) {
-        fprintf(stderr, "cellcount report: no runs given\n");
-        usage(stderr);
-        return 2;
-    }
+    const char *csv, *plot;
+    const cli_str_opt opts[] = {{"csv", &csv}, {"plot", &plot}};
+    int first, rc = cli_parse_str_opts(argc, argv, opts, 2, "runs", usage, &first);
+    if (rc >= 0) return rc;
     cc_report r;
     report_init(&r);
     cc_status st;
     status_clear(&st);
-    int rc = 1;
-    for (int i = optind; i < argc; i++)
+    rc = 1;
+    for (int i = first; i < argc; i++)
         if (report_add(&r, argv[i], &st)) goto fail;
     if (r.nruns == 0 && r.nmissing) {  /* a sweep none of whose points has a run yet */
         report_print_missing(&r, stdout);
