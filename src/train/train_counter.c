@@ -111,10 +111,8 @@ static void swap_stores(cc_params *a, cc_params *b)
  * gradients then shrink by e^-s within a few steps while Adam's second
  * moment still remembers the early large ones, and the mean barely moves
  * for thousands of steps.  (A resumed run overwrites these values.) */
-static int init_bias_from_data(cc_models *m, const char *path, cc_status *st)
+static int init_bias_from_data(cc_models *m, const cc_dataset *ds, cc_status *st)
 {
-    cc_dataset *ds = dataset_open(path, st);
-    if (!ds) return -1;
     double sum = 0, sum2 = 0;
     int64_t n = 0;
     for (int64_t i = 0; i < ds->n; i++)
@@ -123,8 +121,8 @@ static int init_bias_from_data(cc_models *m, const char *path, cc_status *st)
             sum2 += (double)ds->counts[i] * ds->counts[i];
             n++;
         }
-    dataset_close(ds);
-    if (n < 2) return status_set(st, "%s: too few training images to initialise the counter", path);
+    if (n < 2)
+        return status_set(st, "%s: too few training images to initialise the counter", ds->path);
     double mean = sum / (double)n, var = sum2 / (double)n - mean * mean;
     if (var < 1e-6) var = 1e-6;
     counter_init_count_bias(&m->Pc, &m->counter, (float)mean);
@@ -165,8 +163,8 @@ int train_counter(const cc_config *cfg, const char *fpn_ckpt, int resume, cc_sta
     params_set_frozen(&m->Pf, "", !finetune);
     if (needs_fpn && !finetune) {
         fprintf(s->log, "computing FPN masks for the training and validation splits\n");
-        if (mask_cache_build(&mtr, s, m, cfg->data_file, DATASET_TRAIN, st) ||
-            mask_cache_build(&mva, s, m, cfg->data_file, DATASET_VAL, st))
+        if (mask_cache_build(&mtr, s, m, r.ds, DATASET_TRAIN, st) ||
+            mask_cache_build(&mva, s, m, r.ds, DATASET_VAL, st))
             goto out;
     }
     if (train_run_loaders(&r, tc, 0, 0, cfg->sync_bn ? 1 : 2, "counter_train.batch", st))
@@ -174,7 +172,7 @@ int train_counter(const cc_config *cfg, const char *fpn_ckpt, int resume, cc_sta
     train_run_start(&r, tc);
     cc_optim fopt;          /* the fine-tuned FPN's */
     session_optim_init(&fopt, tc);
-    if (cfg->counter_init_bias == CFG_INIT_BIAS_DATA && init_bias_from_data(m, cfg->data_file, st))
+    if (cfg->counter_init_bias == CFG_INIT_BIAS_DATA && init_bias_from_data(m, r.ds, st))
         goto out;
     train_state ts;
     memset(&ts, 0, sizeof ts);
@@ -228,7 +226,7 @@ int train_counter(const cc_config *cfg, const char *fpn_ckpt, int resume, cc_sta
         /* The fine-tuned FPN changes every epoch: predict through it. */
         mask_cache fresh;
         memset(&fresh, 0, sizeof fresh);
-        if (finetune && mask_cache_build(&fresh, s, m, cfg->data_file, DATASET_VAL, st)) goto out;
+        if (finetune && mask_cache_build(&fresh, s, m, r.ds, DATASET_VAL, st)) goto out;
         int pr = counting_predict(s, m, &r.teval, finetune ? &fresh : &mva, r.va, &p, st);
         mask_cache_free(&fresh);
         if (has_ema) swap_stores(&m->Pc, &ema);
@@ -262,7 +260,7 @@ int train_counter(const cc_config *cfg, const char *fpn_ckpt, int resume, cc_sta
         if (train_state_epoch_end(&ts, s, epoch, ms.mae, st)) goto out;
     }
     /* What count's out-of-distribution flags compare against (ood.h). */
-    if (ood_train_stats_write(s, needs_fpn && !finetune ? &mtr : NULL, cfg->data_file, st))
+    if (ood_train_stats_write_ds(s, needs_fpn && !finetune ? &mtr : NULL, r.ds, st))
         goto out;
     rc = 0;
 out:

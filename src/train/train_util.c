@@ -53,9 +53,8 @@ int train_run_open(train_run *r, const cc_config *cfg, int resume, cc_status *st
 
 int train_run_models(train_run *r, int with_counter, cc_status *st)
 {
-    int h, w;
-    if (dataset_image_size(r->s.cfg.data_file, &h, &w, st)) return -1;
-    return models_build(&r->m, &r->s, with_counter, h, w, st);
+    if (!(r->ds = dataset_open(r->s.cfg.data_file, st))) return -1;
+    return models_build(&r->m, &r->s, with_counter, r->ds->h, r->ds->w, st);
 }
 
 int train_run_loaders(train_run *r, const cfg_train *tc, unsigned flags, int shard_val,
@@ -63,10 +62,10 @@ int train_run_loaders(train_run *r, const cfg_train *tc, unsigned flags, int sha
 {
     const cc_config *cfg = &r->s.cfg;
     const unsigned ftr = LOADER_SHUFFLE | flags | (cfg->augment ? LOADER_FLIP : 0);
-    if (!(r->tr = loader_open(cfg->data_file, DATASET_TRAIN, tc->batch, (uint64_t)cfg->seed,
-                              ftr, st)) ||
-        !(r->va = loader_open(cfg->data_file, DATASET_VAL, tc->batch, (uint64_t)cfg->seed,
-                              LOADER_KEEP_LAST | flags, st)) ||
+    if (!(r->tr = loader_open_ds(r->ds, DATASET_TRAIN, tc->batch, (uint64_t)cfg->seed, ftr,
+                                 st)) ||
+        !(r->va = loader_open_ds(r->ds, DATASET_VAL, tc->batch, (uint64_t)cfg->seed,
+                                 LOADER_KEEP_LAST | flags, st)) ||
         train_shard_loaders(&r->s, r->tr, shard_val ? r->va : NULL, tc->batch, min_per_rank,
                             key, st))
         return -1;
@@ -106,6 +105,8 @@ void train_run_close(train_run *r)
     loader_close(r->va);
     r->tr = r->va = NULL;
     models_free(&r->m);
+    dataset_close(r->ds);
+    r->ds = NULL;
     session_close(&r->s);
 }
 

@@ -4,6 +4,7 @@
 #define CC_TRAIN_UTIL_H
 
 #include "autodiff/optim.h"
+#include "src/data/dataset.h"
 #include "src/data/loader.h"
 #include "src/run/session.h"
 #include "src/train/train.h"
@@ -73,6 +74,7 @@ void train_ema_update(cc_params *E, const cc_params *P, double decay, int64_t st
  * error path is one call whichever step failed. */
 typedef struct train_run {
     cc_session s;
+    cc_dataset *ds;         /* the run's data set (data.file), opened once */
     cc_models m;
     cc_loader *tr, *va;     /* shuffled (augmented) training / in-order validation */
     cc_optim opt;           /* the stage's optimizer */
@@ -85,9 +87,10 @@ typedef struct train_run {
  * train.h).  Returns 0 or -1 (st); call train_run_close either way. */
 int train_run_open(train_run *r, const cc_config *cfg, int resume, cc_status *st);
 
-/* Read the data set's image size and build the models for it
- * (with_counter: the counter as well as the FPN; weights initialised from
- * the seed).  Returns 0 or -1 (st). */
+/* Open the data set (r->ds, the one open of data.file in a run: mask
+ * caches, loaders and statistics read it through r->ds) and build the
+ * models for its image size (with_counter: the counter as well as the FPN;
+ * weights initialised from the seed).  Returns 0 or -1 (st). */
 int train_run_models(train_run *r, int with_counter, cc_status *st);
 
 /* Open the loaders of tc's batch size: r->tr over the training split
@@ -108,7 +111,8 @@ void train_run_start(train_run *r, const cfg_train *tc);
 void train_run_epoch_begin(train_run *r, const cfg_train *tc, const char *stage, int epoch,
                            progress *pg);
 
-/* Free the tapes, loaders, models and session (each only if set up). */
+/* Free the tapes, loaders, models, data set and session (each only if set
+ * up). */
 void train_run_close(train_run *r);
 
 /* A metrics row of NaNs with stage/epoch/split filled in. */
