@@ -43,6 +43,11 @@ typedef struct cc_op_def {
     /* Accumulate input gradients from node->out->grad.  NULL: not differentiable. */
     int (*backward)(cc_tape *t, cc_node *n, cc_status *st);
     void (*state_free)(void *state);
+    /* Forward multiply-accumulates of a recorded node, counted as
+     * torch_ref.py's count_macs() does (conv n*ho*wo*cout*cin*k*k, linear
+     * n*in*out) for the model summary and the benchmark's FLOP rate.  NULL:
+     * the op is not counted (no weights multiplied). */
+    int64_t (*macs)(const cc_node *n);
 } cc_op_def;
 
 struct cc_node {
@@ -62,6 +67,10 @@ struct cc_node {
 };
 
 const cc_op_def *tape_op_def(int op);
+
+/* Node n's forward multiply-accumulates (cc_op_def.macs), 0 for ops that
+ * are not counted. */
+int64_t tape_node_macs(const cc_node *n);
 
 /* Record (training) or just run (inference) an op; returns its output or
  * NULL on error (sticky).  NULL inputs propagate silently. */

@@ -331,7 +331,7 @@ static int binary_backward(cc_tape *t, cc_node *n, cc_status *st)
     return 0;
 }
 const cc_op_def op_def_binary = {"binary", OPK_BINARY, binary_infer, binary_forward,
-                                 binary_backward, binary_free};
+                                 binary_backward, binary_free, NULL};
 
 static cc_tensor *binary_record(cc_tape *t, cc_tensor *a, cc_tensor *b, int mul)
 {

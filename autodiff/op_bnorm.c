@@ -515,7 +515,7 @@ static int bn_backward(cc_tape *t, cc_node *n, cc_status *st)
 }
 
 const cc_op_def op_def_batch_norm = {"batch_norm", OPK_BNORM, bn_infer, bn_forward, bn_backward,
-                                     bn_free};
+                                     bn_free, NULL};
 
 static cc_tensor *bn_record(cc_tape *t, cc_tensor *x, cc_tensor *gamma, cc_tensor *beta,
                             cc_tensor *run_mean, cc_tensor *run_var, cc_tensor *num_batches,

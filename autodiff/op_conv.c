@@ -474,8 +474,15 @@ static int conv_backward(cc_tape *t, cc_node *n, cc_status *st)
     return 0;
 }
 
+/* n*ho*wo*cout*cin*k*k, from the output and weight shapes. */
+static int64_t conv_macs(const cc_node *n)
+{
+    const cc_tensor *w = n->in[1], *y = n->out;
+    return y->dims[0] * y->dims[2] * y->dims[3] * w->dims[0] * w->dims[1] * w->dims[2] * w->dims[3];
+}
+
 const cc_op_def op_def_conv2d = {"conv2d", OPK_CONV, conv_infer, conv_forward, conv_backward,
-                                 conv_free};
+                                 conv_free, conv_macs};
 
 cc_tensor *op_conv2d(cc_tape *t, cc_tensor *x, cc_tensor *w, cc_tensor *b, int stride, int pad)
 {

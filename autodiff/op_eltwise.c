@@ -148,7 +148,7 @@ static int elt_backward(cc_tape *t, cc_node *n, cc_status *st)
 }
 
 const cc_op_def op_def_eltwise = {"eltwise", OPK_ELTWISE, elt_infer, elt_forward, elt_backward,
-                                  elt_free};
+                                  elt_free, NULL};
 
 static cc_tensor *elt_record(cc_tape *t, cc_tensor *x, int which, float alpha, float beta)
 {

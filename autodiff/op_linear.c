@@ -243,8 +243,15 @@ static int linear_backward(cc_tape *t, cc_node *n, cc_status *st)
     return 0;
 }
 
+/* n*in*out. */
+static int64_t linear_macs(const cc_node *n)
+{
+    const cc_tensor *w = n->in[1];
+    return n->out->dims[0] * w->dims[0] * w->dims[1];
+}
+
 const cc_op_def op_def_linear = {"linear", OPK_LINEAR, linear_infer, linear_forward,
-                                 linear_backward, linear_free};
+                                 linear_backward, linear_free, linear_macs};
 
 cc_tensor *op_linear(cc_tape *t, cc_tensor *x, cc_tensor *w, cc_tensor *b)
 {

@@ -174,7 +174,7 @@ static int pool_backward(cc_tape *t, cc_node *n, cc_status *st)
 }
 
 const cc_op_def op_def_pool = {"pool", OPK_POOL, pool_infer, pool_forward, pool_backward,
-                               pool_free};
+                               pool_free, NULL};
 
 static cc_tensor *pool_record(cc_tape *t, cc_tensor *x, int mode, int k, int s)
 {

@@ -17,3 +17,9 @@ const cc_op_def *tape_op_def(int op)
     assert(op >= 0 && op < OP_COUNT);
     return op_table[op];
 }
+
+int64_t tape_node_macs(const cc_node *n)
+{
+    const cc_op_def *d = tape_op_def(n->op);
+    return d->macs ? d->macs(n) : 0;
+}

@@ -201,7 +201,7 @@ static int resample_backward(cc_tape *t, cc_node *n, cc_status *st)
 }
 
 const cc_op_def op_def_resample = {"resample", OPK_RESAMPLE, resample_infer, resample_forward,
-                                   resample_backward, resample_free};
+                                   resample_backward, resample_free, NULL};
 
 cc_tensor *op_upsample2x(cc_tape *t, cc_tensor *x)
 {
