@@ -4,7 +4,7 @@
 
 #include <stdio.h>
 
-#include "src/cli/cli_opts.h"
+#include "src/cli/cli_runs.h"
 #include "src/sweep/export.h"
 
 static void usage(FILE *f)
@@ -29,34 +29,28 @@ static void usage(FILE *f)
             "  -h, --help          this text\n");
 }
 
+typedef struct export_opts {
+    const char *tb, *csv;
+} export_opts;
+
+/* The TensorBoard event files and the CSV table asked for. */
+static int export_work(cc_report *r, void *user, cc_status *st)
+{
+    const export_opts *o = user;
+    if (report_finish(r, st) || (o->tb && export_tensorboard(r, o->tb, stderr, st)))
+        return -1;
+    if (o->csv) {
+        if (export_csv(r, o->csv, st)) return -1;
+        fprintf(stderr, "wrote %s\n", o->csv);
+    }
+    return 0;
+}
+
 int cli_export(int argc, char **argv)
 {
-    const char *tb, *csv;
-    const cli_str_opt opts[] = {{"tensorboard", &tb}, {"csv", &csv}};
-    int first, rc = cli_parse_str_opts(argc, argv, opts, 2, "runs", usage, &first);
-    if (rc >= 0) return rc;
-    if (!tb && !csv) {
-        fprintf(stderr, "cellcount export: nothing to do: give --tensorboard DIR and/or --csv FILE\n");
-        return 2;
-    }
-    cc_report r;
-    report_init(&r);
-    cc_status st;
-    status_clear(&st);
-    rc = 1;
-    for (int i = first; i < argc; i++)
-        if (report_add(&r, argv[i], &st)) goto fail;
-    if (report_finish(&r, &st)) goto fail;
-    if (tb && export_tensorboard(&r, tb, stderr, &st)) goto fail;
-    if (csv) {
-        if (export_csv(&r, csv, &st)) goto fail;
-        fprintf(stderr, "wrote %s\n", csv);
-    }
-    rc = 0;
-    goto out;
-fail:
-    fprintf(stderr, "cellcount export: %s\n", st.msg);
-out:
-    report_free(&r);
-    return rc;
+    export_opts o;
+    const cli_str_opt opts[] = {{"tensorboard", &o.tb}, {"csv", &o.csv}};
+    const cli_runs_cmd c = {"export", usage, opts, 2, "give --tensorboard DIR and/or --csv FILE",
+                            export_work};
+    return cli_runs_main(&c, argc, argv, &o);
 }

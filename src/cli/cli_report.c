@@ -3,8 +3,30 @@
 
 #include <stdio.h>
 
-#include "src/cli/cli_opts.h"
-#include "src/sweep/report.h"
+#include "src/cli/cli_runs.h"
+
+typedef struct report_opts {
+    const char *csv, *plot;
+} report_opts;
+
+/* The table on stdout, then the CSV file and the plots asked for. */
+static int report_work(cc_report *r, void *user, cc_status *st)
+{
+    const report_opts *o = user;
+    if (r->nruns == 0 && r->nmissing) {  /* a sweep none of whose points has a run yet */
+        report_print_missing(r, stdout);
+        return 0;
+    }
+    if (report_finish(r, st)) return -1;
+    report_print(r, stdout);
+    report_print_missing(r, stdout);
+    fflush(stdout);
+    if (o->csv) {
+        if (report_write_csv(r, o->csv, st)) return -1;
+        fprintf(stderr, "wrote %s\n", o->csv);
+    }
+    return o->plot && report_plot(r, o->plot, NULL, stderr, st) ? -1 : 0;
+}
 
 static void usage(FILE *f)
 {
@@ -38,36 +60,8 @@ static void usage(FILE *f)
 
 int cli_report(int argc, char **argv)
 {
-    const char *csv, *plot;
-    const cli_str_opt opts[] = {{"csv", &csv}, {"plot", &plot}};
-    int first, rc = cli_parse_str_opts(argc, argv, opts, 2, "runs", usage, &first);
-    if (rc >= 0) return rc;
-    cc_report r;
-    report_init(&r);
-    cc_status st;
-    status_clear(&st);
-    rc = 1;
-    for (int i = first; i < argc; i++)
-        if (report_add(&r, argv[i], &st)) goto fail;
-    if (r.nruns == 0 && r.nmissing) {  /* a sweep none of whose points has a run yet */
-        report_print_missing(&r, stdout);
-        rc = 0;
-        goto out;
-    }
-    if (report_finish(&r, &st)) goto fail;
-    report_print(&r, stdout);
-    report_print_missing(&r, stdout);
-    fflush(stdout);
-    if (csv) {
-        if (report_write_csv(&r, csv, &st)) goto fail;
-        fprintf(stderr, "wrote %s\n", csv);
-    }
-    if (plot && report_plot(&r, plot, NULL, stderr, &st)) goto fail;
-    rc = 0;
-    goto out;
-fail:
-    fprintf(stderr, "cellcount report: %s\n", st.msg);
-out:
-    report_free(&r);
-    return rc;
+    report_opts o;
+    const cli_str_opt opts[] = {{"csv", &o.csv}, {"plot", &o.plot}};
+    const cli_runs_cmd c = {"report", usage, opts, 2, NULL, report_work};
+    return cli_runs_main(&c, argc, argv, &o);
 }
