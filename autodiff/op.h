@@ -1,6 +1,7 @@
 /* op.h - what an op author needs: the node record, the op definition, and
  * helpers for recording, gradients and oneDNN execution.  Users include
- * autodiff/ops.h instead.
+ * autodiff/ops.h instead.  Recording and gradients live in tape.c, the op
+ * table in op_registry.c, the oneDNN helpers in dnnl_util.c.
  *
  * Recipe for an op (see op_conv.c):
  *   - a public builder `op_xxx(tape, inputs..., args...)` that fills a
@@ -42,6 +43,11 @@ typedef struct cc_op_def {
     /* Accumulate input gradients from node->out->grad.  NULL: not differentiable. */
     int (*backward)(cc_tape *t, cc_node *n, cc_status *st);
     void (*state_free)(void *state);
+    /* Forward multiply-accumulates of a recorded node, counted as
+     * torch_ref.py's count_macs() does (conv n*ho*wo*cout*cin*k*k, linear
+     * n*in*out) for the model summary and the benchmark's FLOP rate.  NULL:
+     * the op is not counted (no weights multiplied). */
+    int64_t (*macs)(const cc_node *n);
 } cc_op_def;
 
 struct cc_node {
@@ -61,6 +67,10 @@ struct cc_node {
 };
 
 const cc_op_def *tape_op_def(int op);
+
+/* Node n's forward multiply-accumulates (cc_op_def.macs), 0 for ops that
+ * are not counted. */
+int64_t tape_node_macs(const cc_node *n);
 
 /* Record (training) or just run (inference) an op; returns its output or
  * NULL on error (sticky).  NULL inputs propagate silently. */
@@ -82,6 +92,21 @@ void *tape_alloc(cc_tape *t, size_t bytes, cc_status *st);
  * scratchpad (bound at execution).  Returns 0 or -1 naming `what`. */
 int tape_prim_create(cc_tape *t, const_dnnl_primitive_desc_t pd, dnnl_primitive_t *prim,
                      dnnl_memory_t *scratch_mem, const char *what, cc_status *st);
+
+/* A primitive descriptor for the op descriptor `desc` (a dnnl_*_desc_t)
+ * with tape_attr_new()'s attributes; hint: the forward primitive
+ * descriptor for a backward one, else NULL.  Returns oneDNN's status (for
+ * callers that retry with other layouts or types); the caller owns *pd. */
+dnnl_status_t tape_pd_create(cc_tape *t, dnnl_primitive_desc_t *pd, const_dnnl_op_desc_t desc,
+                             const_dnnl_primitive_desc_t hint);
+
+/* The usual sequence: tape_pd_create, then tape_prim_create.  Returns 0, or
+ * -1 with "<op>: oneDNN <pd_what> failed (...)" when there is no primitive
+ * descriptor (else tape_prim_create's message naming op).  *pd, *prim and
+ * *scratch_mem belong to the caller (its state_free destroys them). */
+int tape_prim_make(cc_tape *t, const_dnnl_op_desc_t desc, const_dnnl_primitive_desc_t hint,
+                   dnnl_primitive_desc_t *pd, dnnl_primitive_t *prim, dnnl_memory_t *scratch_mem,
+                   const char *op, const char *pd_what, cc_status *st);
 
 /* Whether oneDNN gave pd its reference implementation ("ref:..."), often
  * 100-1000x slower than a reorder to a layout a JIT kernel takes. */

@@ -118,10 +118,7 @@ static dnnl_status_t binary_pd(cc_tape *t, dnnl_primitive_desc_t *pd, dnnl_alg_k
     dnnl_binary_desc_t bd;
     dnnl_status_t e = dnnl_binary_desc_init(&bd, alg, s0, s1, dst);
     if (e != dnnl_success) return e;
-    dnnl_primitive_attr_t attr = tape_attr_new();
-    e = dnnl_primitive_desc_create(pd, &bd, attr, t->ctx->engine, NULL);
-    dnnl_primitive_attr_destroy(attr);
-    return e;
+    return tape_pd_create(t, pd, &bd, NULL);
 }
 
 /* b's shape in a's layout: a's md itself for the same shape, else the same
@@ -334,7 +331,7 @@ static int binary_backward(cc_tape *t, cc_node *n, cc_status *st)
     return 0;
 }
 const cc_op_def op_def_binary = {"binary", OPK_BINARY, binary_infer, binary_forward,
-                                 binary_backward, binary_free};
+                                 binary_backward, binary_free, NULL};
 
 static cc_tensor *binary_record(cc_tape *t, cc_tensor *a, cc_tensor *b, int mul)
 {

@@ -208,12 +208,9 @@ static int bn_sync_infer(cc_tape *t, bn_state *s, float eps, int64_t C, cc_statu
     DNNL_TRY(st, "batch_norm", "synchronised forward descriptor",
              dnnl_batch_normalization_forward_desc_init(&bd, dnnl_forward_training, &s->data_md,
                                                         eps, s->flags | dnnl_use_global_stats));
-    dnnl_primitive_attr_t attr = tape_attr_new();
-    dnnl_status_t e = dnnl_primitive_desc_create(&s->gfpd, &bd, attr, t->ctx->engine, NULL);
-    dnnl_primitive_attr_destroy(attr);
-    if (e != dnnl_success)
-        return op_dnnl_fail(st, "batch_norm", "synchronised forward primitive descriptor", e);
-    if (tape_prim_create(t, s->gfpd, &s->gfwd, &s->gfscr, "batch_norm", st)) return -1;
+    if (tape_prim_make(t, &bd, NULL, &s->gfpd, &s->gfwd, &s->gfscr, "batch_norm",
+                       "synchronised forward primitive descriptor", st))
+        return -1;
     if (!dnnl_memory_desc_equal(dnnl_primitive_desc_query_md(s->gfpd, dnnl_query_dst_md, 0),
                                 &s->data_md))
         return status_set(st, "batch_norm: oneDNN changed the layout of the output");
@@ -260,12 +257,9 @@ static int bn_sync_make_bwd(cc_tape *t, bn_state *s, float eps, cc_status *st)
              dnnl_batch_normalization_backward_desc_init(&bd, dnnl_backward, &s->data_md,
                                                          &s->data_md, eps,
                                                          s->flags | dnnl_use_global_stats));
-    dnnl_primitive_attr_t attr = tape_attr_new();
-    dnnl_status_t e = dnnl_primitive_desc_create(&s->gbpd, &bd, attr, t->ctx->engine, s->gfpd);
-    dnnl_primitive_attr_destroy(attr);
-    if (e != dnnl_success)
-        return op_dnnl_fail(st, "batch_norm", "synchronised backward primitive descriptor", e);
-    if (tape_prim_create(t, s->gbpd, &s->gbwd, &s->gbscr, "batch_norm", st)) return -1;
+    if (tape_prim_make(t, &bd, s->gfpd, &s->gbpd, &s->gbwd, &s->gbscr, "batch_norm",
+                       "synchronised backward primitive descriptor", st))
+        return -1;
     if (!dnnl_memory_desc_equal(pd_arg_md(s->gbpd, DNNL_ARG_DIFF_SRC), &s->data_md) ||
         !dnnl_memory_desc_equal(pd_arg_md(s->gbpd, DNNL_ARG_DIFF_DST), &s->data_md))
         return status_set(st, "batch_norm: oneDNN changed the layout of the gradients");
@@ -357,11 +351,9 @@ static int bn_infer(cc_tape *t, cc_node *n, cc_tensor *out, cc_status *st)
              dnnl_batch_normalization_forward_desc_init(
                  &bd, t->training ? dnnl_forward_training : dnnl_forward_inference, &s->data_md,
                  n->args.f[1], s->flags));
-    dnnl_primitive_attr_t attr = tape_attr_new();
-    dnnl_status_t e = dnnl_primitive_desc_create(&s->fpd, &bd, attr, t->ctx->engine, NULL);
-    dnnl_primitive_attr_destroy(attr);
-    if (e != dnnl_success) return op_dnnl_fail(st, "batch_norm", "forward primitive descriptor", e);
-    if (tape_prim_create(t, s->fpd, &s->fwd, &s->fscr, "batch_norm", st)) return -1;
+    if (tape_prim_make(t, &bd, NULL, &s->fpd, &s->fwd, &s->fscr, "batch_norm",
+                       "forward primitive descriptor", st))
+        return -1;
     if (n->args.i[2] && bn_sync_infer(t, s, n->args.f[1], x->dims[1], st)) return -1;
 
     const dnnl_memory_desc_t *dst_md = dnnl_primitive_desc_query_md(s->fpd, dnnl_query_dst_md, 0);
@@ -457,11 +449,9 @@ static int bn_make_bwd(cc_tape *t, bn_state *s, float eps, cc_status *st)
     DNNL_TRY(st, "batch_norm", "backward descriptor",
              dnnl_batch_normalization_backward_desc_init(&bd, dnnl_backward, &s->data_md,
                                                          &s->data_md, eps, s->flags));
-    dnnl_primitive_attr_t attr = tape_attr_new();
-    dnnl_status_t e = dnnl_primitive_desc_create(&s->bpd, &bd, attr, t->ctx->engine, s->fpd);
-    dnnl_primitive_attr_destroy(attr);
-    if (e != dnnl_success) return op_dnnl_fail(st, "batch_norm", "backward primitive descriptor", e);
-    if (tape_prim_create(t, s->bpd, &s->bwd, &s->bscr, "batch_norm", st)) return -1;
+    if (tape_prim_make(t, &bd, s->fpd, &s->bpd, &s->bwd, &s->bscr, "batch_norm",
+                       "backward primitive descriptor", st))
+        return -1;
     if (!dnnl_memory_desc_equal(pd_arg_md(s->bpd, DNNL_ARG_DIFF_SRC), &s->data_md) ||
         !dnnl_memory_desc_equal(pd_arg_md(s->bpd, DNNL_ARG_DIFF_DST), &s->data_md))
         return status_set(st, "batch_norm: oneDNN changed the layout of the gradients");
@@ -525,7 +515,7 @@ static int bn_backward(cc_tape *t, cc_node *n, cc_status *st)
 }
 
 const cc_op_def op_def_batch_norm = {"batch_norm", OPK_BNORM, bn_infer, bn_forward, bn_backward,
-                                     bn_free};
+                                     bn_free, NULL};
 
 static cc_tensor *bn_record(cc_tape *t, cc_tensor *x, cc_tensor *gamma, cc_tensor *beta,
                             cc_tensor *run_mean, cc_tensor *run_var, cc_tensor *num_batches,

@@ -173,7 +173,7 @@ static int concat_backward(cc_tape *t, cc_node *n, cc_status *st)
 }
 
 const cc_op_def op_def_concat = {"concat", OPK_OTHER, concat_infer, concat_forward,
-                                 concat_backward, concat_free};
+                                 concat_backward, concat_free, NULL};
 
 cc_tensor *op_concat(cc_tape *t, cc_tensor *const *xs, int n)
 {

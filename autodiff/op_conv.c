@@ -244,11 +244,9 @@ static int conv_infer(cc_tape *t, cc_node *n, cc_tensor *out, cc_status *st)
                  &cd, t->training ? dnnl_forward_training : dnnl_forward_inference,
                  dnnl_convolution_direct, &src_any, &w_any, has_bias ? &b_md : NULL, &dst_any,
                  strides, pads, pads));
-    dnnl_primitive_attr_t attr = tape_attr_new();
-    dnnl_status_t e = dnnl_primitive_desc_create(&s->fpd, &cd, attr, t->ctx->engine, NULL);
-    dnnl_primitive_attr_destroy(attr);
-    if (e != dnnl_success) return op_dnnl_fail(st, "conv2d", "forward primitive descriptor", e);
-    if (tape_prim_create(t, s->fpd, &s->fwd, &s->fscr, "conv2d", st)) return -1;
+    if (tape_prim_make(t, &cd, NULL, &s->fpd, &s->fwd, &s->fscr, "conv2d",
+                       "forward primitive descriptor", st))
+        return -1;
 
     s->src_md = *dnnl_primitive_desc_query_md(s->fpd, dnnl_query_src_md, 0);
     s->w_md = *dnnl_primitive_desc_query_md(s->fpd, dnnl_query_weights_md, 0);
@@ -326,11 +324,9 @@ static int conv_make_bwd_data(cc_tape *t, cc_node *n, conv_state *s, cc_status *
     DNNL_TRY(st, "conv2d", "backward-data descriptor",
              dnnl_convolution_backward_data_desc_init(&cd, dnnl_convolution_direct, &dsrc_any,
                                                       &w_any, &n->out->md, strides, pads, pads));
-    dnnl_primitive_attr_t attr = tape_attr_new();
-    dnnl_status_t e = dnnl_primitive_desc_create(&s->bdpd, &cd, attr, t->ctx->engine, s->fpd);
-    dnnl_primitive_attr_destroy(attr);
-    if (e != dnnl_success) return op_dnnl_fail(st, "conv2d", "backward-data descriptor", e);
-    if (tape_prim_create(t, s->bdpd, &s->bwd_data, &s->bdscr, "conv2d", st)) return -1;
+    if (tape_prim_make(t, &cd, s->fpd, &s->bdpd, &s->bwd_data, &s->bdscr, "conv2d",
+                       "backward-data descriptor", st))
+        return -1;
     s->dsrc_md = *dnnl_primitive_desc_query_md(s->bdpd, dnnl_query_diff_src_md, 0);
     s->bdw_md = *dnnl_primitive_desc_query_md(s->bdpd, dnnl_query_weights_md, 0);
     return reorder_make(t, &s->r_dsrc, &s->dsrc_md, &x->md, "conv2d input gradient", st) ||
@@ -364,9 +360,7 @@ static int conv_make_bwd_weights(cc_tape *t, cc_node *n, conv_state *s, cc_statu
                  dnnl_convolution_backward_weights_desc_init(
                      &cd, dnnl_convolution_direct, &src_any, &w_any, n->args.i[2] ? &b_md : NULL,
                      attempt ? &dst_any : &n->out->md, strides, pads, pads));
-        dnnl_primitive_attr_t attr = tape_attr_new();
-        dnnl_status_t e = dnnl_primitive_desc_create(&s->bwpd, &cd, attr, t->ctx->engine, s->fpd);
-        dnnl_primitive_attr_destroy(attr);
+        dnnl_status_t e = tape_pd_create(t, &s->bwpd, &cd, s->fpd);
         if (e != dnnl_success) return op_dnnl_fail(st, "conv2d", "backward-weights descriptor", e);
         if (attempt || !op_pd_is_ref(s->bwpd)) break;
         dnnl_primitive_desc_destroy(s->bwpd);
@@ -492,8 +486,15 @@ static int conv_backward(cc_tape *t, cc_node *n, cc_status *st)
     return 0;
 }
 
+/* n*ho*wo*cout*cin*k*k, from the output and weight shapes. */
+static int64_t conv_macs(const cc_node *n)
+{
+    const cc_tensor *w = n->in[1], *y = n->out;
+    return y->dims[0] * y->dims[2] * y->dims[3] * w->dims[0] * w->dims[1] * w->dims[2] * w->dims[3];
+}
+
 const cc_op_def op_def_conv2d = {"conv2d", OPK_CONV, conv_infer, conv_forward, conv_backward,
-                                 conv_free};
+                                 conv_free, conv_macs};
 
 cc_tensor *op_conv2d(cc_tape *t, cc_tensor *x, cc_tensor *w, cc_tensor *b, int stride, int pad)
 {

@@ -67,9 +67,7 @@ static int md_any(dnnl_memory_desc_t *md, const int64_t *d, dnnl_data_type_t dt,
 static int pd_make(cc_tape *t, const void *cd, const_dnnl_primitive_desc_t hint,
                    dnnl_primitive_desc_t *pd, int *ref, const char *what, cc_status *st)
 {
-    dnnl_primitive_attr_t attr = tape_attr_new();
-    dnnl_status_t e = dnnl_primitive_desc_create(pd, cd, attr, t->ctx->engine, hint);
-    dnnl_primitive_attr_destroy(attr);
+    dnnl_status_t e = tape_pd_create(t, pd, cd, hint);
     if (e != dnnl_success) {
         *pd = NULL;
         if (e == dnnl_unimplemented && ref) return *ref = 1, 0;

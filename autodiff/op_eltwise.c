@@ -85,11 +85,9 @@ static int elt_infer(cc_tape *t, cc_node *n, cc_tensor *out, cc_status *st)
              dnnl_eltwise_forward_desc_init(
                  &ed, t->training ? dnnl_forward_training : dnnl_forward_inference, s->alg, &x->md,
                  alpha, beta));
-    dnnl_primitive_attr_t attr = tape_attr_new();
-    dnnl_status_t e = dnnl_primitive_desc_create(&s->fpd, &ed, attr, t->ctx->engine, NULL);
-    dnnl_primitive_attr_destroy(attr);
-    if (e != dnnl_success) return op_dnnl_fail(st, "eltwise", "forward primitive descriptor", e);
-    if (tape_prim_create(t, s->fpd, &s->fwd, &s->fscr, "eltwise", st)) return -1;
+    if (tape_prim_make(t, &ed, NULL, &s->fpd, &s->fwd, &s->fscr, "eltwise",
+                       "forward primitive descriptor", st))
+        return -1;
     const dnnl_memory_desc_t *dst_md = dnnl_primitive_desc_query_md(s->fpd, dnnl_query_dst_md, 0);
     if (tape_mem_create(t, &s->m_src, &x->md, st) || tape_mem_create(t, &s->m_dst, dst_md, st))
         return -1;
@@ -115,11 +113,9 @@ static int elt_make_bwd(cc_tape *t, cc_node *n, elt_state *s, cc_status *st)
     DNNL_TRY(st, "eltwise", "backward descriptor",
              dnnl_eltwise_backward_desc_init(&ed, s->alg, &y->md, s->use_dst ? &y->md : &x->md,
                                              n->args.f[0], n->args.f[1]));
-    dnnl_primitive_attr_t attr = tape_attr_new();
-    dnnl_status_t e = dnnl_primitive_desc_create(&s->bpd, &ed, attr, t->ctx->engine, s->fpd);
-    dnnl_primitive_attr_destroy(attr);
-    if (e != dnnl_success) return op_dnnl_fail(st, "eltwise", "backward primitive descriptor", e);
-    if (tape_prim_create(t, s->bpd, &s->bwd, &s->bscr, "eltwise", st)) return -1;
+    if (tape_prim_make(t, &ed, s->fpd, &s->bpd, &s->bwd, &s->bscr, "eltwise",
+                       "backward primitive descriptor", st))
+        return -1;
     const dnnl_memory_desc_t *dsrc_md =
         dnnl_primitive_desc_query_md(s->bpd, dnnl_query_diff_src_md, 0);
     if (!dnnl_memory_desc_equal(dsrc_md, &x->md))
@@ -152,7 +148,7 @@ static int elt_backward(cc_tape *t, cc_node *n, cc_status *st)
 }
 
 const cc_op_def op_def_eltwise = {"eltwise", OPK_ELTWISE, elt_infer, elt_forward, elt_backward,
-                                  elt_free};
+                                  elt_free, NULL};
 
 static cc_tensor *elt_record(cc_tape *t, cc_tensor *x, int which, float alpha, float beta)
 {

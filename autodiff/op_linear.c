@@ -94,9 +94,7 @@ static int linear_infer(cc_tape *t, cc_node *n, cc_tensor *out, cc_status *st)
                      dnnl_inner_product_forward_desc_init(&ipd, pk, &s->src_md,
                                                           try_plain ? &w_plain : &w_any,
                                                           has_bias ? &b_md : NULL, &dst_any));
-            dnnl_primitive_attr_t attr = tape_attr_new();
-            e = dnnl_primitive_desc_create(&s->fpd, &ipd, attr, t->ctx->engine, NULL);
-            dnnl_primitive_attr_destroy(attr);
+            e = tape_pd_create(t, &s->fpd, &ipd, NULL);
             /* plain only on the reference kernel: try `any`; bf16 only there: fp32 */
             if (e == dnnl_success && (try_plain || bf) && op_pd_is_ref(s->fpd)) {
                 dnnl_primitive_desc_destroy(s->fpd);
@@ -162,11 +160,9 @@ static int linear_make_bwd_data(cc_tape *t, cc_node *n, linear_state *s, cc_stat
     dnnl_inner_product_desc_t ipd;
     DNNL_TRY(st, "linear", "backward-data descriptor",
              dnnl_inner_product_backward_data_desc_init(&ipd, &x->md, &s->w_md, &s->dd_md));
-    dnnl_primitive_attr_t attr = tape_attr_new();
-    dnnl_status_t e = dnnl_primitive_desc_create(&s->bdpd, &ipd, attr, t->ctx->engine, s->fpd);
-    dnnl_primitive_attr_destroy(attr);
-    if (e != dnnl_success) return op_dnnl_fail(st, "linear", "backward-data descriptor", e);
-    if (tape_prim_create(t, s->bdpd, &s->bwd_data, &s->bdscr, "linear", st)) return -1;
+    if (tape_prim_make(t, &ipd, s->fpd, &s->bdpd, &s->bwd_data, &s->bdscr, "linear",
+                       "backward-data descriptor", st))
+        return -1;
     return tape_mem_create(t, &s->m_dsrc, &x->md, st);
 }
 
@@ -187,11 +183,9 @@ static int linear_make_bwd_weights(cc_tape *t, cc_node *n, linear_state *s, cc_s
              dnnl_inner_product_backward_weights_desc_init(
                  &ipd, &s->src_md, plain ? &w->md : &w_any,
                  n->args.i[0] ? &b_md : NULL, &s->dd_md));
-    dnnl_primitive_attr_t attr = tape_attr_new();
-    dnnl_status_t e = dnnl_primitive_desc_create(&s->bwpd, &ipd, attr, t->ctx->engine, s->fpd);
-    dnnl_primitive_attr_destroy(attr);
-    if (e != dnnl_success) return op_dnnl_fail(st, "linear", "backward-weights descriptor", e);
-    if (tape_prim_create(t, s->bwpd, &s->bwd_w, &s->bwscr, "linear", st)) return -1;
+    if (tape_prim_make(t, &ipd, s->fpd, &s->bwpd, &s->bwd_w, &s->bwscr, "linear",
+                       "backward-weights descriptor", st))
+        return -1;
     s->dw_md = *dnnl_primitive_desc_query_md(s->bwpd, dnnl_query_diff_weights_md, 0);
     return reorder_make(t, &s->r_dw, &s->dw_md, &w->md, "linear weight gradient", st) ||
            tape_mem_create(t, &s->m_dw, &s->dw_md, st) || tape_mem_create(t, &s->m_db, &b_md, st);
@@ -249,8 +243,15 @@ static int linear_backward(cc_tape *t, cc_node *n, cc_status *st)
     return 0;
 }
 
+/* n*in*out. */
+static int64_t linear_macs(const cc_node *n)
+{
+    const cc_tensor *w = n->in[1];
+    return n->out->dims[0] * w->dims[0] * w->dims[1];
+}
+
 const cc_op_def op_def_linear = {"linear", OPK_LINEAR, linear_infer, linear_forward,
-                                 linear_backward, linear_free};
+                                 linear_backward, linear_free, linear_macs};
 
 cc_tensor *op_linear(cc_tape *t, cc_tensor *x, cc_tensor *w, cc_tensor *b)
 {

@@ -157,7 +157,7 @@ static int gauss_backward(cc_tape *t, cc_node *n, cc_status *st)
 }
 
 const cc_op_def op_def_loss_gauss = {"loss_gauss", OPK_LOSS, gauss_infer, gauss_forward,
-                                     gauss_backward, loss_state_free};
+                                     gauss_backward, loss_state_free, NULL};
 
 static cc_tensor *gauss_record(cc_tape *t, cc_tensor *x, cc_tensor *s, cc_tensor *y, int variant)
 {
@@ -228,7 +228,7 @@ static int mse_backward(cc_tape *t, cc_node *n, cc_status *st)
 }
 
 const cc_op_def op_def_loss_mse = {"loss_mse", OPK_LOSS, mse_infer, mse_forward, mse_backward,
-                                   loss_state_free};
+                                   loss_state_free, NULL};
 
 cc_tensor *op_loss_mse(cc_tape *t, cc_tensor *x, cc_tensor *y)
 {
@@ -306,7 +306,8 @@ static int tv_backward(cc_tape *t, cc_node *n, cc_status *st)
     return 0;
 }
 
-const cc_op_def op_def_tv = {"tv", OPK_LOSS, tv_infer, tv_forward, tv_backward, loss_state_free};
+const cc_op_def op_def_tv = {"tv", OPK_LOSS, tv_infer, tv_forward,
+                             tv_backward, loss_state_free, NULL};
 
 cc_tensor *op_tv(cc_tape *t, cc_tensor *m)
 {

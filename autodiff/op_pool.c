@@ -105,11 +105,9 @@ static int pool_infer(cc_tape *t, cc_node *n, cc_tensor *out, cc_status *st)
              dnnl_pooling_v2_forward_desc_init(
                  &pd, t->training ? dnnl_forward_training : dnnl_forward_inference, s->alg, &x->md,
                  &dst_md, s->strides, s->kernel, s->dil, s->pad, s->pad));
-    dnnl_primitive_attr_t attr = tape_attr_new();
-    dnnl_status_t e = dnnl_primitive_desc_create(&s->fpd, &pd, attr, t->ctx->engine, NULL);
-    dnnl_primitive_attr_destroy(attr);
-    if (e != dnnl_success) return op_dnnl_fail(st, name, "forward primitive descriptor", e);
-    if (tape_prim_create(t, s->fpd, &s->fwd, &s->fscr, name, st)) return -1;
+    if (tape_prim_make(t, &pd, NULL, &s->fpd, &s->fwd, &s->fscr, name,
+                       "forward primitive descriptor", st))
+        return -1;
 
     const dnnl_memory_desc_t *qdst = dnnl_primitive_desc_query_md(s->fpd, dnnl_query_dst_md, 0);
     const dnnl_memory_desc_t *qws = dnnl_primitive_desc_query_md(s->fpd, dnnl_query_workspace_md, 0);
@@ -147,11 +145,8 @@ static int pool_make_bwd(cc_tape *t, cc_node *n, pool_state *s, const char *name
     DNNL_TRY(st, name, "backward descriptor",
              dnnl_pooling_v2_backward_desc_init(&pd, s->alg, &n->in[0]->md, &n->out->md,
                                                 s->strides, s->kernel, s->dil, s->pad, s->pad));
-    dnnl_primitive_attr_t attr = tape_attr_new();
-    dnnl_status_t e = dnnl_primitive_desc_create(&s->bpd, &pd, attr, t->ctx->engine, s->fpd);
-    dnnl_primitive_attr_destroy(attr);
-    if (e != dnnl_success) return op_dnnl_fail(st, name, "backward primitive descriptor", e);
-    return tape_prim_create(t, s->bpd, &s->bwd, &s->bscr, name, st);
+    return tape_prim_make(t, &pd, s->fpd, &s->bpd, &s->bwd, &s->bscr, name,
+                          "backward primitive descriptor", st);
 }
 
 static int pool_backward(cc_tape *t, cc_node *n, cc_status *st)
@@ -179,7 +174,7 @@ static int pool_backward(cc_tape *t, cc_node *n, cc_status *st)
 }
 
 const cc_op_def op_def_pool = {"pool", OPK_POOL, pool_infer, pool_forward, pool_backward,
-                               pool_free};
+                               pool_free, NULL};
 
 static cc_tensor *pool_record(cc_tape *t, cc_tensor *x, int mode, int k, int s)
 {

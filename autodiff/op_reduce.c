@@ -65,7 +65,7 @@ static int reduce_backward(cc_tape *t, cc_node *n, cc_status *st)
 }
 
 const cc_op_def op_def_reduce = {"reduce", OPK_OTHER, reduce_infer, reduce_forward,
-                                 reduce_backward, reduce_state_free};
+                                 reduce_backward, reduce_state_free, NULL};
 
 static cc_tensor *reduce_record(cc_tape *t, cc_tensor *x, int mean)
 {

@@ -146,11 +146,9 @@ static int resample_infer(cc_tape *t, cc_node *n, cc_tensor *out, cc_status *st)
              dnnl_resampling_forward_desc_init(
                  &rd, t->training ? dnnl_forward_training : dnnl_forward_inference,
                  dnnl_resampling_linear, resample_factors, &x->md, &dst_md));
-    dnnl_primitive_attr_t attr = tape_attr_new();
-    dnnl_status_t e = dnnl_primitive_desc_create(&s->fpd, &rd, attr, t->ctx->engine, NULL);
-    dnnl_primitive_attr_destroy(attr);
-    if (e != dnnl_success) return op_dnnl_fail(st, "upsample2x", "forward primitive descriptor", e);
-    if (tape_prim_create(t, s->fpd, &s->fwd, &s->fscr, "upsample2x", st)) return -1;
+    if (tape_prim_make(t, &rd, NULL, &s->fpd, &s->fwd, &s->fscr, "upsample2x",
+                       "forward primitive descriptor", st))
+        return -1;
     const dnnl_memory_desc_t *qdst = dnnl_primitive_desc_query_md(s->fpd, dnnl_query_dst_md, 0);
     if (tape_mem_create(t, &s->m_src, &x->md, st) || tape_mem_create(t, &s->m_dst, qdst, st))
         return -1;
@@ -177,12 +175,8 @@ static int resample_make_bwd(cc_tape *t, cc_node *n, resample_state *s, cc_statu
     DNNL_TRY(st, "upsample2x", "backward descriptor",
              dnnl_resampling_backward_desc_init(&rd, dnnl_resampling_linear, resample_factors,
                                                 &n->in[0]->md, &n->out->md));
-    dnnl_primitive_attr_t attr = tape_attr_new();
-    dnnl_status_t e = dnnl_primitive_desc_create(&s->bpd, &rd, attr, t->ctx->engine, s->fpd);
-    dnnl_primitive_attr_destroy(attr);
-    if (e != dnnl_success)
-        return op_dnnl_fail(st, "upsample2x", "backward primitive descriptor", e);
-    return tape_prim_create(t, s->bpd, &s->bwd, &s->bscr, "upsample2x", st);
+    return tape_prim_make(t, &rd, s->fpd, &s->bpd, &s->bwd, &s->bscr, "upsample2x",
+                          "backward primitive descriptor", st);
 }
 
 static int resample_backward(cc_tape *t, cc_node *n, cc_status *st)
@@ -207,7 +201,7 @@ static int resample_backward(cc_tape *t, cc_node *n, cc_status *st)
 }
 
 const cc_op_def op_def_resample = {"resample", OPK_RESAMPLE, resample_infer, resample_forward,
-                                   resample_backward, resample_free};
+                                   resample_backward, resample_free, NULL};
 
 cc_tensor *op_upsample2x(cc_tape *t, cc_tensor *x)
 {

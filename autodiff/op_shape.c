@@ -64,7 +64,7 @@ static int plain_backward(cc_tape *t, cc_node *n, cc_status *st)
 }
 
 const cc_op_def op_def_reorder = {"reorder", OPK_REORDER, plain_infer, plain_forward,
-                                  plain_backward, reorder_state_free};
+                                  plain_backward, reorder_state_free, NULL};
 
 cc_tensor *op_plain(cc_tape *t, cc_tensor *x)
 {
@@ -116,7 +116,7 @@ static int reshape_backward(cc_tape *t, cc_node *n, cc_status *st)
 }
 
 const cc_op_def op_def_reshape = {"reshape", OPK_OTHER, reshape_infer, reshape_forward,
-                                  reshape_backward, no_state_free};
+                                  reshape_backward, no_state_free, NULL};
 
 cc_tensor *op_reshape(cc_tape *t, cc_tensor *x, int ndim, const int64_t *dims)
 {
@@ -182,7 +182,7 @@ static int expand_backward(cc_tape *t, cc_node *n, cc_status *st)
 }
 
 const cc_op_def op_def_expand_channels = {"expand_channels", OPK_OTHER, expand_infer,
-                                          expand_forward, expand_backward, no_state_free};
+                                          expand_forward, expand_backward, no_state_free, NULL};
 
 cc_tensor *op_expand_channels(cc_tape *t, cc_tensor *x, int64_t c)
 {

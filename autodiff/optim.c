@@ -30,6 +30,29 @@ void optim_sgd_init(cc_optim *o, float lr, float momentum, float weight_decay)
     o->isa = CC_ISA_SSE2;   /* SGD's loop is plain C */
 }
 
+/* The vector part of one Adam update: L lanes of vector type VT at a time
+ * with the intrinsics of prefix P (_mm, _mm256, _mm512), from i on while L
+ * elements are left.  One text for every width, so that the widths cannot
+ * drift apart: the scalar formula's operations in its order, IEEE sqrt and
+ * divide, no FMA, hence bit-identical to it. */
+#define ADAM_VEC_LOOP(VT, P, L)                                                            \
+    do {                                                                                   \
+        const VT vb1 = P##_set1_ps(b1), vb2 = P##_set1_ps(b2), vc1 = P##_set1_ps(1 - b1);  \
+        const VT vc2 = P##_set1_ps(1 - b2), veps = P##_set1_ps(eps), vwd = P##_set1_ps(wd); \
+        const VT vss = P##_set1_ps(step_size), vib = P##_set1_ps(inv_sqrt_bc2);            \
+        for (; i + (L) <= n; i += (L)) {                                                   \
+            VT wi = P##_loadu_ps(w + i);                                                   \
+            VT gi = P##_add_ps(P##_loadu_ps(g + i), P##_mul_ps(vwd, wi));                  \
+            VT mi = P##_add_ps(P##_mul_ps(vb1, P##_loadu_ps(m + i)), P##_mul_ps(vc1, gi)); \
+            VT vi = P##_add_ps(P##_mul_ps(vb2, P##_loadu_ps(v + i)),                       \
+                               P##_mul_ps(P##_mul_ps(vc2, gi), gi));                       \
+            VT den = P##_add_ps(P##_mul_ps(P##_sqrt_ps(vi), vib), veps);                   \
+            P##_storeu_ps(m + i, mi);                                                      \
+            P##_storeu_ps(v + i, vi);                                                      \
+            P##_storeu_ps(w + i, P##_sub_ps(wi, P##_div_ps(P##_mul_ps(vss, mi), den)));    \
+        }                                                                                  \
+    } while (0)
+
 /* One Adam update of n elements.  The vector path computes exactly the
  * scalar formula (same operations in the same order; IEEE sqrt and divide),
  * so results do not depend on which path ran.  Without it, GCC keeps the
@@ -40,20 +63,7 @@ static void adam_update(float *w, const float *g, float *m, float *v, size_t n, 
 {
     size_t i = 0;
 #if defined(__SSE2__)
-    const __m128 vb1 = _mm_set1_ps(b1), vb2 = _mm_set1_ps(b2), vc1 = _mm_set1_ps(1 - b1);
-    const __m128 vc2 = _mm_set1_ps(1 - b2), veps = _mm_set1_ps(eps), vwd = _mm_set1_ps(wd);
-    const __m128 vss = _mm_set1_ps(step_size), vib = _mm_set1_ps(inv_sqrt_bc2);
-    for (; i + 4 <= n; i += 4) {
-        __m128 wi = _mm_loadu_ps(w + i);
-        __m128 gi = _mm_add_ps(_mm_loadu_ps(g + i), _mm_mul_ps(vwd, wi));
-        __m128 mi = _mm_add_ps(_mm_mul_ps(vb1, _mm_loadu_ps(m + i)), _mm_mul_ps(vc1, gi));
-        __m128 vi = _mm_add_ps(_mm_mul_ps(vb2, _mm_loadu_ps(v + i)),
-                               _mm_mul_ps(_mm_mul_ps(vc2, gi), gi));
-        __m128 den = _mm_add_ps(_mm_mul_ps(_mm_sqrt_ps(vi), vib), veps);
-        _mm_storeu_ps(m + i, mi);
-        _mm_storeu_ps(v + i, vi);
-        _mm_storeu_ps(w + i, _mm_sub_ps(wi, _mm_div_ps(_mm_mul_ps(vss, mi), den)));
-    }
+    ADAM_VEC_LOOP(__m128, _mm, 4);
 #endif
     for (; i < n; i++) {
         float gi = g[i] + wd * w[i];
@@ -64,27 +74,13 @@ static void adam_update(float *w, const float *g, float *m, float *v, size_t n, 
 }
 
 #if defined(__x86_64__)
-/* The same update, 8 and 16 lanes at a time (same operations and order,
- * no FMA: bit-identical to the scalar formula). */
+/* The same update, 8 and 16 lanes at a time, the rest as above. */
 __attribute__((target("avx2,fma"))) static void adam_update_avx2(
     float *w, const float *g, float *m, float *v, size_t n, float b1, float b2, float eps,
     float wd, float step_size, float inv_sqrt_bc2)
 {
     size_t i = 0;
-    const __m256 vb1 = _mm256_set1_ps(b1), vb2 = _mm256_set1_ps(b2), vc1 = _mm256_set1_ps(1 - b1);
-    const __m256 vc2 = _mm256_set1_ps(1 - b2), veps = _mm256_set1_ps(eps), vwd = _mm256_set1_ps(wd);
-    const __m256 vss = _mm256_set1_ps(step_size), vib = _mm256_set1_ps(inv_sqrt_bc2);
-    for (; i + 8 <= n; i += 8) {
-        __m256 wi = _mm256_loadu_ps(w + i);
-        __m256 gi = _mm256_add_ps(_mm256_loadu_ps(g + i), _mm256_mul_ps(vwd, wi));
-        __m256 mi = _mm256_add_ps(_mm256_mul_ps(vb1, _mm256_loadu_ps(m + i)), _mm256_mul_ps(vc1, gi));
-        __m256 vi = _mm256_add_ps(_mm256_mul_ps(vb2, _mm256_loadu_ps(v + i)),
-                                  _mm256_mul_ps(_mm256_mul_ps(vc2, gi), gi));
-        __m256 den = _mm256_add_ps(_mm256_mul_ps(_mm256_sqrt_ps(vi), vib), veps);
-        _mm256_storeu_ps(m + i, mi);
-        _mm256_storeu_ps(v + i, vi);
-        _mm256_storeu_ps(w + i, _mm256_sub_ps(wi, _mm256_div_ps(_mm256_mul_ps(vss, mi), den)));
-    }
+    ADAM_VEC_LOOP(__m256, _mm256, 8);
     adam_update(w + i, g + i, m + i, v + i, n - i, b1, b2, eps, wd, step_size, inv_sqrt_bc2);
 }
 
@@ -93,20 +89,7 @@ adam_update_avx512(float *w, const float *g, float *m, float *v, size_t n, float
                    float eps, float wd, float step_size, float inv_sqrt_bc2)
 {
     size_t i = 0;
-    const __m512 vb1 = _mm512_set1_ps(b1), vb2 = _mm512_set1_ps(b2), vc1 = _mm512_set1_ps(1 - b1);
-    const __m512 vc2 = _mm512_set1_ps(1 - b2), veps = _mm512_set1_ps(eps), vwd = _mm512_set1_ps(wd);
-    const __m512 vss = _mm512_set1_ps(step_size), vib = _mm512_set1_ps(inv_sqrt_bc2);
-    for (; i + 16 <= n; i += 16) {
-        __m512 wi = _mm512_loadu_ps(w + i);
-        __m512 gi = _mm512_add_ps(_mm512_loadu_ps(g + i), _mm512_mul_ps(vwd, wi));
-        __m512 mi = _mm512_add_ps(_mm512_mul_ps(vb1, _mm512_loadu_ps(m + i)), _mm512_mul_ps(vc1, gi));
-        __m512 vi = _mm512_add_ps(_mm512_mul_ps(vb2, _mm512_loadu_ps(v + i)),
-                                  _mm512_mul_ps(_mm512_mul_ps(vc2, gi), gi));
-        __m512 den = _mm512_add_ps(_mm512_mul_ps(_mm512_sqrt_ps(vi), vib), veps);
-        _mm512_storeu_ps(m + i, mi);
-        _mm512_storeu_ps(v + i, vi);
-        _mm512_storeu_ps(w + i, _mm512_sub_ps(wi, _mm512_div_ps(_mm512_mul_ps(vss, mi), den)));
-    }
+    ADAM_VEC_LOOP(__m512, _mm512, 16);
     adam_update(w + i, g + i, m + i, v + i, n - i, b1, b2, eps, wd, step_size, inv_sqrt_bc2);
 }
 #endif

@@ -1,5 +1,6 @@
 /* tape.c - recording, state reuse, gradient accumulation, backward.
- * See tape.h for the model and op.h for the op author's side. */
+ * See tape.h for the model and op.h for the op author's side (the op table
+ * is in op_registry.c, the oneDNN helpers in dnnl_util.c). */
 #include "autodiff/op.h"
 #include "autodiff/ops.h"
 
@@ -15,19 +16,6 @@ struct cc_tensor_block {
     cc_tensor t[TENSORS_PER_BLOCK];
 };
 
-#define CC_OP_DECL(name) extern const cc_op_def op_def_##name;
-CC_OPS(CC_OP_DECL)
-#undef CC_OP_DECL
-#define CC_OP_ENTRY(name) &op_def_##name,
-static const cc_op_def *const op_table[OP_COUNT] = {CC_OPS(CC_OP_ENTRY)};
-#undef CC_OP_ENTRY
-
-const cc_op_def *tape_op_def(int op)
-{
-    assert(op >= 0 && op < OP_COUNT);
-    return op_table[op];
-}
-
 void tape_init(cc_tape *t, cc_ctx *ctx, int training)
 {
     memset(t, 0, sizeof *t);
@@ -40,7 +28,7 @@ void tape_free(cc_tape *t)
 {
     for (int i = 0; i < t->cap_nodes; i++) {
         cc_node *n = &t->nodes[i];
-        if (n->state) op_table[n->op]->state_free(n->state);
+        if (n->state) tape_op_def(n->op)->state_free(n->state);
     }
     ctx_release(t->ctx, t->nodes, sizeof(cc_node) * (size_t)t->cap_nodes);
     while (t->tensors) {
@@ -151,7 +139,7 @@ static int key_matches(const cc_tape *t, const cc_node *n, int op, cc_tensor *co
 
 cc_tensor *tape_record(cc_tape *t, int op, cc_tensor *const *in, int n_in, const cc_op_args *args)
 {
-    const cc_op_def *def = op_table[op];
+    const cc_op_def *def = tape_op_def(op);
     if (t->status.failed) return NULL;
     assert(n_in <= OP_MAX_IN);
     for (int i = 0; i < n_in; i++)
@@ -168,7 +156,7 @@ cc_tensor *tape_record(cc_tape *t, int op, cc_tensor *const *in, int n_in, const
      * hit, infer() is skipped and the previous output descriptor reused. */
     int hit = key_matches(t, n, op, in, n_in, args);
     if (!hit && n->state) {
-        op_table[n->op]->state_free(n->state);
+        tape_op_def(n->op)->state_free(n->state);
         n->state = NULL;
     }
     n->op = op;
@@ -299,7 +287,7 @@ static int walk_backward(cc_tape *t)
     for (int i = t->n_nodes - 1; i >= 0; i--) {
         cc_node *n = &t->nodes[i];
         if (!n->out->requires_grad || n->out->grad_ready <= 0) continue;
-        const cc_op_def *def = op_table[n->op];
+        const cc_op_def *def = tape_op_def(n->op);
         double t0 = 0, r0 = 0;
         if (t->profile) r0 = t->prof_seconds[OPK_REORDER][0], t0 = omp_get_wtime();
         if (def->backward(t, n, &t->status)) return -1;
@@ -412,130 +400,4 @@ int tape_read_grad(cc_tape *t, cc_tensor *x, float *dst)
         return 0;
     }
     return read_buffer(t, x, x->grad, dst);
-}
-
-/* ---- oneDNN helpers for op authors ---- */
-
-dnnl_primitive_attr_t tape_attr_new(void)
-{
-    dnnl_primitive_attr_t a = NULL;
-    if (dnnl_primitive_attr_create(&a) != dnnl_success) return NULL;
-    dnnl_primitive_attr_set_scratchpad_mode(a, dnnl_scratchpad_mode_user);
-    return a;
-}
-
-static const char *pd_impl(const_dnnl_primitive_desc_t pd)
-{
-    const char *impl = NULL;
-    return dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success && impl
-               ? impl
-               : "";
-}
-
-int op_pd_is_ref(const_dnnl_primitive_desc_t pd)
-{
-    return strncmp(pd_impl(pd), "ref", 3) == 0;
-}
-
-int tape_prim_create(cc_tape *t, const_dnnl_primitive_desc_t pd, dnnl_primitive_t *prim,
-                     dnnl_memory_t *scratch_mem, const char *what, cc_status *st)
-{
-    DNNL_TRY(st, what, "primitive creation", dnnl_primitive_create(prim, pd));
-    if (op_pd_is_ref(pd)) {
-        t->n_ref_prims++;
-        snprintf(t->ref_what, sizeof t->ref_what, "%s (%s)", what, pd_impl(pd));
-    }
-    const dnnl_memory_desc_t *smd = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
-    size_t need = smd ? dnnl_memory_desc_get_size(smd) : 0;
-    *scratch_mem = NULL;
-    if (need > t->scratch_size) {
-        ctx_release(t->ctx, t->scratch, t->scratch_size);
-        t->scratch = ctx_alloc(t->ctx, need, st);
-        t->scratch_size = t->scratch ? need : 0;
-        if (!t->scratch) return -1;
-    }
-    if (need) DNNL_TRY(st, what, "scratchpad memory",
-                       dnnl_memory_create(scratch_mem, smd, t->ctx->engine, DNNL_MEMORY_NONE));
-    return 0;
-}
-
-int tape_exec(cc_tape *t, dnnl_primitive_t prim, dnnl_memory_t scratch_mem, int nargs,
-              dnnl_exec_arg_t *args, const char *what, cc_status *st)
-{
-    dnnl_exec_arg_t a[16];
-    assert(nargs < 16);
-    memcpy(a, args, sizeof(dnnl_exec_arg_t) * (size_t)nargs);
-    if (scratch_mem) {
-        mem_bind(scratch_mem, t->scratch);
-        a[nargs].arg = DNNL_ARG_SCRATCHPAD;
-        a[nargs].memory = scratch_mem;
-        nargs++;
-    }
-    DNNL_TRY(st, what, "execution", dnnl_primitive_execute(prim, t->ctx->stream, nargs, a));
-    return 0;
-}
-
-int tape_mem_create(cc_tape *t, dnnl_memory_t *m, const dnnl_memory_desc_t *md, cc_status *st)
-{
-    DNNL_TRY(st, "memory", "memory object creation",
-             dnnl_memory_create(m, md, t->ctx->engine, DNNL_MEMORY_NONE));
-    return 0;
-}
-
-int op_dnnl_fail(cc_status *st, const char *op, const char *what, dnnl_status_t s)
-{
-    return status_set(st, "%s: oneDNN %s failed (%s)", op, what, ctx_dnnl_status_name(s));
-}
-
-int op_shape_fail(cc_status *st, const char *op, const char *what, const cc_tensor *got,
-                  const cc_tensor *expected)
-{
-    char a[64], b[64];
-    return status_set(st, "%s: %s (got %s, expected %s)", op, what,
-                      tensor_shape_str(got, a, sizeof a), tensor_shape_str(expected, b, sizeof b));
-}
-
-void op_accumulate(float *dst, const float *src, size_t n)
-{
-    /* Small sums stay serial: a parallel region costs a barrier, which on a
-     * busy machine can cost a scheduler time slice (issue 13). */
-#pragma omp parallel for schedule(static) if (n >= 65536)
-    for (size_t i = 0; i < n; i++) dst[i] += src[i];
-}
-
-int reorder_make(cc_tape *t, cc_reorder *r, const dnnl_memory_desc_t *from,
-                 const dnnl_memory_desc_t *to, const char *what, cc_status *st)
-{
-    memset(r, 0, sizeof *r);
-    if (dnnl_memory_desc_equal(from, to)) return 0;
-    r->needed = 1;
-    dnnl_primitive_desc_t pd = NULL;
-    DNNL_TRY(st, what, "reorder descriptor",
-             dnnl_reorder_primitive_desc_create(&pd, from, t->ctx->engine, to, t->ctx->engine, NULL));
-    dnnl_status_t s = dnnl_primitive_create(&r->prim, pd);
-    dnnl_primitive_desc_destroy(pd);
-    if (s != dnnl_success) return op_dnnl_fail(st, what, "reorder creation", s);
-    if (tape_mem_create(t, &r->from, from, st) || tape_mem_create(t, &r->to, to, st)) return -1;
-    return 0;
-}
-
-int reorder_run(cc_tape *t, cc_reorder *r, const void *from, void *to, const char *what,
-                cc_status *st)
-{
-    if (!r->needed) return 0;
-    mem_bind(r->from, (void *)from);
-    mem_bind(r->to, to);
-    dnnl_exec_arg_t a[2] = {{DNNL_ARG_FROM, r->from}, {DNNL_ARG_TO, r->to}};
-    double t0 = t->profile ? omp_get_wtime() : 0;
-    DNNL_TRY(st, what, "reorder", dnnl_primitive_execute(r->prim, t->ctx->stream, 2, a));
-    if (t->profile) t->prof_seconds[OPK_REORDER][0] += omp_get_wtime() - t0;
-    return 0;
-}
-
-void reorder_free(cc_reorder *r)
-{
-    if (r->prim) dnnl_primitive_destroy(r->prim);
-    if (r->from) dnnl_memory_destroy(r->from);
-    if (r->to) dnnl_memory_destroy(r->to);
-    memset(r, 0, sizeof *r);
 }

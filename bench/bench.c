@@ -267,25 +267,17 @@ static int run_step(const bench_opts *o, bench_model *m, step_times *tm, cc_stat
     return 0;
 }
 
-/* MACs as torch_ref.py's count_macs(): conv n*ho*wo*cout*cin*k*k, linear
- * n*in*out; wgrad = fwd; dgrad only where the layer's input needs a
- * gradient (so the first conv has none).  Read off the tape's nodes. */
+/* MACs as torch_ref.py's count_macs(): each op's own count (conv
+ * n*ho*wo*cout*cin*k*k, linear n*in*out: cc_op_def.macs); wgrad = fwd;
+ * dgrad only where the layer's input needs a gradient (so the first conv
+ * has none).  Read off the tape's nodes. */
 static void count_macs(const cc_tape *t, int64_t *fwd, int64_t *dgrad)
 {
     *fwd = *dgrad = 0;
     for (int k = 0; k < t->n_nodes; k++) {
         const cc_node *n = &t->nodes[k];
-        int64_t macs = 0;
-        if (n->op == OP_conv2d) {
-            const cc_tensor *w = n->in[1], *y = n->out;
-            macs = y->dims[0] * y->dims[2] * y->dims[3] * w->dims[0] * w->dims[1] * w->dims[2] *
-                   w->dims[3];
-        } else if (n->op == OP_linear) {
-            const cc_tensor *w = n->in[1];
-            macs = n->out->dims[0] * w->dims[0] * w->dims[1];
-        } else {
-            continue;
-        }
+        const int64_t macs = tape_node_macs(n);
+        if (!macs) continue;
         *fwd += macs;
         if (n->in[0]->requires_grad) *dgrad += macs;
     }

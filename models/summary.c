@@ -65,7 +65,7 @@ void summary_walk(const cc_tape *t, const cc_params *P, int64_t batch, FILE *f,
         const cc_node *n = &t->nodes[k];
         const char *op = tape_op_def(n->op)->name;
         if (!strcmp(op, "reorder")) continue;   /* layout only */
-        int64_t np = 0, macs = 0;
+        int64_t np = 0, macs = tape_node_macs(n);
         char layer[CC_PARAM_NAME] = "";
         for (int j = 0; j < n->n_in; j++) {
             int pi = param_of(P, n->in[j]);
@@ -83,14 +83,6 @@ void summary_walk(const cc_tape *t, const cc_params *P, int64_t batch, FILE *f,
             }
         }
         const cc_tensor *o = n->out;
-        if (!strcmp(op, "conv2d") && n->n_in >= 2) {
-            const cc_tensor *w = n->in[1];
-            macs = o->dims[0] * o->dims[2] * o->dims[3] * w->dims[0] * w->dims[1] * w->dims[2] *
-                   w->dims[3];
-        } else if (!strcmp(op, "linear") && n->n_in >= 2) {
-            const cc_tensor *w = n->in[1];
-            macs = o->dims[0] * w->dims[0] * w->dims[1];
-        }
         macs /= batch > 0 ? batch : 1;
         tot->macs += macs;
         tot->layers++;

@@ -2,11 +2,9 @@
  * (src/sweep/export.h). */
 #include "src/cli/cli.h"
 
-#include <getopt.h>
 #include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 
+#include "src/cli/cli_runs.h"
 #include "src/sweep/export.h"
 
 static void usage(FILE *f)
@@ -31,50 +29,28 @@ static void usage(FILE *f)
             "  -h, --help          this text\n");
 }
 
+typedef struct export_opts {
+    const char *tb, *csv;
+} export_opts;
+
+/* The TensorBoard event files and the CSV table asked for. */
+static int export_work(cc_report *r, void *user, cc_status *st)
+{
+    const export_opts *o = user;
+    if (report_finish(r, st) || (o->tb && export_tensorboard(r, o->tb, stderr, st)))
+        return -1;
+    if (o->csv) {
+        if (export_csv(r, o->csv, st)) return -1;
+        fprintf(stderr, "wrote %s\n", o->csv);
+    }
+    return 0;
+}
+
 int cli_export(int argc, char **argv)
 {
-    static const struct option longs[] = {{"tensorboard", required_argument, 0, 't'},
-                                          {"csv", required_argument, 0, 'c'},
-                                          {"help", no_argument, 0, 'h'},
-                                          {0, 0, 0, 0}};
-    const char *tb = NULL, *csv = NULL;
-    optind = 1;
-    int c;
-    while ((c = getopt_long(argc, argv, "h", longs, NULL)) != -1) {
-        switch (c) {
-        case 't': tb = optarg; break;
-        case 'c': csv = optarg; break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
-        }
-    }
-    if (optind >= argc) {
-        fprintf(stderr, "cellcount export: no runs given\n");
-        usage(stderr);
-        return 2;
-    }
-    if (!tb && !csv) {
-        fprintf(stderr, "cellcount export: nothing to do: give --tensorboard DIR and/or --csv FILE\n");
-        return 2;
-    }
-    cc_report r;
-    report_init(&r);
-    cc_status st;
-    status_clear(&st);
-    int rc = 1;
-    for (int i = optind; i < argc; i++)
-        if (report_add(&r, argv[i], &st)) goto fail;
-    if (report_finish(&r, &st)) goto fail;
-    if (tb && export_tensorboard(&r, tb, stderr, &st)) goto fail;
-    if (csv) {
-        if (export_csv(&r, csv, &st)) goto fail;
-        fprintf(stderr, "wrote %s\n", csv);
-    }
-    rc = 0;
-    goto out;
-fail:
-    fprintf(stderr, "cellcount export: %s\n", st.msg);
-out:
-    report_free(&r);
-    return rc;
+    export_opts o;
+    const cli_str_opt opts[] = {{"tensorboard", &o.tb}, {"csv", &o.csv}};
+    const cli_runs_cmd c = {"export", usage, opts, 2, "give --tensorboard DIR and/or --csv FILE",
+                            export_work};
+    return cli_runs_main(&c, argc, argv, &o);
 }

@@ -2,6 +2,7 @@
 #include "src/cli/cli_opts.h"
 
 #include <errno.h>
+#include <getopt.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -90,4 +91,38 @@ int cli_parse_int_list(const char *s, long lo, long hi, int *out, int max, int *
         if (!*e) return 0;
         s = e + 1;
     }
+}
+
+int cli_parse_str_opts(int argc, char **argv, const cli_str_opt *opts, int n, const char *what,
+                       void (*usage)(FILE *f), int *first)
+{
+    enum { MAX_OPTS = 8, VAL0 = 1000 };    /* option codes clear of any character */
+    struct option longs[MAX_OPTS + 2];
+    if (n > MAX_OPTS) n = MAX_OPTS;
+    for (int i = 0; i < n; i++) {
+        longs[i] = (struct option){opts[i].name, required_argument, 0, VAL0 + i};
+        *opts[i].value = NULL;
+    }
+    longs[n] = (struct option){"help", no_argument, 0, 'h'};
+    longs[n + 1] = (struct option){0, 0, 0, 0};
+    optind = 1;
+    int c;
+    while ((c = getopt_long(argc, argv, "h", longs, NULL)) != -1) {
+        if (c >= VAL0 && c < VAL0 + n) {
+            *opts[c - VAL0].value = optarg;
+        } else if (c == 'h') {
+            usage(stdout);
+            return 0;
+        } else {
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind >= argc) {
+        fprintf(stderr, "cellcount %s: no %s given\n", argv[0], what);
+        usage(stderr);
+        return 2;
+    }
+    *first = optind;
+    return -1;
 }

@@ -15,6 +15,8 @@
 #ifndef CC_CLI_OPTS_H
 #define CC_CLI_OPTS_H
 
+#include <stdio.h>
+
 /* A decimal integer in [lo, hi] into *out. */
 int cli_parse_long(const char *s, long lo, long hi, long *out);
 
@@ -32,5 +34,21 @@ int cli_parse_split(const char *s, double frac[3]);
 
 /* "a,b,c": at most max integers in [lo, hi] into out[0..*n-1] (*n >= 1). */
 int cli_parse_int_list(const char *s, long lo, long hi, int *out, int max, int *n);
+
+/* A long option with a string value: `--name VALUE` sets *value = VALUE
+ * (a pointer into argv; the last one given wins). */
+typedef struct cli_str_opt {
+    const char *name;
+    const char **value;
+} cli_str_opt;
+
+/* The whole command line of a command whose options are opts[0..n) (n <= 8)
+ * and -h/--help, followed by one or more positional arguments, `what`
+ * naming them in the error ("runs").  argv[0] is the command's name.
+ * Returns -1 when the command goes on with argv[*first..argc), else its
+ * exit status: 0 after --help (usage(stdout)), 2 for an unknown option or
+ * no positional argument (a message and usage(stderr)). */
+int cli_parse_str_opts(int argc, char **argv, const cli_str_opt *opts, int n, const char *what,
+                       void (*usage)(FILE *f), int *first);
 
 #endif

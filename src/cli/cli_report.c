@@ -1,12 +1,32 @@
 /* cli_report.c - `cellcount report`: compare runs (src/sweep/report.h). */
 #include "src/cli/cli.h"
 
-#include <getopt.h>
 #include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 
-#include "src/sweep/report.h"
+#include "src/cli/cli_runs.h"
+
+typedef struct report_opts {
+    const char *csv, *plot;
+} report_opts;
+
+/* The table on stdout, then the CSV file and the plots asked for. */
+static int report_work(cc_report *r, void *user, cc_status *st)
+{
+    const report_opts *o = user;
+    if (r->nruns == 0 && r->nmissing) {  /* a sweep none of whose points has a run yet */
+        report_print_missing(r, stdout);
+        return 0;
+    }
+    if (report_finish(r, st)) return -1;
+    report_print(r, stdout);
+    report_print_missing(r, stdout);
+    fflush(stdout);
+    if (o->csv) {
+        if (report_write_csv(r, o->csv, st)) return -1;
+        fprintf(stderr, "wrote %s\n", o->csv);
+    }
+    return o->plot && report_plot(r, o->plot, NULL, stderr, st) ? -1 : 0;
+}
 
 static void usage(FILE *f)
 {
@@ -40,52 +60,8 @@ static void usage(FILE *f)
 
 int cli_report(int argc, char **argv)
 {
-    static const struct option longs[] = {{"csv", required_argument, 0, 'c'},
-                                          {"plot", required_argument, 0, 'p'},
-                                          {"help", no_argument, 0, 'h'},
-                                          {0, 0, 0, 0}};
-    const char *csv = NULL, *plot = NULL;
-    optind = 1;
-    int c;
-    while ((c = getopt_long(argc, argv, "h", longs, NULL)) != -1) {
-        switch (c) {
-        case 'c': csv = optarg; break;
-        case 'p': plot = optarg; break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
-        }
-    }
-    if (optind >= argc) {
-        fprintf(stderr, "cellcount report: no runs given\n");
-        usage(stderr);
-        return 2;
-    }
-    cc_report r;
-    report_init(&r);
-    cc_status st;
-    status_clear(&st);
-    int rc = 1;
-    for (int i = optind; i < argc; i++)
-        if (report_add(&r, argv[i], &st)) goto fail;
-    if (r.nruns == 0 && r.nmissing) {  /* a sweep none of whose points has a run yet */
-        report_print_missing(&r, stdout);
-        rc = 0;
-        goto out;
-    }
-    if (report_finish(&r, &st)) goto fail;
-    report_print(&r, stdout);
-    report_print_missing(&r, stdout);
-    fflush(stdout);
-    if (csv) {
-        if (report_write_csv(&r, csv, &st)) goto fail;
-        fprintf(stderr, "wrote %s\n", csv);
-    }
-    if (plot && report_plot(&r, plot, NULL, stderr, &st)) goto fail;
-    rc = 0;
-    goto out;
-fail:
-    fprintf(stderr, "cellcount report: %s\n", st.msg);
-out:
-    report_free(&r);
-    return rc;
+    report_opts o;
+    const cli_str_opt opts[] = {{"csv", &o.csv}, {"plot", &o.plot}};
+    const cli_runs_cmd c = {"report", usage, opts, 2, NULL, report_work};
+    return cli_runs_main(&c, argc, argv, &o);
 }

@@ -410,15 +410,13 @@ static int load_split(cc_loader *L, cc_dataset *ds, cc_status *st)
     return rc;
 }
 
-cc_loader *loader_open(const char *path, int split, int batch, uint64_t seed,
-                       unsigned flags, cc_status *st)
+cc_loader *loader_open_ds(cc_dataset *ds, int split, int batch, uint64_t seed, unsigned flags,
+                          cc_status *st)
 {
-    assert(path && batch >= 1 && split >= LOADER_SPLIT_ALL && split <= DATASET_TEST);
-    cc_dataset *ds = dataset_open(path, st);
-    if (!ds) return NULL;
+    assert(ds && batch >= 1 && split >= LOADER_SPLIT_ALL && split <= DATASET_TEST);
+    const char *path = ds->path;
     cc_loader *L = calloc(1, sizeof *L);
     if (!L) {
-        dataset_close(ds);
         status_set(st, "%s: out of memory", path);
         return NULL;
     }
@@ -493,11 +491,21 @@ cc_loader *loader_open(const char *path, int split, int batch, uint64_t seed,
         }
     }
 out:
-    dataset_close(ds);
     if (rc) {
         loader_free(L);
         return NULL;
     }
+    return L;
+}
+
+cc_loader *loader_open(const char *path, int split, int batch, uint64_t seed,
+                       unsigned flags, cc_status *st)
+{
+    assert(path);
+    cc_dataset *ds = dataset_open(path, st);
+    if (!ds) return NULL;
+    cc_loader *L = loader_open_ds(ds, split, batch, seed, flags, st);
+    dataset_close(ds);
     return L;
 }
 

@@ -30,6 +30,7 @@
 #include <stdint.h>
 
 #include "autodiff/status.h"
+#include "src/data/dataset.h"
 
 /* Flags for loader_open. */
 enum {
@@ -89,6 +90,12 @@ typedef struct cc_loader cc_loader;
  * memory runs out or the thread cannot start. */
 cc_loader *loader_open(const char *path, int split, int batch, uint64_t seed,
                        unsigned flags, cc_status *st);
+
+/* The same from a data set the caller has open (and keeps: the loader
+ * reads what it needs here and holds no reference to ds afterwards), for a
+ * run that opens its data set once. */
+cc_loader *loader_open_ds(cc_dataset *ds, int split, int batch, uint64_t seed, unsigned flags,
+                          cc_status *st);
 
 /* Apply augmentations a (copied; scale in [0, 0.5], blur in [0, 20],
  * gamma in [0, 1], gain in [0, 0.9], noise in [0, 0.5]: config.c's ranges)

@@ -1,7 +1,6 @@
 /* evaluate.c - evaluation on a split with the intensity baseline, and on
  * another data set (see evaluate.h). */
 #include "src/infer/evaluate.h"
-#include "src/train/train.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -12,7 +11,6 @@
 #include "src/data/dataset.h"
 #include "src/run/metrics.h"
 #include "src/train/ood.h"
-#include "src/train/train_util.h"
 #include "src/infer/count_files.h"
 #include "src/data/resize.h"
 
@@ -33,10 +31,10 @@ typedef struct baseline {
     double ga, gb;
 } baseline;
 
-static int baseline_fit(baseline *bl, const char *path, cc_status *st)
+static int baseline_fit(baseline *bl, cc_dataset *ds, cc_status *st)
 {
     memset(bl, 0, sizeof *bl);
-    cc_loader *L = loader_open(path, DATASET_TRAIN, 32, 0, LOADER_KEEP_LAST, st);
+    cc_loader *L = loader_open_ds(ds, DATASET_TRAIN, 32, 0, LOADER_KEEP_LAST, st);
     if (!L) return -1;
     int64_t n = loader_size(L), k = 0;
     double *x = malloc(sizeof(double) * (size_t)n), *y = malloc(sizeof(double) * (size_t)n);
@@ -134,16 +132,17 @@ static int add_groups(runlog_table *tab, FILE *out, const count_preds *p, const 
     return 0;
 }
 
-/* Predictions of the counter on one split (mask cache built and freed here). */
-static int predict_split(cc_session *s, cc_models *m, cc_tape *t, int split, int needs_fpn,
-                         count_preds *p, cc_status *st)
+/* Predictions of the counter on one split of ds (mask cache built and
+ * freed here). */
+static int predict_split(cc_session *s, cc_models *m, cc_tape *t, cc_dataset *ds, int split,
+                         int needs_fpn, count_preds *p, cc_status *st)
 {
     mask_cache mc;
     memset(&mc, 0, sizeof mc);
     cc_loader *L = NULL;
     int rc = -1;
-    if ((!needs_fpn || mask_cache_build(&mc, s, m, s->cfg.data_file, split, st) == 0) &&
-        (L = loader_open(s->cfg.data_file, split, 16, 0, LOADER_KEEP_LAST, st)))
+    if ((!needs_fpn || mask_cache_build(&mc, s, m, ds, split, st) == 0) &&
+        (L = loader_open_ds(ds, split, 16, 0, LOADER_KEEP_LAST, st)))
         rc = counting_predict(s, m, t, &mc, L, p, st);
     loader_close(L);
     mask_cache_free(&mc);
@@ -152,7 +151,7 @@ static int predict_split(cc_session *s, cc_models *m, cc_tape *t, int split, int
 
 /* Table predictions/<split>: one row per image (label: its source file),
  * for the predicted-vs-true figure of report --plot and for h5py users. */
-static int store_predictions(runlog *rl, const char *split, const char *data_file,
+static int store_predictions(runlog *rl, const char *split, const cc_dataset *ds,
                              const count_preds *p, const double *raw, const double *base,
                              cc_status *st)
 {
@@ -161,8 +160,7 @@ static int store_predictions(runlog *rl, const char *split, const char *data_fil
     char tname[64];
     snprintf(tname, sizeof tname, "predictions/%s", split);
     runlog_table *t = runlog_table_fresh(rl, tname, 7, cols, st);
-    cc_dataset *ds = t ? dataset_open(data_file, st) : NULL;
-    if (!ds) return -1;
+    if (!t) return -1;
     int rc = 0;
     for (int64_t i = 0; i < p->n && !rc; i++) {
         double row[7] = {(double)p->index[i], p->truth[i], p->pred[i], p->sigma[i], raw[i],
@@ -170,7 +168,6 @@ static int store_predictions(runlog *rl, const char *split, const char *data_fil
         const int64_t k = p->index[i];
         rc = runlog_append(t, k >= 0 && k < ds->n ? ds->source[k] : "", row, st);
     }
-    dataset_close(ds);
     return rc;
 }
 
@@ -201,9 +198,10 @@ int evaluate_run(const cc_config *cfg, int split, const char *fpn_ckpt, const ch
     unsigned char *mask = NULL;
     int tape = 0, rc = -1;
     cc_tape t;
+    cc_dataset *ds = NULL;     /* the run's data set, opened once */
     if (session_open(&s, cfg, 1, st)) goto out;
-    int h, w;
-    if (dataset_image_size(cfg->data_file, &h, &w, st) || models_build(&m, &s, 1, h, w, st)) goto out;
+    if (!(ds = dataset_open(cfg->data_file, st)) || models_build(&m, &s, 1, ds->h, ds->w, st))
+        goto out;
     char path[CFG_STR + 64];
     const int needs_fpn = cfg->counter_input != CFG_INPUT_IMAGE;
     if (needs_fpn) {
@@ -221,9 +219,9 @@ int evaluate_run(const cc_config *cfg, int split, const char *fpn_ckpt, const ch
     if (checkpoint_load(path, &m.Pc, NULL, st)) goto out;
     tape_init(&t, &s.ctx, 0);
     tape = 1;
-    if (predict_split(&s, &m, &t, split, needs_fpn, &p, st)) goto out;
+    if (predict_split(&s, &m, &t, ds, split, needs_fpn, &p, st)) goto out;
     baseline bl;
-    if (baseline_fit(&bl, cfg->data_file, st)) goto out;
+    if (baseline_fit(&bl, ds, st)) goto out;
     base = malloc(sizeof(double) * (size_t)p.n);
     raw = malloc(sizeof(double) * (size_t)p.n);
     mask = malloc((size_t)p.n);
@@ -240,7 +238,7 @@ int evaluate_run(const cc_config *cfg, int split, const char *fpn_ckpt, const ch
         /* evaluating the validation split itself: its predictions are p */
         const count_preds *v = &p;
         if (split != DATASET_VAL) {
-            if (predict_split(&s, &m, &t, DATASET_VAL, needs_fpn, &pv, st)) goto out;
+            if (predict_split(&s, &m, &t, ds, DATASET_VAL, needs_fpn, &pv, st)) goto out;
             v = &pv;
         }
         double k = evaluate_sigma_scale(v->truth, v->pred, v->sigma, v->n);
@@ -279,7 +277,7 @@ int evaluate_run(const cc_config *cfg, int split, const char *fpn_ckpt, const ch
         double row[2] = {levels[k], obs[k]};
         if (runlog_append(ct, "", row, st)) goto out;
     }
-    if (store_predictions(&s.rl, split_names[split], cfg->data_file, &p, raw, base, st)) goto out;
+    if (store_predictions(&s.rl, split_names[split], ds, &p, raw, base, st)) goto out;
     rc = runlog_flush(&s.rl, st);
     if (!rc)
         fprintf(out, "stored as tables eval/%s, %s and predictions/%s in %s/run.h5\n",
@@ -292,6 +290,7 @@ out:
     count_preds_free(&pv);
     if (tape) tape_free(&t);
     models_free(&m);
+    dataset_close(ds);
     session_close(&s);
     return rc;
 }
@@ -406,7 +405,10 @@ int evaluate_on_run(const cc_config *cfg, const char *data_path, int split, int 
     }
     if (predict_rows(&cm, ds, rows, n, &p, &raw, st)) goto out;
     baseline bl;
-    if (baseline_fit(&bl, cfg->data_file, st)) goto out;
+    cc_dataset *tds = dataset_open(cfg->data_file, st);    /* the run's training data */
+    const int bf = tds ? baseline_fit(&bl, tds, st) : -1;
+    dataset_close(tds);
+    if (bf) goto out;
     if (!(base = malloc(sizeof(double) * (size_t)n)) || !(mask = malloc((size_t)n))) {
         status_set(st, "evaluate: out of memory");
         goto out;

@@ -14,15 +14,12 @@ void mask_cache_free(mask_cache *mc)
     memset(mc, 0, sizeof *mc);
 }
 
-int mask_cache_build(mask_cache *mc, cc_session *s, cc_models *m, const char *path, int split,
+int mask_cache_build(mask_cache *mc, cc_session *s, cc_models *m, cc_dataset *ds, int split,
                      cc_status *st)
 {
     memset(mc, 0, sizeof *mc);
-    cc_dataset *ds = dataset_open(path, st);
-    if (!ds) return -1;
     mc->n_index = ds->n;
-    dataset_close(ds);
-    cc_loader *L = loader_open(path, split, 8, 0, LOADER_KEEP_LAST, st);
+    cc_loader *L = loader_open_ds(ds, split, 8, 0, LOADER_KEEP_LAST, st);
     if (!L) return -1;
     mc->h = m->in_h / 2;
     mc->w = m->in_w / 2;

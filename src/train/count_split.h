@@ -4,6 +4,7 @@
 #ifndef CC_COUNTING_H
 #define CC_COUNTING_H
 
+#include "src/data/dataset.h"
 #include "src/data/loader.h"
 #include "src/run/session.h"
 
@@ -20,8 +21,9 @@ typedef struct mask_cache {
     int h, w;
 } mask_cache;
 
-/* Fill the cache for the rows of `split` in data set `path`. */
-int mask_cache_build(mask_cache *mc, cc_session *s, cc_models *m, const char *path, int split,
+/* Fill the cache for the rows of `split` of the open data set ds (read
+ * here, not kept). */
+int mask_cache_build(mask_cache *mc, cc_session *s, cc_models *m, cc_dataset *ds, int split,
                      cc_status *st);
 void mask_cache_free(mask_cache *mc);
 

@@ -60,10 +60,16 @@ int ood_train_stats_write(cc_session *s, const mask_cache *mc, const char *path,
 {
     cc_dataset *ds = dataset_open(path, st);
     if (!ds) return -1;
+    const int rc = ood_train_stats_write_ds(s, mc, ds, st);
+    dataset_close(ds);
+    return rc;
+}
+
+int ood_train_stats_write_ds(cc_session *s, const mask_cache *mc, cc_dataset *ds, cc_status *st)
+{
     char norm[sizeof ds->normalize];
     snprintf(norm, sizeof norm, "%s", ds->normalize);
-    dataset_close(ds);
-    cc_loader *L = loader_open(path, DATASET_TRAIN, 32, 0, LOADER_KEEP_LAST, st);
+    cc_loader *L = loader_open_ds(ds, DATASET_TRAIN, 32, 0, LOADER_KEEP_LAST, st);
     if (!L) return -1;
     const int64_t n = loader_size(L);
     double *v[OOD_SIGMA];

@@ -67,6 +67,9 @@ void ood_summarise(const double *x, size_t n, ood_summary *out);
  * (the data set's).  Flushes the run file.  Returns 0 or -1 (st). */
 int ood_train_stats_write(cc_session *s, const mask_cache *mc, const char *path, cc_status *st);
 
+/* The same from the open data set ds (read here, not kept). */
+int ood_train_stats_write_ds(cc_session *s, const mask_cache *mc, cc_dataset *ds, cc_status *st);
+
 /* Store table ood/sigma: the calibrated sigmas sigma[i] * scale of the
  * validation split (NaNs skipped; nothing stored when none are finite).
  * Does not flush.  Returns 0 or -1 (st). */

@@ -111,10 +111,8 @@ static void swap_stores(cc_params *a, cc_params *b)
  * gradients then shrink by e^-s within a few steps while Adam's second
  * moment still remembers the early large ones, and the mean barely moves
  * for thousands of steps.  (A resumed run overwrites these values.) */
-static int init_bias_from_data(cc_models *m, const char *path, cc_status *st)
+static int init_bias_from_data(cc_models *m, const cc_dataset *ds, cc_status *st)
 {
-    cc_dataset *ds = dataset_open(path, st);
-    if (!ds) return -1;
     double sum = 0, sum2 = 0;
     int64_t n = 0;
     for (int64_t i = 0; i < ds->n; i++)
@@ -123,8 +121,8 @@ static int init_bias_from_data(cc_models *m, const char *path, cc_status *st)
             sum2 += (double)ds->counts[i] * ds->counts[i];
             n++;
         }
-    dataset_close(ds);
-    if (n < 2) return status_set(st, "%s: too few training images to initialise the counter", path);
+    if (n < 2)
+        return status_set(st, "%s: too few training images to initialise the counter", ds->path);
     double mean = sum / (double)n, var = sum2 / (double)n - mean * mean;
     if (var < 1e-6) var = 1e-6;
     counter_init_count_bias(&m->Pc, &m->counter, (float)mean);
@@ -134,59 +132,47 @@ static int init_bias_from_data(cc_models *m, const char *path, cc_status *st)
 
 int train_counter(const cc_config *cfg, const char *fpn_ckpt, int resume, cc_status *st)
 {
-    cc_session s;
-    cc_models m;
-    memset(&m, 0, sizeof m);
+    train_run r;
     mask_cache mtr, mva;
     memset(&mtr, 0, sizeof mtr);
     memset(&mva, 0, sizeof mva);
-    cc_loader *tr = NULL, *va = NULL;
-    cc_tape ttrain, teval;
-    cc_params ema;          /* counter.ema's average of m.Pc */
-    int tapes = 0, has_ema = 0, rc = -1;
-    if (session_open(&s, cfg, resume, st)) goto out;
+    cc_params ema;          /* counter.ema's average of r.m.Pc */
+    int has_ema = 0, rc = -1;
+    if (train_run_open(&r, cfg, resume, st)) goto out;
+    cc_session *s = &r.s;
+    cc_models *m = &r.m;
     const cfg_train *tc = &cfg->counter_train;
     if (tc->batch < 2) {
         status_set(st, "counter_train.batch must be >= 2 (BatchNorm in training mode)");
         goto out;
     }
-    int h, w;
-    if (dataset_image_size(cfg->data_file, &h, &w, st) || models_build(&m, &s, 1, h, w, st)) goto out;
+    if (train_run_models(&r, 1, st)) goto out;
     const int needs_fpn = cfg->counter_input != CFG_INPUT_IMAGE;
     char fpn_path[CFG_STR + 64];
     if (needs_fpn) {
         if (fpn_ckpt)
             snprintf(fpn_path, sizeof fpn_path, "%s", fpn_ckpt);
         else
-            session_path(&s, "fpn_best.h5", fpn_path, sizeof fpn_path);
-        if (checkpoint_load(fpn_path, &m.Pf, NULL, st)) {
+            session_path(s, "fpn_best.h5", fpn_path, sizeof fpn_path);
+        if (checkpoint_load(fpn_path, &m->Pf, NULL, st)) {
             status_prefix(st, "counter needs a trained FPN (run train-fpn first, or pass --fpn)");
             goto out;
         }
     }
     const int finetune = needs_fpn && cfg->finetune_fpn;
-    params_set_frozen(&m.Pf, "", !finetune);
+    params_set_frozen(&m->Pf, "", !finetune);
     if (needs_fpn && !finetune) {
-        fprintf(s.log, "computing FPN masks for the training and validation splits\n");
-        if (mask_cache_build(&mtr, &s, &m, cfg->data_file, DATASET_TRAIN, st) ||
-            mask_cache_build(&mva, &s, &m, cfg->data_file, DATASET_VAL, st))
+        fprintf(s->log, "computing FPN masks for the training and validation splits\n");
+        if (mask_cache_build(&mtr, s, m, r.ds, DATASET_TRAIN, st) ||
+            mask_cache_build(&mva, s, m, r.ds, DATASET_VAL, st))
             goto out;
     }
-    unsigned flags = LOADER_SHUFFLE | (cfg->augment ? LOADER_FLIP : 0);
-    if (!(tr = loader_open(cfg->data_file, DATASET_TRAIN, tc->batch, (uint64_t)cfg->seed, flags, st)) ||
-        !(va = loader_open(cfg->data_file, DATASET_VAL, tc->batch, (uint64_t)cfg->seed,
-                           LOADER_KEEP_LAST, st)) ||
-        train_shard_loaders(&s, tr, NULL, tc->batch, cfg->sync_bn ? 1 : 2, "counter_train.batch", st))
+    if (train_run_loaders(&r, tc, 0, 0, cfg->sync_bn ? 1 : 2, "counter_train.batch", st))
         goto out;
-    train_loader_augment(tr, cfg);
-    cc_optim opt, fopt;
-    session_optim_init(&opt, tc);
+    train_run_start(&r, tc);
+    cc_optim fopt;          /* the fine-tuned FPN's */
     session_optim_init(&fopt, tc);
-    tape_init(&ttrain, &s.ctx, 1);
-    ttrain.free_grads = 1;  /* the loop reads no intermediate gradient */
-    tape_init(&teval, &s.ctx, 0);
-    tapes = 1;
-    if (cfg->counter_init_bias == CFG_INIT_BIAS_DATA && init_bias_from_data(&m, cfg->data_file, st))
+    if (cfg->counter_init_bias == CFG_INIT_BIAS_DATA && init_bias_from_data(m, r.ds, st))
         goto out;
     train_state ts;
     memset(&ts, 0, sizeof ts);
@@ -196,63 +182,54 @@ int train_counter(const cc_config *cfg, const char *fpn_ckpt, int resume, cc_sta
      * validation error of the raw weights jumps by up to 10x from one epoch
      * to the next at lr 1e-3). */
     if (cfg->counter_ema > 0) {
-        if (train_ema_init(&ema, &m.Pc, st)) goto out;
+        if (train_ema_init(&ema, &m->Pc, st)) goto out;
         has_ema = 1;
         ts.E = &ema;
     }
     if (finetune) {
-        ts.P2 = &m.Pf;
+        ts.P2 = &m->Pf;
         ts.opt2 = &fopt;
     }
-    if (train_state_begin(&ts, &s, "counter", &m.Pc, &opt, resume, st)) goto out;
-    cc_lr_schedule sched = train_schedule(tc);
+    if (train_state_begin(&ts, s, "counter", &m->Pc, &r.opt, resume, st)) goto out;
     for (int epoch = ts.next_epoch; epoch < tc->epochs; epoch++) {
-        opt.lr = fopt.lr = lr_schedule_at(&sched, epoch);
-        char label[64];
-        snprintf(label, sizeof label, "counter epoch %d/%d", epoch + 1, tc->epochs);
         progress pg;
-        int64_t steps = loader_batches_per_epoch(tr);
-        if (tc->max_steps && tc->max_steps < steps) steps = tc->max_steps;
-        progress_begin(&pg, &s, label, steps);
-        double t0 = session_now(), w0 = loader_wait_seconds(tr), trloss = NAN;
-        int64_t ntr = counter_epoch(&s, &m, &ttrain, tr, &mtr, epoch, &opt,
+        train_run_epoch_begin(&r, tc, "counter", epoch, &pg);
+        fopt.lr = r.opt.lr;
+        double t0 = session_now(), w0 = loader_wait_seconds(r.tr), trloss = NAN;
+        int64_t ntr = counter_epoch(s, m, &r.ttrain, r.tr, &mtr, epoch, &r.opt,
                                     finetune ? &fopt : NULL, has_ema ? &ema : NULL, &trloss,
                                     &pg, st);
         progress_end(&pg);
         if (ntr < 0) goto out;
         /* MPI: the raw weights' running statistics are per rank; the weight
          * hash of train_state_epoch_end covers them, so they are averaged
-         * before the average's store takes m.Pc's place (and the average's
+         * before the average's store takes m->Pc's place (and the average's
          * own statistics below). */
-        if (has_ema && dist_average_buffers(&s.dist, &m.Pc, st)) goto out;
-        /* From here to the checkpoints m.Pc holds the average, if any. */
-        if (has_ema) swap_stores(&m.Pc, &ema);
+        if (has_ema && dist_average_buffers(&s->dist, &m->Pc, st)) goto out;
+        /* From here to the checkpoints m->Pc holds the average, if any. */
+        if (has_ema) swap_stores(&m->Pc, &ema);
         /* the average always needs its own statistics: precise_bn = 0 then
          * means every training batch of an epoch */
         const int pbn =
             has_ema && cfg->counter_precise_bn <= 0 ? INT_MAX : cfg->counter_precise_bn;
-        if (pbn > 0 && precise_bn(&s, &m, &ttrain, tr, &mtr, epoch, pbn, st)) goto out;
-        if (dist_average_buffers(&s.dist, &m.Pc, st) ||
-            (finetune && dist_average_buffers(&s.dist, &m.Pf, st)))
+        if (pbn > 0 && precise_bn(s, m, &r.ttrain, r.tr, &mtr, epoch, pbn, st)) goto out;
+        if (dist_average_buffers(&s->dist, &m->Pc, st) ||
+            (finetune && dist_average_buffers(&s->dist, &m->Pf, st)))
             goto out;
         double secs = session_now() - t0, row[MC_NCOLS];
-        train_row_init(row, 1, epoch, DATASET_TRAIN);
+        train_row_epoch(row, 1, epoch, r.opt.lr, secs, ntr, loader_wait_seconds(r.tr) - w0);
         row[MC_LOSS] = row[MC_LOSS_DATA] = trloss;
-        row[MC_LR] = opt.lr;
-        row[MC_SECONDS] = secs;
-        row[MC_IPS] = (double)ntr / secs;
-        row[MC_WAIT] = loader_wait_seconds(tr) - w0;
-        if (train_append_row(&s, "train", row, st)) goto out;
+        if (train_append_row(s, "train", row, st)) goto out;
 
         t0 = session_now();
         count_preds p;
         /* The fine-tuned FPN changes every epoch: predict through it. */
         mask_cache fresh;
         memset(&fresh, 0, sizeof fresh);
-        if (finetune && mask_cache_build(&fresh, &s, &m, cfg->data_file, DATASET_VAL, st)) goto out;
-        int pr = counting_predict(&s, &m, &teval, finetune ? &fresh : &mva, va, &p, st);
+        if (finetune && mask_cache_build(&fresh, s, m, r.ds, DATASET_VAL, st)) goto out;
+        int pr = counting_predict(s, m, &r.teval, finetune ? &fresh : &mva, r.va, &p, st);
         mask_cache_free(&fresh);
-        if (has_ema) swap_stores(&m.Pc, &ema);
+        if (has_ema) swap_stores(&m->Pc, &ema);
         if (pr) goto out;
         metrics_summary ms = metrics_compute(p.truth, p.pred, p.sigma, NULL, (size_t)p.n);
         train_row_init(row, 1, epoch, DATASET_VAL);
@@ -265,38 +242,31 @@ int train_counter(const cc_config *cfg, const char *fpn_ckpt, int resume, cc_sta
         row[MC_SECONDS] = session_now() - t0;
         row[MC_IPS] = (double)p.n / row[MC_SECONDS];
         count_preds_free(&p);
-        if (train_append_row(&s, "val", row, st)) goto out;
+        if (train_append_row(s, "val", row, st)) goto out;
         /* With an average, the trained weights themselves (with their
          * momentum BN statistics) are validated too, for the log only: they
          * are what the run would have kept without counter.ema. */
         char raw[64] = "";
         if (has_ema) {
-            if (counting_predict(&s, &m, &teval, &mva, va, &p, st)) goto out;
+            if (counting_predict(s, m, &r.teval, &mva, r.va, &p, st)) goto out;
             metrics_summary mr = metrics_compute(p.truth, p.pred, p.sigma, NULL, (size_t)p.n);
             count_preds_free(&p);
             snprintf(raw, sizeof raw, " | raw weights MAE %.3f", mr.mae);
         }
-        fprintf(s.log, "counter epoch %d/%d: train loss %.4g | val loss %.4g MAE %.3f RMSE %.3f "
-                       "R2 %.4f cover95 %.3f width %.2f%s | %.1f img/s\n",
+        fprintf(s->log, "counter epoch %d/%d: train loss %.4g | val loss %.4g MAE %.3f RMSE %.3f "
+                        "R2 %.4f cover95 %.3f width %.2f%s | %.1f img/s\n",
                 epoch + 1, tc->epochs, trloss, row[MC_LOSS], ms.mae, ms.rmse, ms.r2,
                 ms.coverage95, ms.width95, raw, (double)ntr / secs);
-        if (train_state_epoch_end(&ts, &s, epoch, ms.mae, st)) goto out;
+        if (train_state_epoch_end(&ts, s, epoch, ms.mae, st)) goto out;
     }
     /* What count's out-of-distribution flags compare against (ood.h). */
-    if (ood_train_stats_write(&s, needs_fpn && !finetune ? &mtr : NULL, cfg->data_file, st))
+    if (ood_train_stats_write_ds(s, needs_fpn && !finetune ? &mtr : NULL, r.ds, st))
         goto out;
     rc = 0;
 out:
-    if (tapes) {
-        tape_free(&ttrain);
-        tape_free(&teval);
-    }
     if (has_ema) params_free(&ema);
-    loader_close(tr);
-    loader_close(va);
     mask_cache_free(&mtr);
     mask_cache_free(&mva);
-    models_free(&m);
-    session_close(&s);
+    train_run_close(&r);
     return rc;
 }

@@ -5,10 +5,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "src/run/checkpoint.h"
 #include "src/data/dataset.h"
-#include "src/data/loader.h"
-#include "src/run/session.h"
 #include "src/train/train_util.h"
 
 /* One pass over a loader: training (tape in training mode + optimizer) or
@@ -69,62 +66,34 @@ static int64_t fpn_pass(cc_session *s, cc_models *m, cc_tape *t, cc_loader *L, i
 
 int train_fpn(const cc_config *cfg, int resume, cc_status *st)
 {
-    cc_session s;
-    cc_models m;
-    memset(&m, 0, sizeof m);
-    cc_loader *tr = NULL, *va = NULL;
-    cc_tape ttrain, teval;
-    int tapes = 0, rc = -1;
-    if (session_open(&s, cfg, resume, st)) goto out;
-    int h, w;
-    if (dataset_image_size(cfg->data_file, &h, &w, st)) goto out;
+    train_run r;
+    int rc = -1;
     const cfg_train *tc = &cfg->fpn_train;
-    unsigned flags = LOADER_SHUFFLE | LOADER_MASKED | (cfg->augment ? LOADER_FLIP : 0);
-    if (!(tr = loader_open(cfg->data_file, DATASET_TRAIN, tc->batch, (uint64_t)cfg->seed, flags, st)) ||
-        !(va = loader_open(cfg->data_file, DATASET_VAL, tc->batch, (uint64_t)cfg->seed,
-                           LOADER_KEEP_LAST | LOADER_MASKED, st)))
+    if (train_run_open(&r, cfg, resume, st) || train_run_models(&r, 0, st) ||
+        train_run_loaders(&r, tc, LOADER_MASKED, 1, 1, "fpn_train.batch", st))
         goto out;
-    if (train_shard_loaders(&s, tr, va, tc->batch, 1, "fpn_train.batch", st) ||
-        models_build(&m, &s, 0, h, w, st))
-        goto out;
-    train_loader_augment(tr, cfg);
-    cc_optim opt;
-    session_optim_init(&opt, tc);
-    tape_init(&ttrain, &s.ctx, 1);
-    ttrain.free_grads = 1;  /* the loop reads no intermediate gradient */
-    tape_init(&teval, &s.ctx, 0);
-    tapes = 1;
-
+    train_run_start(&r, tc);
+    cc_session *s = &r.s;
     train_state ts;
     memset(&ts, 0, sizeof ts);
-    if (train_state_begin(&ts, &s, "fpn", &m.Pf, &opt, resume, st)) goto out;
-    cc_lr_schedule sched = train_schedule(tc);
+    if (train_state_begin(&ts, s, "fpn", &r.m.Pf, &r.opt, resume, st)) goto out;
     for (int epoch = ts.next_epoch; epoch < tc->epochs; epoch++) {
-        opt.lr = lr_schedule_at(&sched, epoch);
-        char label[64];
-        snprintf(label, sizeof label, "fpn epoch %d/%d", epoch + 1, tc->epochs);
         progress pg;
-        int64_t steps = loader_batches_per_epoch(tr);
-        if (tc->max_steps && tc->max_steps < steps) steps = tc->max_steps;
-        progress_begin(&pg, &s, label, steps);
-        double t0 = session_now(), w0 = loader_wait_seconds(tr);
+        train_run_epoch_begin(&r, tc, "fpn", epoch, &pg);
+        double t0 = session_now(), w0 = loader_wait_seconds(r.tr);
         loss_terms trs, vas;
-        int64_t ntr = fpn_pass(&s, &m, &ttrain, tr, epoch, &opt, &trs, &pg, st);
+        int64_t ntr = fpn_pass(s, &r.m, &r.ttrain, r.tr, epoch, &r.opt, &trs, &pg, st);
         progress_end(&pg);
-        if (ntr < 0 || dist_average_buffers(&s.dist, &m.Pf, st)) goto out;
+        if (ntr < 0 || dist_average_buffers(&s->dist, &r.m.Pf, st)) goto out;
         double secs = session_now() - t0;
         double row[MC_NCOLS];
-        train_row_init(row, 0, epoch, DATASET_TRAIN);
+        train_row_epoch(row, 0, epoch, r.opt.lr, secs, ntr, loader_wait_seconds(r.tr) - w0);
         row[MC_LOSS] = trs.total;
         row[MC_LOSS_DATA] = trs.data;
         row[MC_LOSS_TV] = trs.tv;
-        row[MC_LR] = opt.lr;
-        row[MC_SECONDS] = secs;
-        row[MC_IPS] = (double)ntr / secs;
-        row[MC_WAIT] = loader_wait_seconds(tr) - w0;
-        if (train_append_row(&s, "train", row, st)) goto out;
+        if (train_append_row(s, "train", row, st)) goto out;
         t0 = session_now();
-        int64_t nva = fpn_pass(&s, &m, &teval, va, 0, NULL, &vas, NULL, st);
+        int64_t nva = fpn_pass(s, &r.m, &r.teval, r.va, 0, NULL, &vas, NULL, st);
         if (nva < 0) goto out;
         train_row_init(row, 0, epoch, DATASET_VAL);
         row[MC_LOSS] = vas.total;
@@ -132,22 +101,15 @@ int train_fpn(const cc_config *cfg, int resume, cc_status *st)
         row[MC_LOSS_TV] = vas.tv;
         row[MC_SECONDS] = session_now() - t0;
         row[MC_IPS] = (double)nva / row[MC_SECONDS];
-        if (train_append_row(&s, "val", row, st)) goto out;
-        fprintf(s.log, "fpn epoch %d/%d: train loss %.5g (data %.5g, tv %.3g), val loss %.5g, "
-                       "%.1f img/s, loader wait %.2fs\n",
+        if (train_append_row(s, "val", row, st)) goto out;
+        fprintf(s->log, "fpn epoch %d/%d: train loss %.5g (data %.5g, tv %.3g), val loss %.5g, "
+                        "%.1f img/s, loader wait %.2fs\n",
                 epoch + 1, tc->epochs, trs.total, trs.data, trs.tv, vas.total,
-                (double)ntr / secs, row[MC_WAIT] >= 0 ? loader_wait_seconds(tr) - w0 : 0.0);
-        if (train_state_epoch_end(&ts, &s, epoch, vas.total, st)) goto out;
+                (double)ntr / secs, row[MC_WAIT] >= 0 ? loader_wait_seconds(r.tr) - w0 : 0.0);
+        if (train_state_epoch_end(&ts, s, epoch, vas.total, st)) goto out;
     }
     rc = 0;
 out:
-    if (tapes) {
-        tape_free(&ttrain);
-        tape_free(&teval);
-    }
-    loader_close(tr);
-    loader_close(va);
-    models_free(&m);
-    session_close(&s);
+    train_run_close(&r);
     return rc;
 }

@@ -45,6 +45,81 @@ int train_shard_loaders(cc_session *s, cc_loader *tr, cc_loader *va, int batch,
     return 0;
 }
 
+int train_run_open(train_run *r, const cc_config *cfg, int resume, cc_status *st)
+{
+    memset(r, 0, sizeof *r);
+    return session_open(&r->s, cfg, resume, st);
+}
+
+int train_run_models(train_run *r, int with_counter, cc_status *st)
+{
+    if (!(r->ds = dataset_open(r->s.cfg.data_file, st))) return -1;
+    return models_build(&r->m, &r->s, with_counter, r->ds->h, r->ds->w, st);
+}
+
+int train_run_loaders(train_run *r, const cfg_train *tc, unsigned flags, int shard_val,
+                      int min_per_rank, const char *key, cc_status *st)
+{
+    const cc_config *cfg = &r->s.cfg;
+    const unsigned ftr = LOADER_SHUFFLE | flags | (cfg->augment ? LOADER_FLIP : 0);
+    if (!(r->tr = loader_open_ds(r->ds, DATASET_TRAIN, tc->batch, (uint64_t)cfg->seed, ftr,
+                                 st)) ||
+        !(r->va = loader_open_ds(r->ds, DATASET_VAL, tc->batch, (uint64_t)cfg->seed,
+                                 LOADER_KEEP_LAST | flags, st)) ||
+        train_shard_loaders(&r->s, r->tr, shard_val ? r->va : NULL, tc->batch, min_per_rank,
+                            key, st))
+        return -1;
+    train_loader_augment(r->tr, cfg);
+    return 0;
+}
+
+void train_run_start(train_run *r, const cfg_train *tc)
+{
+    session_optim_init(&r->opt, tc);
+    r->sched = train_schedule(tc);
+    tape_init(&r->ttrain, &r->s.ctx, 1);
+    r->ttrain.free_grads = 1;   /* the loops read no intermediate gradient */
+    tape_init(&r->teval, &r->s.ctx, 0);
+    r->tapes = 1;
+}
+
+void train_run_epoch_begin(train_run *r, const cfg_train *tc, const char *stage, int epoch,
+                           progress *pg)
+{
+    r->opt.lr = lr_schedule_at(&r->sched, epoch);
+    char label[64];
+    snprintf(label, sizeof label, "%s epoch %d/%d", stage, epoch + 1, tc->epochs);
+    int64_t steps = loader_batches_per_epoch(r->tr);
+    if (tc->max_steps && tc->max_steps < steps) steps = tc->max_steps;
+    progress_begin(pg, &r->s, label, steps);
+}
+
+void train_run_close(train_run *r)
+{
+    if (r->tapes) {
+        tape_free(&r->ttrain);
+        tape_free(&r->teval);
+        r->tapes = 0;
+    }
+    loader_close(r->tr);
+    loader_close(r->va);
+    r->tr = r->va = NULL;
+    models_free(&r->m);
+    dataset_close(r->ds);
+    r->ds = NULL;
+    session_close(&r->s);
+}
+
+void train_row_epoch(double *row, int stage, int epoch, double lr, double seconds, int64_t n,
+                     double wait)
+{
+    train_row_init(row, stage, epoch, DATASET_TRAIN);
+    row[MC_LR] = lr;
+    row[MC_SECONDS] = seconds;
+    row[MC_IPS] = (double)n / seconds;
+    row[MC_WAIT] = wait;
+}
+
 void train_row_init(double *row, int stage, int epoch, int split)
 {
     for (int i = 0; i < MC_NCOLS; i++) row[i] = NAN;

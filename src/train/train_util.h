@@ -4,6 +4,7 @@
 #define CC_TRAIN_UTIL_H
 
 #include "autodiff/optim.h"
+#include "src/data/dataset.h"
 #include "src/data/loader.h"
 #include "src/run/session.h"
 #include "src/train/train.h"
@@ -66,8 +67,62 @@ int train_ema_init(cc_params *E, const cc_params *P, cc_status *st);
  * re-estimated (counter.precise_bn). */
 void train_ema_update(cc_params *E, const cc_params *P, double decay, int64_t step);
 
+/* What both trainers hold for one run.  Set up, in this order, by
+ * train_run_open (session), train_run_models (models), train_run_loaders
+ * (training and validation loaders) and train_run_start (optimizer, tapes,
+ * lr schedule); train_run_close frees whatever was reached, so a trainer's
+ * error path is one call whichever step failed. */
+typedef struct train_run {
+    cc_session s;
+    cc_dataset *ds;         /* the run's data set (data.file), opened once */
+    cc_models m;
+    cc_loader *tr, *va;     /* shuffled (augmented) training / in-order validation */
+    cc_optim opt;           /* the stage's optimizer */
+    cc_lr_schedule sched;
+    cc_tape ttrain, teval;  /* training tape (intermediate gradients freed) / inference */
+    int tapes;              /* the tapes are initialised */
+} train_run;
+
+/* Zero r and open the session (out_dir, run file, context; resume as in
+ * train.h).  Returns 0 or -1 (st); call train_run_close either way. */
+int train_run_open(train_run *r, const cc_config *cfg, int resume, cc_status *st);
+
+/* Open the data set (r->ds, the one open of data.file in a run: mask
+ * caches, loaders and statistics read it through r->ds) and build the
+ * models for its image size (with_counter: the counter as well as the FPN;
+ * weights initialised from the seed).  Returns 0 or -1 (st). */
+int train_run_models(train_run *r, int with_counter, cc_status *st);
+
+/* Open the loaders of tc's batch size: r->tr over the training split
+ * (shuffled; flips with data.augment; the data.aug_* augmentations), r->va
+ * over the validation split (in order, last partial batch kept); `flags`
+ * (LOADER_MASKED) is added to both.  Under MPI the training loader, and
+ * the validation one when shard_val, are sharded (train_shard_loaders:
+ * min_per_rank and key as there).  Returns 0 or -1 (st). */
+int train_run_loaders(train_run *r, const cfg_train *tc, unsigned flags, int shard_val,
+                      int min_per_rank, const char *key, cc_status *st);
+
+/* The optimizer (tc's), the lr schedule and the two tapes. */
+void train_run_start(train_run *r, const cfg_train *tc);
+
+/* Start epoch `epoch` (0-based) of tc: r->opt.lr := the schedule's lr for
+ * it, and a progress line "<stage> epoch e/E" over the epoch's steps
+ * (tc->max_steps caps them). */
+void train_run_epoch_begin(train_run *r, const cfg_train *tc, const char *stage, int epoch,
+                           progress *pg);
+
+/* Free the tapes, loaders, models, data set and session (each only if set
+ * up). */
+void train_run_close(train_run *r);
+
 /* A metrics row of NaNs with stage/epoch/split filled in. */
 void train_row_init(double *row, int stage, int epoch, int split);
+
+/* The training split's row of an epoch: train_row_init, then lr, seconds,
+ * images per second (n / seconds) and the loader's wait; the caller adds
+ * the losses. */
+void train_row_epoch(double *row, int stage, int epoch, double lr, double seconds, int64_t n,
+                     double wait);
 
 /* Append to the run file's metrics table (in memory until the next flush). */
 int train_append_row(cc_session *s, const char *label, const double *row, cc_status *st);
