@@ -121,7 +121,7 @@ void config_defaults(cc_config *c)
     c->counter_input = CFG_INPUT_MASK;
     c->counter_calibrate = CFG_CALIBRATE_VAL;
     /* Not the paper's: a weight average validated with its own BN
-     * statistics (docs/RESULTS.md "Counter training stability"). */
+     * statistics (docs/RESULTS_HISTORY.md "Counter training stability"). */
     c->counter_precise_bn = 50;
     c->counter_ema = 0.99;
     c->counter_loss = LOSS_NLL;

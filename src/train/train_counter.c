@@ -178,7 +178,7 @@ int train_counter(const cc_config *cfg, const char *fpn_ckpt, int resume, cc_sta
     memset(&ts, 0, sizeof ts);
     /* counter.ema: the weights validated and kept as counter_best.h5 are an
      * exponential moving average of the trained ones, with BN statistics
-     * re-estimated for them after every epoch (docs/RESULTS.md: the
+     * re-estimated for them after every epoch (docs/RESULTS_HISTORY.md: the
      * validation error of the raw weights jumps by up to 10x from one epoch
      * to the next at lr 1e-3). */
     if (cfg->counter_ema > 0) {
