@@ -12,10 +12,13 @@
 # buckets, both ranks in step.  Run from a build configured --with-mpi.
 # Rounds interleave the configurations; compare them within a round.  The
 # reduction time a rank measures includes waiting for the slower rank.
-# usage: bench/mpi_scaling.sh [WIDTH [STEPS [ROUNDS [MODELS]]]]
+# usage: [FPN_MB=0.25] [CNT_MB=2] bench/mpi_scaling.sh [WIDTH [STEPS [ROUNDS [MODELS]]]]
 #        (default 32 4 2 "fpn counter")
 set -u
 W=${1:-32}; STEPS=${2:-4}; ROUNDS=${3:-2}; MODELS=${4:-fpn counter}
+# bucket sizes: the counter's default 2 MB; the FPN's slab at width 32 is
+# 1.8 MB, one default bucket (nothing to overlap), so 0.25 MB (8 buckets)
+FPN_MB=${FPN_MB:-0.25}; CNT_MB=${CNT_MB:-2}
 cc=./cellcount
 export OMPI_MCA_btl=self,vader OMPI_MCA_oob_tcp_if_include=lo OMP_WAIT_POLICY=passive
 [ "$(id -u)" -eq 0 ] && export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
@@ -24,10 +27,16 @@ tmp=$(mktemp -d /tmp/cc_mpibench_XXXXXX); trap 'rm -rf "$tmp"' EXIT
 $cc simulate --out "$tmp/sim.h5" --counts 5,20,40,60 --focus 1,8 --sites 8 --stain 1 \
     --split 80/10/10 >/dev/null 2>&1 || { echo "simulate failed"; exit 1; }
 FPN=(train-fpn --set fpn.depth=4 --set fpn.width="$W" --set fpn_train.batch=4
-     --set fpn_train.epochs=2 --set fpn_train.max_steps="$STEPS" -d "$tmp/sim.h5")
-CNT=(train-counter --set counter.arch=vgg11 --set counter_train.batch=8 --set counter_train.epochs=2
+     --set fpn_train.epochs=2 --set fpn_train.max_steps="$STEPS" -d "$tmp/sim.h5"
+     --set run.allreduce_bucket_mb="$FPN_MB")
+CNT=(train-counter --set fpn.depth=4 --set fpn.width="$W" --fpn "$tmp/fpn0/fpn_last.h5"
+     --set counter.arch=vgg11 --set counter_train.batch=8 --set counter_train.epochs=2
      --set counter_train.max_steps="$STEPS" --set counter.precise_bn=0 --set counter.ema=0
-     --set counter.init_bias=data -d "$tmp/sim.h5")
+     --set counter.init_bias=data -d "$tmp/sim.h5" --set run.allreduce_bucket_mb="$CNT_MB")
+# the counter's input masks come from an FPN: one step of training is enough
+OMP_NUM_THREADS=1 $cc train-fpn --set fpn.depth=4 --set fpn.width="$W" --set fpn_train.epochs=1 \
+    --set fpn_train.max_steps=1 -d "$tmp/sim.h5" -t 1 -o "$tmp/fpn0" 2>"$tmp/fpn0.log" ||
+    { echo "FPN for the counter failed"; tail -3 "$tmp/fpn0.log"; exit 1; }
 # run MODEL LABEL NP THREADS OVERLAP
 run() {
     local model=$1 label=$2 np=$3 th=$4 ov=$5 out="$tmp/$1_$2"
@@ -60,7 +69,7 @@ run() {
     fi
     echo
 }
-echo "$(lscpu | sed -n 's/^Model name: *//p'), $(nproc) CPUs; FPN depth 4 width $W; $STEPS steps per epoch"
+echo "$(lscpu | sed -n 's/^Model name: *//p'), $(nproc) CPUs; FPN depth 4 width $W; $STEPS steps per epoch; buckets: FPN $FPN_MB MB, counter $CNT_MB MB"
 for r in $(seq "$ROUNDS"); do
     for m in $MODELS; do
         echo "round $r $m (load $(cut -d' ' -f1-3 /proc/loadavg))"
