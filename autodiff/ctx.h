@@ -36,7 +36,25 @@ typedef struct cc_ctx {
      * The engine itself knows no MPI: src/dist.c installs an MPI hook. */
     int (*allreduce_sum)(void *user, double *buf, int n, cc_status *st);
     void *allreduce_user;
+    /* Gradients as backward finishes them (NULL: off, the default), so
+     * that a data-parallel trainer can reduce parameter gradients while
+     * backward is still running.  tape_backward() calls
+     * grad_event(grad_event_user, ev, g, n, st):
+     *   CC_GRAD_PENDING, before the walk, once per parameter tensor that a
+     *     recorded node reads and that wants a gradient (g: its gradient,
+     *     n floats, in the parameter slab): this backward adds to g;
+     *   CC_GRAD_FINAL, once per such tensor, as soon as the walk has passed
+     *     the earliest node that reads it: g will not change again in this
+     *     backward (the hook may modify it from then on);
+     *   CC_GRAD_POLL (g NULL, n 0) after every node, to drive progress.
+     * A non-zero return stops backward with the hook's message in st.  The
+     * engine itself knows no MPI: src/run/dist.c installs the MPI hook. */
+    int (*grad_event)(void *user, int ev, float *g, size_t n, cc_status *st);
+    void *grad_event_user;
 } cc_ctx;
+
+/* cc_ctx.grad_event's events. */
+enum { CC_GRAD_PENDING = 0, CC_GRAD_FINAL = 1, CC_GRAD_POLL = 2 };
 
 /* Create the CPU engine and stream, and choose the kernels' ISA variant
  * (isa_choose: the CPU's best, capped by CELLCOUNT_MAX_ISA).  threads <= 0

@@ -282,28 +282,87 @@ static int check_backward_ready(cc_tape *t, cc_tensor *y)
     return 0;
 }
 
+/* Run node n's backward, with the profile's bookkeeping and (free_grads)
+ * the release of its output's gradient. */
+static int backward_node(cc_tape *t, cc_node *n)
+{
+    const cc_op_def *def = tape_op_def(n->op);
+    double t0 = 0, r0 = 0;
+    if (t->profile) r0 = t->prof_seconds[OPK_REORDER][0], t0 = omp_get_wtime();
+    if (def->backward(t, n, &t->status)) return -1;
+    if (t->profile) {
+        /* reorder_run() booked its time as forward: move it to backward */
+        const double r = t->prof_seconds[OPK_REORDER][0] - r0;
+        t->prof_seconds[OPK_REORDER][0] = r0;
+        t->prof_seconds[OPK_REORDER][1] += r;
+        t->prof_seconds[def->kind][1] += omp_get_wtime() - t0 - r;
+    }
+    /* n was the only reader of its output's gradient */
+    if (t->free_grads && !n->out->is_param) {
+        grad_release(t, n->out->grad);
+        n->out->grad = NULL;
+        n->out->grad_ready = -1;
+    }
+    return 0;
+}
+
+/* The parameter tensors that recorded nodes read and that want a gradient,
+ * each once, in the order of the earliest node reading them: par[k] is
+ * first read by node first[k] (non-decreasing in k).  A parameter's
+ * gradient is final once backward has passed that node, since backward
+ * runs the nodes in reverse.  Arrays in the step's arena. */
+typedef struct param_uses {
+    cc_tensor **par;
+    int *first;
+    int n;
+} param_uses;
+
+static int param_uses_find(cc_tape *t, param_uses *u)
+{
+    size_t cap = 1;
+    for (int i = 0; i < t->n_nodes; i++) cap += (size_t)t->nodes[i].n_in;
+    u->n = 0;
+    u->par = arena_alloc(&t->arena, sizeof *u->par * cap, &t->status);
+    u->first = arena_alloc(&t->arena, sizeof *u->first * cap, &t->status);
+    if (!u->par || !u->first) return -1;
+    for (int i = 0; i < t->n_nodes; i++) {
+        const cc_node *nd = &t->nodes[i];
+        for (int j = 0; j < nd->n_in; j++) {
+            cc_tensor *x = nd->in[j];
+            if (!x->is_param || !x->requires_grad || !x->grad) continue;
+            /* linear search: a model has a few hundred parameter tensors */
+            int seen = 0;
+            for (int k = 0; k < u->n && !seen; k++) seen = u->par[k] == x;
+            if (seen) continue;
+            u->par[u->n] = x;
+            u->first[u->n++] = i;
+        }
+    }
+    return 0;
+}
+
 static int walk_backward(cc_tape *t)
 {
+    cc_ctx *c = t->ctx;
+    param_uses u = {NULL, NULL, 0};
+    int next = -1;      /* u.par[0..next] are not final yet */
+    if (c->grad_event) {
+        if (param_uses_find(t, &u)) return -1;
+        for (int k = 0; k < u.n; k++)
+            if (c->grad_event(c->grad_event_user, CC_GRAD_PENDING, u.par[k]->grad,
+                              (size_t)tensor_numel(u.par[k]), &t->status))
+                return -1;
+        next = u.n - 1;
+    }
     for (int i = t->n_nodes - 1; i >= 0; i--) {
         cc_node *n = &t->nodes[i];
-        if (!n->out->requires_grad || n->out->grad_ready <= 0) continue;
-        const cc_op_def *def = tape_op_def(n->op);
-        double t0 = 0, r0 = 0;
-        if (t->profile) r0 = t->prof_seconds[OPK_REORDER][0], t0 = omp_get_wtime();
-        if (def->backward(t, n, &t->status)) return -1;
-        if (t->profile) {
-            /* reorder_run() booked its time as forward: move it to backward */
-            const double r = t->prof_seconds[OPK_REORDER][0] - r0;
-            t->prof_seconds[OPK_REORDER][0] = r0;
-            t->prof_seconds[OPK_REORDER][1] += r;
-            t->prof_seconds[def->kind][1] += omp_get_wtime() - t0 - r;
-        }
-        /* n was the only reader of its output's gradient */
-        if (t->free_grads && !n->out->is_param) {
-            grad_release(t, n->out->grad);
-            n->out->grad = NULL;
-            n->out->grad_ready = -1;
-        }
+        if (n->out->requires_grad && n->out->grad_ready > 0 && backward_node(t, n)) return -1;
+        if (!c->grad_event) continue;
+        for (; next >= 0 && u.first[next] >= i; next--)
+            if (c->grad_event(c->grad_event_user, CC_GRAD_FINAL, u.par[next]->grad,
+                              (size_t)tensor_numel(u.par[next]), &t->status))
+                return -1;
+        if (c->grad_event(c->grad_event_user, CC_GRAD_POLL, NULL, 0, &t->status)) return -1;
     }
     return 0;
 }

@@ -97,7 +97,9 @@ int tape_read(cc_tape *t, cc_tensor *x, float *dst);
 int tape_read_grad(cc_tape *t, cc_tensor *x, float *dst);
 
 /* Backpropagate from a 1-element loss: d loss/d loss = 1.  Parameter grads
- * accumulate into their slabs (zero them with params_zero_grad()).
+ * accumulate into their slabs (zero them with params_zero_grad()).  With
+ * ctx->grad_event set, reports each parameter's gradient as final as soon
+ * as the walk has passed the earliest node reading it (ctx.h).
  * Returns 0, or -1 (message in the tape) in inference mode or on failure. */
 int tape_backward(cc_tape *t, cc_tensor *loss);
 

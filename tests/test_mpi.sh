@@ -9,8 +9,12 @@
 # np 3 agree with np 1 at the same global batch within a stated tolerance;
 # a checkpoint written at np 2 resumes at np 1; killing one rank, or one
 # rank's error, ends the job non-zero within seconds; the counter's
-# >= 2 images per rank rule; synchronised BN (run.sync_bn) against np 1.  CC_PLAIN_CELLCOUNT: a cellcount built without
-# MPI to compare with (default: this build started without a launcher).
+# >= 2 images per rank rule; synchronised BN (run.sync_bn) against np 1;
+# the gradient reduction overlapped with backward (run.overlap_allreduce,
+# several bucket sizes) bit for bit the one after backward, at np 2 and 3,
+# with sync BN, FPN and counter.  CC_PLAIN_CELLCOUNT: a cellcount built
+# without MPI to compare with (default: this build started without a
+# launcher).
 set -u
 cc=./cellcount
 if ! "$cc" --version 2>/dev/null | grep -q "MPI yes"; then
@@ -53,6 +57,19 @@ same plain np1 && ok "np 1 checkpoint bit-identical to the non-MPI run" ||
 fpn np2a 2 2 2>"$tmp/np2a.log" || bad "np 2 training: $(tail -1 "$tmp/np2a.log")"
 fpn np2b 2 2 2>"$tmp/np2b.log" || bad "np 2 training (again): $(tail -1 "$tmp/np2b.log")"
 same np2a np2b && ok "np 2 twice bit-identical" || bad "np 2 runs differ: $(loss np2a) vs $(loss np2b)"
+# The gradient reduction overlapped with backward (run.overlap_allreduce,
+# the default, above) gives the bits of the reduction after backward, and
+# so do buckets of 250 floats (several per slab, started while backward
+# runs; the default 2 MB holds this FPN's whole slab in one).
+fpn np2off 2 2 --set run.overlap_allreduce=false 2>"$tmp/np2off.log" ||
+    bad "np 2 without overlap: $(tail -1 "$tmp/np2off.log")"
+fpn np2small 2 2 --set run.allreduce_bucket_mb=0.001 2>"$tmp/np2small.log" ||
+    bad "np 2 with small buckets: $(tail -1 "$tmp/np2small.log")"
+same np2a np2off && same np2a np2small && ok "np 2: overlapped (2 MB and 1 kB buckets) = after backward, bit for bit" ||
+    bad "overlap changes np 2: $(loss np2a) / $(loss np2off) / $(loss np2small)"
+grep -q "gradient allreduces (overlapped, 0.001 MB buckets, in flight during" "$tmp/np2small.log" &&
+    grep -q "gradient allreduces (after backward)" "$tmp/np2off.log" &&
+    ok "the reduction's log names the path" || bad "reduction log: $(grep allreduces "$tmp/np2small.log")"
 h5dump -a mpi_ranks "$tmp/np2a/run.h5" 2>/dev/null | grep -q '"2"' && ok "run.h5 records 2 ranks" ||
     bad "run.h5 has no mpi_ranks = 2"
 # The weight hash is compared every epoch (a mismatch stops the job): it
@@ -66,6 +83,12 @@ CC_DIST_TEST_DIVERGE=1 fpn div 1 2 2>"$tmp/div.log" && bad "diverged ranks not d
 # images) with its own statistics, so the runs differ by design.  Stated
 # tolerance: every train/val loss within 0.05 + 10% of np 1's.
 fpn np3 2 3 2>"$tmp/np3.log" || bad "np 3 training: $(tail -1 "$tmp/np3.log")"
+fpn np3off 2 3 --set run.overlap_allreduce=false 2>"$tmp/np3off.log" ||
+    bad "np 3 without overlap: $(tail -1 "$tmp/np3off.log")"
+fpn np3small 2 3 --set run.allreduce_bucket_mb=0.001 2>"$tmp/np3small.log" ||
+    bad "np 3 with small buckets: $(tail -1 "$tmp/np3small.log")"
+same np3 np3off && same np3 np3small && ok "np 3: overlapped = after backward, bit for bit" ||
+    bad "overlap changes np 3: $(loss np3) / $(loss np3off) / $(loss np3small)"
 for r in np2a np3; do
     echo "$r losses $(loss $r), np 1: $(loss np1)"
     awk -v a="$(loss np1)" -v b="$(loss $r)" 'BEGIN {
@@ -99,6 +122,31 @@ run 2 "$cc" train-counter "${S[@]}" --set counter_train.batch=3 --set counter.wi
     --set counter_train.epochs=1 --set counter.init_bias=data --set run.sync_bn=true \
     -o "$tmp/sync2" 2>"$tmp/cnt3.log" && ok "counter batch 3 at np 2 trains with sync BN" ||
     bad "counter sync BN at np 2: $(tail -2 "$tmp/cnt3.log")"
+# Sync BN's collectives run between the buckets' (separate communicators):
+# overlapped in small buckets = after backward, bit for bit, FPN and counter.
+fpn sync2off 2 2 --set run.sync_bn=true --set run.overlap_allreduce=false 2>"$tmp/sync2off.log" ||
+    bad "np 2 sync BN without overlap: $(tail -1 "$tmp/sync2off.log")"
+fpn sync2small 2 2 --set run.sync_bn=true --set run.allreduce_bucket_mb=0.001 2>"$tmp/sync2small.log" ||
+    bad "np 2 sync BN, small buckets: $(tail -1 "$tmp/sync2small.log")"
+same sync2 sync2off && same sync2 sync2small && ok "np 2 sync BN: overlapped = after backward, bit for bit" ||
+    bad "overlap changes np 2 sync BN: $(loss sync2) / $(loss sync2off) / $(loss sync2small)"
+# counter.finetune_fpn = true: two stores (the FPN's slab, then the counter's)
+for ft in false true; do
+    for o in "true 0.01" "false 2"; do
+        set -- $o
+        cp -r "$tmp/np2a" "$tmp/cov_$ft$1"    # the counter starts from a trained FPN
+        run 2 "$cc" train-counter "${S[@]}" --set counter_train.batch=4 --set counter.width_div=16 \
+            --set counter_train.epochs=1 --set counter_train.max_steps=3 --set counter.init_bias=data \
+            --set run.sync_bn=true --set counter.finetune_fpn=$ft --set counter.precise_bn=0 \
+            --set counter.ema=0 --set run.overlap_allreduce=$1 \
+            --set run.allreduce_bucket_mb=$2 -o "$tmp/cov_$ft$1" 2>"$tmp/cov_$ft$1.log" ||
+            bad "counter at np 2, finetune_fpn $ft, overlap $1: $(tail -2 "$tmp/cov_$ft$1.log")"
+    done
+    cmp -s "$tmp/cov_${ft}true/counter_last.h5" "$tmp/cov_${ft}false/counter_last.h5" &&
+        { [ $ft = false ] || cmp -s "$tmp/cov_${ft}true/counter_fpn_last.h5" "$tmp/cov_${ft}false/counter_fpn_last.h5"; } &&
+        ok "counter np 2 (finetune_fpn $ft): overlapped (10 kB buckets) = after backward, bit for bit" ||
+        bad "overlap changes the counter at np 2 (finetune_fpn $ft)"
+done
 
 # A checkpoint written at np 2 resumes at np 1 (and at np 3).
 fpn res 1 2 2>/dev/null || bad "np 2 one epoch"

@@ -39,6 +39,58 @@ static float grad_value(int k, size_t i)
     return (float)((u - 0.5) * pow(10.0, (double)(x % 7) - 3.0));
 }
 
+/* A store of trainable tensors of awkward sizes (one frozen, so backward
+ * never announces it), finalized; NULL on failure. */
+static int store_make(cc_params *P, cc_ctx *ctx, const int64_t *sizes, int n, cc_status *st)
+{
+    params_init(P, ctx);
+    for (int i = 0; i < n; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "t%d/weight", i);
+        if (params_add(P, name, 1, &sizes[i], PARAM_TRAINABLE, st) < 0) return -1;
+    }
+    if (params_finalize(P, st)) return -1;
+    params_set_frozen(P, "t1/", 1);
+    return 0;
+}
+
+/* One overlapped reduction of the stores' gradients (dist_grad_begin, the
+ * events a backward would send, dist_grad_end), as the trainers run it.
+ * The fake backward writes each parameter's gradient (grad_value of its
+ * slab position, of rank + s0 + s for the store S[s]) just before reporting it final, in
+ * reverse order on even ranks and in forward order on odd ones (so
+ * buckets become ready at different moments on different ranks), with
+ * rank-dependent polls in between.  A bucket started before its
+ * gradients were final would reduce zeros.  Frozen tensors keep zeros. */
+static int overlap_once(cc_dist *d, cc_params **S, int k, int s0, int n_local, int n_global,
+                        cc_status *st)
+{
+    for (int s = 0; s < k; s++) params_zero_grad(S[s]);
+    if (dist_grad_begin(d, S, k, n_local, n_global, st)) return -1;
+    for (int s = 0; s < k; s++)
+        for (int i = 0; i < S[s]->n; i++)
+            if (!S[s]->p[i].frozen &&
+                dist_grad_event(d, CC_GRAD_PENDING, S[s]->grad + S[s]->p[i].offset,
+                                S[s]->p[i].numel, st))
+                return -1;
+    int total = 0;
+    for (int s = 0; s < k; s++) total += S[s]->n;
+    for (int j = 0; j < total; j++) {
+        int q = d->rank % 2 ? j : total - 1 - j, s = 0;
+        while (q >= S[s]->n) q -= S[s]->n, s++;
+        const cc_param *pp = &S[s]->p[q];
+        if (!pp->frozen) {
+            for (size_t e = 0; e < pp->numel; e++)
+                S[s]->grad[pp->offset + e] = grad_value(d->rank + s0 + s, pp->offset + e);
+            if (dist_grad_event(d, CC_GRAD_FINAL, S[s]->grad + pp->offset, pp->numel, st))
+                return -1;
+        }
+        for (int r = 0; r <= d->rank; r++)
+            if (dist_grad_event(d, CC_GRAD_POLL, NULL, 0, st)) return -1;
+    }
+    return dist_grad_end(d, st);
+}
+
 int main(int argc, char **argv)
 {
     cc_status st;
@@ -50,20 +102,38 @@ int main(int argc, char **argv)
     cc_dist d;
     dist_open(&d);
     const int p = d.size;
-    if (argc == 4 && !strcmp(argv[1], "--bench")) {
-        /* --bench FLOATS REPS: seconds per gradient allreduce (docs/CLUSTER.md) */
+    if ((argc == 4 || argc == 5) && !strcmp(argv[1], "--bench")) {
+        /* --bench FLOATS REPS [BUCKET_FLOATS]: seconds per gradient
+         * allreduce (docs/CLUSTER.md); with BUCKET_FLOATS, the bucketed
+         * path of dist_grad_begin/end with every bucket started at the end
+         * (its overhead, with nothing to overlap) */
         const size_t n = (size_t)atol(argv[2]);
         const int reps = atoi(argv[3]);
-        float *g = calloc(n, sizeof *g);
-        if (!g || reps < 1) return 1;
-        dist_allreduce_grad(&d, g, n, 1, p, &st);    /* warm-up */
-        d.comm_seconds = 0;
-        for (int i = 0; i < reps; i++) dist_allreduce_grad(&d, g, n, 1, p, &st);
+        cc_ctx bctx;
+        cc_params P;
+        const int64_t len = (int64_t)n;
+        if (reps < 1 || ctx_init(&bctx, 1, &st)) return 1;
+        params_init(&P, &bctx);
+        if (params_add(&P, "g", 1, &len, PARAM_TRAINABLE, &st) < 0 || params_finalize(&P, &st))
+            return 1;
+        cc_params *S[1] = {&P};
+        d.overlap = argc == 5;
+        d.bucket_floats = argc == 5 ? (size_t)atol(argv[4]) : 0;
+        for (int i = 0; i <= reps; i++) {
+            if (i == 1) d.comm_seconds = 0;    /* after a warm-up */
+            if (dist_grad_begin(&d, S, 1, 1, p, &st) || dist_grad_end(&d, &st)) {
+                fprintf(stderr, "%s\n", st.msg);
+                return 1;
+            }
+        }
         if (d.rank == 0)
-            printf("allreduce of %.1f MB over %d ranks: %.1f ms each (%.2f GB/s bus)\n",
-                   4e-6 * (double)n, p, 1e3 * d.comm_seconds / reps,
+            printf("allreduce of %.1f MB over %d ranks%s: %.1f ms each (%.2f GB/s bus)\n",
+                   4e-6 * (double)n, p, argc == 5 ? " in buckets" : "", 1e3 * d.comm_seconds / reps,
                    2.0 * (p - 1) / p * 4.0 * (double)n / (d.comm_seconds / reps) / 1e9);
-        free(g);
+        if (argc == 5 && d.rank == 0)
+            printf("  (buckets of %.2f MB)\n", 4e-6 * (double)d.bucket_floats);
+        params_free(&P);
+        ctx_free(&bctx);
         dist_close(&d);
         dist_finalize();
         return 0;
@@ -99,6 +169,74 @@ int main(int argc, char **argv)
         CHECK(memcmp(want, g, n * sizeof *g) == 0, "allreduce of %zu floats differs from rank 0's", n);
         free(g);
         free(want);
+    }
+
+    /* Overlapped bucket reduction (dist_grad_begin/event/end): bit for bit
+     * dist_allreduce_grad on each whole slab, for buckets of 1 float (fewer
+     * than ranks), odd sizes, and one bucket larger than the slabs; two
+     * stores; overlap off takes the blocking path with the same result. */
+    {
+        cc_ctx octx;
+        CHECK(ctx_init(&octx, 1, &st) == 0, "%s", st.msg);
+        cc_params A, B;
+        const int64_t sa[] = {5, 40, 1000, 3, 2011}, sb[] = {7, 2, 333};
+        CHECK(store_make(&A, &octx, sa, 5, &st) == 0 && store_make(&B, &octx, sb, 3, &st) == 0,
+              "%s", st.msg);
+        cc_params *S[2] = {&A, &B};
+        int n_global = 0;
+        for (int k = 0; k < p; k++) n_global += k + 1;
+        /* the reference: the same gradients, reduced after "backward" */
+        float *want[2];
+        for (int s = 0; s < 2; s++) {
+            want[s] = calloc(S[s]->n_train, sizeof(float));
+            for (int i = 0; i < S[s]->n; i++)
+                for (size_t e = 0; !S[s]->p[i].frozen && e < S[s]->p[i].numel; e++)
+                    want[s][S[s]->p[i].offset + e] = grad_value(d.rank + s, S[s]->p[i].offset + e);
+            CHECK(dist_allreduce_grad(&d, want[s], S[s]->n_train, d.rank + 1, n_global, &st) == 0,
+                  "%s", st.msg);
+        }
+        /* (few buckets per case: oversubscribed ranks take a time slice per collective) */
+        const size_t buckets[] = {1, 7, 256, 1u << 20};
+        for (int ov = 1; ov >= 0; ov--)
+            for (size_t bi = 0; bi < sizeof buckets / sizeof *buckets; bi++) {
+                d.overlap = ov;
+                d.bucket_floats = buckets[bi];
+                if (bi == 0) {    /* buckets of one float: store B alone */
+                    CHECK(overlap_once(&d, S + 1, 1, 1, d.rank + 1, n_global, &st) == 0, "%s", st.msg);
+                    CHECK(!memcmp(B.grad, want[1], sizeof(float) * B.n_train),
+                          "reduction of one store (buckets of 1 float, overlap %d) differs", ov);
+                    continue;
+                }
+                if (bi == 2 && ov) {    /* backward reported nothing: all buckets at the end */
+                    for (int q = 0; q < 2; q++) {
+                        params_zero_grad(S[q]);
+                        for (int i = 0; i < S[q]->n; i++)
+                            for (size_t e = 0; !S[q]->p[i].frozen && e < S[q]->p[i].numel; e++)
+                                S[q]->grad[S[q]->p[i].offset + e] =
+                                    grad_value(d.rank + q, S[q]->p[i].offset + e);
+                    }
+                    CHECK(dist_grad_begin(&d, S, 2, d.rank + 1, n_global, &st) == 0 &&
+                              dist_grad_end(&d, &st) == 0, "%s", st.msg);
+                    for (int q = 0; q < 2; q++)
+                        CHECK(!memcmp(S[q]->grad, want[q], sizeof(float) * S[q]->n_train),
+                              "reduction without events, store %d, differs", q);
+                }
+                CHECK(overlap_once(&d, S, 2, 0, d.rank + 1, n_global, &st) == 0, "%s", st.msg);
+                for (int s = 0; s < 2; s++)
+                    CHECK(!memcmp(S[s]->grad, want[s], sizeof(float) * S[s]->n_train),
+                          "%s reduction of store %d (buckets of %zu floats) differs from "
+                          "dist_allreduce_grad", ov ? "overlapped" : "blocking", s, buckets[bi]);
+            }
+        /* events outside a step, and of gradients of no registered store, are ignored */
+        float other[4] = {0};
+        CHECK(dist_grad_event(&d, CC_GRAD_FINAL, other, 4, &st) == 0, "%s", st.msg);
+        CHECK(dist_grad_end(&d, &st) == (p > 1 ? -1 : 0), "dist_grad_end without begin accepted");
+        status_clear(&st);
+        d.overlap = 0;
+        for (int s = 0; s < 2; s++) free(want[s]);
+        params_free(&A);
+        params_free(&B);
+        ctx_free(&octx);
     }
 
     /* Sums of doubles, in rank order. */

@@ -1,9 +1,12 @@
 /* test_tape_memory.c - the engine's memory and optimizer fast paths:
  * gradient recycling (tape free_grads), the arena's overflow policy, the
  * vectorised Adam update, and steady-state steps without heap allocations
- * on the FPN-like conv -> BN -> LeakyReLU -> upsample/add graph. */
+ * on the FPN-like conv -> BN -> LeakyReLU -> upsample/add graph; and the
+ * backward hook that reports finished parameter gradients (ctx.grad_event,
+ * for the MPI overlap). */
 #include <check.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -218,6 +221,117 @@ START_TEST(test_adam_bit_exact)
 }
 END_TEST
 
+/* ctx.grad_event's record: every event in order, and a copy of each
+ * gradient at the moment it was reported final. */
+typedef struct grad_log {
+    cc_params *P;
+    float *snap;            /* n_train floats */
+    int ev[512];
+    ptrdiff_t at[512];      /* offset in the grad slab (-1: POLL) */
+    int n;
+    int fail_at;            /* return -1 at this event (-1: never) */
+} grad_log;
+
+static int log_event(void *user, int ev, float *g, size_t n, cc_status *st)
+{
+    grad_log *L = user;
+    ck_assert_int_lt(L->n, 512);
+    L->ev[L->n] = ev;
+    L->at[L->n] = g ? g - L->P->grad : -1;
+    if (ev == CC_GRAD_FINAL) memcpy(L->snap + (g - L->P->grad), g, n * sizeof *g);
+    if (L->n++ == L->fail_at) return status_set(st, "hook refused event %d", L->n - 1);
+    return 0;
+}
+
+/* The net's forward with w2 read by two nodes (conv, then conv again) and
+ * b1 frozen: w2's gradient is final only after the first of them. */
+static cc_tensor *net_forward_shared(net *n, const float *xv)
+{
+    cc_tape *t = &n->t;
+    cc_params *P = &n->P;
+    cc_tensor *x = tape_input(t, 4, (int64_t[]){2, 2, 12, 16}, xv, 0);
+    cc_tensor *h = op_conv2d(t, x, params_tensor(P, n->w1), params_tensor(P, n->b1), 1, 1);
+    h = op_batch_norm(t, h, params_tensor(P, n->g1), params_tensor(P, n->be1),
+                      params_tensor(P, n->m1), params_tensor(P, n->v1), NULL, 0.1f, 1e-5f);
+    h = op_leaky_relu(t, h, 0.01f);
+    cc_tensor *u = op_conv2d(t, h, params_tensor(P, n->w2), NULL, 1, 1);
+    u = op_leaky_relu(t, u, 0.01f);
+    u = op_conv2d(t, u, params_tensor(P, n->w2), NULL, 1, 1);
+    return op_sum(t, op_conv2d(t, u, params_tensor(P, n->w3), NULL, 1, 1));
+}
+
+/* ctx.grad_event: every trainable, unfrozen parameter that a node reads is
+ * announced once before the walk and reported final once, after the walk
+ * passed its first reader, holding then its final gradient (a parameter
+ * read twice too); a poll follows every node; the hook changes no
+ * gradient; its error stops backward with its message. */
+START_TEST(test_grad_event_hook)
+{
+    float xv[768];
+    tu_fill_uniform(xv, 768, -1, 1, 9);
+    float *plain = NULL;
+    for (int mode = 0; mode < 3; mode++) {  /* no hook, hook, failing hook */
+        net n;
+        net_init(&n);
+        n.t.free_grads = 1;
+        params_set_frozen(&n.P, "c1/bias", 1);
+        grad_log L = {.P = &n.P, .n = 0, .fail_at = mode == 2 ? 3 : -1};
+        L.snap = calloc(n.P.n_train, sizeof(float));
+        if (mode) {
+            n.ctx.grad_event = log_event;
+            n.ctx.grad_event_user = &L;
+        }
+        tape_reset(&n.t);
+        params_zero_grad(&n.P);
+        cc_tensor *loss = net_forward_shared(&n, xv);
+        ck_assert_msg(loss != NULL, "%s", tape_error(&n.t));
+        const int rc = tape_backward(&n.t, loss);
+        if (mode == 2) {
+            ck_assert_int_eq(rc, -1);
+            ck_assert_msg(strstr(tape_error(&n.t), "hook refused event 3"), "%s", tape_error(&n.t));
+        } else {
+            ck_assert_msg(rc == 0, "%s", tape_error(&n.t));
+        }
+        if (mode == 0) {
+            plain = malloc(sizeof(float) * n.P.n_train);
+            memcpy(plain, n.P.grad, sizeof(float) * n.P.n_train);
+        } else if (mode == 1) {
+            ck_assert_msg(!memcmp(plain, n.P.grad, sizeof(float) * n.P.n_train),
+                          "the hook changed the gradients");
+            const int want[5] = {n.w1, n.g1, n.be1, n.w2, n.w3};   /* forward order */
+            int k = 0, polls = 0, finals = 0;
+            for (; k < L.n && L.ev[k] == CC_GRAD_PENDING; k++)
+                ck_assert_int_eq(L.at[k], (ptrdiff_t)n.P.p[want[k]].offset);
+            ck_assert_int_eq(k, 5);
+            for (; k < L.n; k++) {
+                ck_assert_int_ne(L.ev[k], CC_GRAD_PENDING);
+                if (L.ev[k] == CC_GRAD_POLL) {
+                    polls++;
+                    continue;
+                }
+                /* final in reverse forward order */
+                ck_assert_int_lt(finals, 5);
+                ck_assert_int_eq(L.at[k], (ptrdiff_t)n.P.p[want[4 - finals]].offset);
+                finals++;
+            }
+            ck_assert_int_eq(finals, 5);
+            ck_assert_int_eq(polls, n.t.n_nodes);
+            for (int i = 0; i < 5; i++) {
+                const cc_param *pp = &n.P.p[want[i]];
+                ck_assert_msg(!memcmp(L.snap + pp->offset, n.P.grad + pp->offset,
+                                      pp->numel * sizeof(float)),
+                              "%s: gradient reported final before it was", pp->name);
+            }
+            /* the frozen bias got no gradient and no event */
+            ck_assert_float_eq(n.P.grad[n.P.p[n.b1].offset], 0.0f);
+        }
+        free(L.snap);
+        net_free(&n);
+    }
+    free(plain);
+}
+END_TEST
+
 static Suite *memory_suite(void)
 {
     Suite *s = suite_create("tape_memory");
@@ -227,6 +341,7 @@ static Suite *memory_suite(void)
     tcase_add_test(tc, test_free_grads_steady_state);
     tcase_add_test(tc, test_arena_big_request_policy);
     tcase_add_test(tc, test_adam_bit_exact);
+    tcase_add_test(tc, test_grad_event_hook);
     suite_add_tcase(s, tc);
     return s;
 }

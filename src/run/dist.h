@@ -13,7 +13,10 @@
  * hands the chunks back), independent of the MPI library's algorithm
  * choices: every rank holds bit-identical gradients, and two runs at the
  * same rank count are bit-identical.  Bytes moved per rank per call:
- * 2 (p-1)/p * 4 n (a ring allreduce's volume).
+ * 2 (p-1)/p * 4 n (a ring allreduce's volume).  The overlapped path
+ * (dist_grad_begin/end, run.overlap_allreduce) reduces buckets of the slab
+ * the same way, element by element in rank order, so its bits are those
+ * of the blocking path.
  *
  * Errors: a rank that fails returns its message up to main(), which prints
  * it and calls dist_abort(): MPI_Abort ends every rank within seconds.
@@ -29,14 +32,25 @@
 #include "autodiff/params.h"
 #include "autodiff/status.h"
 
+struct dist_overlap;
+
 /* A process's view of the job, plus communication counters. */
 typedef struct cc_dist {
     int rank, size;
-    double comm_seconds;        /* wall time spent in gradient reductions */
+    double comm_seconds;        /* wall time spent in gradient reductions (overlapped:
+                                   in the polls during backward and after it) */
+    double wait_seconds;        /* of comm_seconds: in dist_grad_end, after backward */
+    double window_seconds;      /* overlapped: backward time from the first bucket's
+                                   start to the end of backward */
     double comm_bytes;          /* bytes this rank sent in gradient reductions */
-    int64_t reductions;         /* gradient reductions done */
+    int64_t reductions;         /* gradient reductions done (steps) */
     float *scratch;             /* p chunk-sized receive buffer (allreduce) */
     size_t scratch_n;
+    /* Overlap of the reduction with backward (run.overlap_allreduce): set
+     * by the caller after dist_open; used by dist_grad_begin/end. */
+    int overlap;
+    size_t bucket_floats;       /* bucket length (run.allreduce_bucket_mb) */
+    struct dist_overlap *ov;    /* buckets, requests, scratch (dist.c) */
 } cc_dist;
 
 /* 1 when built with MPI. */
@@ -71,6 +85,40 @@ int dist_bcast_doubles(cc_dist *d, double *x, size_t n, cc_status *st);
  * bit-identical on every rank.  Call on every rank with the same n. */
 int dist_allreduce_grad(cc_dist *d, float *g, size_t n, int n_local, int n_global,
                         cc_status *st);
+
+/* One training step's gradient reduction, overlapped with backward when
+ * d->overlap is set (and more than one rank runs):
+ *
+ *     dist_grad_begin(d, stores, k, n_local, n_global, st);
+ *     tape_backward(...);       with ctx.grad_event = dist_grad_event
+ *     dist_grad_end(d, st);     before clipping and the optimizer
+ *
+ * stores[0..k) (k <= 4) are the parameter stores whose gradient slabs the
+ * step reduces, in forward order (the FPN's before the counter's).  Each
+ * slab is cut into buckets of d->bucket_floats floats; a bucket's
+ * reduction starts once every parameter overlapping it has its final
+ * gradient (CC_GRAD_FINAL; parameters that backward does not announce
+ * keep their zeroed gradient), and buckets start in a fixed order, from
+ * the last bucket of the last store backwards (the order backward
+ * finishes them), so that every rank starts the same collectives in the
+ * same order.  Each bucket is reduced like dist_allreduce_grad (scaled by
+ * n_local / n_global, summed in rank order by the rank owning each chunk:
+ * a nonblocking alltoallv, then a nonblocking allgatherv), so the result
+ * is bit for bit the one of dist_allreduce_grad on each whole slab.  Open
+ * MPI progresses requests only inside MPI calls: CC_GRAD_POLL tests them
+ * after every node.  dist_grad_end starts what is left, waits for all and
+ * leaves the global-batch mean gradient in every slab, bit-identical on
+ * every rank.  Without overlap (or when backward reported nothing)
+ * dist_grad_end reduces each slab with dist_allreduce_grad's algorithm.
+ * At one rank both do nothing.  Call on every rank, with the same stores.
+ * Returns 0, or -1 with a message (out of memory, an MPI error). */
+int dist_grad_begin(cc_dist *d, cc_params *const *stores, int k, int n_local, int n_global,
+                    cc_status *st);
+int dist_grad_end(cc_dist *d, cc_status *st);
+
+/* cc_ctx.grad_event (ctx.h): user is the cc_dist.  Ignores events outside
+ * dist_grad_begin/end and gradients outside the step's slabs. */
+int dist_grad_event(void *user, int ev, float *g, size_t n, cc_status *st);
 
 /* Element-wise sum over ranks of n doubles in place, added in rank order
  * (identical on every rank). */

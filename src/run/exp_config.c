@@ -59,6 +59,8 @@ static const key_def keys[] = {
     {"run", "seed", K_I64, OFF(seed), 0, 9.0e15, NULL, 0},
     {"run", "threads", K_INT, OFF(threads), 0, 4096, NULL, 0},
     {"run", "sync_bn", K_BOOL, OFF(sync_bn), 0, 1, NULL, 0},
+    {"run", "overlap_allreduce", K_BOOL, OFF(overlap_allreduce), 0, 1, NULL, 0},
+    {"run", "allreduce_bucket_mb", K_DOUBLE, OFF(allreduce_bucket_mb), 0.001, 4096, NULL, 0},
     {"run", "precision", K_ENUM, OFF(precision), 0, 0, NAMES(cfg_precision_names)},
     {"data", "file", K_STR, OFF(data_file), 0, 0, NULL, SZ(data_file)},
     {"data", "augment", K_BOOL, OFF(augment), 0, 1, NULL, 0},
@@ -108,6 +110,8 @@ void config_defaults(cc_config *c)
     strcpy(c->out_dir, "runs/run");
     c->seed = 1;
     c->precision = CFG_PRECISION_FP32;
+    c->overlap_allreduce = 1;
+    c->allreduce_bucket_mb = 2;
     strcpy(c->data_file, "data/bbbc005_w2.h5");
     c->augment = 1;
     c->fpn_depth = 4;

@@ -57,6 +57,8 @@ typedef struct cc_config {
     int64_t seed;
     int threads;                /* 0 = OMP default */
     int sync_bn;                /* MPI: BatchNorm statistics over all ranks */
+    int overlap_allreduce;      /* MPI: reduce gradient buckets during backward */
+    double allreduce_bucket_mb; /* MPI: bucket size of that reduction (MB of floats) */
     cfg_precision precision;
     /* [data] */
     char data_file[CFG_STR];

@@ -66,9 +66,18 @@ static int session_ctx_init(cc_session *s, const cc_config *cfg, cc_status *st)
 
 /* run.sync_bn under MPI: every training BN layer's statistics span all
  * ranks (op_bnorm.c).  At one rank there is nothing to synchronise, and the
- * run stays bit for bit the non-MPI one. */
-static void session_sync_bn(cc_session *s)
+ * run stays bit for bit the non-MPI one.  Also the MPI gradient overlap. */
+static void session_dist_hooks(cc_session *s)
 {
+    /* run.overlap_allreduce: gradient buckets reduced while backward runs
+     * (dist.h, dist_grad_begin); backward reports finished gradients. */
+    s->dist.overlap = s->cfg.overlap_allreduce;
+    double f = s->cfg.allreduce_bucket_mb * 1e6 / sizeof(float);
+    s->dist.bucket_floats = f < 1 ? 1 : (size_t)f;
+    if (s->dist.size > 1 && s->dist.overlap) {
+        s->ctx.grad_event = dist_grad_event;
+        s->ctx.grad_event_user = &s->dist;
+    }
     if (!s->cfg.sync_bn || s->dist.size == 1) return;
     s->ctx.allreduce_sum = dist_bn_allreduce;
     s->ctx.allreduce_user = &s->dist;
@@ -88,7 +97,7 @@ int session_open(cc_session *s, const cc_config *cfg, int resume, cc_status *st)
         if (!(s->log = fopen("/dev/null", "w"))) return status_set(st, "/dev/null: cannot open");
         s->tty = 0;
         if (session_ctx_init(s, cfg, st)) return -1;
-        session_sync_bn(s);
+        session_dist_hooks(s);
         char p[CFG_STR + 32];
         if (runlog_create(&s->rl, session_path(s, "run.h5", p, sizeof p), cfg, st)) return -1;
         s->rl_open = 1;
@@ -99,7 +108,7 @@ int session_open(cc_session *s, const cc_config *cfg, int resume, cc_status *st)
     if (access(s->dir, W_OK))
         return status_set(st, "%s: run directory is not writable (%s)", s->dir, strerror(errno));
     if (session_ctx_init(s, cfg, st)) return -1;
-    session_sync_bn(s);
+    session_dist_hooks(s);
     char path[CFG_STR + 32];
     session_path(s, "run.h5", path, sizeof path);
     /* An existing run file is kept (the counter stage appends to the FPN's);

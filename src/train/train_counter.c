@@ -42,10 +42,12 @@ static int64_t counter_epoch(cc_session *s, cc_models *m, cc_tape *t, cc_loader 
                                   "good checkpoint is kept)", lt.total, epoch + 1, (long long)step + 1);
         params_zero_grad(&m->Pc);
         if (fpn_opt) params_zero_grad(&m->Pf);
+        /* MPI: both trained stores' gradients reduced over the ranks (in
+         * forward order: the FPN's first), in buckets while backward runs */
+        cc_params *red[2] = {fpn_opt ? &m->Pf : &m->Pc, &m->Pc};
+        if (dist_grad_begin(&s->dist, red, fpn_opt ? 2 : 1, b.n, b.global_n, st)) return -1;
         if (tape_backward(t, loss)) return status_set(st, "counter backward: %s", tape_error(t));
-        if (dist_allreduce_grad(&s->dist, m->Pc.grad, m->Pc.n_train, b.n, b.global_n, st) ||
-            (fpn_opt && dist_allreduce_grad(&s->dist, m->Pf.grad, m->Pf.n_train, b.n, b.global_n, st)))
-            return -1;
+        if (dist_grad_end(&s->dist, st)) return -1;
         if (optim_step(opt, &m->Pc, st)) return -1;
         if (fpn_opt && optim_step(fpn_opt, &m->Pf, st)) return -1;
         if (ema) train_ema_update(ema, &m->Pc, c->counter_ema, opt->step);

@@ -41,9 +41,12 @@ static int64_t fpn_pass(cc_session *s, cc_models *m, cc_tape *t, cc_loader *L, i
                                   "good checkpoint is kept)", lt.total, epoch + 1, (long long)step + 1);
         if (opt) {
             params_zero_grad(&m->Pf);
+            /* MPI: the gradient is reduced over the ranks, in buckets while
+             * backward runs (run.overlap_allreduce), complete after end */
+            cc_params *red[1] = {&m->Pf};
+            if (dist_grad_begin(&s->dist, red, 1, b.n, b.global_n, st)) return -1;
             if (tape_backward(t, loss)) return status_set(st, "FPN backward: %s", tape_error(t));
-            if (dist_allreduce_grad(&s->dist, m->Pf.grad, m->Pf.n_train, b.n, b.global_n, st))
-                return -1;
+            if (dist_grad_end(&s->dist, st)) return -1;
             if (optim_step(opt, &m->Pf, st)) return -1;
         }
         sum->total += lt.total * b.n;

@@ -247,13 +247,20 @@ int train_state_epoch_end(train_state *ts, cc_session *s, int epoch, double crit
         return -1;
     cc_dist *d = &s->dist;
     if (d->size > 1 && d->reductions) {   /* what the gradient reductions cost */
-        fprintf(s->log, "%s epoch %d: %d ranks, %lld gradient allreduces, %.2f s in them "
-                        "(%.1f ms each), %.1f MB sent per step per rank\n",
-                ts->stage, epoch + 1, d->size, (long long)d->reductions, d->comm_seconds,
+        /* overlapped: the time in the polls between backward's nodes plus
+         * the wait after backward; either way the main thread's time */
+        char how[96] = "after backward";
+        if (d->overlap)
+            snprintf(how, sizeof how, "overlapped, %.3g MB buckets, in flight during %.1f ms of backward",
+                     4e-6 * (double)d->bucket_floats, 1e3 * d->window_seconds / (double)d->reductions);
+        fprintf(s->log, "%s epoch %d: %d ranks, %lld gradient allreduces (%s), %.2f s in them "
+                        "(%.1f ms each, %.1f ms after backward), %.1f MB sent per step per rank\n",
+                ts->stage, epoch + 1, d->size, (long long)d->reductions, how, d->comm_seconds,
                 1e3 * d->comm_seconds / (double)d->reductions,
+                1e3 * d->wait_seconds / (double)d->reductions,
                 d->comm_bytes / (double)d->reductions / 1e6);
         d->reductions = 0;
-        d->comm_seconds = d->comm_bytes = 0;
+        d->comm_seconds = d->wait_seconds = d->window_seconds = d->comm_bytes = 0;
     }
     int improved = criterion < ts->best;
     if (improved) ts->best = criterion;
