@@ -152,3 +152,40 @@ void reorder_free(cc_reorder *r)
     if (r->to) dnnl_memory_destroy(r->to);
     memset(r, 0, sizeof *r);
 }
+
+int op_exec_weighted(cc_tape *t, dnnl_primitive_t prim, dnnl_memory_t scratch_mem,
+                     const dnnl_memory_t m[4], void *const buf[4], const char *what,
+                     cc_status *st)
+{
+    static const int args[4] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST, DNNL_ARG_BIAS};
+    dnnl_exec_arg_t a[4];
+    const int na = buf[3] ? 4 : 3;
+    for (int i = 0; i < na; i++) {
+        mem_bind(m[i], buf[i]);
+        a[i] = (dnnl_exec_arg_t){args[i], m[i]};
+    }
+    return tape_exec(t, prim, scratch_mem, na, a, what, st);
+}
+
+int op_exec_weights_grad(cc_tape *t, dnnl_primitive_t prim, dnnl_memory_t scratch_mem,
+                         dnnl_exec_arg_t a[4], dnnl_memory_t m_db, cc_tensor *w, cc_tensor *b,
+                         float *gw, float *dw, cc_reorder *r_dw, const char *what,
+                         const char *what_dw, cc_status *st)
+{
+    float *gb = NULL;
+    int na = 3;
+    if (b) {
+        gb = b->requires_grad ? tape_grad_begin(t, b, st) : NULL;
+        float *db = gb ? gb : tape_alloc(t, sizeof(float) * (size_t)b->dims[0], st);
+        if (!db) return -1;
+        mem_bind(m_db, db);
+        na = 4;
+    }
+    if (tape_exec(t, prim, scratch_mem, na, a, what, st)) return -1;
+    if (gw) {
+        if (reorder_run(t, r_dw, dw, gw, what_dw, st)) return -1;
+        tape_grad_end(t, w, gw);
+    }
+    if (gb) tape_grad_end(t, b, gb);
+    return 0;
+}

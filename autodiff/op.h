@@ -138,6 +138,25 @@ int reorder_run(cc_tape *t, cc_reorder *r, const void *from, void *to, const cha
                 cc_status *st);
 void reorder_free(cc_reorder *r);
 
+/* Execute the forward primitive of an op with weights (conv2d, linear; fp32
+ * or bf16): buf[0..3) (input, weights, output) bound to m[0..3) as SRC,
+ * WEIGHTS and DST, and, when buf[3] (the bias) is not NULL, it to m[3] as
+ * BIAS. */
+int op_exec_weighted(cc_tape *t, dnnl_primitive_t prim, dnnl_memory_t scratch_mem,
+                     const dnnl_memory_t m[4], void *const buf[4], const char *what,
+                     cc_status *st);
+
+/* Execute the weight-gradient primitive of such an op: a[0..3) (SRC,
+ * DIFF_DST, DIFF_WEIGHTS into dw) bound by the caller, and, with a bias b,
+ * a[3] (DIFF_BIAS, memory m_db) bound here to b's own gradient when b wants
+ * one, else to scratch.  Then r_dw reorders dw into gw (w's gradient from
+ * tape_grad_begin; NULL: not wanted; what_dw names that reorder) and the
+ * gradients are committed (tape_grad_end). */
+int op_exec_weights_grad(cc_tape *t, dnnl_primitive_t prim, dnnl_memory_t scratch_mem,
+                         dnnl_exec_arg_t a[4], dnnl_memory_t m_db, cc_tensor *w, cc_tensor *b,
+                         float *gw, float *dw, cc_reorder *r_dw, const char *what,
+                         const char *what_dw, cc_status *st);
+
 /* Add n floats of src into dst (OpenMP). */
 void op_accumulate(float *dst, const float *src, size_t n);
 

@@ -292,17 +292,10 @@ static int conv_forward(cc_tape *t, cc_node *n, cc_status *st)
         if (!s->w_buf || reorder_run(t, &s->r_w, w->data, s->w_buf, "conv2d weights", st))
             return -1;
     }
-    mem_bind(s->m_src, s->src_buf);
-    mem_bind(s->m_w, s->w_buf);
-    mem_bind(s->m_dst, n->out->data);
-    dnnl_exec_arg_t a[4] = {{DNNL_ARG_SRC, s->m_src}, {DNNL_ARG_WEIGHTS, s->m_w},
-                            {DNNL_ARG_DST, s->m_dst}, {DNNL_ARG_BIAS, s->m_b}};
-    int na = 3;
-    if (n->args.i[2]) {
-        mem_bind(s->m_b, n->in[2]->data);
-        na = 4;
-    }
-    return tape_exec(t, s->fwd, s->fscr, na, a, "conv2d forward", st);
+    const dnnl_memory_t m[4] = {s->m_src, s->m_w, s->m_dst, s->m_b};
+    void *const buf[4] = {s->src_buf, s->w_buf, n->out->data,
+                          n->args.i[2] ? n->in[2]->data : NULL};
+    return op_exec_weighted(t, s->fwd, s->fscr, m, buf, "conv2d forward", st);
 }
 
 /* Backward primitives are created on first use (see file comment). */
@@ -467,21 +460,9 @@ static int conv_backward(cc_tape *t, cc_node *n, cc_status *st)
         mem_bind(s->m_dw, dw);
         dnnl_exec_arg_t a[4] = {{DNNL_ARG_SRC, s->m_bwsrc}, {DNNL_ARG_DIFF_DST, s->m_bwdst},
                                 {DNNL_ARG_DIFF_WEIGHTS, s->m_dw}, {DNNL_ARG_DIFF_BIAS, s->m_db}};
-        float *gb = NULL;
-        int na = 3;
-        if (b) {
-            gb = b->requires_grad ? tape_grad_begin(t, b, st) : NULL;
-            float *db = gb ? gb : tape_alloc(t, sizeof(float) * (size_t)b->dims[0], st);
-            if (!db) return -1;
-            mem_bind(s->m_db, db);
-            na = 4;
-        }
-        if (tape_exec(t, s->bwd_w, s->bwscr, na, a, "conv2d backward-weights", st)) return -1;
-        if (gw) {
-            if (reorder_run(t, &s->r_dw, dw, gw, "conv2d weight gradient", st)) return -1;
-            tape_grad_end(t, w, gw);
-        }
-        if (gb) tape_grad_end(t, b, gb);
+        if (op_exec_weights_grad(t, s->bwd_w, s->bwscr, a, s->m_db, w, b, gw, dw, &s->r_dw,
+                                 "conv2d backward-weights", "conv2d weight gradient", st))
+            return -1;
     }
     return 0;
 }

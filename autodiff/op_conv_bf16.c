@@ -138,17 +138,9 @@ int conv_bf16_forward(cc_tape *t, cc_node *n, conv_bf16 *s, cc_status *st)
         reorder_run(t, &s->r_src, x->data, s->src_buf, "conv2d input (bf16)", st) ||
         reorder_run(t, &s->r_w, w->data, wb, "conv2d weights (bf16)", st))
         return -1;
-    mem_bind(s->m_src, s->src_buf);
-    mem_bind(s->m_w, wb);
-    mem_bind(s->m_dst, n->out->data);
-    dnnl_exec_arg_t a[4] = {{DNNL_ARG_SRC, s->m_src}, {DNNL_ARG_WEIGHTS, s->m_w},
-                            {DNNL_ARG_DST, s->m_dst}, {DNNL_ARG_BIAS, s->m_b}};
-    int na = 3;
-    if (n->args.i[2]) {
-        mem_bind(s->m_b, n->in[2]->data);
-        na = 4;
-    }
-    return tape_exec(t, s->fwd, s->fscr, na, a, "conv2d forward (bf16)", st);
+    const dnnl_memory_t m[4] = {s->m_src, s->m_w, s->m_dst, s->m_b};
+    void *const buf[4] = {s->src_buf, wb, n->out->data, n->args.i[2] ? n->in[2]->data : NULL};
+    return op_exec_weighted(t, s->fwd, s->fscr, m, buf, "conv2d forward (bf16)", st);
 }
 
 /* The output gradient's bf16 twin, shared by both backward primitives. */
@@ -269,22 +261,9 @@ int conv_bf16_backward(cc_tape *t, cc_node *n, conv_bf16 *s, cc_status *st)
         dnnl_exec_arg_t a[4] = {{DNNL_ARG_SRC, s->m_bwsrc},
                                 {DNNL_ARG_DIFF_DST, s->bw_f32 ? s->m_dd32 : s->m_dd},
                                 {DNNL_ARG_DIFF_WEIGHTS, s->m_dw}, {DNNL_ARG_DIFF_BIAS, s->m_db}};
-        float *gb = NULL;
-        int na = 3;
-        if (b) {
-            gb = b->requires_grad ? tape_grad_begin(t, b, st) : NULL;
-            float *db = gb ? gb : tape_alloc(t, sizeof(float) * (size_t)b->dims[0], st);
-            if (!db) return -1;
-            mem_bind(s->m_db, db);
-            na = 4;
-        }
-        if (tape_exec(t, s->bwd_w, s->bwscr, na, a, "conv2d backward-weights (bf16)", st))
+        if (op_exec_weights_grad(t, s->bwd_w, s->bwscr, a, s->m_db, w, b, gw, dw, &s->r_dw,
+                                 "conv2d backward-weights (bf16)", "conv2d weight gradient", st))
             return -1;
-        if (gw) {
-            if (reorder_run(t, &s->r_dw, dw, gw, "conv2d weight gradient", st)) return -1;
-            tape_grad_end(t, w, gw);
-        }
-        if (gb) tape_grad_end(t, b, gb);
     }
     return 0;
 }
