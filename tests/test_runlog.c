@@ -138,6 +138,39 @@ static char *slurp(const char *path, long *n)
 
 /* The same run log written in two different seconds is the same bytes:
  * HDF5's object timestamps are off. */
+/* A table of labels only (no number columns) that grows past its first
+ * 64-row allocation: realloc(p, 0) used to free the values and leave the
+ * pointer behind, so reading such a file freed it twice (fuzz_runlog). */
+START_TEST(test_labels_only_table)
+{
+    cc_config cfg;
+    config_defaults(&cfg);
+    char path[128];
+    snprintf(path, sizeof path, "%s/run.h5", dir);
+    runlog rl;
+    cc_status st;
+    status_clear(&st);
+    ck_assert_int_eq(runlog_create(&rl, path, &cfg, &st), 0);
+    runlog_table *t = runlog_table_get(&rl, "names", 0, NULL, &st);
+    ck_assert_ptr_nonnull(t);
+    for (int r = 0; r < 200; r++) {
+        char label[16];
+        snprintf(label, sizeof label, "row%d", r);
+        ck_assert_msg(runlog_append(t, label, NULL, &st) == 0, "%s", st.msg);
+    }
+    ck_assert_msg(runlog_flush(&rl, &st) == 0, "%s", st.msg);
+    runlog back;
+    ck_assert_msg(runlog_open(&back, path, &st) == 0, "%s", st.msg);
+    runlog_table *bt = runlog_table_find(&back, "names");
+    ck_assert_ptr_nonnull(bt);
+    ck_assert_uint_eq(bt->nrows, 200);
+    ck_assert_int_eq(bt->ncols, 0);
+    ck_assert_str_eq(bt->labels[199], "row199");
+    runlog_free(&back);
+    runlog_free(&rl);
+}
+END_TEST
+
 START_TEST(test_identical_bytes)
 {
     cc_config cfg;
@@ -172,6 +205,7 @@ int main(void)
     tcase_add_test(tc, test_roundtrip);
     tcase_add_test(tc, test_errors);
     tcase_add_test(tc, test_identical_bytes);
+    tcase_add_test(tc, test_labels_only_table);
     suite_add_tcase(s, tc);
     return tu_run(s);
 }

@@ -171,7 +171,11 @@ int runlog_append(runlog_table *t, const char *label, const double *values, cc_s
 {
     if (t->nrows == t->cap) {
         size_t cap = t->cap ? 2 * t->cap : 64;
-        double *v = realloc(t->values, sizeof(double) * cap * (size_t)t->ncols);
+        /* At least one slot per row: a table of labels only (0 columns)
+         * would otherwise call realloc(p, 0), which frees p and returns
+         * NULL, leaving t->values dangling (a fuzzer finding). */
+        size_t width = t->ncols > 0 ? (size_t)t->ncols : 1;
+        double *v = realloc(t->values, sizeof(double) * cap * width);
         if (!v) return status_set(st, "run log: out of memory");
         t->values = v;
         char(*l)[RUNLOG_NAME] = realloc(t->labels, sizeof *l * cap);
@@ -179,7 +183,9 @@ int runlog_append(runlog_table *t, const char *label, const double *values, cc_s
         t->labels = l;
         t->cap = cap;
     }
-    memcpy(t->values + t->nrows * (size_t)t->ncols, values, sizeof(double) * (size_t)t->ncols);
+    if (t->ncols)
+        memcpy(t->values + t->nrows * (size_t)t->ncols, values,
+               sizeof(double) * (size_t)t->ncols);
     snprintf(t->labels[t->nrows], RUNLOG_NAME, "%s", label ? label : "");
     t->nrows++;
     return 0;

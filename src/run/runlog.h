@@ -73,7 +73,8 @@ runlog_table *runlog_table_find(runlog *rl, const char *name);
 /* Column index or -1. */
 int runlog_col(const runlog_table *t, const char *col);
 
-/* Append a row (ncols values; NaN = not applicable). */
+/* Append a row (ncols values, NaN = not applicable; values may be NULL
+ * when ncols is 0). Returns 0, or -1 with st set (out of memory). */
 int runlog_append(runlog_table *t, const char *label, const double *values, cc_status *st);
 
 /* Drop rows whose column `col` is > limit (resume: forget epochs after the
