@@ -88,9 +88,9 @@ int train_fpn(const cc_config *cfg, int resume, cc_status *st)
         int64_t ntr = fpn_pass(s, &r.m, &r.ttrain, r.tr, epoch, &r.opt, &trs, &pg, st);
         progress_end(&pg);
         if (ntr < 0 || dist_average_buffers(&s->dist, &r.m.Pf, st)) goto out;
-        double secs = session_now() - t0;
+        double secs = session_now() - t0, wait = loader_wait_seconds(r.tr) - w0;
         double row[MC_NCOLS];
-        train_row_epoch(row, 0, epoch, r.opt.lr, secs, ntr, loader_wait_seconds(r.tr) - w0);
+        train_row_epoch(row, 0, epoch, r.opt.lr, secs, ntr, wait);
         row[MC_LOSS] = trs.total;
         row[MC_LOSS_DATA] = trs.data;
         row[MC_LOSS_TV] = trs.tv;
@@ -106,9 +106,9 @@ int train_fpn(const cc_config *cfg, int resume, cc_status *st)
         row[MC_IPS] = (double)nva / row[MC_SECONDS];
         if (train_append_row(s, "val", row, st)) goto out;
         fprintf(s->log, "fpn epoch %d/%d: train loss %.5g (data %.5g, tv %.3g), val loss %.5g, "
-                        "%.1f img/s, loader wait %.2fs\n",
+                        "%.1f img/s, loader wait %.3fs\n",
                 epoch + 1, tc->epochs, trs.total, trs.data, trs.tv, vas.total,
-                (double)ntr / secs, row[MC_WAIT] >= 0 ? loader_wait_seconds(r.tr) - w0 : 0.0);
+                (double)ntr / secs, wait);
         if (train_state_epoch_end(&ts, s, epoch, vas.total, st)) goto out;
     }
     rc = 0;
