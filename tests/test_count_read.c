@@ -416,6 +416,7 @@ START_TEST(import_records_normalize)
     for (int m = 0; m < 2; m++) {
         import_opts o;
         import_opts_default(&o);
+        o.stain = 1;   /* the files below are w1 */
         o.images_dir = tpath("img");
         o.out_path = tpath(m ? "b12.h5" : "range.h5");
         o.width = 16;

@@ -228,6 +228,7 @@ START_TEST(test_import_wrong_mask_size)
     snprintf(mdir, sizeof mdir, "%s/masks", tpath("bad"));
     import_opts o;
     import_opts_default(&o);
+    o.stain = 1;   /* the files below are w1 */
     o.images_dir = dir;
     o.masks_dir = mdir;
     o.out_path = tpath("out/x.h5");
@@ -273,6 +274,7 @@ START_TEST(test_import_16bit)
     }
     import_opts o;
     import_opts_default(&o);
+    o.stain = 1;   /* the files below are w1 */
     o.images_dir = tpath("t16");
     o.out_path = tpath("t16.h5");
     o.width = SW / 2;

@@ -612,6 +612,7 @@ START_TEST(test_import_decode_budget)
         snprintf(out, sizeof out, "%s/ds%d.h5", dir, k);
         import_opts o;
         import_opts_default(&o);
+        o.stain = 1;   /* the files below are w1 */
         o.images_dir = img;
         o.out_path = out;
         o.width = 32;

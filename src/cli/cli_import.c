@@ -26,7 +26,7 @@ static void usage(FILE *f)
         "                   images; pixels > 0 are foreground); without it no image\n"
         "                   has a mask\n"
         "  --out FILE       output .h5 file, written atomically (required)\n"
-        "  --stain S        1, 2 or all (default 1)\n"
+        "  --stain S        1, 2 or all (default 2, the paper's cell bodies)\n"
         "  --focus LIST     comma-separated focus levels, e.g. 1,4,7, or all (default)\n"
         "  --size WxH       target width x height (default 256x192)\n"
         "  --seed N         split seed (default 1)\n"

@@ -22,7 +22,7 @@
 void import_opts_default(import_opts *o)
 {
     memset(o, 0, sizeof *o);
-    o->stain = 1;
+    o->stain = 2;   /* w2, cell bodies: the paper's channel */
     o->width = 256;
     o->height = 192;
     o->seed = 1;
