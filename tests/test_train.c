@@ -526,6 +526,88 @@ START_TEST(test_counter_ema_resume_is_exact)
 }
 END_TEST
 
+/* Weights equal (w), buffers equal (b): which parts of two counter
+ * checkpoints are bit-identical. */
+static void counter_parts_same(const cc_config *c, const char *pa, const char *pb, int *w, int *b)
+{
+    cc_ctx ctx;
+    ck_assert_int_eq(ctx_init(&ctx, 1, NULL), 0);
+    cc_params A, B;
+    counter_model ma, mb;
+    counter_params(c, pa, &A, &ctx, &ma);
+    counter_params(c, pb, &B, &ctx, &mb);
+    *w = !memcmp(A.value, B.value, sizeof(float) * A.n_train);
+    *b = !memcmp(A.buf, B.buf, sizeof(float) * A.n_buf);
+    counter_free(&ma);
+    counter_free(&mb);
+    params_free(&A);
+    params_free(&B);
+    ctx_free(&ctx);
+}
+
+/* counter.freeze_bn = 1: at the start of the second epoch the live
+ * weights' BN statistics are re-estimated (precise BN: num_batches_tracked
+ * reads precise_bn's 2) and given to the average; after that they never
+ * move, while the weights do.  A 2-epoch run continued to 3 epochs ends
+ * bit-identical to a 3-epoch run (the frozen statistics come back from the
+ * checkpoints). */
+START_TEST(test_counter_freeze_bn)
+{
+    make_data();
+    cc_config a, b;
+    tiny_config(&a, "frz3", 1);
+    tiny_config(&b, "frz2", 1);
+    const char *keys[] = {"counter.ema=0.9", "counter.precise_bn=2", "counter.freeze_bn=1",
+                          "counter_train.epochs=3"};
+    for (int k = 0; k < 4; k++) {
+        ck_assert_int_eq(config_set(&a, keys[k], NULL), 0);
+        ck_assert_int_eq(config_set(&b, keys[k], NULL), 0);
+    }
+    ck_assert_int_eq(config_set(&b, "counter_train.epochs=2", NULL), 0);
+    cc_status st;
+    status_clear(&st);
+    ck_assert_msg(train_fpn(&a, 0, &st) == 0, "%s", st.msg);
+    char fpn[256], pa[256], pb[256];
+    snprintf(fpn, sizeof fpn, "%s/frz3/fpn_best.h5", dir);
+    ck_assert_msg(train_counter(&a, fpn, 0, &st) == 0, "%s", st.msg);
+    ck_assert_msg(train_counter(&b, fpn, 0, &st) == 0, "%s", st.msg);
+    int w, bf;
+    snprintf(pa, sizeof pa, "%s/frz3/counter_last.h5", dir);
+    snprintf(pb, sizeof pb, "%s/frz2/counter_last.h5", dir);
+    counter_parts_same(&a, pa, pb, &w, &bf);
+    ck_assert_msg(!w && bf, "epoch 2 -> 3: weights %s, BN statistics %s", w ? "same" : "moved",
+                  bf ? "same" : "moved");
+    hid_t f = H5Fopen(pa, H5F_ACC_RDONLY, H5P_DEFAULT);
+    ck_assert_int_ge(f, 0);
+    nbt_sum n = {0, 0};
+    H5Lvisit(f, H5_INDEX_NAME, H5_ITER_INC, nbt_visit, &n);
+    H5Fclose(f);
+    ck_assert_int_gt(n.n, 5);
+    ck_assert_msg(n.sum == 2.0 * n.n, "num_batches_tracked sum %g over %d layers", n.sum, n.n);
+    /* the average (kept as best) uses the live weights' frozen statistics */
+    snprintf(pb, sizeof pb, "%s/frz3/counter_ema_0.h5", dir);
+    counter_parts_same(&a, pa, pb, &w, &bf);
+    ck_assert_msg(!w && bf, "average vs live: weights %s, BN statistics %s",
+                  w ? "same" : "differ", bf ? "same" : "differ");
+    /* continue the 2-epoch run to 3 */
+    ck_assert_int_eq(config_set(&b, "counter_train.epochs=3", NULL), 0);
+    ck_assert_msg(train_counter(&b, fpn, 1, &st) == 0, "%s", st.msg);
+    static const char *const files[] = {"counter_last.h5", "counter_ema_1.h5",
+                                        "counter_ema_0.h5", "counter_best.h5"};
+    for (int k = 0; k < 4; k++) {
+        snprintf(pa, sizeof pa, "%s/frz3/%s", dir, files[k]);
+        snprintf(pb, sizeof pb, "%s/frz2/%s", dir, files[k]);
+        ck_assert_msg(same_counter(&a, pa, pb), "%s differs after the continuation", files[k]);
+    }
+    /* refused beside finetune_fpn, which re-runs the FPN */
+    ck_assert_int_eq(config_set(&a, "counter.ema=0", NULL), 0);
+    ck_assert_int_eq(config_set(&a, "counter.precise_bn=0", NULL), 0);
+    ck_assert_int_eq(config_set(&a, "counter.finetune_fpn=true", NULL), 0);
+    ck_assert_int_eq(config_validate(&a, &st), -1);
+    ck_assert_msg(strstr(st.msg, "freeze_bn"), "%s", st.msg);
+}
+END_TEST
+
 START_TEST(test_sigma_scale)
 {
     /* Residuals of exactly 2 sigma everywhere: the factor is 2; entries
@@ -626,6 +708,7 @@ int main(void)
     tcase_add_test(tc, test_counter_precise_bn);
     tcase_add_test(tc, test_ema_update_is_the_average);
     tcase_add_test(tc, test_counter_ema_resume_is_exact);
+    tcase_add_test(tc, test_counter_freeze_bn);
     tcase_add_test(tc, test_nonfinite_loss_stops_and_keeps_checkpoint);
     suite_add_tcase(s, tc);
     return tu_run(s);

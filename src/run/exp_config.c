@@ -80,6 +80,7 @@ static const key_def keys[] = {
     {"counter", "input", K_ENUM, OFF(counter_input), 0, 0, NAMES(cfg_input_names)},
     {"counter", "precise_bn", K_INT, OFF(counter_precise_bn), 0, 1000000, NULL, 0},
     {"counter", "ema", K_DOUBLE, OFF(counter_ema), 0, 0.999999, NULL, 0},
+    {"counter", "freeze_bn", K_INT, OFF(counter_freeze_bn), 0, 1000000, NULL, 0},
     {"counter", "calibrate", K_ENUM, OFF(counter_calibrate), 0, 0, NAMES(cfg_calibrate_names)},
     {"counter", "loss", K_ENUM, OFF(counter_loss), 0, 0, NAMES(loss_kind_names)},
     {"counter", "finetune_fpn", K_BOOL, OFF(finetune_fpn), 0, 1, NULL, 0},
@@ -281,6 +282,9 @@ int config_validate(const cc_config *c, cc_status *st)
     if ((c->counter_precise_bn || c->counter_ema > 0) && c->finetune_fpn)
         return status_set(st, "counter.finetune_fpn = true needs counter.precise_bn = 0 and "
                               "counter.ema = 0 (the FPN's statistics would move too)");
+    if (c->counter_freeze_bn > 0 && c->finetune_fpn)
+        return status_set(st, "counter.freeze_bn needs counter.finetune_fpn = false (the "
+                              "statistics are re-estimated through the cached FPN masks)");
     if (c->counter_input == CFG_INPUT_IMAGE && c->finetune_fpn)
         return status_set(st, "counter.finetune_fpn needs counter.input = mask or mask+image");
     if (train_validate(&c->fpn_train, "fpn_train", st) ||

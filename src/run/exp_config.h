@@ -76,6 +76,7 @@ typedef struct cc_config {
     int counter_precise_bn;     /* > 0: re-estimate BN statistics on this many training batches after
                                  * each epoch (the average's with counter_ema, where 0 = all) */
     double counter_ema;         /* > 0: validate/keep an average of the weights, this decay per step */
+    int counter_freeze_bn;      /* > 0: from this epoch on (0-based), train with fixed BN statistics */
     cfg_calibrate counter_calibrate;   /* val: scale sigma to the validation split (evaluate) */
     loss_kind counter_loss;
     int finetune_fpn;

@@ -96,6 +96,27 @@ static int precise_bn(cc_session *s, cc_models *m, cc_tape *t, cc_loader *L,
     return rc;
 }
 
+/* counter.freeze_bn = K, at the start of epoch K: re-estimate the trained
+ * weights' BN statistics (precise BN, counter.precise_bn batches, 0 = all)
+ * and give the average the same ones; from then on both use them as fixed
+ * statistics, in training as in evaluation.  Why: with batch statistics a
+ * batch of 32 scenes is normalised by its own mean, so the features carry
+ * each image's count relative to its batch's; the network learns to work
+ * with that, and the same weights under population statistics (evaluation)
+ * got steadily worse after a few epochs while the training loss kept
+ * falling (docs/RESULTS.md, "Frozen BN").  A resumed run past epoch K
+ * finds the frozen statistics in its checkpoints. */
+static int freeze_bn(cc_session *s, cc_models *m, cc_tape *t, cc_loader *L, const mask_cache *mc,
+                     cc_params *ema, int epoch, cc_status *st)
+{
+    const int nb = s->cfg.counter_precise_bn > 0 ? s->cfg.counter_precise_bn : INT_MAX;
+    if (precise_bn(s, m, t, L, mc, epoch, nb, st) || dist_average_buffers(&s->dist, &m->Pc, st))
+        return -1;
+    if (ema) memcpy(ema->buf, m->Pc.buf, sizeof(float) * m->Pc.n_buf);
+    fprintf(s->log, "counter: BN statistics frozen from epoch %d on\n", epoch + 1);
+    return 0;
+}
+
 /* Exchange the counter's weights with the average's (the model struct
  * indexes both stores alike), so that precise BN, validation and the
  * checkpoints see the average. */
@@ -194,6 +215,14 @@ int train_counter(const cc_config *cfg, const char *fpn_ckpt, int resume, cc_sta
     }
     if (train_state_begin(&ts, s, "counter", &m->Pc, &r.opt, resume, st)) goto out;
     for (int epoch = ts.next_epoch; epoch < tc->epochs; epoch++) {
+        const int frozen = cfg->counter_freeze_bn > 0 && epoch >= cfg->counter_freeze_bn;
+        if (frozen && !m->Pc.bn_eval) {
+            if (epoch == cfg->counter_freeze_bn &&
+                freeze_bn(s, m, &r.ttrain, r.tr, &mtr, has_ema ? &ema : NULL, epoch, st))
+                goto out;
+            m->Pc.bn_eval = 1;
+            if (has_ema) ema.bn_eval = 1;
+        }
         progress pg;
         train_run_epoch_begin(&r, tc, "counter", epoch, &pg);
         fopt.lr = r.opt.lr;
@@ -214,7 +243,8 @@ int train_counter(const cc_config *cfg, const char *fpn_ckpt, int resume, cc_sta
          * means every training batch of an epoch */
         const int pbn =
             has_ema && cfg->counter_precise_bn <= 0 ? INT_MAX : cfg->counter_precise_bn;
-        if (pbn > 0 && precise_bn(s, m, &r.ttrain, r.tr, &mtr, epoch, pbn, st)) goto out;
+        if (pbn > 0 && !frozen && precise_bn(s, m, &r.ttrain, r.tr, &mtr, epoch, pbn, st))
+            goto out;
         if (dist_average_buffers(&s->dist, &m->Pc, st) ||
             (finetune && dist_average_buffers(&s->dist, &m->Pf, st)))
             goto out;
