@@ -107,6 +107,20 @@ static inline void tr_gt(const v8 u[6], v8 o[3])
 static void weights_transform(const wino_geom *g, const float *w, int transpose, float *U)
 {
     const int64_t K = g->cin, N = g->cout, A = transpose ? K : N, B = transpose ? N : K;
+#ifdef WINO_OWN_GEMM
+    /* Packed for wino_gemm_panel: U[xi] is N/32 panels of K x 32 (k-major),
+     * so the kernel reads one panel sequentially.  The padding columns of
+     * the last panel are zeroed (they only feed outputs that are never
+     * stored, but must not be NaN or denormal garbage). */
+    const int64_t ustride = (int64_t)(wino_u_floats(g) / NXI), npan = (N + 31) / 32;
+    if (N % 32) {
+#pragma omp for schedule(static) nowait
+        for (int xi = 0; xi < NXI; xi++)
+            for (int64_t k = 0; k < K; k++)
+                memset(U + xi * ustride + ((npan - 1) * K + k) * 32 + N % 32, 0,
+                       sizeof(float) * (size_t)(32 - N % 32));
+    }
+#endif
 #pragma omp for schedule(static)
     for (int64_t a = 0; a < A; a++)
         for (int64_t b = 0; b < B; b += 8) {    /* B is a multiple of 8 */
@@ -121,8 +135,19 @@ static void weights_transform(const wino_geom *g, const float *w, int transpose,
             }
             for (int r = 0; r < 6; r++) {
                 tr_g(t[r], u);
-                for (int c = 0; c < 6; c++)
+                for (int c = 0; c < 6; c++) {
+#ifdef WINO_OWN_GEMM
+                    float *p = U + (r * 6 + c) * ustride;
+                    if (transpose) {    /* a = k, b .. b+7 = n, within one panel */
+                        memcpy(p + ((b / 32) * K + a) * 32 + b % 32, &u[c], sizeof(v8));
+                    } else {            /* a = n, b .. b+7 = k */
+                        p += ((a / 32) * K + b) * 32 + a % 32;
+                        for (int l = 0; l < 8; l++) p[l * 32] = u[c][l];
+                    }
+#else
                     memcpy(U + ((int64_t)(r * 6 + c) * A + a) * B + b, &u[c], sizeof(v8));
+#endif
+                }
             }
         }
 }
@@ -234,7 +259,7 @@ void WK(wino_forward)(const wino_geom *g, const float *x, const wino_layout *lx,
 {
     const int64_t K = g->cin, N = g->cout, cbi = K / 8, cbo = N / 8, ch = g->chunk_fw;
     const int64_t nchunk = (g->tiles + ch - 1) / ch;
-    float *U = scratch, *per_thread = U + NXI * K * N;
+    float *U = scratch, *per_thread = U + wino_u_floats(g);
 #pragma omp parallel
     {
         weights_transform(g, w, transpose, U);
@@ -246,9 +271,21 @@ void WK(wino_forward)(const wino_geom *g, const float *x, const wino_layout *lx,
             const int64_t c0 = ci * ch, nt = g->tiles - c0 < ch ? g->tiles - c0 : ch;
             for (int64_t t = 0; t < nt; t++)
                 for (int64_t cb = 0; cb < cbi; cb++) input_tile(g, x, lx, cb, c0 + t, t, ch, K, V);
+#ifdef WINO_OWN_GEMM
+            /* whole blocks of rows: the padding tiles are zero (their M
+             * rows are computed and never read) */
+            const int64_t ntp = (nt + WINO_GEMM_ROWS - 1) / WINO_GEMM_ROWS * WINO_GEMM_ROWS;
+            if (ntp > nt)
+                for (int xi = 0; xi < NXI; xi++)
+                    memset(V + (xi * ch + nt) * K, 0, sizeof(float) * (size_t)((ntp - nt) * K));
+            const int64_t ustride = (int64_t)(wino_u_floats(g) / NXI);
+            for (int xi = 0; xi < NXI; xi++)
+                wino_gemm_chunk(ntp, N, K, V + xi * ch * K, U + xi * ustride, M + xi * ch * N);
+#else
             for (int xi = 0; xi < NXI; xi++)
                 dnnl_sgemm('N', transpose ? 'N' : 'T', nt, N, K, 1.0f, V + xi * ch * K, K,
                            U + xi * K * N, transpose ? N : K, 0.0f, M + xi * ch * N, N);
+#endif
             for (int64_t t = 0; t < nt; t++)
                 for (int64_t cb = 0; cb < cbo; cb++)
                     output_tile(g, M, cb, c0 + t, t, ch, bias, y, ly);
