@@ -103,7 +103,11 @@ size_t wino_scratch_floats(const wino_geom *g, int threads)
 {
     const size_t fw = (size_t)(threads > 0 ? threads : 1) * (size_t)g->chunk_fw;
     const size_t tiles = fw > (size_t)g->chunk ? fw : (size_t)g->chunk;
-    return wino_u_floats(g) + (size_t)NXI * tiles * (size_t)(g->cin + g->cout);
+    /* V and M of each chunk (per thread for the forward), 16 floats more
+     * per transform point and matrix (xi_stride in conv_wino_kern.h) */
+    const size_t nbuf = (size_t)(threads > 0 ? threads : 1) + 1;
+    return wino_u_floats(g) + (size_t)NXI * tiles * (size_t)(g->cin + g->cout) +
+           nbuf * NXI * 2 * 16;
 }
 
 size_t conv1_scratch_floats(const wino_geom *g, int threads)
