@@ -104,9 +104,10 @@ size_t wino_scratch_floats(const wino_geom *g, int threads)
     const size_t fw = (size_t)(threads > 0 ? threads : 1) * (size_t)g->chunk_fw;
     const size_t tiles = fw > (size_t)g->chunk ? fw : (size_t)g->chunk;
     /* V and M of each chunk (per thread for the forward), 16 floats more
-     * per transform point and matrix (xi_stride in conv_wino_kern.h) */
+     * per transform point and matrix (xi_stride in conv_wino_kern.h) and,
+     * in the weight gradient, per row */
     const size_t nbuf = (size_t)(threads > 0 ? threads : 1) + 1;
-    return wino_u_floats(g) + (size_t)NXI * tiles * (size_t)(g->cin + g->cout) +
+    return wino_u_floats(g) + (size_t)NXI * tiles * (size_t)(g->cin + g->cout + 32) +
            nbuf * NXI * 2 * 16;
 }
 

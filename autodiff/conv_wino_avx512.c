@@ -7,7 +7,11 @@
  * call, and a chunk's GEMMs are short (tens of rows), so the packing and
  * call overhead were a large part of the Winograd time on Zen 5.  Here U
  * is packed once per call (weights_transform, WINO_OWN_GEMM) and the
- * kernel below keeps a 12 x 32 block of the product in 24 registers.
+ * kernel below keeps a 12 x 32 block of the product in 24 registers.  The
+ * weight gradient keeps dnnl_sgemm (M^T V over the tiles): an 8 x 32
+ * kernel of ours for it, with both operands walked down the tiles, made
+ * that pass slower (256 -> 256 at 96x128: 87-94 ms per call against 59-62
+ * ms; docs/PERFORMANCE.md).
  *
  * Numerics: each product element is one chain of fused multiply-adds over
  * the input channels in order (k = 0, 1, ..., K-1), from zero.  That order

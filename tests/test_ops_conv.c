@@ -189,10 +189,14 @@ START_TEST(test_wino_small_and_wide)
     const conv_case a = {1, 16, 16, 3, 5, 0, 0};    /* one partial tile */
     const conv_case b = {3, 32, 16, 6, 9, 1, 0};    /* VGG's 6x8-like sizes */
     const conv_case c = {1, 64, 48, 17, 20, 1, 0};  /* several chunks of tiles */
+    /* 182 tiles: more than one weight-gradient chunk (168 tiles at 128
+     * channels), so its products accumulate across chunks */
+    const conv_case d = {1, 128, 16, 56, 52, 1, 0};
     setenv("CC_CONV_OWN", "1", 1);
     check_case(&a);
     check_case(&b);
     check_case(&c);
+    check_case(&d);
 }
 END_TEST
 
@@ -261,7 +265,8 @@ END_TEST
 START_TEST(test_isa_variants)
 {
     const conv_case cases[] = {{2, 24, 32, 13, 10, 1, 0}, {1, 64, 48, 17, 20, 1, 0},
-                               {2, 24, 1, 13, 10, 1, 0}, {2, 16, 24, 11, 14, 1, 24}};
+                               {2, 24, 1, 13, 10, 1, 0}, {2, 16, 24, 11, 14, 1, 24},
+                               {1, 128, 16, 56, 52, 1, 0}};
     setenv("CC_CONV_OWN", "1", 1);
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         const conv_case *k = &cases[c];
