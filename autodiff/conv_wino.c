@@ -96,7 +96,7 @@ void wino_geom_set_isa(wino_geom *g, cc_isa isa)
 
 size_t wino_u_floats(const wino_geom *g)
 {
-    return (size_t)NXI * (size_t)((g->cin + 31) / 32 * 32) * (size_t)((g->cout + 31) / 32 * 32);
+    return (size_t)NXI * ((size_t)((g->cin + 31) / 32 * 32) * (size_t)((g->cout + 31) / 32 * 32) + 16);
 }
 
 size_t wino_scratch_floats(const wino_geom *g, int threads)

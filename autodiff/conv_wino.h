@@ -61,7 +61,11 @@ void wino_geom_set_isa(wino_geom *g, cc_isa isa);
 /* Floats of the transformed weights at the head of the scratch: 36
  * matrices of cin x cout, each dimension rounded up to 32 (the AVX-512
  * variant packs U in column panels of 32; the same size both ways, so the
- * forward and backward-data geometries of one conv share the scratch). */
+ * forward and backward-data geometries of one conv share the scratch),
+ * each followed by 16 floats of padding (matrices 2^k floats apart would
+ * put the 36 vectors of one kernel's transform in one L1 set).  Matrix xi
+ * starts at xi * wino_u_floats(g) / 36; the same for the weight gradient's
+ * dU. */
 size_t wino_u_floats(const wino_geom *g);
 
 /* Floats of scratch wino_forward / wino_backward_weights need for g with

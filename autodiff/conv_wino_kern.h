@@ -104,14 +104,29 @@ static inline void tr_gt(const v8 u[6], v8 o[3])
  * N x K, U[xi][j][k] = (G w[j][k] G^T)[xi]; transpose: U[xi] is K x N,
  * U[xi][k][j] = (G rot180(w[k][j]) G^T)[xi].  Either way the outer loop
  * runs over w's first index, so w and U are both read/written in order. */
+/* u[r][c] = (G k G^T)[r][c] of 8 3x3 kernels k3 (row-major taps). */
+static inline void kernel_transform(const v8 k3[9], v8 u[6][6])
+{
+    v8 t[6][3];
+    for (int c = 0; c < 3; c++) {
+        v8 col[3] = {k3[c], k3[3 + c], k3[6 + c]}, o[6];
+        tr_g(col, o);
+        for (int r = 0; r < 6; r++) t[r][c] = o[r];
+    }
+    for (int r = 0; r < 6; r++) tr_g(t[r], u[r]);
+}
+
 static void weights_transform(const wino_geom *g, const float *w, int transpose, float *U)
 {
-    const int64_t K = g->cin, N = g->cout, A = transpose ? K : N, B = transpose ? N : K;
+    const int64_t K = g->cin, N = g->cout;
 #ifdef WINO_OWN_GEMM
-    /* Packed for wino_gemm_panel: U[xi] is N/32 panels of K x 32 (k-major),
-     * so the kernel reads one panel sequentially.  The padding columns of
-     * the last panel are zeroed (they only feed outputs that are never
-     * stored, but must not be NaN or denormal garbage). */
+    /* Packed for wino_gemm_chunk: U[xi] is N/32 panels of K x 32 (k-major),
+     * so the kernel reads one panel sequentially.  Vectors run over 8
+     * outputs n at one input k, so each lands whole in its panel row (for
+     * the forward that reads 8 weight rows at once instead of scattering
+     * each vector's lanes 32 floats apart).  The padding columns of the
+     * last panel are zeroed (they only feed outputs that are never stored,
+     * but must not be NaN or denormal garbage). */
     const int64_t ustride = (int64_t)(wino_u_floats(g) / NXI), npan = (N + 31) / 32;
     if (N % 32) {
 #pragma omp for schedule(static) nowait
@@ -120,36 +135,32 @@ static void weights_transform(const wino_geom *g, const float *w, int transpose,
                 memset(U + xi * ustride + ((npan - 1) * K + k) * 32 + N % 32, 0,
                        sizeof(float) * (size_t)(32 - N % 32));
     }
-#endif
+#pragma omp for schedule(static)
+    for (int64_t k = 0; k < K; k++)
+        for (int64_t n = 0; n < N; n += 8) {    /* N is a multiple of 8 */
+            v8 k3[9], u[6][6];
+            for (int i = 0; i < 9; i++)
+                for (int l = 0; l < 8; l++)
+                    k3[i][l] = transpose ? w[(k * N + n + l) * 9 + 8 - i] : w[((n + l) * K + k) * 9 + i];
+            kernel_transform(k3, u);
+            float *p = U + ((n / 32) * K + k) * 32 + n % 32;
+            for (int xi = 0; xi < NXI; xi++) memcpy(p + xi * ustride, &u[xi / 6][xi % 6], sizeof(v8));
+        }
+#else
+    const int64_t A = transpose ? K : N, B = transpose ? N : K;
+    const int64_t ustride = (int64_t)(wino_u_floats(g) / NXI);
 #pragma omp for schedule(static)
     for (int64_t a = 0; a < A; a++)
         for (int64_t b = 0; b < B; b += 8) {    /* B is a multiple of 8 */
             const float *s = w + (a * B + b) * 9;
-            v8 k3[9], t[6][3], u[6];
+            v8 k3[9], u[6][6];
             for (int i = 0; i < 9; i++)
                 for (int l = 0; l < 8; l++) k3[i][l] = s[l * 9 + (transpose ? 8 - i : i)];
-            for (int c = 0; c < 3; c++) {
-                v8 col[3] = {k3[c], k3[3 + c], k3[6 + c]}, o[6];
-                tr_g(col, o);
-                for (int r = 0; r < 6; r++) t[r][c] = o[r];
-            }
-            for (int r = 0; r < 6; r++) {
-                tr_g(t[r], u);
-                for (int c = 0; c < 6; c++) {
-#ifdef WINO_OWN_GEMM
-                    float *p = U + (r * 6 + c) * ustride;
-                    if (transpose) {    /* a = k, b .. b+7 = n, within one panel */
-                        memcpy(p + ((b / 32) * K + a) * 32 + b % 32, &u[c], sizeof(v8));
-                    } else {            /* a = n, b .. b+7 = k */
-                        p += ((a / 32) * K + b) * 32 + a % 32;
-                        for (int l = 0; l < 8; l++) p[l * 32] = u[c][l];
-                    }
-#else
-                    memcpy(U + ((int64_t)(r * 6 + c) * A + a) * B + b, &u[c], sizeof(v8));
-#endif
-                }
-            }
+            kernel_transform(k3, u);
+            for (int xi = 0; xi < NXI; xi++)
+                memcpy(U + xi * ustride + a * B + b, &u[xi / 6][xi % 6], sizeof(v8));
         }
+#endif
 }
 
 /* ---- tiles ---- */
@@ -268,6 +279,7 @@ void WK(wino_forward)(const wino_geom *g, const float *x, const wino_layout *lx,
     const int64_t K = g->cin, N = g->cout, cbi = K / 8, cbo = N / 8, ch = g->chunk_fw;
     const int64_t nchunk = (g->tiles + ch - 1) / ch;
     float *U = scratch, *per_thread = U + wino_u_floats(g);
+    const int64_t ustride = (int64_t)(wino_u_floats(g) / NXI);
 #pragma omp parallel
     {
         weights_transform(g, w, transpose, U);
@@ -290,14 +302,13 @@ void WK(wino_forward)(const wino_geom *g, const float *x, const wino_layout *lx,
             if (ntp > nt)
                 for (int xi = 0; xi < NXI; xi++)
                     memset(V + xi * xi_stride(ch, K) + nt * K, 0, sizeof(float) * (size_t)((ntp - nt) * K));
-            const int64_t ustride = (int64_t)(wino_u_floats(g) / NXI);
             for (int xi = 0; xi < NXI; xi++)
                 wino_gemm_chunk(ntp, N, K, V + xi * xi_stride(ch, K), U + xi * ustride,
                                 M + xi * xi_stride(ch, N));
 #else
             for (int xi = 0; xi < NXI; xi++)
                 dnnl_sgemm('N', transpose ? 'N' : 'T', nt, N, K, 1.0f, V + xi * xi_stride(ch, K), K,
-                           U + xi * K * N, transpose ? N : K, 0.0f, M + xi * xi_stride(ch, N),
+                           U + xi * ustride, transpose ? N : K, 0.0f, M + xi * xi_stride(ch, N),
                            N);
 #endif
             for (int64_t cb = 0; cb < cbo; cb++)
@@ -314,7 +325,8 @@ void WK(wino_backward_weights)(const wino_geom *g, const float *x, const wino_la
     /* rows of V and M one cache line longer than needed: the GEMMs walk
      * down the tiles, and rows of 2^k floats would all share a few L1 sets */
     const int64_t ldv = K + 16, ldm = N + 16;
-    float *dU = scratch, *V = dU + NXI * K * N, *M = V + NXI * xi_stride(g->chunk, ldv);
+    const int64_t ustride = (int64_t)(wino_u_floats(g) / NXI);
+    float *dU = scratch, *V = dU + wino_u_floats(g), *M = V + NXI * xi_stride(g->chunk, ldv);
 #pragma omp parallel
     {
         for (int64_t c0 = 0; c0 < g->tiles; c0 += g->chunk) {
@@ -331,7 +343,7 @@ void WK(wino_backward_weights)(const wino_geom *g, const float *x, const wino_la
             for (int xi = 0; xi < NXI; xi++)
                 dnnl_sgemm('T', 'N', N, K, nt, 1.0f, M + xi * xi_stride(g->chunk, ldm), ldm,
                            V + xi * xi_stride(g->chunk, ldv), ldv, c0 ? 1.0f : 0.0f,
-                           dU + xi * K * N, K);
+                           dU + xi * ustride, K);
         }
         /* dw[j][k] = G^T dU[.][j][k] G */
 #pragma omp for schedule(static)
@@ -339,7 +351,7 @@ void WK(wino_backward_weights)(const wino_geom *g, const float *x, const wino_la
             for (int64_t k = 0; k < K; k += 8) {    /* K is a multiple of 8 */
                 v8 u[6][6], t[3][6];
                 for (int xi = 0; xi < NXI; xi++)
-                    memcpy(&u[xi / 6][xi % 6], dU + ((int64_t)xi * N + j) * K + k, sizeof(v8));
+                    memcpy(&u[xi / 6][xi % 6], dU + xi * ustride + j * K + k, sizeof(v8));
                 for (int c = 0; c < 6; c++) {
                     v8 col[6] = {u[0][c], u[1][c], u[2][c], u[3][c], u[4][c], u[5][c]}, o[3];
                     tr_gt(col, o);
