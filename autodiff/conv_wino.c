@@ -79,15 +79,16 @@ void wino_geom_set_isa(wino_geom *g, cc_isa isa)
     g->isa = isa;
     if (isa != CC_ISA_AVX512) return;
     /* Own GEMM kernel: chunks are whole blocks of WINO_GEMM_ROWS (12) tiles
-     * (a last partial chunk is padded with zero tiles), and larger than
-     * dnnl_sgemm's: U is read once per chunk, so its traffic shrinks with
-     * the chunk, while one transform point's V and M (the GEMM's working
-     * set besides a 32-column panel of U) stay in L2.  Results do not
-     * depend on the chunk at all here: every product sums over the input
-     * channels in order. */
+     * (a last partial chunk is padded with zero tiles), with V and M of a
+     * chunk together about 900 KiB, so that they stay in a 1 MiB L2 between
+     * the transforms and the GEMMs (Zen 5, 256 -> 256 at 96x128: 12 tiles
+     * measured 53-60 ms per forward, 36 tiles 58-66, 60 tiles 59-62, 120
+     * tiles 56-61).  CC_WINO_CHUNK_KIB overrides the 900 (measurements).
+     * Results do not depend on the chunk at all here: every product sums
+     * over the input channels in order. */
     const int64_t c = g->cin > g->cout ? g->cin : g->cout;
     const char *e = getenv("CC_WINO_CHUNK_KIB");
-    const int64_t kib = e && atoi(e) > 0 ? atoi(e) : 4096;
+    const int64_t kib = e && atoi(e) > 0 ? atoi(e) : 900;
     int64_t cf = (kib << 10) / (2 * NXI * 4 * c);
     if (cf > 384) cf = 384;
     if (cf > g->tiles) cf = g->tiles;
