@@ -16,6 +16,7 @@
 #include "autodiff/conv_wino.h"
 
 #include <omp.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "autodiff/isa.h"
@@ -73,11 +74,42 @@ void wino_geom_init(wino_geom *g, int64_t n, int64_t cin, int64_t cout, int64_t 
     g->chunk_fw = cf < g->tiles ? cf : g->tiles;
 }
 
+void wino_geom_set_isa(wino_geom *g, cc_isa isa)
+{
+    g->isa = isa;
+    if (isa != CC_ISA_AVX512) return;
+    /* Own GEMM kernel: chunks are whole blocks of WINO_GEMM_ROWS (12) tiles
+     * (a last partial chunk is padded with zero tiles), with V and M of a
+     * chunk together about 900 KiB, so that they stay in a 1 MiB L2 between
+     * the transforms and the GEMMs (Zen 5, 256 -> 256 at 96x128: 12 tiles
+     * measured 53-60 ms per forward, 36 tiles 58-66, 60 tiles 59-62, 120
+     * tiles 56-61).  CC_WINO_CHUNK_KIB overrides the 900 (measurements).
+     * Results do not depend on the chunk at all here: every product sums
+     * over the input channels in order. */
+    const int64_t c = g->cin > g->cout ? g->cin : g->cout;
+    const char *e = getenv("CC_WINO_CHUNK_KIB");
+    const int64_t kib = e && atoi(e) > 0 ? atoi(e) : 900;
+    int64_t cf = (kib << 10) / (2 * NXI * 4 * c);
+    if (cf > 384) cf = 384;
+    if (cf > g->tiles) cf = g->tiles;
+    g->chunk_fw = (cf + 11) / 12 * 12;
+}
+
+size_t wino_u_floats(const wino_geom *g)
+{
+    return (size_t)NXI * ((size_t)((g->cin + 31) / 32 * 32) * (size_t)((g->cout + 31) / 32 * 32) + 16);
+}
+
 size_t wino_scratch_floats(const wino_geom *g, int threads)
 {
     const size_t fw = (size_t)(threads > 0 ? threads : 1) * (size_t)g->chunk_fw;
     const size_t tiles = fw > (size_t)g->chunk ? fw : (size_t)g->chunk;
-    return (size_t)NXI * (size_t)(g->cin * g->cout) + (size_t)NXI * tiles * (size_t)(g->cin + g->cout);
+    /* V and M of each chunk (per thread for the forward), 16 floats more
+     * per transform point and matrix (xi_stride in conv_wino_kern.h) and,
+     * in the weight gradient, per row */
+    const size_t nbuf = (size_t)(threads > 0 ? threads : 1) + 1;
+    return wino_u_floats(g) + (size_t)NXI * tiles * (size_t)(g->cin + g->cout + 32) +
+           nbuf * NXI * 2 * 16;
 }
 
 size_t conv1_scratch_floats(const wino_geom *g, int threads)

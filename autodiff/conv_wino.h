@@ -14,6 +14,10 @@
  *
  * Scope: 3x3 kernel, stride 1, pad 1, f32, channels multiples of 8, tensors
  * in plain NCHW (abcd) or 8-channel-blocked (aBcd8b, oneDNN's AVX2 layout).
+ * GEMMs: dnnl_sgemm in the baseline and AVX2 variants; the AVX-512 variant
+ * multiplies with its own register-blocked kernel (conv_wino_avx512.c) in
+ * forward and backward data: U is packed once per call in 32-column
+ * panels, so no GEMM call re-packs the weights for every chunk.
  * Work is split into fixed chunks of tiles.  Forward and backward data:
  * each thread transforms, multiplies (36 serial GEMMs) and transforms back
  * whole chunks, taken dynamically, with no barrier between chunks.  Weight
@@ -49,8 +53,20 @@ typedef struct wino_geom {
  * 8 and no offset; returns 1, else 0. */
 int wino_layout_get(const dnnl_memory_desc_t *md, wino_layout *l);
 
-/* Geometry of a conv (n, cin, h, w) -> (n, cout, h, w). */
+/* Geometry of a conv (n, cin, h, w) -> (n, cout, h, w), for the baseline
+ * variant; wino_geom_set_isa then picks another variant (and its chunks). */
 void wino_geom_init(wino_geom *g, int64_t n, int64_t cin, int64_t cout, int64_t h, int64_t w);
+void wino_geom_set_isa(wino_geom *g, cc_isa isa);
+
+/* Floats of the transformed weights at the head of the scratch: 36
+ * matrices of cin x cout, each dimension rounded up to 32 (the AVX-512
+ * variant packs U in column panels of 32; the same size both ways, so the
+ * forward and backward-data geometries of one conv share the scratch),
+ * each followed by 16 floats of padding (matrices 2^k floats apart would
+ * put the 36 vectors of one kernel's transform in one L1 set).  Matrix xi
+ * starts at xi * wino_u_floats(g) / 36; the same for the weight gradient's
+ * dU. */
+size_t wino_u_floats(const wino_geom *g);
 
 /* Floats of scratch wino_forward / wino_backward_weights need for g with
  * up to `threads` OpenMP threads (the transformed weights plus one chunk of

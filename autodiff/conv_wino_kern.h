@@ -104,30 +104,73 @@ static inline void tr_gt(const v8 u[6], v8 o[3])
  * N x K, U[xi][j][k] = (G w[j][k] G^T)[xi]; transpose: U[xi] is K x N,
  * U[xi][k][j] = (G rot180(w[k][j]) G^T)[xi].  Either way the outer loop
  * runs over w's first index, so w and U are both read/written in order. */
+/* u[r][c] = (G k G^T)[r][c] of 8 3x3 kernels k3 (row-major taps). */
+static inline void kernel_transform(const v8 k3[9], v8 u[6][6])
+{
+    v8 t[6][3];
+    for (int c = 0; c < 3; c++) {
+        v8 col[3] = {k3[c], k3[3 + c], k3[6 + c]}, o[6];
+        tr_g(col, o);
+        for (int r = 0; r < 6; r++) t[r][c] = o[r];
+    }
+    for (int r = 0; r < 6; r++) tr_g(t[r], u[r]);
+}
+
 static void weights_transform(const wino_geom *g, const float *w, int transpose, float *U)
 {
-    const int64_t K = g->cin, N = g->cout, A = transpose ? K : N, B = transpose ? N : K;
+    const int64_t K = g->cin, N = g->cout;
+#ifdef WINO_OWN_GEMM
+    /* Packed for wino_gemm_chunk: U[xi] is N/32 panels of K x 32 (k-major),
+     * so the kernel reads one panel sequentially.  Vectors run over 8
+     * outputs n at one input k, so each lands whole in its panel row (for
+     * the forward that reads 8 weight rows at once instead of scattering
+     * each vector's lanes 32 floats apart).  The padding columns of the
+     * last panel are zeroed (they only feed outputs that are never stored,
+     * but must not be NaN or denormal garbage). */
+    const int64_t ustride = (int64_t)(wino_u_floats(g) / NXI), npan = (N + 31) / 32;
+    if (N % 32) {
+#pragma omp for schedule(static) nowait
+        for (int xi = 0; xi < NXI; xi++)
+            for (int64_t k = 0; k < K; k++)
+                memset(U + xi * ustride + ((npan - 1) * K + k) * 32 + N % 32, 0,
+                       sizeof(float) * (size_t)(32 - N % 32));
+    }
+#pragma omp for schedule(static)
+    for (int64_t k = 0; k < K; k++)
+        for (int64_t n = 0; n < N; n += 8) {    /* N is a multiple of 8 */
+            v8 k3[9], u[6][6];
+            for (int i = 0; i < 9; i++)
+                for (int l = 0; l < 8; l++)
+                    k3[i][l] = transpose ? w[(k * N + n + l) * 9 + 8 - i] : w[((n + l) * K + k) * 9 + i];
+            kernel_transform(k3, u);
+            float *p = U + ((n / 32) * K + k) * 32 + n % 32;
+            for (int xi = 0; xi < NXI; xi++) memcpy(p + xi * ustride, &u[xi / 6][xi % 6], sizeof(v8));
+        }
+#else
+    const int64_t A = transpose ? K : N, B = transpose ? N : K;
+    const int64_t ustride = (int64_t)(wino_u_floats(g) / NXI);
 #pragma omp for schedule(static)
     for (int64_t a = 0; a < A; a++)
         for (int64_t b = 0; b < B; b += 8) {    /* B is a multiple of 8 */
             const float *s = w + (a * B + b) * 9;
-            v8 k3[9], t[6][3], u[6];
+            v8 k3[9], u[6][6];
             for (int i = 0; i < 9; i++)
                 for (int l = 0; l < 8; l++) k3[i][l] = s[l * 9 + (transpose ? 8 - i : i)];
-            for (int c = 0; c < 3; c++) {
-                v8 col[3] = {k3[c], k3[3 + c], k3[6 + c]}, o[6];
-                tr_g(col, o);
-                for (int r = 0; r < 6; r++) t[r][c] = o[r];
-            }
-            for (int r = 0; r < 6; r++) {
-                tr_g(t[r], u);
-                for (int c = 0; c < 6; c++)
-                    memcpy(U + ((int64_t)(r * 6 + c) * A + a) * B + b, &u[c], sizeof(v8));
-            }
+            kernel_transform(k3, u);
+            for (int xi = 0; xi < NXI; xi++)
+                memcpy(U + xi * ustride + a * B + b, &u[xi / 6][xi % 6], sizeof(v8));
         }
+#endif
 }
 
 /* ---- tiles ---- */
+
+/* Floats between the matrices of consecutive transform points in V and M
+ * (rows x ld each): one cache line more than they need.  Without it the
+ * 36 vectors a tile transform writes or reads lie a multiple of 4 KiB
+ * apart for the usual chunk and channel counts (e.g. 60 x 256 floats), all
+ * in the same L1 set, and evict each other. */
+static inline int64_t xi_stride(int64_t rows, int64_t ld) { return rows * ld + 16; }
 
 typedef struct tile_pos {
     int64_t n, h0, w0;      /* image, first output row/column */
@@ -168,7 +211,7 @@ static void input_tile(const wino_geom *g, const float *x, const wino_layout *l,
         v8 o[6];
         tr_bt(tmp[i], o);
         for (int j = 0; j < 6; j++)
-            memcpy(V + ((int64_t)(i * 6 + j) * chunk + t) * ldc + cb * 8, &o[j], sizeof(v8));
+            memcpy(V + (i * 6 + j) * xi_stride(chunk, ldc) + t * ldc + cb * 8, &o[j], sizeof(v8));
     }
 }
 
@@ -181,7 +224,8 @@ static void output_tile(const wino_geom *g, const float *M, int64_t cb, int64_t 
     v8 m[6][6], tmp[4][6];
     for (int i = 0; i < 6; i++)
         for (int j = 0; j < 6; j++)
-            memcpy(&m[i][j], M + ((int64_t)(i * 6 + j) * chunk + t) * ldc + cb * 8, sizeof(v8));
+            memcpy(&m[i][j], M + (i * 6 + j) * xi_stride(chunk, ldc) + t * ldc + cb * 8,
+                   sizeof(v8));
     for (int j = 0; j < 6; j++) {
         v8 col[6], o[4];
         for (int i = 0; i < 6; i++) col[i] = m[i][j];
@@ -202,7 +246,7 @@ static void output_tile(const wino_geom *g, const float *M, int64_t cb, int64_t 
 
 /* M[xi][t][cb*8..] = (A dy A^T)[xi] of tile tid's 4x4 output gradient. */
 static void grad_tile(const wino_geom *g, const float *dy, const wino_layout *l, int64_t cb,
-                      int64_t tid, int64_t t, float *M)
+                      int64_t tid, int64_t t, int64_t ldm, float *M)
 {
     const tile_pos p = tile_at(g, tid);
     const float *base = dy + p.n * l->sn + cb * l->scb;
@@ -221,7 +265,7 @@ static void grad_tile(const wino_geom *g, const float *dy, const wino_layout *l,
         v8 o[6];
         tr_a(tmp[i], o);
         for (int j = 0; j < 6; j++)
-            memcpy(M + ((int64_t)(i * 6 + j) * g->chunk + t) * g->cout + cb * 8, &o[j],
+            memcpy(M + (i * 6 + j) * xi_stride(g->chunk, ldm) + t * ldm + cb * 8, &o[j],
                    sizeof(v8));
     }
 }
@@ -234,24 +278,41 @@ void WK(wino_forward)(const wino_geom *g, const float *x, const wino_layout *lx,
 {
     const int64_t K = g->cin, N = g->cout, cbi = K / 8, cbo = N / 8, ch = g->chunk_fw;
     const int64_t nchunk = (g->tiles + ch - 1) / ch;
-    float *U = scratch, *per_thread = U + NXI * K * N;
+    float *U = scratch, *per_thread = U + wino_u_floats(g);
+    const int64_t ustride = (int64_t)(wino_u_floats(g) / NXI);
 #pragma omp parallel
     {
         weights_transform(g, w, transpose, U);
-        float *V = per_thread + (int64_t)omp_get_thread_num() * NXI * ch * (K + N);
-        float *M = V + NXI * ch * K;
+        float *V = per_thread + (int64_t)omp_get_thread_num() * NXI * (xi_stride(ch, K) + xi_stride(ch, N));
+        float *M = V + NXI * xi_stride(ch, K);
         /* dynamic: a thread the scheduler holds back takes fewer chunks */
 #pragma omp for schedule(dynamic, 1) nowait
         for (int64_t ci = 0; ci < nchunk; ci++) {
             const int64_t c0 = ci * ch, nt = g->tiles - c0 < ch ? g->tiles - c0 : ch;
-            for (int64_t t = 0; t < nt; t++)
-                for (int64_t cb = 0; cb < cbi; cb++) input_tile(g, x, lx, cb, c0 + t, t, ch, K, V);
+            /* channel blocks outer: the tiles of a chunk then read a few
+             * rows of one channel plane (a handful of streams the hardware
+             * prefetcher follows) instead of hopping across all planes for
+             * every tile (measured: the loads missed on every plane) */
+            for (int64_t cb = 0; cb < cbi; cb++)
+                for (int64_t t = 0; t < nt; t++) input_tile(g, x, lx, cb, c0 + t, t, ch, K, V);
+#ifdef WINO_OWN_GEMM
+            /* whole blocks of rows: the padding tiles are zero (their M
+             * rows are computed and never read) */
+            const int64_t ntp = (nt + WINO_GEMM_ROWS - 1) / WINO_GEMM_ROWS * WINO_GEMM_ROWS;
+            if (ntp > nt)
+                for (int xi = 0; xi < NXI; xi++)
+                    memset(V + xi * xi_stride(ch, K) + nt * K, 0, sizeof(float) * (size_t)((ntp - nt) * K));
             for (int xi = 0; xi < NXI; xi++)
-                dnnl_sgemm('N', transpose ? 'N' : 'T', nt, N, K, 1.0f, V + xi * ch * K, K,
-                           U + xi * K * N, transpose ? N : K, 0.0f, M + xi * ch * N, N);
-            for (int64_t t = 0; t < nt; t++)
-                for (int64_t cb = 0; cb < cbo; cb++)
-                    output_tile(g, M, cb, c0 + t, t, ch, bias, y, ly);
+                wino_gemm_chunk(ntp, N, K, V + xi * xi_stride(ch, K), U + xi * ustride,
+                                M + xi * xi_stride(ch, N));
+#else
+            for (int xi = 0; xi < NXI; xi++)
+                dnnl_sgemm('N', transpose ? 'N' : 'T', nt, N, K, 1.0f, V + xi * xi_stride(ch, K), K,
+                           U + xi * ustride, transpose ? N : K, 0.0f, M + xi * xi_stride(ch, N),
+                           N);
+#endif
+            for (int64_t cb = 0; cb < cbo; cb++)
+                for (int64_t t = 0; t < nt; t++) output_tile(g, M, cb, c0 + t, t, ch, bias, y, ly);
         }
     }
 }
@@ -261,7 +322,11 @@ void WK(wino_backward_weights)(const wino_geom *g, const float *x, const wino_la
                            float *scratch)
 {
     const int64_t K = g->cin, N = g->cout, cbi = K / 8, cbo = N / 8;
-    float *dU = scratch, *V = dU + NXI * K * N, *M = V + NXI * g->chunk * K;
+    /* rows of V and M one cache line longer than needed: the GEMMs walk
+     * down the tiles, and rows of 2^k floats would all share a few L1 sets */
+    const int64_t ldv = K + 16, ldm = N + 16;
+    const int64_t ustride = (int64_t)(wino_u_floats(g) / NXI);
+    float *dU = scratch, *V = dU + wino_u_floats(g), *M = V + NXI * xi_stride(g->chunk, ldv);
 #pragma omp parallel
     {
         for (int64_t c0 = 0; c0 < g->tiles; c0 += g->chunk) {
@@ -269,15 +334,16 @@ void WK(wino_backward_weights)(const wino_geom *g, const float *x, const wino_la
 #pragma omp for collapse(2) schedule(static) nowait
             for (int64_t t = 0; t < nt; t++)
                 for (int64_t cb = 0; cb < cbi; cb++)
-                    input_tile(g, x, lx, cb, c0 + t, t, g->chunk, K, V);
+                    input_tile(g, x, lx, cb, c0 + t, t, g->chunk, ldv, V);
 #pragma omp for collapse(2) schedule(static)
             for (int64_t t = 0; t < nt; t++)
-                for (int64_t cb = 0; cb < cbo; cb++) grad_tile(g, dy, ly, cb, c0 + t, t, M);
+                for (int64_t cb = 0; cb < cbo; cb++) grad_tile(g, dy, ly, cb, c0 + t, t, ldm, M);
             /* dU[xi] (N x K) (+)= M[xi]^T (N x nt) * V[xi] (nt x K) */
 #pragma omp for schedule(static)
             for (int xi = 0; xi < NXI; xi++)
-                dnnl_sgemm('T', 'N', N, K, nt, 1.0f, M + xi * g->chunk * N, N,
-                           V + xi * g->chunk * K, K, c0 ? 1.0f : 0.0f, dU + xi * K * N, K);
+                dnnl_sgemm('T', 'N', N, K, nt, 1.0f, M + xi * xi_stride(g->chunk, ldm), ldm,
+                           V + xi * xi_stride(g->chunk, ldv), ldv, c0 ? 1.0f : 0.0f,
+                           dU + xi * ustride, K);
         }
         /* dw[j][k] = G^T dU[.][j][k] G */
 #pragma omp for schedule(static)
@@ -285,7 +351,7 @@ void WK(wino_backward_weights)(const wino_geom *g, const float *x, const wino_la
             for (int64_t k = 0; k < K; k += 8) {    /* K is a multiple of 8 */
                 v8 u[6][6], t[3][6];
                 for (int xi = 0; xi < NXI; xi++)
-                    memcpy(&u[xi / 6][xi % 6], dU + ((int64_t)xi * N + j) * K + k, sizeof(v8));
+                    memcpy(&u[xi / 6][xi % 6], dU + xi * ustride + j * K + k, sizeof(v8));
                 for (int c = 0; c < 6; c++) {
                     v8 col[6] = {u[0][c], u[1][c], u[2][c], u[3][c], u[4][c], u[5][c]}, o[3];
                     tr_gt(col, o);

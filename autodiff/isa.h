@@ -7,7 +7,9 @@
  * choice the way ONEDNN_MAX_CPU_ISA caps oneDNN's, so tests can run every
  * variant the CPU supports.  The kernels are built with -std=c11 (no FMA
  * contraction, no reassociation), so every variant performs the same IEEE
- * operations in the same order as the baseline.
+ * operations in the same order as the baseline; the one exception is the
+ * AVX-512 Winograd's own GEMM kernel (conv_wino_avx512.c: explicit FMA
+ * chains), whose results are checked against the reference instead.
  */
 #ifndef CC_ISA_H
 #define CC_ISA_H

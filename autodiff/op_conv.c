@@ -176,9 +176,11 @@ static int conv_wino_infer(cc_tape *t, cc_node *n, conv_state *s, const dnnl_dim
     if (reorder_make(t, &s->r_src, &x->md, &s->src_md, "conv2d input", st)) return -1;
     wino_geom_init(&s->wg, x->dims[0], x->dims[1], dd[1], dd[2], dd[3]);
     wino_geom_init(&s->wgt, x->dims[0], dd[1], x->dims[1], dd[2], dd[3]);
+    /* our kernels' variant for this CPU (and its chunk sizes) */
+    wino_geom_set_isa(&s->wg, t->ctx->isa);
+    wino_geom_set_isa(&s->wgt, t->ctx->isa);
     s->wgt.chunk = s->wg.chunk;     /* same scratch split both ways */
     s->wgt.chunk_fw = s->wg.chunk_fw;
-    s->wg.isa = s->wgt.isa = t->ctx->isa;   /* our kernels' variant for this CPU */
     const size_t need = single ? conv1_scratch_floats(&s->wg, omp_get_max_threads())
                                : wino_scratch_floats(&s->wg, omp_get_max_threads());
     if (scratch_reserve(t, sizeof(float) * need, st)) return -1;
