@@ -24,8 +24,18 @@
 #include <omp.h>
 #include <string.h>
 
-#pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")
 #include <immintrin.h>
+
+/* GCC takes the ISA from the pragma; clang (the fuzz build, fuzz/build.sh)
+ * ignores `#pragma GCC target` for intrinsics and needs the attribute on
+ * the functions that use them, which its attribute pragma applies up to
+ * the pop below. */
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma"))), \
+                             apply_to = function)
+#else
+#pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")
+#endif
 
 #define WINO_OWN_GEMM 1
 #define WINO_GEMM_ROWS 12   /* tiles per register block */
@@ -80,6 +90,14 @@ static void wino_gemm_chunk(int64_t rows, int64_t N, int64_t K, const float *V, 
             gemm_12x32(K, V + r * K, K, U + p * K * 32, M + r * N + p * 32, N, ncol);
     }
 }
+
+/* clang: the shared kernels below stay at its default ISA, as in the
+ * other variants (its attribute on them would not reach the OpenMP
+ * regions it outlines, and calls between the two would change the ABI of
+ * the vector arguments); GCC compiles everything for AVX-512. */
+#if defined(__clang__)
+#pragma clang attribute pop
+#endif
 
 #define WK(name) name##_avx512
 #include "autodiff/conv_wino_kern.h"
