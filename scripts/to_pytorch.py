@@ -385,6 +385,14 @@ def check_run(a):
     got_c = np.concatenate(counts)
     got_s = scale * np.exp(0.5 * np.concatenate(lvs))
     bad = 0
+    # Non-finite numbers compare as "not greater than tol", which would pass
+    # anything: they fail the check instead, named.
+    for name, got, want in (('count', got_c, want_c), ('sigma', got_s, want_s)):
+        nf = int(np.sum(~np.isfinite(got)) + np.sum(~np.isfinite(want)))
+        if nf and (name == 'count' or cfg['counter.loss'] != 'mse'):
+            print('FAIL: %d non-finite %s values (PyTorch %d, cellcount %d): nothing to compare'
+                  % (nf, name, int(np.sum(~np.isfinite(got))), int(np.sum(~np.isfinite(want)))))
+            bad += nf
     err_c = np.abs(got_c - want_c) / np.maximum(1.0, np.abs(want_c))
     print('%s: %d images of the %s split, %dx%d; PyTorch vs cellcount count: max |diff| %.3g '
           '(relative %.3g)' % (run, len(x), a.split, w, h, np.max(np.abs(got_c - want_c)),
@@ -408,7 +416,7 @@ def check_run(a):
                    a.save)
         print('wrote %s (%d tensors)' % (a.save, len(model.state_dict())))
     if bad:
-        print('FAIL: %d numbers differ by more than %g' % (bad, a.tol))
+        print('FAIL: %d numbers are non-finite or differ by more than %g' % (bad, a.tol))
         return 1
     print('OK: PyTorch reproduces cellcount within %g' % a.tol)
     return 0
