@@ -138,7 +138,7 @@ for ft in false true; do
         run 2 "$cc" train-counter "${S[@]}" --set counter_train.batch=4 --set counter.width_div=16 \
             --set counter_train.epochs=1 --set counter_train.max_steps=3 --set counter.init_bias=data \
             --set run.sync_bn=true --set counter.finetune_fpn=$ft --set counter.precise_bn=0 \
-            --set counter.ema=0 --set run.overlap_allreduce=$1 \
+            --set counter.ema=0 --set counter.freeze_bn=0 --set run.overlap_allreduce=$1 \
             --set run.allreduce_bucket_mb=$2 -o "$tmp/cov_$ft$1" 2>"$tmp/cov_$ft$1.log" ||
             bad "counter at np 2, finetune_fpn $ft, overlap $1: $(tail -2 "$tmp/cov_$ft$1.log")"
     done

@@ -142,6 +142,7 @@ START_TEST(test_grid_errors)
     ck_assert_int_eq(sweep_add_set(&s, "counter.finetune_fpn=true", "--set", &st), 0);
     ck_assert_int_eq(sweep_add_set(&s, "counter.precise_bn=0", "--set", &st), 0);
     ck_assert_int_eq(sweep_add_set(&s, "counter.ema=0", "--set", &st), 0);
+    ck_assert_int_eq(sweep_add_set(&s, "counter.freeze_bn=0", "--set", &st), 0);
     ck_assert_int_eq(sweep_add_grid(&s, "counter.input=mask,image", "--grid", &st), 0);
     ck_assert_int_eq(sweep_expand(&s, &p, &n, &st), -1);
     ck_assert_msg(strstr(st.msg, "point counter.input=image") && strstr(st.msg, "finetune_fpn"),
