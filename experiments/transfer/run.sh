@@ -13,7 +13,7 @@
 # OUT: a directory for the runs; PARALLEL: jobs at a time (default 1; each
 # job runs with THREADS threads, default 1).  JOBS (environment): the jobs to
 # run, default every one of sim_w{1,2}_s{1,2,3} real_w{1,2}_s{1,2,3}; a job
-# named sim_w2aug_sN trains like sim_w2_sN with photometric augmentations.
+# named sim_wSaug_sN trains like sim_wS_sN with photometric augmentations.
 # CELLCOUNT: the binary (default: cellcount on PATH).  SETS: extra --set
 # overrides for every training run (smoke tests: counter_train.epochs=2).
 # Each job writes OUT/JOB/log.txt and OUT/JOB/eval_real.txt; summarise with

@@ -20,7 +20,7 @@ stats() { # values on stdin -> "mean [min, max]"
 }
 printf '| model (trained on) | scored on | group | seeds | n | MAE | bias | R2 | cov95 | baseline MAE |\n'
 printf '|---|---|---|---|---|---|---|---|---|---|\n'
-for fam in sim_w2 sim_w2aug sim_w1 real_w2 real_w1; do
+for fam in sim_w2 sim_w2aug sim_w1 sim_w1aug real_w2 real_w1; do
     files=$(ls "$out"/${fam}_s*/eval_real.txt 2>/dev/null || true)
     [ -n "$files" ] || continue
     st=$(echo "$fam" | sed "s/.*_w\([12]\).*/w\1/")
@@ -38,7 +38,7 @@ done
 echo
 echo 'Simulated held-out scenes (test split of each sim-trained run, its own evaluation):'
 printf '| model | group | seeds | n | MAE | bias | R2 | cov95 | baseline MAE |\n|---|---|---|---|---|---|---|---|---|\n'
-for fam in sim_w2 sim_w2aug sim_w1; do
+for fam in sim_w2 sim_w2aug sim_w1 sim_w1aug; do
     files=$(ls "$out"/${fam}_s*/log.txt 2>/dev/null || true)
     [ -n "$files" ] || continue
     for g in overall "focus F1" "focus F48"; do

@@ -119,8 +119,9 @@ void sim_mask_render(const sim_scene *sc, int stain, uint8_t *mask);
 int sim_render(const sim_params *p, const sim_scene *sc, int stain, float *img,
                cc_status *st);
 
-/* Focus level F as a blur of the sharp image: out = blur(img, F/4)
- * quantised to 8 bits (round, clip to 0..255).  tmp: sim_focus_work(). */
+/* Focus level F as a blur of the sharp image: out = blur(img, F/4 *
+ * w/SIM_REF_WIDTH) quantised to 8 bits (round, clip to 0..255).  tmp:
+ * sim_focus_work(). */
 void sim_focus_apply(const float *img, int w, int h, int focus, uint8_t *out, float *tmp);
 size_t sim_focus_work(int w, int h, int focus);
 
