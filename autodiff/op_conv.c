@@ -45,6 +45,12 @@ typedef struct conv_state {
     cc_reorder r_bwdst;
     dnnl_memory_desc_t bwdst_md;
     float *src_buf, *w_buf;     /* this step's reordered input / weights */
+    /* tape_fix_weights(): the weights in w_md, reordered from w_kept_src
+     * under tape generation w_kept_gen (malloc'd once, freed with the
+     * state) */
+    float *w_kept;
+    const float *w_kept_src;
+    uint64_t w_kept_gen;
     int wino;                   /* Winograd path: no oneDNN convolution */
     int single;                 /* one-output-channel C kernel (same fields) */
     wino_geom wg, wgt;          /* forward and backward-data geometry */
@@ -77,6 +83,7 @@ static void conv_free(void *p)
     reorder_free(&s->r_bwdst);
     if (s->m_bwdst) dnnl_memory_destroy(s->m_bwdst);
     conv_bf16_free(s->bf);
+    free(s->w_kept);
     free(s);
 }
 
@@ -289,7 +296,20 @@ static int conv_forward(cc_tape *t, cc_node *n, cc_status *st)
         return 0;
     }
     s->w_buf = w->data;
-    if (s->r_w.needed) {
+    if (s->r_w.needed && t->weights_fixed && w->is_param) {
+        /* inference on fixed weights: reorder once, not every step (only a
+         * parameter's address says which weights these are: a tape_input
+         * or computed tensor may reuse an arena address) */
+        if (!s->w_kept || s->w_kept_gen != t->weights_gen || s->w_kept_src != w->data) {
+            if (!s->w_kept && !(s->w_kept = malloc(dnnl_memory_desc_get_size(&s->w_md))))
+                return status_set(st, "conv2d: out of memory for the reordered weights");
+            s->w_kept_src = NULL;
+            if (reorder_run(t, &s->r_w, w->data, s->w_kept, "conv2d weights", st)) return -1;
+            s->w_kept_src = w->data;
+            s->w_kept_gen = t->weights_gen;
+        }
+        s->w_buf = s->w_kept;
+    } else if (s->r_w.needed) {
         s->w_buf = tape_alloc(t, dnnl_memory_desc_get_size(&s->w_md), st);
         if (!s->w_buf || reorder_run(t, &s->r_w, w->data, s->w_buf, "conv2d weights", st))
             return -1;

@@ -53,6 +53,12 @@ void tape_reset(cc_tape *t)
 
 void tape_set_training(cc_tape *t, int training) { t->training = training; }
 
+void tape_fix_weights(cc_tape *t, int fixed)
+{
+    t->weights_fixed = fixed != 0;
+    t->weights_gen++;
+}
+
 int tape_ok(const cc_tape *t) { return !t->status.failed; }
 
 const char *tape_error(const cc_tape *t) { return t->status.failed ? t->status.msg : NULL; }

@@ -61,6 +61,11 @@ typedef struct cc_tape {
      * the last one's description.  Tests assert the models avoid them. */
     int n_ref_prims;
     char ref_what[64];
+    /* tape_fix_weights(): while weights_fixed is set, ops may keep their
+     * weights in the primitive's layout from one step to the next
+     * (tagged with weights_gen) instead of reordering them every step. */
+    int weights_fixed;
+    uint64_t weights_gen;
 } cc_tape;
 
 /* training = 1 records nodes and uses batch statistics; 0 is inference
@@ -77,6 +82,17 @@ void tape_reset(cc_tape *t);
 
 /* Switch mode; takes effect for ops recorded after the call. */
 void tape_set_training(cc_tape *t, int training);
+
+/* fixed = 1: the caller promises that no parameter this tape's ops read
+ * changes value (or is freed) until the next call, as in inference on a
+ * loaded model; the conv ops then reorder their parameter weights
+ * (params_tensor views; other tensors as before) to the primitive's layout
+ * once and reuse that copy every step (a copy is also dropped when the op is
+ * given another parameter).  fixed = 0 withdraws the promise.
+ * Either call discards the copies, so call it again after changing
+ * weights.  Off by default: training and validation between optimizer
+ * steps never set it. */
+void tape_fix_weights(cc_tape *t, int fixed);
 
 int tape_ok(const cc_tape *t);
 const char *tape_error(const cc_tape *t);

@@ -182,6 +182,8 @@ static int model_build(const bench_opts *o, cc_ctx *ctx, bench_model *m, cc_stat
     }
     optim_adam_init(&m->opt, o->fpn ? 1e-3f : 1e-4f, 0.9f, 0.999f, 1e-8f, 0.0f);
     tape_init(&m->tape, ctx, !o->infer);
+    /* inference on fixed weights, as count and evaluate run it */
+    if (o->infer) tape_fix_weights(&m->tape, 1);
     /* as the training loops do: intermediate gradients recycled in backward */
     m->tape.free_grads = !o->keep_grads;
 

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "autodiff/ops.h"
+#include "autodiff/params.h"
 #include <dnnl.h>
 #include "tests/testutil.h"
 #include "tests/testmain.h"
@@ -451,6 +452,75 @@ START_TEST(test_isa_cap_rejects_unknown)
 }
 END_TEST
 
+/* One inference step of conv3x3(x, W) + b (16 -> 32 channels, 2x16x12x10) on t;
+ * W is a parameter (params_tensor). */
+static void infer_once(cc_tape *t, const float *x, cc_tensor *W, const float *b, float *y)
+{
+    const int64_t xd[4] = {2, 16, 12, 10}, bd[1] = {32};
+    tape_reset(t);
+    cc_tensor *X = tape_input(t, 4, xd, x, 0);
+    cc_tensor *y_ = op_conv2d(t, X, W, tape_input(t, 1, bd, b, 0), 1, 1);
+    ck_assert_msg(y_ != NULL, "%s", tape_error(t));
+    ck_assert_int_eq(tape_read(t, y_, y), 0);
+}
+
+/* tape_fix_weights(): oneDNN's weights are reordered once and kept (a weight
+ * changed behind the promise is not seen: the copy is in use); calling it
+ * again, handing the op another parameter, or withdrawing the promise
+ * brings the current weights back, bit-identical to a tape without it. */
+START_TEST(test_fixed_weights_kept)
+{
+    setenv("CC_CONV_ONEDNN", "1", 1);   /* the oneDNN path reorders weights */
+    enum { NX = 2 * 16 * 12 * 10, NW = 32 * 16 * 9, NY = 2 * 32 * 12 * 10 };
+    float *x = malloc(sizeof(float) * NX), b[32];
+    float *y = malloc(sizeof(float) * NY), *ref = malloc(sizeof(float) * NY);
+    tu_fill_uniform(x, NX, -1, 1, 1), tu_fill_uniform(b, 32, -1, 1, 4);
+    cc_ctx ctx;
+    cc_status st;
+    status_clear(&st);
+    ck_assert_int_eq(ctx_init(&ctx, 1, &st), 0);
+    cc_params P;
+    params_init(&P, &ctx);
+    const int64_t wd[4] = {32, 16, 3, 3};
+    ck_assert_int_eq(params_add(&P, "a.weight", 4, wd, PARAM_TRAINABLE, &st), 0);
+    ck_assert_int_eq(params_add(&P, "b.weight", 4, wd, PARAM_TRAINABLE, &st), 1);
+    ck_assert_msg(params_finalize(&P, &st) == 0, "%s", st.msg);
+    cc_tensor *W = params_tensor(&P, 0), *W2 = params_tensor(&P, 1);
+    float *w = W->data, *w2 = W2->data;
+    tu_fill_uniform(w, NW, -1, 1, 2), tu_fill_uniform(w2, NW, -1, 1, 3);
+    cc_tape plain, kept;
+    tape_init(&plain, &ctx, 0);
+    tape_init(&kept, &ctx, 0);
+    tape_fix_weights(&kept, 1);
+    for (int step = 0; step < 2; step++) {
+        infer_once(&plain, x, W, b, ref);
+        infer_once(&kept, x, W, b, y);
+        ck_assert_msg(memcmp(y, ref, sizeof(float) * NY) == 0, "step %d: kept != plain", step);
+    }
+    for (int i = 0; i < NW; i++) w[i] *= -0.5f;     /* behind the promise */
+    infer_once(&kept, x, W, b, y);
+    infer_once(&plain, x, W, b, ref);
+    ck_assert_msg(memcmp(y, ref, sizeof(float) * NY) != 0,
+                  "the kept tape saw a changed weight: it reorders every step");
+    tape_fix_weights(&kept, 1);                     /* declared: re-read */
+    infer_once(&kept, x, W, b, y);
+    ck_assert_msg(memcmp(y, ref, sizeof(float) * NY) == 0, "not re-read after tape_fix_weights");
+    infer_once(&kept, x, W2, b, y);                 /* another parameter */
+    infer_once(&plain, x, W2, b, ref);
+    ck_assert_msg(memcmp(y, ref, sizeof(float) * NY) == 0, "another parameter not read");
+    tape_fix_weights(&kept, 0);                     /* withdrawn: every step */
+    for (int i = 0; i < NW; i++) w2[i] += 0.25f;
+    infer_once(&kept, x, W2, b, y);
+    infer_once(&plain, x, W2, b, ref);
+    ck_assert_msg(memcmp(y, ref, sizeof(float) * NY) == 0, "withdrawn promise still kept");
+    tape_free(&plain);
+    tape_free(&kept);
+    params_free(&P);
+    ctx_free(&ctx);
+    free(x), free(y), free(ref);
+}
+END_TEST
+
 static Suite *conv_suite(void)
 {
     Suite *s = suite_create("ops_conv");
@@ -464,6 +534,7 @@ static Suite *conv_suite(void)
     tcase_add_test(tc, test_isa_variants_gradcheck);
     tcase_add_test(tc, test_isa_cap_rejects_unknown);
     tcase_add_test(tc, test_onednn_backward_avoids_reference);
+    tcase_add_test(tc, test_fixed_weights_kept);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -164,6 +164,7 @@ int count_model_open(count_model *cm, const cc_config *cfg, int h, int w, const 
         }
     }
     tape_init(&cm->t, &cm->s.ctx, 0);
+    tape_fix_weights(&cm->t, 1);     /* loaded checkpoints, never changed */
     cm->open_ |= OPEN_TAPE;
     return 0;
 }

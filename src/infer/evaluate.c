@@ -218,6 +218,7 @@ int evaluate_run(const cc_config *cfg, int split, const char *fpn_ckpt, const ch
         session_path(&s, "counter_best.h5", path, sizeof path);
     if (checkpoint_load(path, &m.Pc, NULL, st)) goto out;
     tape_init(&t, &s.ctx, 0);
+    tape_fix_weights(&t, 1);     /* loaded checkpoints, never changed */
     tape = 1;
     if (predict_split(&s, &m, &t, ds, split, needs_fpn, &p, st)) goto out;
     baseline bl;

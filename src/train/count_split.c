@@ -34,6 +34,7 @@ int mask_cache_build(mask_cache *mc, cc_session *s, cc_models *m, cc_dataset *ds
     for (int64_t i = 0; i < mc->n_index; i++) mc->slot[i] = -1;
     cc_tape t;
     tape_init(&t, &s->ctx, 0);
+    tape_fix_weights(&t, 1);     /* the FPN does not change while it fills the cache */
     loader_epoch_begin(L, 0);
     loader_batch b;
     int rc = 0;
