@@ -50,6 +50,8 @@ void wino_geom_init(wino_geom *g, int64_t n, int64_t cin, int64_t cout, int64_t 
 {
     g->n = n, g->cin = cin, g->cout = cout, g->h = h, g->w = w;
     g->isa = CC_ISA_SSE2;
+    g->act = 0;
+    g->slope = 0.0f;
     g->th = (h + 3) / 4;
     g->tw = (w + 3) / 4;
     g->tiles = n * g->th * g->tw;
@@ -125,8 +127,10 @@ size_t conv1_scratch_floats(const wino_geom *g, int threads)
 #undef WK
 
 #define WINO_VARIANT_DECLS(sfx)                                                                 \
+    void wino_transform_weights_##sfx(const wino_geom *, const float *, int, float *);          \
     void wino_forward_##sfx(const wino_geom *, const float *, const wino_layout *, const float *, \
-                            int, const float *, float *, const wino_layout *, float *);         \
+                            const float *, int, const float *, float *, const wino_layout *,   \
+                            float *);                                                           \
     void wino_backward_weights_##sfx(const wino_geom *, const float *, const wino_layout *,     \
                                      const float *, const wino_layout *, float *, float *,      \
                                      float *);                                                  \
@@ -150,11 +154,16 @@ WINO_VARIANT_DECLS(avx512)
         }                                                                                       \
     } while (0)
 
-void wino_forward(const wino_geom *g, const float *x, const wino_layout *lx, const float *w,
-                  int transpose, const float *bias, float *y, const wino_layout *ly,
-                  float *scratch)
+void wino_transform_weights(const wino_geom *g, const float *w, int transpose, float *U)
 {
-    WINO_DISPATCH(g, wino_forward, g, x, lx, w, transpose, bias, y, ly, scratch);
+    WINO_DISPATCH(g, wino_transform_weights, g, w, transpose, U);
+}
+
+void wino_forward(const wino_geom *g, const float *x, const wino_layout *lx, const float *w,
+                  const float *u_pre, int transpose, const float *bias, float *y,
+                  const wino_layout *ly, float *scratch)
+{
+    WINO_DISPATCH(g, wino_forward, g, x, lx, w, u_pre, transpose, bias, y, ly, scratch);
 }
 
 void wino_backward_weights(const wino_geom *g, const float *x, const wino_layout *lx,

@@ -47,6 +47,8 @@ typedef struct wino_geom {
     int64_t chunk;                  /* tiles per chunk (weight gradient) */
     int64_t chunk_fw;               /* tiles per chunk and thread (forward, data grad) */
     cc_isa isa;                     /* kernel variant (wino_geom_init: baseline) */
+    int act;                        /* 1: forward output = LeakyReLU(conv + bias) */
+    float slope;                    /* its negative slope */
 } wino_geom;
 
 /* Fill l for md when it is plain abcd or aBcd8b with channels a multiple of
@@ -78,10 +80,17 @@ size_t wino_scratch_floats(const wino_geom *g, int threads);
  * computes instead the backward-data convolution: x is then the output
  * gradient (cin = the conv's cout), w still the conv's (cin', cout', 3, 3)
  * weights with cout' = g->cin and cin' = g->cout, y the input gradient.
- * y is overwritten (padding channels of a blocked layout are untouched). */
+ * y is overwritten (padding channels of a blocked layout are untouched).
+ * u_pre: w already transformed by wino_transform_weights (same g and
+ * transpose; w is then not read), or NULL to transform w into the scratch. */
 void wino_forward(const wino_geom *g, const float *x, const wino_layout *lx, const float *w,
-                  int transpose, const float *bias, float *y, const wino_layout *ly,
-                  float *scratch);
+                  const float *u_pre, int transpose, const float *bias, float *y,
+                  const wino_layout *ly, float *scratch);
+/* U (wino_u_floats(g) floats) = w transformed for wino_forward's u_pre:
+ * for inference on fixed weights, which need transforming only once (the
+ * transform of a 512 -> 512 layer costs as much as its products on the
+ * counter's 12x16 images). */
+void wino_transform_weights(const wino_geom *g, const float *w, int transpose, float *U);
 
 /* dw (cout, cin, 3, 3) plain, overwritten = d loss / d w, and db (cout) or
  * NULL, from the conv's input x (layout lx) and output gradient dy (ly). */

@@ -8,6 +8,7 @@
  * does not concern any interface. */
 #pragma GCC diagnostic ignored "-Wpsabi"
 typedef float v8 __attribute__((vector_size(32)));
+typedef int32_t v8i __attribute__((vector_size(32)));
 
 #ifndef NXI
 #define NXI 36      /* 6 x 6 transform points */
@@ -235,12 +236,19 @@ static void output_tile(const wino_geom *g, const float *M, int64_t cb, int64_t 
     v8 b = v8_splat(0.0f);
     if (bias) memcpy(&b, bias + cb * 8, sizeof b);
     float *base = y + p.n * l->sn + cb * l->scb;
+    const v8 zero = v8_splat(0.0f), one = v8_splat(1.0f), sl = v8_splat(g->slope);
     for (int a = 0; a < 4; a++) {
         if (p.h0 + a >= g->h) break;
         v8 o[4];
         tr_at(tmp[a], o);
-        for (int c = 0; c < 4 && p.w0 + c < g->w; c++)
-            st8(base + (p.h0 + a) * l->sh + (p.w0 + c) * l->sw, l->sc, o[c] + b);
+        for (int c = 0; c < 4 && p.w0 + c < g->w; c++) {
+            v8 v = o[c] + b;
+            if (g->act) {   /* LeakyReLU: v * (v > 0 ? 1 : slope), lane-wise */
+                const v8i pos = v > zero;
+                v *= (v8)(((v8i)one & pos) | ((v8i)sl & ~pos));
+            }
+            st8(base + (p.h0 + a) * l->sh + (p.w0 + c) * l->sw, l->sc, v);
+        }
     }
 }
 
@@ -272,17 +280,24 @@ static void grad_tile(const wino_geom *g, const float *dy, const wino_layout *l,
 
 /* ---- drivers ---- */
 
+void WK(wino_transform_weights)(const wino_geom *g, const float *w, int transpose, float *U)
+{
+#pragma omp parallel
+    weights_transform(g, w, transpose, U);
+}
+
 void WK(wino_forward)(const wino_geom *g, const float *x, const wino_layout *lx, const float *w,
-                  int transpose, const float *bias, float *y, const wino_layout *ly,
-                  float *scratch)
+                  const float *u_pre, int transpose, const float *bias, float *y,
+                  const wino_layout *ly, float *scratch)
 {
     const int64_t K = g->cin, N = g->cout, cbi = K / 8, cbo = N / 8, ch = g->chunk_fw;
     const int64_t nchunk = (g->tiles + ch - 1) / ch;
     float *U = scratch, *per_thread = U + wino_u_floats(g);
+    const float *Uw = u_pre ? u_pre : U;
     const int64_t ustride = (int64_t)(wino_u_floats(g) / NXI);
 #pragma omp parallel
     {
-        weights_transform(g, w, transpose, U);
+        if (!u_pre) weights_transform(g, w, transpose, U);
         float *V = per_thread + (int64_t)omp_get_thread_num() * NXI * (xi_stride(ch, K) + xi_stride(ch, N));
         float *M = V + NXI * xi_stride(ch, K);
         /* dynamic: a thread the scheduler holds back takes fewer chunks */
@@ -303,12 +318,12 @@ void WK(wino_forward)(const wino_geom *g, const float *x, const wino_layout *lx,
                 for (int xi = 0; xi < NXI; xi++)
                     memset(V + xi * xi_stride(ch, K) + nt * K, 0, sizeof(float) * (size_t)((ntp - nt) * K));
             for (int xi = 0; xi < NXI; xi++)
-                wino_gemm_chunk(ntp, N, K, V + xi * xi_stride(ch, K), U + xi * ustride,
+                wino_gemm_chunk(ntp, N, K, V + xi * xi_stride(ch, K), Uw + xi * ustride,
                                 M + xi * xi_stride(ch, N));
 #else
             for (int xi = 0; xi < NXI; xi++)
                 dnnl_sgemm('N', transpose ? 'N' : 'T', nt, N, K, 1.0f, V + xi * xi_stride(ch, K), K,
-                           U + xi * ustride, transpose ? N : K, 0.0f, M + xi * xi_stride(ch, N),
+                           Uw + xi * ustride, transpose ? N : K, 0.0f, M + xi * xi_stride(ch, N),
                            N);
 #endif
             for (int64_t cb = 0; cb < cbo; cb++)

@@ -1,6 +1,8 @@
 /* op_conv.c - 2-D convolution on oneDNN.
  *
- * args: i[0] stride, i[1] pad, i[2] has_bias.  in: x, w[, b].
+ * args: i[0] stride, i[1] pad, i[2] has_bias, i[3] frozen BN + LeakyReLU
+ * folded in (f[0] BN eps, f[1] slope).  in: x, w[, b]; folded: x, w,
+ * gamma, beta, run_mean, run_var[, b].
  * The primitive picks its preferred layouts (format `any`): the output stays
  * in that (usually blocked) layout for the next op; the input is reordered
  * only if it arrives in another layout; the plain PyTorch-shaped weights in
@@ -20,6 +22,14 @@
  * on oneDNN, CC_CONV_WINOGRAD=0 turns Winograd off, CC_CONV_OWN=1 uses our
  * kernels for eligible shapes however small (see conv_own_size_ok).
  *
+ * Folded (op_conv2d_bn_lrelu_eval, inference tapes only): conv -> batch
+ * norm on its running statistics -> LeakyReLU as one convolution, with
+ * w' = w s and b' = (b - mean) s + beta per output channel,
+ * s = gamma / sqrt(var + eps), and the LeakyReLU as oneDNN's eltwise post-op
+ * (relu with alpha = slope) or in the Winograd output transform.  No BN
+ * pass, no activation pass.  The folded weights are recomputed every step,
+ * or once under tape_fix_weights().
+ *
  * bf16 precision (ctx_set_precision): every convolution runs on oneDNN's
  * bf16 primitives (op_conv_bf16.c, conv_bf16.h for the numerics), except
  * shapes for which oneDNN has only a reference bf16 kernel (fp32 then).
@@ -29,6 +39,7 @@
 #include "autodiff/op.h"
 #include "autodiff/ops.h"
 
+#include <math.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,6 +62,12 @@ typedef struct conv_state {
     float *w_kept;
     const float *w_kept_src;
     uint64_t w_kept_gen;
+    /* folded BN (i[3]): w' and b' (malloc'd once in infer), and the
+     * parameters and tape generation they were folded from (fold_src[0]
+     * NULL: fold again) */
+    float *wf, *bfold;
+    const float *fold_src[6];
+    uint64_t fold_gen;
     int wino;                   /* Winograd path: no oneDNN convolution */
     int single;                 /* one-output-channel C kernel (same fields) */
     wino_geom wg, wgt;          /* forward and backward-data geometry */
@@ -84,7 +101,15 @@ static void conv_free(void *p)
     if (s->m_bwdst) dnnl_memory_destroy(s->m_bwdst);
     conv_bf16_free(s->bf);
     free(s->w_kept);
+    free(s->wf);
+    free(s->bfold);
     free(s);
+}
+
+/* The bias input, or NULL: the last input when there is one. */
+static cc_tensor *conv_bias(const cc_node *n)
+{
+    return n->args.i[2] ? n->in[n->n_in - 1] : NULL;
 }
 
 static void conv_geometry(const cc_node *n, dnnl_dims_t strides, dnnl_dims_t pads)
@@ -121,8 +146,10 @@ static int conv_own_size_ok(const cc_tensor *x, const cc_tensor *w, double min_m
     return env_is("CC_CONV_OWN", "1") || macs >= min_macs;
 }
 
-static int conv_single_wanted(const cc_tensor *x, const cc_tensor *w, int stride, int pad)
+static int conv_single_wanted(const cc_node *n, const cc_tensor *x, const cc_tensor *w,
+                              int stride, int pad)
 {
+    if (n->args.i[3]) return 0;     /* folded BN: oneDNN's post-op does the activation */
     /* Opt-in (CC_CONV_SINGLE=1): its input gradient disagreed with finite
      * differences by ~7% in the saliency test (tests/test_count) late in
      * this session; oneDNN's convolution is the default until that is
@@ -138,14 +165,18 @@ static int conv_single_wanted(const cc_tensor *x, const cc_tensor *w, int stride
  * images (the counter's 12x16 and smaller layers: counter inference -20%),
  * while in training the Winograd gradients still win at those sizes, and on
  * AVX2 Winograd wins everywhere.  So inference tapes leave images under
- * 16x16 to oneDNN there (CC_CONV_OWN=1, the tests' switch, overrides). */
+ * 16x16 to oneDNN there (CC_CONV_OWN=1, the tests' switch, overrides).
+ * Except on fixed weights (tape_fix_weights before the first step): the
+ * Winograd weights are then transformed once, not every step, and that
+ * transform was most of Winograd's cost at those sizes (counter inference
+ * 70 -> 55 ms, Zen 5, 1 thread; docs/PERFORMANCE.md). */
 #define CONV_WINO_INFER_MIN_HW 256
 
 static int conv_wino_wanted(const cc_tape *t, const cc_tensor *x, const cc_tensor *w,
                             int stride, int pad)
 {
     if (env_is("CC_CONV_WINOGRAD", "0") || env_is("CC_CONV_ONEDNN", "1")) return 0;
-    if (!t->training && t->ctx->dnnl_avx512 && !env_is("CC_CONV_OWN", "1") &&
+    if (!t->training && !t->weights_fixed && t->ctx->dnnl_avx512 && !env_is("CC_CONV_OWN", "1") &&
         x->dims[2] * x->dims[3] < CONV_WINO_INFER_MIN_HW)
         return 0;
     return w->dims[2] == 3 && stride == 1 && pad == 1 && x->dims[1] % 8 == 0 &&
@@ -199,11 +230,63 @@ static int conv_wino_infer(cc_tape *t, cc_node *n, conv_state *s, const dnnl_dim
     return 0;
 }
 
+/* The folded forward: LeakyReLU as an eltwise post-op (oneDNN's relu with
+ * a negative slope alpha). */
+static int conv_make_folded_pd(cc_tape *t, const cc_node *n, const dnnl_convolution_desc_t *cd,
+                               conv_state *s, cc_status *st)
+{
+    dnnl_primitive_attr_t attr = tape_attr_new();
+    dnnl_post_ops_t po = NULL;
+    dnnl_status_t e = attr ? dnnl_post_ops_create(&po) : dnnl_out_of_memory;
+    if (e == dnnl_success) e = dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_relu,
+                                                             n->args.f[1], 0.0f);
+    if (e == dnnl_success) e = dnnl_primitive_attr_set_post_ops(attr, po);
+    if (e == dnnl_success) e = dnnl_primitive_desc_create(&s->fpd, cd, attr, t->ctx->engine, NULL);
+    if (po) dnnl_post_ops_destroy(po);
+    if (attr) dnnl_primitive_attr_destroy(attr);
+    if (e != dnnl_success)
+        return op_dnnl_fail(st, "conv2d_bn_lrelu_eval", "forward primitive descriptor", e);
+    return tape_prim_create(t, s->fpd, &s->fwd, &s->fscr, "conv2d_bn_lrelu_eval", st);
+}
+
+/* w' = w s, b' = (b - mean) s + beta, s = gamma / sqrt(var + eps), into
+ * s->wf / s->bfold; skipped when the same parameters were folded under the
+ * current tape_fix_weights() generation.  Returns 1 when it folded. */
+static int conv_fold(cc_tape *t, const cc_node *n, conv_state *s)
+{
+    const cc_tensor *w = n->in[1], *b = conv_bias(n);
+    const float *src[6] = {w->data, n->in[2]->data, n->in[3]->data, n->in[4]->data,
+                           n->in[5]->data, b ? b->data : NULL};
+    int params = 1;
+    for (int i = 1; i < n->n_in; i++) params &= n->in[i]->is_param;
+    if (t->weights_fixed && params && s->fold_gen == t->weights_gen &&
+        !memcmp(src, s->fold_src, sizeof src))
+        return 0;
+    const int64_t co = w->dims[0], per = tensor_numel(w) / co;
+    const float eps = n->args.f[0];
+    for (int64_t o = 0; o < co; o++) {
+        const double sc = (double)src[1][o] / sqrt((double)src[4][o] + (double)eps);
+        for (int64_t i = 0; i < per; i++) s->wf[o * per + i] = (float)(src[0][o * per + i] * sc);
+        s->bfold[o] = (float)(((b ? (double)src[5][o] : 0.0) - src[3][o]) * sc + src[2][o]);
+    }
+    memset(s->fold_src, 0, sizeof s->fold_src);
+    if (t->weights_fixed && params) {
+        memcpy(s->fold_src, src, sizeof src);
+        s->fold_gen = t->weights_gen;
+    }
+    return 1;
+}
+
 static int conv_infer(cc_tape *t, cc_node *n, cc_tensor *out, cc_status *st)
 {
     const cc_tensor *x = n->in[0], *w = n->in[1];
     const int stride = n->args.i[0], pad = n->args.i[1], has_bias = n->args.i[2];
+    const int folded = n->args.i[3];
+    const cc_tensor *bias = conv_bias(n);
     char a[64], b[64];
+    if (folded && t->training)
+        return status_set(st, "conv2d_bn_lrelu_eval: inference tapes only (the folded batch "
+                              "norm has no gradient)");
     if (x->ndim != 4 || w->ndim != 4)
         return status_set(st, "conv2d: input and weight must be 4-D (got %s and %s)",
                           tensor_shape_str(x, a, sizeof a), tensor_shape_str(w, b, sizeof b));
@@ -211,9 +294,15 @@ static int conv_infer(cc_tape *t, cc_node *n, cc_tensor *out, cc_status *st)
         return status_set(st, "conv2d: weight %s expects %lld input channels, input is %s",
                           tensor_shape_str(w, a, sizeof a), (long long)w->dims[1],
                           tensor_shape_str(x, b, sizeof b));
-    if (has_bias && (n->in[2]->ndim != 1 || n->in[2]->dims[0] != w->dims[0]))
+    if (has_bias && (bias->ndim != 1 || bias->dims[0] != w->dims[0]))
         return status_set(st, "conv2d: bias %s does not match weight %s",
-                          tensor_shape_str(n->in[2], a, sizeof a), tensor_shape_str(w, b, sizeof b));
+                          tensor_shape_str(bias, a, sizeof a), tensor_shape_str(w, b, sizeof b));
+    for (int i = 2; folded && i < 6; i++)
+        if (n->in[i]->ndim != 1 || n->in[i]->dims[0] != w->dims[0] || !tensor_is_plain(n->in[i]))
+            return status_set(st, "conv2d_bn_lrelu_eval: batch-norm %s %s does not match weight %s",
+                              i == 2 ? "gamma" : i == 3 ? "beta" : i == 4 ? "mean" : "variance",
+                              tensor_shape_str(n->in[i], a, sizeof a),
+                              tensor_shape_str(w, b, sizeof b));
     const int64_t k = w->dims[2];
     if (w->dims[3] != k || stride < 1 || pad < 0)
         return status_set(st, "conv2d: only square kernels, stride >= 1, pad >= 0 (weight %s)",
@@ -227,6 +316,9 @@ static int conv_infer(cc_tape *t, cc_node *n, cc_tensor *out, cc_status *st)
     conv_state *s = calloc(1, sizeof *s);
     if (!s) return status_set(st, "conv2d: out of memory");
     n->state = s;
+    if (folded && (!(s->wf = malloc(tensor_bytes(w))) ||
+                   !(s->bfold = malloc(sizeof(float) * (size_t)w->dims[0]))))
+        return status_set(st, "conv2d_bn_lrelu_eval: out of memory for the folded weights");
     dnnl_dims_t sd = {x->dims[0], x->dims[1], x->dims[2], x->dims[3]};
     dnnl_dims_t wd = {w->dims[0], w->dims[1], k, k};
     dnnl_dims_t dd = {x->dims[0], w->dims[0], ho, wo};
@@ -234,12 +326,17 @@ static int conv_infer(cc_tape *t, cc_node *n, cc_tensor *out, cc_status *st)
     /* bf16: fp32 below only where bf16 has just oneDNN's reference kernel
      * (and, as a measurement knob, CC_BF16_WINO=1 keeps the fp32 Winograd
      * path for the shapes it takes: docs/PERFORMANCE.md, bf16) */
-    if (t->ctx->bf16 && !(env_is("CC_BF16_WINO", "1") && conv_wino_wanted(t, x, w, stride, pad))) {
+    if (t->ctx->bf16 && !folded && !(env_is("CC_BF16_WINO", "1") && conv_wino_wanted(t, x, w, stride, pad))) {
         const int r = conv_bf16_infer(t, n, out, &s->bf, st);
         if (r <= 0) return r;
     }
-    if (conv_single_wanted(x, w, stride, pad)) return conv_wino_infer(t, n, s, dd, 1, out, st);
-    if (conv_wino_wanted(t, x, w, stride, pad)) return conv_wino_infer(t, n, s, dd, 0, out, st);
+    if (conv_single_wanted(n, x, w, stride, pad)) return conv_wino_infer(t, n, s, dd, 1, out, st);
+    if (conv_wino_wanted(t, x, w, stride, pad)) {
+        if (conv_wino_infer(t, n, s, dd, 0, out, st)) return -1;
+        s->wg.act = folded;
+        s->wg.slope = n->args.f[1];
+        return 0;
+    }
     dnnl_memory_desc_t src_any, w_any, dst_any, b_md;
     DNNL_TRY(st, "conv2d", "md", dnnl_memory_desc_init_by_tag(&src_any, 4, sd, dnnl_f32, dnnl_format_tag_any));
     DNNL_TRY(st, "conv2d", "md", dnnl_memory_desc_init_by_tag(&w_any, 4, wd, dnnl_f32, dnnl_format_tag_any));
@@ -251,11 +348,14 @@ static int conv_infer(cc_tape *t, cc_node *n, cc_tensor *out, cc_status *st)
     DNNL_TRY(st, "conv2d", "forward descriptor",
              dnnl_convolution_forward_desc_init(
                  &cd, t->training ? dnnl_forward_training : dnnl_forward_inference,
-                 dnnl_convolution_direct, &src_any, &w_any, has_bias ? &b_md : NULL, &dst_any,
-                 strides, pads, pads));
-    if (tape_prim_make(t, &cd, NULL, &s->fpd, &s->fwd, &s->fscr, "conv2d",
-                       "forward primitive descriptor", st))
+                 dnnl_convolution_direct, &src_any, &w_any, has_bias || folded ? &b_md : NULL,
+                 &dst_any, strides, pads, pads));
+    if (folded) {
+        if (conv_make_folded_pd(t, n, &cd, s, st)) return -1;
+    } else if (tape_prim_make(t, &cd, NULL, &s->fpd, &s->fwd, &s->fscr, "conv2d",
+                              "forward primitive descriptor", st)) {
         return -1;
+    }
 
     s->src_md = *dnnl_primitive_desc_query_md(s->fpd, dnnl_query_src_md, 0);
     s->w_md = *dnnl_primitive_desc_query_md(s->fpd, dnnl_query_weights_md, 0);
@@ -278,7 +378,13 @@ static int conv_forward(cc_tape *t, cc_node *n, cc_status *st)
 {
     conv_state *s = n->state;
     if (s->bf) return conv_bf16_forward(t, n, s->bf, st);
-    cc_tensor *x = n->in[0], *w = n->in[1];
+    cc_tensor *x = n->in[0], *w = n->in[1], *bt = conv_bias(n);
+    const float *wsrc = w->data, *bias = bt ? bt->data : NULL;
+    if (n->args.i[3]) {
+        if (conv_fold(t, n, s)) s->w_kept_src = NULL;   /* new values: reorder again */
+        wsrc = s->wf;
+        bias = s->bfold;
+    }
     s->src_buf = x->data;
     if (s->r_src.needed) {
         s->src_buf = tape_alloc(t, dnnl_memory_desc_get_size(&s->src_md), st);
@@ -286,16 +392,29 @@ static int conv_forward(cc_tape *t, cc_node *n, cc_status *st)
             return -1;
     }
     if (s->wino) {
-        wino_forward(&s->wg, s->src_buf, &s->lsrc, w->data, 0,
-                     n->args.i[2] ? n->in[2]->data : NULL, n->out->data, &s->ldst, t->scratch);
+        /* fixed weights: transformed once (w_kept holds U here) */
+        const float *u_pre = NULL;
+        if (t->weights_fixed && w->is_param) {
+            if (!s->w_kept || s->w_kept_gen != t->weights_gen || s->w_kept_src != w->data) {
+                if (!s->w_kept &&
+                    !(s->w_kept = malloc(sizeof(float) * wino_u_floats(&s->wg))))
+                    return status_set(st, "conv2d: out of memory for the transformed weights");
+                wino_transform_weights(&s->wg, wsrc, 0, s->w_kept);
+                s->w_kept_src = w->data;
+                s->w_kept_gen = t->weights_gen;
+            }
+            u_pre = s->w_kept;
+        }
+        wino_forward(&s->wg, s->src_buf, &s->lsrc, wsrc, u_pre, 0, bias, n->out->data,
+                     &s->ldst, t->scratch);
         return 0;
     }
     if (s->single) {
-        conv1_forward(&s->wg, s->src_buf, &s->lsrc, w->data, n->args.i[2] ? n->in[2]->data : NULL,
-                      n->out->data, &s->ldst, t->scratch);
+        conv1_forward(&s->wg, s->src_buf, &s->lsrc, wsrc, bias, n->out->data, &s->ldst,
+                      t->scratch);
         return 0;
     }
-    s->w_buf = w->data;
+    s->w_buf = (float *)wsrc;
     if (s->r_w.needed && t->weights_fixed && w->is_param) {
         /* inference on fixed weights: reorder once, not every step (only a
          * parameter's address says which weights these are: a tape_input
@@ -304,19 +423,18 @@ static int conv_forward(cc_tape *t, cc_node *n, cc_status *st)
             if (!s->w_kept && !(s->w_kept = malloc(dnnl_memory_desc_get_size(&s->w_md))))
                 return status_set(st, "conv2d: out of memory for the reordered weights");
             s->w_kept_src = NULL;
-            if (reorder_run(t, &s->r_w, w->data, s->w_kept, "conv2d weights", st)) return -1;
+            if (reorder_run(t, &s->r_w, wsrc, s->w_kept, "conv2d weights", st)) return -1;
             s->w_kept_src = w->data;
             s->w_kept_gen = t->weights_gen;
         }
         s->w_buf = s->w_kept;
     } else if (s->r_w.needed) {
         s->w_buf = tape_alloc(t, dnnl_memory_desc_get_size(&s->w_md), st);
-        if (!s->w_buf || reorder_run(t, &s->r_w, w->data, s->w_buf, "conv2d weights", st))
+        if (!s->w_buf || reorder_run(t, &s->r_w, wsrc, s->w_buf, "conv2d weights", st))
             return -1;
     }
     const dnnl_memory_t m[4] = {s->m_src, s->m_w, s->m_dst, s->m_b};
-    void *const buf[4] = {s->src_buf, s->w_buf, n->out->data,
-                          n->args.i[2] ? n->in[2]->data : NULL};
+    void *const buf[4] = {s->src_buf, s->w_buf, n->out->data, (float *)bias};
     return op_exec_weighted(t, s->fwd, s->fscr, m, buf, "conv2d forward", st);
 }
 
@@ -396,7 +514,7 @@ static int conv_make_bwd_weights(cc_tape *t, cc_node *n, conv_state *s, cc_statu
 
 static int conv_wino_backward(cc_tape *t, cc_node *n, conv_state *s, cc_status *st)
 {
-    cc_tensor *x = n->in[0], *w = n->in[1], *b = n->args.i[2] ? n->in[2] : NULL;
+    cc_tensor *x = n->in[0], *w = n->in[1], *b = conv_bias(n);
     if (x->requires_grad) {
         float *gx = tape_grad_begin(t, x, st), *dsrc = gx;
         if (!gx) return -1;
@@ -406,7 +524,7 @@ static int conv_wino_backward(cc_tape *t, cc_node *n, conv_state *s, cc_status *
             conv1_backward_data(&s->wg, n->out->grad, &s->ldst, w->data, dsrc, &s->lsrc,
                                 t->scratch);
         else
-            wino_forward(&s->wgt, n->out->grad, &s->ldst, w->data, 1, NULL, dsrc, &s->lsrc,
+            wino_forward(&s->wgt, n->out->grad, &s->ldst, w->data, NULL, 1, NULL, dsrc, &s->lsrc,
                          t->scratch);
         if (reorder_run(t, &s->r_dsrc, dsrc, gx, "conv2d input gradient", st)) return -1;
         tape_grad_end(t, x, gx);
@@ -433,7 +551,7 @@ static int conv_backward(cc_tape *t, cc_node *n, cc_status *st)
     conv_state *s = n->state;
     if (s->bf) return conv_bf16_backward(t, n, s->bf, st);
     if (s->wino || s->single) return conv_wino_backward(t, n, s, st);
-    cc_tensor *x = n->in[0], *w = n->in[1], *b = n->args.i[2] ? n->in[2] : NULL;
+    cc_tensor *x = n->in[0], *w = n->in[1], *b = conv_bias(n);
     mem_bind(s->m_dst, n->out->grad);     /* diff_dst shares dst's layout */
 
     if (x->requires_grad) {
@@ -508,4 +626,21 @@ cc_tensor *op_conv2d(cc_tape *t, cc_tensor *x, cc_tensor *w, cc_tensor *b, int s
     a.i[2] = b != NULL;
     cc_tensor *in[3] = {x, w, b};
     return tape_record(t, OP_conv2d, in, b ? 3 : 2, &a);
+}
+
+cc_tensor *op_conv2d_bn_lrelu_eval(cc_tape *t, cc_tensor *x, cc_tensor *w, cc_tensor *b,
+                                   int stride, int pad, cc_tensor *gamma, cc_tensor *beta,
+                                   cc_tensor *run_mean, cc_tensor *run_var, float eps,
+                                   float slope)
+{
+    cc_op_args a;
+    memset(&a, 0, sizeof a);
+    a.i[0] = stride;
+    a.i[1] = pad;
+    a.i[2] = b != NULL;
+    a.i[3] = 1;
+    a.f[0] = eps;
+    a.f[1] = slope;
+    cc_tensor *in[7] = {x, w, gamma, beta, run_mean, run_var, b};
+    return tape_record(t, OP_conv2d, in, b ? 7 : 6, &a);
 }

@@ -37,6 +37,15 @@ enum { CC_OPS(CC_OP_ENUM) OP_COUNT };
 /* conv2d: x (N,Cin,H,W), w (Cout,Cin,k,k), b (Cout) or NULL; square kernel,
  * symmetric padding.  Out (N,Cout,(H+2p-k)/s+1,(W+2p-k)/s+1). */
 cc_tensor *op_conv2d(cc_tape *t, cc_tensor *x, cc_tensor *w, cc_tensor *b, int stride, int pad);
+/* Inference tapes only: leaky_relu(batch_norm_eval(conv2d(x, w, b))) with
+ * the running statistics (the same as op_conv2d, then
+ * op_batch_norm_eval_lrelu, to float rounding) as ONE convolution whose
+ * weights and bias have the batch norm folded in: no BN pass and no
+ * activation pass.  Not differentiable: a training tape gets an error. */
+cc_tensor *op_conv2d_bn_lrelu_eval(cc_tape *t, cc_tensor *x, cc_tensor *w, cc_tensor *b,
+                                   int stride, int pad, cc_tensor *gamma, cc_tensor *beta,
+                                   cc_tensor *run_mean, cc_tensor *run_var, float eps,
+                                   float slope);
 
 /* Layout change to plain row-major (identity when already plain). */
 cc_tensor *op_plain(cc_tape *t, cc_tensor *x);

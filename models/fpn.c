@@ -74,10 +74,8 @@ void fpn_init(cc_params *P, const fpn_model *m, uint64_t seed)
 /* conv1/bn1/lrelu -> conv2/bn2/lrelu -> conv3. */
 static cc_tensor *head_forward(cc_tape *t, cc_params *P, const fpn_head *h, cc_tensor *u)
 {
-    cc_tensor *y = layer_conv_forward(t, P, &h->conv1, u);
-    y = layer_bn_lrelu_forward(t, P, &h->bn1, y);
-    y = layer_conv_forward(t, P, &h->conv2, y);
-    y = layer_bn_lrelu_forward(t, P, &h->bn2, y);
+    cc_tensor *y = layer_conv_bn_lrelu_forward(t, P, &h->conv1, &h->bn1, u);
+    y = layer_conv_bn_lrelu_forward(t, P, &h->conv2, &h->bn2, y);
     return layer_conv_forward(t, P, &h->conv3, y);
 }
 

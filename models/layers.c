@@ -152,7 +152,21 @@ cc_tensor *layer_bn_lrelu_forward(cc_tape *t, cc_params *P, const layer_bn *l, c
                                LAYER_LRELU_SLOPE);
 }
 
+cc_tensor *layer_conv_bn_lrelu_forward(cc_tape *t, cc_params *P, const layer_conv *c,
+                                       const layer_bn *bn, cc_tensor *x)
+{
+    /* bf16 keeps the separate ops: its convolutions are oneDNN's bf16
+     * primitives, which take no folded fp32 weights */
+    if (!t->training && !t->ctx->bf16)
+        return op_conv2d_bn_lrelu_eval(
+            t, x, params_tensor(P, c->w), c->b >= 0 ? params_tensor(P, c->b) : NULL, c->stride,
+            c->pad, params_tensor(P, bn->gamma), params_tensor(P, bn->beta),
+            params_tensor(P, bn->mean), params_tensor(P, bn->var), LAYER_BN_EPS,
+            LAYER_LRELU_SLOPE);
+    return layer_bn_lrelu_forward(t, P, bn, layer_conv_forward(t, P, c, x));
+}
+
 cc_tensor *layer_cba_forward(cc_tape *t, cc_params *P, const layer_cba *l, cc_tensor *x)
 {
-    return layer_bn_lrelu_forward(t, P, &l->bn, layer_conv_forward(t, P, &l->conv, x));
+    return layer_conv_bn_lrelu_forward(t, P, &l->conv, &l->bn, x);
 }

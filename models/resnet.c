@@ -107,7 +107,7 @@ static void resnet18_init(cc_params *P, const void *bb, uint64_t seed)
 
 static cc_tensor *block_forward(cc_tape *t, cc_params *P, const res_block *b, cc_tensor *x)
 {
-    cc_tensor *y = layer_bn_lrelu_forward(t, P, &b->bn1, layer_conv_forward(t, P, &b->conv1, x));
+    cc_tensor *y = layer_conv_bn_lrelu_forward(t, P, &b->conv1, &b->bn1, x);
     y = layer_bn_forward(t, P, &b->bn2, layer_conv_forward(t, P, &b->conv2, y));
     cc_tensor *s = b->has_down
                        ? layer_bn_forward(t, P, &b->down_bn, layer_conv_forward(t, P, &b->down, x))
@@ -118,7 +118,7 @@ static cc_tensor *block_forward(cc_tape *t, cc_params *P, const res_block *b, cc
 static cc_tensor *resnet18_forward(cc_tape *t, cc_params *P, const void *bb, cc_tensor *x)
 {
     const res_net *net = bb;
-    x = layer_bn_lrelu_forward(t, P, &net->bn1, layer_conv_forward(t, P, &net->conv1, x));
+    x = layer_conv_bn_lrelu_forward(t, P, &net->conv1, &net->bn1, x);
     x = op_max_pool2d(t, x, 2, 2);
     for (int s = 0; s < 4; s++)
         for (int b = 0; b < 2; b++) x = block_forward(t, P, &net->blocks[s][b], x);

@@ -86,7 +86,7 @@ static cc_tensor *vgg_forward(cc_tape *t, cc_params *P, const void *bb, cc_tenso
         if (it->pool)
             x = op_max_pool2d(t, x, 2, 2);
         else
-            x = layer_bn_lrelu_forward(t, P, &it->bn, layer_conv_forward(t, P, &it->conv, x));
+            x = layer_conv_bn_lrelu_forward(t, P, &it->conv, &it->bn, x);
     }
     return op_flatten(t, x);
 }

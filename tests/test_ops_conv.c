@@ -464,13 +464,14 @@ static void infer_once(cc_tape *t, const float *x, cc_tensor *W, const float *b,
     ck_assert_int_eq(tape_read(t, y_, y), 0);
 }
 
-/* tape_fix_weights(): oneDNN's weights are reordered once and kept (a weight
- * changed behind the promise is not seen: the copy is in use); calling it
- * again, handing the op another parameter, or withdrawing the promise
- * brings the current weights back, bit-identical to a tape without it. */
-START_TEST(test_fixed_weights_kept)
+/* tape_fix_weights(): oneDNN's weights are reordered once and kept, and
+ * the Winograd path's weights transformed once (a weight changed behind
+ * the promise is not seen: the copy is in use); calling it again, handing
+ * the op another parameter, or withdrawing the promise brings the current
+ * weights back, bit-identical to a tape without it.  env: the path. */
+static void check_fixed_weights(const char *env)
 {
-    setenv("CC_CONV_ONEDNN", "1", 1);   /* the oneDNN path reorders weights */
+    setenv(env, "1", 1);
     enum { NX = 2 * 16 * 12 * 10, NW = 32 * 16 * 9, NY = 2 * 32 * 12 * 10 };
     float *x = malloc(sizeof(float) * NX), b[32];
     float *y = malloc(sizeof(float) * NY), *ref = malloc(sizeof(float) * NY);
@@ -518,6 +519,151 @@ START_TEST(test_fixed_weights_kept)
     params_free(&P);
     ctx_free(&ctx);
     free(x), free(y), free(ref);
+    unsetenv(env);
+}
+
+START_TEST(test_fixed_weights_kept)
+{
+    check_fixed_weights("CC_CONV_ONEDNN");  /* oneDNN: weights reordered once */
+    for (int isa = CC_ISA_SSE2; isa < CC_ISA_COUNT; isa++) {  /* Winograd: transformed once */
+        if (!isa_cpu_has((cc_isa)isa)) continue;
+        setenv("CELLCOUNT_MAX_ISA", isa_variant_name((cc_isa)isa), 1);
+        check_fixed_weights("CC_CONV_OWN");
+    }
+    unsetenv("CELLCOUNT_MAX_ISA");
+}
+END_TEST
+
+/* ---- conv -> frozen BN -> LeakyReLU folded into one conv ---- */
+
+enum { FB_O = 32, FB_C = 16 };
+
+typedef struct fold_params {
+    cc_params P;
+    cc_tensor *w, *b, *g, *be, *m, *v;
+} fold_params;
+
+static void fold_params_make(fold_params *f, cc_ctx *ctx, uint64_t seed)
+{
+    cc_status st;
+    status_clear(&st);
+    params_init(&f->P, ctx);
+    const int64_t wd[4] = {FB_O, FB_C, 3, 3}, cd[1] = {FB_O};
+    const char *names[5] = {"c.bias", "bn.weight", "bn.bias", "bn.running_mean", "bn.running_var"};
+    ck_assert_int_eq(params_add(&f->P, "c.weight", 4, wd, PARAM_TRAINABLE, &st), 0);
+    for (int i = 0; i < 5; i++)
+        ck_assert_int_eq(params_add(&f->P, names[i], 1, cd, PARAM_TRAINABLE, &st), i + 1);
+    ck_assert_msg(params_finalize(&f->P, &st) == 0, "%s", st.msg);
+    cc_tensor **ts[6] = {&f->w, &f->b, &f->g, &f->be, &f->m, &f->v};
+    for (int i = 0; i < 6; i++) *ts[i] = params_tensor(&f->P, i);
+    tu_fill_uniform(f->w->data, FB_O * FB_C * 9, -0.3f, 0.3f, seed);
+    tu_fill_uniform(f->b->data, FB_O, -0.5f, 0.5f, seed + 1);
+    tu_fill_uniform(f->g->data, FB_O, 0.5f, 2.0f, seed + 2);
+    tu_fill_uniform(f->be->data, FB_O, -0.5f, 0.5f, seed + 3);
+    tu_fill_uniform(f->m->data, FB_O, -0.5f, 0.5f, seed + 4);
+    tu_fill_uniform(f->v->data, FB_O, 0.2f, 3.0f, seed + 5);
+}
+
+/* leaky_relu(bn_eval(conv(x) [+ b])) in double, plain (2, FB_O, 12, 10). */
+static void fold_reference(const fold_params *f, const float *x, int bias, float *y)
+{
+    const conv_case k = {2, FB_C, FB_O, 12, 10, bias, 0};
+    conv_result r;
+    float *R = calloc((size_t)(2 * FB_O * 120), sizeof(float));
+    reference(&k, x, f->w->data, f->b->data, R, &r);
+    for (int64_t i = 0; i < 2 * FB_O * 120; i++) {
+        const int64_t o = (i / 120) % FB_O;
+        const double s = f->g->data[o] / sqrt((double)f->v->data[o] + 1e-5);
+        const double z = (r.y[i] - f->m->data[o]) * s + f->be->data[o];
+        y[i] = (float)(z > 0 ? z : 0.01 * z);
+    }
+    result_free(&r);
+    free(R);
+}
+
+static cc_tensor *fold_once(cc_tape *t, const fold_params *f, const float *x, int bias,
+                            int folded)
+{
+    const int64_t xd[4] = {2, FB_C, 12, 10};
+    tape_reset(t);
+    cc_tensor *X = tape_input(t, 4, xd, x, 0), *b = bias ? f->b : NULL;
+    if (folded)
+        return op_conv2d_bn_lrelu_eval(t, X, f->w, b, 1, 1, f->g, f->be, f->m, f->v, 1e-5f,
+                                       0.01f);
+    return op_batch_norm_eval_lrelu(t, op_conv2d(t, X, f->w, b, 1, 1), f->g, f->be, f->m, f->v,
+                                    1e-5f, 0.01f);
+}
+
+/* The folded op against the double reference and the separate ops, on
+ * oneDNN (post-op) and on Winograd (activation in the output transform),
+ * with and without bias, with and without fixed weights; a BN parameter
+ * changed behind tape_fix_weights() is not seen until it is called again,
+ * and a training tape is refused. */
+static void check_folded(const char *env)
+{
+    setenv(env, "1", 1);
+    enum { NX = 2 * FB_C * 120, NY = 2 * FB_O * 120 };
+    float *x = malloc(sizeof(float) * NX), *ref = malloc(sizeof(float) * NY);
+    float *y = malloc(sizeof(float) * NY), *sep = malloc(sizeof(float) * NY);
+    float *yk = malloc(sizeof(float) * NY);
+    tu_fill_uniform(x, NX, -1, 1, 41);
+    cc_ctx ctx;
+    cc_status st;
+    status_clear(&st);
+    ck_assert_int_eq(ctx_init(&ctx, 1, &st), 0);
+    fold_params f;
+    fold_params_make(&f, &ctx, 42);
+    cc_tape t, kept;
+    tape_init(&t, &ctx, 0);
+    tape_init(&kept, &ctx, 0);
+    tape_fix_weights(&kept, 1);
+    for (int bias = 0; bias < 2; bias++) {
+        fold_reference(&f, x, bias, ref);
+        ck_assert_int_eq(tape_read(&t, fold_once(&t, &f, x, bias, 0), sep), 0);
+        ck_assert_int_eq(tape_read(&t, fold_once(&t, &f, x, bias, 1), y), 0);
+        ck_assert_int_eq(tape_read(&kept, fold_once(&kept, &f, x, bias, 1), yk), 0);
+        double scale = 0;
+        for (int i = 0; i < NY; i++) scale = fmax(scale, fabs(ref[i]));
+        const double e_ref = tu_max_abs_diff(y, ref, NY) / scale;
+        const double e_sep = tu_max_abs_diff(y, sep, NY) / scale;
+        ck_assert_msg(e_ref < 2e-5 && e_sep < 2e-5, "%s, bias %d: folded vs reference %g, vs "
+                      "conv + batch_norm_eval_lrelu %g", env, bias, e_ref, e_sep);
+        int negative = 0;
+        for (int i = 0; i < NY; i++) negative += ref[i] < 0;
+        ck_assert_msg(negative > NY / 10 && negative < NY * 9 / 10, "%d of %d negative: the "
+                      "activation's two sides are not both exercised", negative, NY);
+        ck_assert_msg(!memcmp(y, yk, sizeof(float) * NY), "%s: fixed weights change the bits", env);
+    }
+    f.g->data[3] *= 2.0f;                               /* behind the promise */
+    ck_assert_int_eq(tape_read(&kept, fold_once(&kept, &f, x, 1, 1), yk), 0);
+    ck_assert_int_eq(tape_read(&t, fold_once(&t, &f, x, 1, 1), y), 0);
+    ck_assert_msg(memcmp(y, yk, sizeof(float) * NY), "%s: a changed gamma reached the kept "
+                  "tape: it folds every step", env);
+    tape_fix_weights(&kept, 1);                         /* declared: folded again */
+    ck_assert_int_eq(tape_read(&kept, fold_once(&kept, &f, x, 1, 1), yk), 0);
+    ck_assert_msg(!memcmp(y, yk, sizeof(float) * NY), "%s: gamma not re-read", env);
+    cc_tape tr;
+    tape_init(&tr, &ctx, 1);
+    ck_assert_ptr_null(fold_once(&tr, &f, x, 1, 1));
+    ck_assert_msg(strstr(tape_error(&tr), "inference tapes only"), "%s", tape_error(&tr));
+    tape_free(&tr);
+    tape_free(&t);
+    tape_free(&kept);
+    params_free(&f.P);
+    ctx_free(&ctx);
+    free(x), free(ref), free(y), free(sep), free(yk);
+    unsetenv(env);
+}
+
+START_TEST(test_folded_bn_lrelu)
+{
+    check_folded("CC_CONV_ONEDNN");
+    for (int isa = CC_ISA_SSE2; isa < CC_ISA_COUNT; isa++) {  /* each Winograd variant */
+        if (!isa_cpu_has((cc_isa)isa)) continue;
+        setenv("CELLCOUNT_MAX_ISA", isa_variant_name((cc_isa)isa), 1);
+        check_folded("CC_CONV_OWN");
+    }
+    unsetenv("CELLCOUNT_MAX_ISA");
 }
 END_TEST
 
@@ -535,6 +681,7 @@ static Suite *conv_suite(void)
     tcase_add_test(tc, test_isa_cap_rejects_unknown);
     tcase_add_test(tc, test_onednn_backward_avoids_reference);
     tcase_add_test(tc, test_fixed_weights_kept);
+    tcase_add_test(tc, test_folded_bn_lrelu);
     suite_add_tcase(s, tc);
     return s;
 }
