@@ -39,6 +39,7 @@
 
 #define WINO_OWN_GEMM 1
 #define WINO_GEMM_ROWS 12   /* tiles per register block */
+#define WINO_STREAM_MIN_BYTES ((size_t)16 << 20)   /* weights_transform: stores bypass the cache */
 
 /* C (12 x ncol, row stride ldc; ncol in 1..32) = A (12 x K, row stride lda)
  * * P (one packed panel of U: K x 32, row stride 32).  12 rows x 2 vectors
@@ -89,6 +90,14 @@ static void wino_gemm_chunk(int64_t rows, int64_t N, int64_t K, const float *V, 
         for (int64_t r = 0; r < rows; r += WINO_GEMM_ROWS)
             gemm_12x32(K, V + r * K, K, U + p * K * 32, M + r * N + p * 32, N, ncol);
     }
+}
+
+/* dst[0..8) = src[0..8) with a non-temporal store (dst 32-byte aligned);
+ * pointers, not vectors, so that clang's callers at its default ISA can
+ * call it (see below). */
+static inline void wino_stream8(float *dst, const float *src)
+{
+    _mm256_stream_ps(dst, _mm256_loadu_ps(src));
 }
 
 /* clang: the shared kernels below stay at its default ISA, as in the

@@ -396,8 +396,8 @@ static int conv_forward(cc_tape *t, cc_node *n, cc_status *st)
         const float *u_pre = NULL;
         if (t->weights_fixed && w->is_param) {
             if (!s->w_kept || s->w_kept_gen != t->weights_gen || s->w_kept_src != w->data) {
-                if (!s->w_kept &&
-                    !(s->w_kept = malloc(sizeof(float) * wino_u_floats(&s->wg))))
+                if (!s->w_kept && !(s->w_kept = aligned_alloc(
+                                        64, (sizeof(float) * wino_u_floats(&s->wg) + 63) / 64 * 64)))
                     return status_set(st, "conv2d: out of memory for the transformed weights");
                 wino_transform_weights(&s->wg, wsrc, 0, s->w_kept);
                 s->w_kept_src = w->data;

@@ -193,11 +193,15 @@ START_TEST(test_wino_small_and_wide)
     /* 182 tiles: more than one weight-gradient chunk (168 tiles at 128
      * channels), so its products accumulate across chunks */
     const conv_case d = {1, 128, 16, 56, 52, 1, 0};
+    /* transformed weights of 18 MiB: the AVX-512 variant writes them with
+     * non-temporal stores (WINO_STREAM_MIN_BYTES), both ways */
+    const conv_case e = {1, 256, 512, 4, 5, 1, 0};
     setenv("CC_CONV_OWN", "1", 1);
     check_case(&a);
     check_case(&b);
     check_case(&c);
     check_case(&d);
+    check_case(&e);
 }
 END_TEST
 
