@@ -175,13 +175,23 @@ static int conv_single_wanted(const cc_node *n, const cc_tensor *x, const cc_ten
  * transform was most of Winograd's cost at those sizes (counter inference
  * 70 -> 55 ms, Zen 5, 1 thread; docs/PERFORMANCE.md). */
 #define CONV_WINO_INFER_MIN_HW 256
+/* Training, same CPUs: the weight transform (twice a step: forward and
+ * backward data) costs in proportion to cin x cout, and so do the products
+ * each 4x4 tile saves, so whether Winograd pays is a question of the tile
+ * count, whatever the channels.  Measured (Zen 5, 1 thread): the counter's
+ * 512-channel 6x8 layers at batch 5 (20 tiles) are faster on oneDNN
+ * (training step -5%); at the quickstart's batch 32 (3x4: 32 tiles, 6x8:
+ * 128) Winograd still wins. */
+#define CONV_WINO_MIN_TILES 24
 
 static int conv_wino_wanted(const cc_tape *t, const cc_tensor *x, const cc_tensor *w,
                             int stride, int pad)
 {
     if (env_is("CC_CONV_WINOGRAD", "0") || env_is("CC_CONV_ONEDNN", "1")) return 0;
-    if (!t->training && !t->weights_fixed && t->ctx->dnnl_avx512 && !env_is("CC_CONV_OWN", "1") &&
-        x->dims[2] * x->dims[3] < CONV_WINO_INFER_MIN_HW)
+    const int64_t tiles = x->dims[0] * ((x->dims[2] + 3) / 4) * ((x->dims[3] + 3) / 4);
+    if (t->ctx->dnnl_avx512 && !t->weights_fixed && !env_is("CC_CONV_OWN", "1") &&
+        ((!t->training && x->dims[2] * x->dims[3] < CONV_WINO_INFER_MIN_HW) ||
+         tiles < CONV_WINO_MIN_TILES))
         return 0;
     return w->dims[2] == 3 && stride == 1 && pad == 1 && x->dims[1] % 8 == 0 &&
            w->dims[0] % 8 == 0 && x->dims[1] >= 16 && w->dims[0] >= 16 && x->dtype == CC_F32 &&
