@@ -79,7 +79,7 @@ EOF
 # + 1), perturb every conv/linear weight (seeded), bring it back, let
 # cellcount evaluate it, and check PyTorch's forward against those counts,
 # which now vary (--require-spread).
-"$PY" - "$tmp/sd.pt" "$tmp/sd2.pt" <<'EOF'
+"$PY" - "$tmp/sd.pt" "$tmp/sd2.pt" "$run" "$top/scripts" <<'EOF'
 import sys, torch
 torch.manual_seed(1)
 d = torch.load(sys.argv[1])
@@ -101,6 +101,32 @@ sd['counter.heads.logvar.fc3.weight'].normal_(0, 2e-5)
 for k, t in sd.items():
     if k.startswith('counter.heads.') and k.endswith('running_var'):
         t.mul_(1e-4)
+# The count is ReLU(fc3 . f): with every image's features on one side of
+# fc3's random weights, all counts are 0 and the check below has nothing to
+# compare (it happened: a model trained with other float rounding).  So
+# run the edited model on the run's images in PyTorch and, if one sign of
+# those weights leaves fewer counts open than the other, take the other.
+import os, h5py, numpy as np
+sys.path.insert(0, sys.argv[4])
+import to_pytorch as tp
+run = sys.argv[3]
+cfg = tp.read_config(os.path.join(run, 'config.ini'))
+with h5py.File(tp.data_path(cfg, run, None), 'r') as f:
+    raw = f['images'][:]
+    x = torch.from_numpy(raw.astype(np.float32) / (255.0 if raw.dtype == np.uint8 else 1.0))
+model = tp.build(cfg, x.shape[2], x.shape[3])
+def opened():
+    model.load_state_dict(sd, strict=True)
+    with torch.no_grad():
+        return int((model(x)[0] > 0).sum())
+w = sd['counter.heads.count.fc3.weight']
+n_pos = opened()
+w.neg_()
+n_neg = opened()
+if n_pos >= n_neg:
+    w.neg_()
+print('edited model: %d of %d counts open (%d with the other sign)'
+      % (max(n_pos, n_neg), x.shape[0], min(n_pos, n_neg)))
 torch.save(d, sys.argv[2])
 EOF
 "$PY" "$top/scripts/to_pytorch.py" --to-cellcount "$tmp/sd2.pt" "$run/config.ini" "$tmp/back2"
