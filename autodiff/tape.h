@@ -66,6 +66,10 @@ typedef struct cc_tape {
      * (tagged with weights_gen) instead of reordering them every step. */
     int weights_fixed;
     uint64_t weights_gen;
+    /* 1: model code keeps conv, batch norm and activation as separate
+     * nodes on this inference tape instead of folding them into one
+     * convolution (layers.h), e.g. for a per-layer summary.  0 (default). */
+    int no_fold;
 } cc_tape;
 
 /* training = 1 records nodes and uses batch statistics; 0 is inference

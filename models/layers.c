@@ -157,7 +157,7 @@ cc_tensor *layer_conv_bn_lrelu_forward(cc_tape *t, cc_params *P, const layer_con
 {
     /* bf16 keeps the separate ops: its convolutions are oneDNN's bf16
      * primitives, which take no folded fp32 weights */
-    if (!t->training && !t->ctx->bf16)
+    if (!t->training && !t->ctx->bf16 && !t->no_fold)
         return op_conv2d_bn_lrelu_eval(
             t, x, params_tensor(P, c->w), c->b >= 0 ? params_tensor(P, c->b) : NULL, c->stride,
             c->pad, params_tensor(P, bn->gamma), params_tensor(P, bn->beta),

@@ -93,8 +93,9 @@ cc_tensor *layer_lrelu(cc_tape *t, cc_tensor *x);
  * same values and gradients, one activation tensor less. */
 cc_tensor *layer_bn_lrelu_forward(cc_tape *t, cc_params *P, const layer_bn *l, cc_tensor *x);
 /* layer_bn_lrelu_forward(layer_conv_forward(c, x)); on an inference tape
- * (fp32) as one convolution with the batch norm folded into its weights
- * (op_conv2d_bn_lrelu_eval): the same values to float rounding. */
+ * (fp32, t->no_fold unset) as one convolution with the batch norm folded
+ * into its weights (op_conv2d_bn_lrelu_eval): the same values to float
+ * rounding. */
 cc_tensor *layer_conv_bn_lrelu_forward(cc_tape *t, cc_params *P, const layer_conv *c,
                                        const layer_bn *bn, cc_tensor *x);
 /* layer_conv_bn_lrelu_forward of the block's conv and bn. */

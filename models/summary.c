@@ -137,6 +137,7 @@ int summary_run(const summary_options *o, FILE *f, summary_totals *tot, cc_statu
     params_init(&P, &ctx);
     cc_tape t;
     tape_init(&t, &ctx, 0);
+    t.no_fold = 1;      /* one row per layer as defined, as PyTorch lists them */
     fpn_model fm;
     counter_model cm;
     memset(&cm, 0, sizeof cm);

@@ -164,6 +164,10 @@ START_TEST(test_summary_reference_totals)
     ck_assert_int_eq(tot.params_used, tot.params);
     ck_assert_int_eq(tot.macs, 1832649728LL);
     ck_assert_int_eq((int64_t)llround(tot.macs / 1e6), 1833);
+    /* one row per layer as defined: 8 conv + 8 BN + 5 pool, the reshape,
+     * 2 heads x (3 linear + 2 BN), the count's ReLU; not BN folded into
+     * its conv as inference tapes run it */
+    ck_assert_int_eq(tot.layers, 8 + 8 + 5 + 1 + 2 * 5 + 1);
 }
 END_TEST
 
