@@ -147,7 +147,7 @@ static void weights_transform(const wino_geom *g, const float *w, int transpose,
      * stores are faster: 0.81 vs 1.00 ms; Zen 5, docs/PERFORMANCE.md) */
     const int stream = wino_u_floats(g) * sizeof(float) > WINO_STREAM_MIN_BYTES &&
                        (uintptr_t)U % 32 == 0;  /* the stores need 32-byte alignment */
-#pragma omp for collapse(2) schedule(static)
+#pragma omp for collapse(2) schedule(static) nowait
     for (int64_t pn = 0; pn < npan; pn++)
         for (int64_t k = 0; k < K; k++) {
             float *p = U + (pn * K + k) * 32;
@@ -167,7 +167,10 @@ static void weights_transform(const wino_geom *g, const float *w, int transpose,
                         memcpy(p + xi * ustride + n % 32, &u[xi / 6][xi % 6], sizeof(v8));
             }
         }
+    /* non-temporal stores are weakly ordered: drain them before the
+     * barrier after which other threads read U */
     if (stream) _mm_sfence();
+#pragma omp barrier
 #else
     const int64_t A = transpose ? K : N, B = transpose ? N : K;
     const int64_t ustride = (int64_t)(wino_u_floats(g) / NXI);

@@ -258,8 +258,12 @@ static void check_stacked(const conv_case *kc)
 START_TEST(test_stacked_match_onednn_and_threads)
 {
     const conv_case a = {2, 16, 24, 11, 14, 1, 24}, b = {2, 16, 24, 11, 14, 1, 1};
+    /* 18 MiB of transformed weights: non-temporal stores by both threads,
+     * read by both after the barrier */
+    const conv_case c = {2, 256, 512, 5, 6, 1, 24};
     check_stacked(&a);
     check_stacked(&b);
+    check_stacked(&c);
 }
 END_TEST
 
