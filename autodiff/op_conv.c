@@ -57,8 +57,9 @@ typedef struct conv_state {
     cc_reorder r_bwdst;
     dnnl_memory_desc_t bwdst_md;
     float *src_buf, *w_buf;     /* this step's reordered input / weights */
-    /* tape_fix_weights(): the weights in w_md, reordered from w_kept_src
-     * under tape generation w_kept_gen (malloc'd once, freed with the
+    /* tape_fix_weights(): the weights of parameter w_kept_src under tape
+     * generation w_kept_gen, ready for the kernel (conv_kept_weights:
+     * reordered to w_md, or Winograd's U; allocated once, freed with the
      * state) */
     float *w_kept;
     const float *w_kept_src;
@@ -388,6 +389,34 @@ static int conv_infer(cc_tape *t, cc_node *n, cc_tensor *out, cc_status *st)
     return 0;
 }
 
+/* Under tape_fix_weights(): w (a parameter; wsrc its values, or the
+ * folded ones) ready for this node's kernel - reordered to w_md for
+ * oneDNN, transformed (U) for Winograd - computed once per weights
+ * generation and parameter and kept in s->w_kept (only a parameter's
+ * address says which weights these are: a tape_input or computed tensor
+ * may reuse an arena address).  NULL + status on failure. */
+static const float *conv_kept_weights(cc_tape *t, conv_state *s, const cc_tensor *w,
+                                      const float *wsrc, cc_status *st)
+{
+    if (s->w_kept && s->w_kept_gen == t->weights_gen && s->w_kept_src == w->data)
+        return s->w_kept;
+    const size_t bytes = s->wino ? sizeof(float) * wino_u_floats(&s->wg)
+                                 : dnnl_memory_desc_get_size(&s->w_md);
+    /* 64-byte aligned: the transform's non-temporal stores need 32 */
+    if (!s->w_kept && !(s->w_kept = aligned_alloc(64, (bytes + 63) / 64 * 64))) {
+        status_set(st, "conv2d: out of memory for the kept weights");
+        return NULL;
+    }
+    s->w_kept_src = NULL;
+    if (s->wino)
+        wino_transform_weights(&s->wg, wsrc, 0, s->w_kept);
+    else if (reorder_run(t, &s->r_w, wsrc, s->w_kept, "conv2d weights", st))
+        return NULL;
+    s->w_kept_src = w->data;
+    s->w_kept_gen = t->weights_gen;
+    return s->w_kept;
+}
+
 static int conv_forward(cc_tape *t, cc_node *n, cc_status *st)
 {
     conv_state *s = n->state;
@@ -405,21 +434,13 @@ static int conv_forward(cc_tape *t, cc_node *n, cc_status *st)
         if (!s->src_buf || reorder_run(t, &s->r_src, x->data, s->src_buf, "conv2d input", st))
             return -1;
     }
+    /* inference on fixed weights: weights ready for the kernel, kept */
+    const float *kept = NULL;
+    if (t->weights_fixed && w->is_param && (s->wino || s->r_w.needed) &&
+        !(kept = conv_kept_weights(t, s, w, wsrc, st)))
+        return -1;
     if (s->wino) {
-        /* fixed weights: transformed once (w_kept holds U here) */
-        const float *u_pre = NULL;
-        if (t->weights_fixed && w->is_param) {
-            if (!s->w_kept || s->w_kept_gen != t->weights_gen || s->w_kept_src != w->data) {
-                if (!s->w_kept && !(s->w_kept = aligned_alloc(
-                                        64, (sizeof(float) * wino_u_floats(&s->wg) + 63) / 64 * 64)))
-                    return status_set(st, "conv2d: out of memory for the transformed weights");
-                wino_transform_weights(&s->wg, wsrc, 0, s->w_kept);
-                s->w_kept_src = w->data;
-                s->w_kept_gen = t->weights_gen;
-            }
-            u_pre = s->w_kept;
-        }
-        wino_forward(&s->wg, s->src_buf, &s->lsrc, wsrc, u_pre, 0, bias, n->out->data,
+        wino_forward(&s->wg, s->src_buf, &s->lsrc, wsrc, kept, 0, bias, n->out->data,
                      &s->ldst, t->scratch);
         return 0;
     }
@@ -428,21 +449,8 @@ static int conv_forward(cc_tape *t, cc_node *n, cc_status *st)
                       t->scratch);
         return 0;
     }
-    s->w_buf = (float *)wsrc;
-    if (s->r_w.needed && t->weights_fixed && w->is_param) {
-        /* inference on fixed weights: reorder once, not every step (only a
-         * parameter's address says which weights these are: a tape_input
-         * or computed tensor may reuse an arena address) */
-        if (!s->w_kept || s->w_kept_gen != t->weights_gen || s->w_kept_src != w->data) {
-            if (!s->w_kept && !(s->w_kept = malloc(dnnl_memory_desc_get_size(&s->w_md))))
-                return status_set(st, "conv2d: out of memory for the reordered weights");
-            s->w_kept_src = NULL;
-            if (reorder_run(t, &s->r_w, wsrc, s->w_kept, "conv2d weights", st)) return -1;
-            s->w_kept_src = w->data;
-            s->w_kept_gen = t->weights_gen;
-        }
-        s->w_buf = s->w_kept;
-    } else if (s->r_w.needed) {
+    s->w_buf = kept ? (float *)kept : (float *)wsrc;
+    if (!kept && s->r_w.needed) {
         s->w_buf = tape_alloc(t, dnnl_memory_desc_get_size(&s->w_md), st);
         if (!s->w_buf || reorder_run(t, &s->r_w, wsrc, s->w_buf, "conv2d weights", st))
             return -1;

@@ -530,15 +530,21 @@ static void check_fixed_weights(const char *env)
     unsetenv(env);
 }
 
-START_TEST(test_fixed_weights_kept)
+/* check("CC_CONV_OWN") under each of our kernel variants the CPU runs. */
+static void each_own_variant(void (*check)(const char *env))
 {
-    check_fixed_weights("CC_CONV_ONEDNN");  /* oneDNN: weights reordered once */
-    for (int isa = CC_ISA_SSE2; isa < CC_ISA_COUNT; isa++) {  /* Winograd: transformed once */
+    for (int isa = CC_ISA_SSE2; isa < CC_ISA_COUNT; isa++) {
         if (!isa_cpu_has((cc_isa)isa)) continue;
         setenv("CELLCOUNT_MAX_ISA", isa_variant_name((cc_isa)isa), 1);
-        check_fixed_weights("CC_CONV_OWN");
+        check("CC_CONV_OWN");
     }
     unsetenv("CELLCOUNT_MAX_ISA");
+}
+
+START_TEST(test_fixed_weights_kept)
+{
+    check_fixed_weights("CC_CONV_ONEDNN");      /* oneDNN: weights reordered once */
+    each_own_variant(check_fixed_weights);      /* Winograd: transformed once */
 }
 END_TEST
 
@@ -666,12 +672,7 @@ static void check_folded(const char *env)
 START_TEST(test_folded_bn_lrelu)
 {
     check_folded("CC_CONV_ONEDNN");
-    for (int isa = CC_ISA_SSE2; isa < CC_ISA_COUNT; isa++) {  /* each Winograd variant */
-        if (!isa_cpu_has((cc_isa)isa)) continue;
-        setenv("CELLCOUNT_MAX_ISA", isa_variant_name((cc_isa)isa), 1);
-        check_folded("CC_CONV_OWN");
-    }
-    unsetenv("CELLCOUNT_MAX_ISA");
+    each_own_variant(check_folded);
 }
 END_TEST
 
