@@ -285,6 +285,7 @@ START_TEST(test_enum_settings_roundtrip)
         {"counter.input", cfg_input_names, CFG_INPUT_N, offsetof(cc_config, counter_input)},
         {"counter.calibrate", cfg_calibrate_names, CFG_CALIBRATE_N,
          offsetof(cc_config, counter_calibrate)},
+        {"counter.tta", cfg_tta_names, CFG_TTA_N, offsetof(cc_config, counter_tta)},
         {"counter.loss", loss_kind_names, LOSS_N, offsetof(cc_config, counter_loss)},
         {"fpn_train.optimizer", cfg_optimizer_names, CFG_OPTIM_N,
          offsetof(cc_config, fpn_train.optimizer)},

@@ -586,6 +586,102 @@ START_TEST(count_masks)
 }
 END_TEST
 
+/* Flipping a row-major h x w plane per bits, written independently of the
+ * library's helpers. */
+static void flip_ref(const float *src, float *dst, int h, int w, unsigned bits)
+{
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++) {
+            const int sy = bits & 2 ? h - 1 - y : y, sx = bits & 1 ? w - 1 - x : x;
+            dst[(size_t)y * w + x] = src[(size_t)sy * w + sx];
+        }
+}
+
+START_TEST(count_tta_combine_is_a_mixture)
+{
+    double mu_c, var_c;
+    counting_tta_combine((const double[]){1, 3}, (const double[]){1, 1}, 2, &mu_c, &var_c);
+    ck_assert_double_eq_tol(mu_c, 2, 1e-12);
+    ck_assert_double_eq_tol(var_c, 2, 1e-12);     /* mean variance 1 + spread 1 */
+    counting_tta_combine((const double[]){5}, (const double[]){0.25}, 1, &mu_c, &var_c);
+    ck_assert(mu_c == 5 && var_c == 0.25);
+    counting_tta_combine((const double[]){2, 2, 2, 6}, (const double[]){1, 2, 3, 4}, 4, &mu_c,
+                         &var_c);
+    ck_assert_double_eq_tol(mu_c, 3, 1e-12);
+    ck_assert_double_eq_tol(var_c, 2.5 + 3, 1e-12);
+}
+END_TEST
+
+/* counter.tta = flips in count's path: the count is the mixture of the
+ * counter on the four flips of the unflipped image's FPN mask and of the
+ * image (mask+image input), built here through the training code's
+ * counting_input over a one-image mask cache. */
+START_TEST(count_tta_flips)
+{
+    run_fx fx;
+    make_run(&fx, "tta", "mask+image");
+    cc_status st;
+    status_clear(&st);
+    float x[H * W], m0[H * W / 4];
+    ck_assert_int_eq(count_image_load(tpath("tta", "img/a.tif"), H, W, x, &st), 0);
+    count_model cm;
+    double c_plain, s_plain, c_tta, s_tta;
+    ck_assert_msg(count_model_open(&cm, &fx.cfg, H, W, NULL, NULL, 1, &st) == 0, "%s", st.msg);
+    ck_assert_msg(count_model_predict(&cm, x, 1, &c_plain, &s_plain, m0, NULL, &st) == 0, "%s",
+                  st.msg);
+    count_model_close(&cm);
+    cc_config ct = fx.cfg;
+    ct.counter_tta = CFG_TTA_FLIPS;
+    float m_tta[H * W / 4];
+    ck_assert_msg(count_model_open(&cm, &ct, H, W, NULL, NULL, 1, &st) == 0, "%s", st.msg);
+    ck_assert_msg(count_model_predict(&cm, x, 1, &c_tta, &s_tta, m_tta, NULL, &st) == 0, "%s",
+                  st.msg);
+    count_model_close(&cm);
+    ck_assert(memcmp(m0, m_tta, sizeof m0) == 0);   /* the masks are the unflipped image's */
+
+    cc_session s;
+    memset(&s, 0, sizeof s);
+    s.cfg = fx.cfg;
+    ck_assert_int_eq(ctx_init(&s.ctx, 1, &st), 0);
+    cc_models m;
+    ck_assert_int_eq(models_build(&m, &s, 1, H, W, &st), 0);
+    ck_assert_int_eq(checkpoint_load(tpath("tta", "run/fpn_best.h5"), &m.Pf, NULL, &st), 0);
+    ck_assert_int_eq(checkpoint_load(tpath("tta", "run/counter_best.h5"), &m.Pc, NULL, &st), 0);
+    int64_t slot = 0, idx = 0;
+    mask_cache mc = {.n_index = 1, .slot = &slot, .masks = m0, .n = 1, .h = H / 2, .w = W / 2};
+    cc_tape t;
+    tape_init(&t, &s.ctx, 0);
+    double mu[4], var[4];
+    float xf[H * W];
+    for (unsigned k = 0; k < 4; k++) {
+        tape_reset(&t);
+        flip_ref(x, xf, H, W, k);
+        uint8_t bits = (uint8_t)k;
+        loader_batch b;
+        memset(&b, 0, sizeof b);
+        b.n = 1, b.h = H, b.w = W, b.images = xf, b.indices = &idx, b.flipped = &bits;
+        cc_tensor *in = counting_input(&t, &s, &m, &mc, &b, 0), *cnt = NULL, *lv = NULL;
+        ck_assert_msg(in && counter_forward(&t, &m.Pc, &m.counter, in, &cnt, &lv) == 0, "%s",
+                      tape_error(&t));
+        float c, v;
+        ck_assert_int_eq(tape_read(&t, cnt, &c), 0);
+        ck_assert_int_eq(tape_read(&t, lv, &v), 0);
+        mu[k] = c, var[k] = exp((double)v);
+    }
+    tape_free(&t);
+    models_free(&m);
+    ctx_free(&s.ctx);
+    ck_assert_msg(fabs(mu[0] - c_plain) <= 1e-4 * (1 + fabs(c_plain)), "%g vs %g", mu[0], c_plain);
+    double mean = (mu[0] + mu[1] + mu[2] + mu[3]) / 4, v2 = 0;
+    for (int k = 0; k < 4; k++) v2 += (var[k] + (mu[k] - mean) * (mu[k] - mean)) / 4;
+    ck_assert_msg(fabs(c_tta - mean) <= 1e-4 * (1 + fabs(mean)), "%g vs %g", c_tta, mean);
+    ck_assert_msg(fabs(s_tta - sqrt(v2)) <= 1e-4 * sqrt(v2), "sigma %g vs %g", s_tta, sqrt(v2));
+    /* the test can tell: the flips give different counts here */
+    ck_assert_msg(fabs(mu[1] - mu[0]) + fabs(mu[2] - mu[0]) + fabs(mu[3] - mu[0]) > 1e-4,
+                  "flipped views count alike (%g %g %g %g)", mu[0], mu[1], mu[2], mu[3]);
+}
+END_TEST
+
 void count_add_case(Suite *s, const char *name, const TTest *test)
 {
     /* One case per test, each with its own temporary directory, so that a
@@ -605,6 +701,8 @@ static Suite *count_suite(void)
     count_add_case(s, "count_missing_checkpoint", count_missing_checkpoint);
     count_add_case(s, "count_config_and_size", count_config_and_size);
     count_add_case(s, "count_masks", count_masks);
+    count_add_case(s, "count_tta_combine", count_tta_combine_is_a_mixture);
+    count_add_case(s, "count_tta_flips", count_tta_flips);
     saliency_add_tests(s);
     count_ood_add_tests(s);
     return s;

@@ -287,6 +287,31 @@ START_TEST(test_evaluate_on_other_data)
     ck_assert_str_eq(w2->labels[0], "overall");
     ck_assert(w2->values[runlog_col(w2, "n")] == 40);
     ck_assert(isfinite(w2->values[runlog_col(w2, "mae")]) && isfinite(w2->values[runlog_col(w2, "bias")]));
+    const size_t n = pe->nrows;
+    double *plain = malloc(sizeof(double) * n);
+    for (size_t r = 0; r < n; r++) plain[r] = pe->values[r * pe->ncols + cc];
+    runlog_free(&rl);
+
+    /* counter.tta = flips: evaluate (mask cache flipped) and evaluate --on
+     * (count's path: FPN mask flipped) agree again, and the counts moved */
+    c.counter_tta = CFG_TTA_FLIPS;
+    devnull = fopen("/dev/null", "w");
+    ck_assert_msg(evaluate_run(&c, 2, NULL, NULL, devnull, &st) == 0, "%s", st.msg);
+    ck_assert_msg(evaluate_on_run(&c, data, 2, 0, NULL, NULL, devnull, &st) == 0, "%s", st.msg);
+    fclose(devnull);
+    ck_assert_int_eq(runlog_open(&rl, path, &st), 0);
+    pe = runlog_table_find(&rl, "predictions/test");
+    po = runlog_table_find(&rl, "predictions_on/sim-test");
+    ck_assert(pe && po && pe->nrows == n && po->nrows == n);
+    double moved = 0;
+    for (size_t r = 0; r < n; r++) {
+        const double *a = pe->values + r * pe->ncols, *b = po->values + r * po->ncols;
+        ck_assert_msg(fabs(a[cc] - b[cc]) <= 1e-4 * (1 + fabs(a[cc])), "%g vs %g", a[cc], b[cc]);
+        ck_assert_msg(fabs(a[cs] - b[cs]) <= 1e-4 * (1 + fabs(a[cs])), "%g vs %g", a[cs], b[cs]);
+        moved = fmax(moved, fabs(a[cc] - plain[r]));
+    }
+    ck_assert_msg(moved > 1e-4, "flips changed no count (largest change %g)", moved);
+    free(plain);
     runlog_free(&rl);
 }
 END_TEST

@@ -31,6 +31,7 @@
 #include "src/data/resize.h"
 #include "src/run/runlog.h"
 #include "src/data/tiff_io.h"
+#include "src/train/count_split.h"
 
 /* ---- configuration ---------------------------------------------------- */
 
@@ -143,6 +144,15 @@ int count_model_open(count_model *cm, const cc_config *cfg, int h, int w, const 
         double k = v ? strtod(v, NULL) : NAN;
         if (!counter_ckpt && cfg->counter_calibrate == CFG_CALIBRATE_VAL && isfinite(k) && k > 0)
             cm->sigma_scale = k;
+        /* The factor was fitted with or without the flips of counter.tta
+         * (runs evaluated before it existed: without). */
+        const char *tv = runlog_attr_get(&rl, "counter.sigma_scale_tta");
+        const char *now = cfg_tta_names[cfg->counter_tta];
+        if (cm->sigma_scale != 1 && strcmp(tv ? tv : "none", now))
+            fprintf(cm->s.log,
+                    "cellcount: note: %s: sigma's calibration was fitted with counter.tta = %s, "
+                    "this count uses %s (run evaluate again with the same setting)\n",
+                    rp, tv ? tv : "none", now);
         const char *nv = runlog_attr_get(&rl, "data.normalize");
         if (nv && strlen(nv) < sizeof cm->train_norm) {
             snprintf(cm->train_norm, sizeof cm->train_norm, "%s", nv);
@@ -209,6 +219,59 @@ int count_model_predict(count_model *cm, const float *images, int n, double *cou
     return count_model_predict_fg(cm, images, n, count, sigma, mask, mask_sigma, NULL, st);
 }
 
+/* flip_image: dst = src flipped per bits (bit 0 horizontal, bit 1 vertical). */
+static void flip_image(const float *src, float *dst, int h, int w, unsigned bits)
+{
+    for (int y = 0; y < h; y++) {
+        const int sy = (bits & 2) ? h - 1 - y : y;
+        for (int x = 0; x < w; x++) dst[y * w + x] = src[sy * w + ((bits & 1) ? w - 1 - x : x)];
+    }
+}
+
+/* counter.tta = flips: the counter on the flips k = 1..3 of the FPN mask
+ * (and image) of view 0, as counting_predict does with the mask cache.
+ * mask: the view-0 masks (n, h/2, w/2); c, v: 4 x n counts and
+ * log-variances, view 0 already filled.  Uses (resets) the tape. */
+static int count_flip_views(count_model *cm, const float *images, const float *mask, int n,
+                            float *c, float *v, cc_status *st)
+{
+    const cc_config *cfg = &cm->s.cfg;
+    const int mh = cm->h / 2, mw = cm->w / 2;
+    const size_t mp = (size_t)mh * (size_t)mw, ip = (size_t)cm->h * (size_t)cm->w;
+    const int with_image = cfg->counter_input != CFG_INPUT_MASK;
+    float *buf = malloc(sizeof(float) * (mp + (with_image ? ip : 0)) * (size_t)n);
+    if (!buf) return status_set(st, "predict: out of memory");
+    float *fm = buf, *fi = buf + mp * (size_t)n;
+    cc_tape *t = &cm->t;
+    int rc = 0;
+    for (unsigned k = 1; k < 4 && !rc; k++) {
+        tape_reset(t);
+        cc_tensor *in = NULL, *img = NULL, *cnt, *lv;
+        if (mask) {
+            for (int i = 0; i < n; i++)
+                flip_image(mask + mp * (size_t)i, fm + mp * (size_t)i, mh, mw, k);
+            in = tape_input(t, 4, (int64_t[]){n, 1, mh, mw}, fm, 0);
+        }
+        if (with_image) {
+            for (int i = 0; i < n; i++)
+                flip_image(images + ip * (size_t)i, fi + ip * (size_t)i, cm->h, cm->w, k);
+            img = op_avg_pool2d(t, tape_input(t, 4, (int64_t[]){n, 1, cm->h, cm->w}, fi, 0), 2);
+            if (in) {
+                cc_tensor *both[2] = {in, img};
+                in = op_concat(t, both, 2);
+            } else {
+                in = img;
+            }
+        }
+        if (!in || counter_forward(t, &cm->m.Pc, &cm->m.counter, in, &cnt, &lv) ||
+            tape_read(t, cnt, c + (size_t)k * (size_t)n) ||
+            tape_read(t, lv, v + (size_t)k * (size_t)n))
+            rc = status_set(st, "predict: %s", tape_error(t));
+    }
+    free(buf);
+    return rc;
+}
+
 int count_model_predict_fg(count_model *cm, const float *images, int n, double *count,
                            double *sigma, float *mask, float *mask_sigma, double *fg,
                            cc_status *st)
@@ -218,45 +281,55 @@ int count_model_predict_fg(count_model *cm, const float *images, int n, double *
         return status_set(st, "predict: masks asked for but no FPN loaded");
     cc_tape *t = &cm->t;
     tape_reset(t);
-    float c[4096], v[4096];
-    if (n > 4096) return status_set(st, "predict: batch larger than 4096");
+    if (n > COUNT_MAX_BATCH) return status_set(st, "predict: batch larger than %d", COUNT_MAX_BATCH);
+    const int views = cm->s.cfg.counter_tta == CFG_TTA_FLIPS ? 4 : 1;
+    const size_t mp = (size_t)(cm->h / 2) * (size_t)(cm->w / 2);
+    /* counts and log-variances of each view; the masks of view 0 when
+     * asked for, for fg, or for the flipped views */
+    const int need_mask = cm->has_fpn && (mask || fg || views > 1);
+    float *cv = malloc(sizeof(float) * 8 * (size_t)n);
+    float *m = mask ? mask : need_mask ? malloc(sizeof(float) * mp * (size_t)n) : NULL;
+    if (!cv || (need_mask && !m)) {
+        free(cv);
+        if (m != mask) free(m);
+        return status_set(st, "predict: out of memory");
+    }
+    float *c = cv, *v = cv + 4 * (size_t)n;
     int64_t d[4] = {n, 1, cm->h, cm->w};
     cc_tensor *x = tape_input(t, 4, d, images, 0);
     count_graph g;
+    int rc = 0;
     if (!x || count_graph_forward(cm, t, x, &g) || tape_read(t, g.count, c) ||
-        tape_read(t, g.logvar, v) || (mask && tape_read(t, g.mask, mask)) ||
+        tape_read(t, g.logvar, v) || (need_mask && tape_read(t, g.mask, m)) ||
         (mask_sigma && tape_read(t, g.mask_logvar, mask_sigma)))
-        return status_set(st, "predict: %s", tape_error(t));
-    for (int i = 0; i < n; i++) {
-        count[i] = c[i];
-        sigma[i] = cm->kind == LOSS_MSE ? NAN : cm->sigma_scale * exp(0.5 * (double)v[i]);
+        rc = status_set(st, "predict: %s", tape_error(t));
+    if (!rc && views > 1) rc = count_flip_views(cm, images, cm->has_fpn ? m : NULL, n, c, v, st);
+    for (int i = 0; i < n && !rc; i++) {
+        double mu[4], var[4], mu_c, var_c;
+        for (int j = 0; j < views; j++)
+            mu[j] = c[(size_t)j * n + i], var[j] = exp((double)v[(size_t)j * n + i]);
+        counting_tta_combine(mu, var, views, &mu_c, &var_c);
+        count[i] = mu_c;
+        sigma[i] = cm->kind == LOSS_MSE ? NAN : cm->sigma_scale * sqrt(var_c);
     }
     if (fg) {
-        const size_t mp = (size_t)(cm->h / 2) * (size_t)(cm->w / 2);
         for (int i = 0; i < n; i++) fg[i] = NAN;
-        if (cm->has_fpn) {
-            float *m = mask ? mask : malloc(sizeof(float) * mp * (size_t)n);
-            if (!m) return status_set(st, "predict: out of memory");
-            if (!mask && tape_read(t, g.mask, m)) {
-                free(m);
-                return status_set(st, "predict: %s", tape_error(t));
+        for (int i = 0; i < n && !rc && cm->has_fpn; i++) {
+            double sum = 0;
+            for (size_t p = 0; p < mp; p++) {
+                const float q = m[mp * (size_t)i + p];
+                sum += q < 0 ? 0 : q > 1 ? 1 : q;
             }
-            for (int i = 0; i < n; i++) {
-                double sum = 0;
-                for (size_t p = 0; p < mp; p++) {
-                    const float q = m[mp * (size_t)i + p];
-                    sum += q < 0 ? 0 : q > 1 ? 1 : q;
-                }
-                fg[i] = sum / (double)mp;
-            }
-            if (m != mask) free(m);
+            fg[i] = sum / (double)mp;
         }
     }
-    if (mask_sigma) {
-        const size_t m = (size_t)n * (size_t)(cm->h / 2) * (size_t)(cm->w / 2);
-        for (size_t i = 0; i < m; i++) mask_sigma[i] = expf(0.5f * mask_sigma[i]);
+    if (mask_sigma && !rc) {
+        const size_t all = (size_t)n * mp;
+        for (size_t i = 0; i < all; i++) mask_sigma[i] = expf(0.5f * mask_sigma[i]);
     }
-    return 0;
+    free(cv);
+    if (m != mask) free(m);
+    return rc;
 }
 
 int count_image_load(const char *path, int h, int w, float *dst, cc_status *st)

@@ -102,7 +102,10 @@ int count_graph_forward(count_model *cm, cc_tape *t, cc_tensor *x, count_graph *
 /* Predict n images (n x h x w floats, in [0,1]).  Fills count[n] and
  * sigma[n] (NaN for a counter trained with the mse loss); with mask /
  * mask_sigma non-NULL also the finest FPN mean mask and exp(logvar/2),
- * n x (h/2) x (w/2) floats each (needs the FPN).  Returns 0 or -1. */
+ * n x (h/2) x (w/2) floats each (needs the FPN).  With counter.tta = flips
+ * the count and sigma combine the counter on the four flips of the mask
+ * (counting_predict); the masks are those of the unflipped image.
+ * Returns 0 or -1. */
 int count_model_predict(count_model *cm, const float *images, int n, double *count, double *sigma,
                         float *mask, float *mask_sigma, cc_status *st);
 

@@ -143,7 +143,7 @@ static int predict_split(cc_session *s, cc_models *m, cc_tape *t, cc_dataset *ds
     int rc = -1;
     if ((!needs_fpn || mask_cache_build(&mc, s, m, ds, split, st) == 0) &&
         (L = loader_open_ds(ds, split, 16, 0, LOADER_KEEP_LAST, st)))
-        rc = counting_predict(s, m, t, &mc, L, p, st);
+        rc = counting_predict(s, m, t, &mc, L, s->cfg.counter_tta == CFG_TTA_FLIPS, p, st);
     loader_close(L);
     mask_cache_free(&mc);
     return rc;
@@ -254,16 +254,19 @@ int evaluate_run(const cc_config *cfg, int split, const char *fpn_ckpt, const ch
     }
     char sbuf[32];
     snprintf(sbuf, sizeof sbuf, "%.9g", scale);
-    if (runlog_set_attr(&s.rl, "counter.sigma_scale", sbuf, st)) goto out;
+    if (runlog_set_attr(&s.rl, "counter.sigma_scale", sbuf, st) ||
+        runlog_set_attr(&s.rl, "counter.sigma_scale_tta", cfg_tta_names[cfg->counter_tta], st))
+        goto out;
 
     static const char *split_names[] = {"train", "val", "test"};
     char tname[64];
     snprintf(tname, sizeof tname, "eval/%s", split_names[split]);
     runlog_table *tab = runlog_table_fresh(&s.rl, tname, EVAL_NCOLS, eval_cols, st);
     if (!tab) goto out;
-    fprintf(out, "evaluation on the %s split (%lld images): network | mean-intensity baseline "
+    fprintf(out, "evaluation on the %s split (%lld images%s): network | mean-intensity baseline "
                  "(a line per focus level, fitted on the training split)\n",
-            split_names[split], (long long)p.n);
+            split_names[split], (long long)p.n,
+            cfg->counter_tta == CFG_TTA_FLIPS ? ", counts averaged over 4 flips" : "");
     eval_header(out);
     if (add_groups(tab, out, &p, raw, base, mask, st)) goto out;
     /* Calibration: observed coverage of central intervals, for report --plot. */
@@ -429,7 +432,8 @@ int evaluate_on_run(const cc_config *cfg, const char *data_path, int split, int 
             split < 0 ? "all" : split_names[split], ds->w, ds->h, w, h, cm.sigma_scale,
             cm.sigma_scale != 1 ? "the run's calibration, run.h5"
                                 : "none: the run was not evaluated or calibrate = none");
-    fprintf(out, "network | mean-intensity baseline fitted on the run's training split\n");
+    fprintf(out, "network%s | mean-intensity baseline fitted on the run's training split\n",
+            cfg->counter_tta == CFG_TTA_FLIPS ? " (counts averaged over 4 flips)" : "");
     eval_header(out);
     if (add_groups(tab, out, &p, raw, base, mask, st)) goto out;
     static const char *const pcols[] = {"index", "truth", "count", "sigma", "sigma_raw", "focus",

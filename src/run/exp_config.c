@@ -18,13 +18,14 @@ const char *const cfg_precision_names[CFG_PRECISION_N] = {"fp32", "bf16"};
 const char *const cfg_init_bias_names[CFG_INIT_BIAS_N] = {"pytorch", "data"};
 const char *const cfg_input_names[CFG_INPUT_N] = {"mask", "mask+image", "image"};
 const char *const cfg_calibrate_names[CFG_CALIBRATE_N] = {"val", "none"};
+const char *const cfg_tta_names[CFG_TTA_N] = {"none", "flips"};
 
 /* K_ENUM fields are stored and read as int: every cfg_* enum and loss_kind
  * must be int-sized (their values are small and non-negative). */
 _Static_assert(sizeof(cfg_optimizer) == sizeof(int) && sizeof(cfg_lr_schedule) == sizeof(int) &&
                sizeof(cfg_precision) == sizeof(int) && sizeof(cfg_init_bias) == sizeof(int) &&
                sizeof(cfg_input) == sizeof(int) && sizeof(cfg_calibrate) == sizeof(int) &&
-               sizeof(loss_kind) == sizeof(int), "enum settings must be int-sized");
+               sizeof(cfg_tta) == sizeof(int) && sizeof(loss_kind) == sizeof(int), "enum settings must be int-sized");
 
 typedef struct key_def {
     const char *section, *key;
@@ -82,6 +83,7 @@ static const key_def keys[] = {
     {"counter", "ema", K_DOUBLE, OFF(counter_ema), 0, 0.999999, NULL, 0},
     {"counter", "freeze_bn", K_INT, OFF(counter_freeze_bn), 0, 1000000, NULL, 0},
     {"counter", "calibrate", K_ENUM, OFF(counter_calibrate), 0, 0, NAMES(cfg_calibrate_names)},
+    {"counter", "tta", K_ENUM, OFF(counter_tta), 0, 0, NAMES(cfg_tta_names)},
     {"counter", "loss", K_ENUM, OFF(counter_loss), 0, 0, NAMES(loss_kind_names)},
     {"counter", "finetune_fpn", K_BOOL, OFF(finetune_fpn), 0, 1, NULL, 0},
     TRAIN_KEYS("fpn_train", fpn_train),

@@ -26,6 +26,7 @@ typedef enum cfg_precision { CFG_PRECISION_FP32, CFG_PRECISION_BF16, CFG_PRECISI
 typedef enum cfg_init_bias { CFG_INIT_BIAS_PYTORCH, CFG_INIT_BIAS_DATA, CFG_INIT_BIAS_N } cfg_init_bias;
 typedef enum cfg_input { CFG_INPUT_MASK, CFG_INPUT_MASK_IMAGE, CFG_INPUT_IMAGE, CFG_INPUT_N } cfg_input;
 typedef enum cfg_calibrate { CFG_CALIBRATE_VAL, CFG_CALIBRATE_NONE, CFG_CALIBRATE_N } cfg_calibrate;
+typedef enum cfg_tta { CFG_TTA_NONE, CFG_TTA_FLIPS, CFG_TTA_N } cfg_tta;
 
 extern const char *const cfg_optimizer_names[CFG_OPTIM_N];         /* adam sgd */
 extern const char *const cfg_lr_schedule_names[CFG_LR_N];          /* constant step */
@@ -33,6 +34,7 @@ extern const char *const cfg_precision_names[CFG_PRECISION_N];     /* fp32 bf16 
 extern const char *const cfg_init_bias_names[CFG_INIT_BIAS_N];     /* pytorch data */
 extern const char *const cfg_input_names[CFG_INPUT_N];             /* mask mask+image image */
 extern const char *const cfg_calibrate_names[CFG_CALIBRATE_N];     /* val none */
+extern const char *const cfg_tta_names[CFG_TTA_N];                 /* none flips */
 /* Losses (fpn.loss, counter.loss) are models/losses.h's loss_kind, named by
  * loss_kind_names. */
 
@@ -78,6 +80,7 @@ typedef struct cc_config {
     double counter_ema;         /* > 0: validate/keep an average of the weights, this decay per step */
     int counter_freeze_bn;      /* > 0: from this epoch on (0-based), train with fixed BN statistics */
     cfg_calibrate counter_calibrate;   /* val: scale sigma to the validation split (evaluate) */
+    cfg_tta counter_tta;        /* flips: evaluate and count average the four flips */
     loss_kind counter_loss;
     int finetune_fpn;
     /* [fpn_train], [counter_train] */

@@ -124,8 +124,37 @@ void count_preds_free(count_preds *p)
     memset(p, 0, sizeof *p);
 }
 
+/* Prediction of one batch: count and log-variance per image into c, v. */
+static int predict_batch(cc_tape *t, cc_session *s, cc_models *m, const mask_cache *mc,
+                         const loader_batch *b, float *c, float *v, double *loss)
+{
+    tape_reset(t);
+    cc_tensor *x = counting_input(t, s, m, mc, b, 0), *cnt = NULL, *lv = NULL;
+    float truth[COUNT_MAX_BATCH];
+    for (int i = 0; i < b->n; i++) truth[i] = (float)b->counts[i];
+    cc_tensor *y = tape_input(t, 2, (int64_t[]){b->n, 1}, truth, 0);
+    loss_terms lt;
+    cc_tensor *l = NULL;
+    if (x && counter_forward(t, &m->Pc, &m->counter, x, &cnt, &lv) == 0)
+        l = counter_loss(t, cnt, lv, y, s->cfg.counter_loss, &lt);
+    if (!l || tape_read(t, cnt, c) || tape_read(t, lv, v)) return -1;
+    *loss = lt.total;
+    return 0;
+}
+
+void counting_tta_combine(const double *mu, const double *var, int k, double *mu_out,
+                          double *var_out)
+{
+    double m = 0, vv = 0, s2 = 0;
+    for (int j = 0; j < k; j++) m += mu[j], vv += var[j];
+    m /= k;
+    for (int j = 0; j < k; j++) s2 += (mu[j] - m) * (mu[j] - m);
+    *mu_out = m;
+    *var_out = vv / k + s2 / k;
+}
+
 int counting_predict(cc_session *s, cc_models *m, cc_tape *t, const mask_cache *mc,
-                     cc_loader *L, count_preds *out, cc_status *st)
+                     cc_loader *L, int tta, count_preds *out, cc_status *st)
 {
     memset(out, 0, sizeof *out);
     int64_t cap = loader_size(L);
@@ -140,37 +169,69 @@ int counting_predict(cc_session *s, cc_models *m, cc_tape *t, const mask_cache *
         return status_set(st, "predict: out of memory");
     }
     const loss_kind kind = s->cfg.counter_loss;
+    const int views = tta ? 4 : 1;
     loader_epoch_begin(L, 0);
     loader_batch b;
     double loss_sum = 0;
-    while (loader_next(L, &b)) {
-        tape_reset(t);
-        cc_tensor *x = counting_input(t, s, m, mc, &b, 0), *cnt = NULL, *lv = NULL;
-        float truth[4096], c[4096], v[4096];
-        if (b.n > 4096) return status_set(st, "predict: batch larger than 4096");
-        for (int i = 0; i < b.n; i++) truth[i] = (float)b.counts[i];
-        cc_tensor *y = tape_input(t, 2, (int64_t[]){b.n, 1}, truth, 0);
-        loss_terms lt;
-        cc_tensor *loss = NULL;
-        if (x && counter_forward(t, &m->Pc, &m->counter, x, &cnt, &lv) == 0)
-            loss = counter_loss(t, cnt, lv, y, kind, &lt);
-        if (!loss || tape_read(t, cnt, c) || tape_read(t, lv, v)) {
-            count_preds_free(out);
-            return status_set(st, "predict: %s", tape_error(t));
+    float *flipped_images = NULL;
+    float *cv = malloc(sizeof(float) * 8 * COUNT_MAX_BATCH);  /* counts, log-variances per view */
+    int rc = cv ? 0 : status_set(st, "predict: out of memory");
+    while (rc == 0 && loader_next(L, &b)) {
+        if (b.n > COUNT_MAX_BATCH) {
+            rc = status_set(st, "predict: batch larger than %d", COUNT_MAX_BATCH);
+            break;
         }
-        loss_sum += lt.total * b.n;
         const size_t plane = (size_t)b.h * (size_t)b.w;
+        double loss = 0, l = 0;
+        for (int k = 0; k < views && rc == 0; k++) {
+            /* View k: the batch flipped by the bits of k (mask and image
+             * alike), on top of any flip the loader applied. */
+            loader_batch bk = b;
+            uint8_t bits[COUNT_MAX_BATCH];
+            if (k) {
+                if (!flipped_images &&
+                    !(flipped_images = malloc(sizeof(float) * plane * (size_t)COUNT_MAX_BATCH))) {
+                    rc = status_set(st, "predict: out of memory");
+                    break;
+                }
+                for (int i = 0; i < b.n; i++) {
+                    bits[i] = (uint8_t)((b.flipped ? b.flipped[i] : 0) ^ k);
+                    flip_plane(b.images + plane * (size_t)i, flipped_images + plane * (size_t)i,
+                               b.h, b.w, (unsigned)k);
+                }
+                bk.flipped = bits;
+                bk.images = flipped_images;
+            }
+            if (predict_batch(t, s, m, mc, &bk, cv + (size_t)k * COUNT_MAX_BATCH,
+                              cv + (size_t)(4 + k) * COUNT_MAX_BATCH, &l))
+                rc = status_set(st, "predict: %s", tape_error(t));
+            loss += l / views;
+        }
+        if (rc) break;
+        loss_sum += loss * b.n;
         for (int i = 0; i < b.n; i++) {
             int64_t k = out->n++;
+            double mu[4], var[4], mu_c, var_c;
+            for (int j = 0; j < views; j++) {
+                mu[j] = cv[(size_t)j * COUNT_MAX_BATCH + (size_t)i];
+                var[j] = exp((double)cv[(size_t)(4 + j) * COUNT_MAX_BATCH + (size_t)i]);
+            }
+            counting_tta_combine(mu, var, views, &mu_c, &var_c);
             out->truth[k] = b.counts[i];
-            out->pred[k] = c[i];
-            out->sigma[k] = kind == LOSS_MSE ? NAN : exp(0.5 * v[i]);
+            out->pred[k] = mu_c;
+            out->sigma[k] = kind == LOSS_MSE ? NAN : sqrt(var_c);
             out->focus[k] = b.focus[i];
             out->index[k] = b.indices[i];
             double sum = 0;
             for (size_t p = 0; p < plane; p++) sum += b.images[plane * (size_t)i + p];
             out->intensity[k] = sum / (double)plane;
         }
+    }
+    free(flipped_images);
+    free(cv);
+    if (rc) {
+        count_preds_free(out);
+        return rc;
     }
     out->loss = out->n ? loss_sum / (double)out->n : NAN;
     return 0;

@@ -44,10 +44,21 @@ typedef struct count_preds {
     double loss;                    /* mean counter loss */
 } count_preds;
 
+#define COUNT_MAX_BATCH 4096   /* images per loader batch that prediction accepts */
+
 /* Predict every image the loader yields (one epoch of it, as configured)
- * with the counter on an inference tape. */
+ * with the counter on an inference tape.  tta (counter.tta = flips): each
+ * image is counted in its four flips (the counter's input flipped, which
+ * the training flips taught it to count alike) and the views combined by
+ * counting_tta_combine; 4x the counter's cost, the FPN's unchanged. */
 int counting_predict(cc_session *s, cc_models *m, cc_tape *t, const mask_cache *mc,
-                     cc_loader *L, count_preds *out, cc_status *st);
+                     cc_loader *L, int tta, count_preds *out, cc_status *st);
+
+/* Combine k >= 1 predictions (means mu, variances var) of one quantity as
+ * an equal mixture: mean of the means, variance = mean variance plus the
+ * spread of the means (law of total variance). */
+void counting_tta_combine(const double *mu, const double *var, int k, double *mu_out,
+                          double *var_out);
 void count_preds_free(count_preds *p);
 
 #endif
