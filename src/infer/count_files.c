@@ -219,15 +219,6 @@ int count_model_predict(count_model *cm, const float *images, int n, double *cou
     return count_model_predict_fg(cm, images, n, count, sigma, mask, mask_sigma, NULL, st);
 }
 
-/* flip_image: dst = src flipped per bits (bit 0 horizontal, bit 1 vertical). */
-static void flip_image(const float *src, float *dst, int h, int w, unsigned bits)
-{
-    for (int y = 0; y < h; y++) {
-        const int sy = (bits & 2) ? h - 1 - y : y;
-        for (int x = 0; x < w; x++) dst[y * w + x] = src[sy * w + ((bits & 1) ? w - 1 - x : x)];
-    }
-}
-
 /* counter.tta = flips: the counter on the flips k = 1..3 of the FPN mask
  * (and image) of view 0, as counting_predict does with the mask cache.
  * mask: the view-0 masks (n, h/2, w/2); c, v: 4 x n counts and
@@ -249,12 +240,12 @@ static int count_flip_views(count_model *cm, const float *images, const float *m
         cc_tensor *in = NULL, *img = NULL, *cnt, *lv;
         if (mask) {
             for (int i = 0; i < n; i++)
-                flip_image(mask + mp * (size_t)i, fm + mp * (size_t)i, mh, mw, k);
+                counting_flip_plane(mask + mp * (size_t)i, fm + mp * (size_t)i, mh, mw, k);
             in = tape_input(t, 4, (int64_t[]){n, 1, mh, mw}, fm, 0);
         }
         if (with_image) {
             for (int i = 0; i < n; i++)
-                flip_image(images + ip * (size_t)i, fi + ip * (size_t)i, cm->h, cm->w, k);
+                counting_flip_plane(images + ip * (size_t)i, fi + ip * (size_t)i, cm->h, cm->w, k);
             img = op_avg_pool2d(t, tape_input(t, 4, (int64_t[]){n, 1, cm->h, cm->w}, fi, 0), 2);
             if (in) {
                 cc_tensor *both[2] = {in, img};
@@ -281,7 +272,8 @@ int count_model_predict_fg(count_model *cm, const float *images, int n, double *
         return status_set(st, "predict: masks asked for but no FPN loaded");
     cc_tape *t = &cm->t;
     tape_reset(t);
-    if (n > COUNT_MAX_BATCH) return status_set(st, "predict: batch larger than %d", COUNT_MAX_BATCH);
+    if (n > COUNT_MAX_BATCH)
+        return status_set(st, "predict: batch larger than %d", COUNT_MAX_BATCH);
     const int views = cm->s.cfg.counter_tta == CFG_TTA_FLIPS ? 4 : 1;
     const size_t mp = (size_t)(cm->h / 2) * (size_t)(cm->w / 2);
     /* counts and log-variances of each view; the masks of view 0 when

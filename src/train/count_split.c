@@ -58,8 +58,7 @@ int mask_cache_build(mask_cache *mc, cc_session *s, cc_models *m, cc_dataset *ds
     return rc;
 }
 
-/* dst = src flipped per bits (bit 0 horizontal, bit 1 vertical). */
-static void flip_plane(const float *src, float *dst, int h, int w, unsigned bits)
+void counting_flip_plane(const float *src, float *dst, int h, int w, unsigned bits)
 {
     for (int y = 0; y < h; y++) {
         int sy = (bits & 2) ? h - 1 - y : y;
@@ -94,7 +93,7 @@ cc_tensor *counting_input(cc_tape *t, cc_session *s, cc_models *m, const mask_ca
                 return NULL;
             }
             float *dst = mask->data + plane * (size_t)i;
-            flip_plane(mc->masks + plane * (size_t)r, dst, mc->h, mc->w, b->flipped[i]);
+            counting_flip_plane(mc->masks + plane * (size_t)r, dst, mc->h, mc->w, b->flipped[i]);
             /* data.aug_scale: resize the cached mask like the image */
             if (b->scale && b->scale[i] != 1.0f) {
                 float *tmp = malloc(plane * sizeof *tmp);
@@ -173,7 +172,8 @@ int counting_predict(cc_session *s, cc_models *m, cc_tape *t, const mask_cache *
     loader_epoch_begin(L, 0);
     loader_batch b;
     double loss_sum = 0;
-    float *flipped_images = NULL;
+    float *flipped_images = NULL;   /* the batch's images flipped, flipped_cap floats */
+    size_t flipped_cap = 0;
     float *cv = malloc(sizeof(float) * 8 * COUNT_MAX_BATCH);  /* counts, log-variances per view */
     int rc = cv ? 0 : status_set(st, "predict: out of memory");
     while (rc == 0 && loader_next(L, &b)) {
@@ -189,15 +189,19 @@ int counting_predict(cc_session *s, cc_models *m, cc_tape *t, const mask_cache *
             loader_batch bk = b;
             uint8_t bits[COUNT_MAX_BATCH];
             if (k) {
-                if (!flipped_images &&
-                    !(flipped_images = malloc(sizeof(float) * plane * (size_t)COUNT_MAX_BATCH))) {
-                    rc = status_set(st, "predict: out of memory");
-                    break;
+                if ((size_t)b.n * plane > flipped_cap) {
+                    float *p = realloc(flipped_images, sizeof(float) * plane * (size_t)b.n);
+                    if (!p) {
+                        rc = status_set(st, "predict: out of memory");
+                        break;
+                    }
+                    flipped_images = p;
+                    flipped_cap = (size_t)b.n * plane;
                 }
                 for (int i = 0; i < b.n; i++) {
                     bits[i] = (uint8_t)((b.flipped ? b.flipped[i] : 0) ^ k);
-                    flip_plane(b.images + plane * (size_t)i, flipped_images + plane * (size_t)i,
-                               b.h, b.w, (unsigned)k);
+                    counting_flip_plane(b.images + plane * (size_t)i,
+                                        flipped_images + plane * (size_t)i, b.h, b.w, (unsigned)k);
                 }
                 bk.flipped = bits;
                 bk.images = flipped_images;

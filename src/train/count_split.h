@@ -44,6 +44,10 @@ typedef struct count_preds {
     double loss;                    /* mean counter loss */
 } count_preds;
 
+/* dst = src (h x w, row-major) flipped per bits: bit 0 horizontal, bit 1
+ * vertical.  src and dst must not overlap. */
+void counting_flip_plane(const float *src, float *dst, int h, int w, unsigned bits);
+
 #define COUNT_MAX_BATCH 4096   /* images per loader batch that prediction accepts */
 
 /* Predict every image the loader yields (one epoch of it, as configured)
