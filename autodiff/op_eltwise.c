@@ -8,6 +8,15 @@
  * from dst (dnnl_eltwise_exp_use_dst_for_bwd: d exp(x) = exp(x), so the
  * forward's result is reused instead of recomputing exp).
  *
+ * relu_unstick: relu forward; backward passes the gradient where x > 0 (as
+ * relu) and also where x <= 0 but the gradient asks for a LARGER output
+ * (dy < 0).  A regression output behind a relu whose targets are positive
+ * (counts >= 1) otherwise dies for good once every input lands below zero:
+ * seen once in 3 seeds of the reduced-scale reproduction, right after the
+ * counter's BN statistics were frozen (docs/RESULTS.md).  Own loop, not
+ * oneDNN: the rule is not one of its algorithms; x, y and the gradients
+ * share one layout, so it runs over the raw buffers (padding is zero).
+ *
  * Clamp is dnnl_eltwise_clip, whose backward passes the gradient where
  * lo < x <= hi: zero wherever the clamp is active (x < lo or x > hi) and at
  * x == lo, but one at x == hi (measured on oneDNN 2.6 and pinned by
@@ -21,9 +30,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { ELT_RELU = 0, ELT_LEAKY_RELU, ELT_EXP, ELT_CLAMP, ELT_SCALE, ELT_COUNT };
+enum { ELT_RELU = 0, ELT_LEAKY_RELU, ELT_EXP, ELT_CLAMP, ELT_SCALE, ELT_RELU_UNSTICK, ELT_COUNT };
 
-static const char *const elt_names[ELT_COUNT] = {"relu", "leaky_relu", "exp", "clamp", "scale"};
+static const char *const elt_names[ELT_COUNT] = {"relu",  "leaky_relu", "exp",
+                                                 "clamp", "scale",      "relu_unstick"};
 
 typedef struct elt_state {
     dnnl_primitive_desc_t fpd, bpd;
@@ -53,6 +63,7 @@ static dnnl_alg_kind_t elt_alg(int which, int *use_dst)
     *use_dst = 0;
     switch (which) {
     case ELT_RELU:
+    case ELT_RELU_UNSTICK:
     case ELT_LEAKY_RELU: return dnnl_eltwise_relu;     /* alpha = negative slope */
     case ELT_EXP: *use_dst = 1; return dnnl_eltwise_exp_use_dst_for_bwd;
     case ELT_CLAMP: return dnnl_eltwise_clip;          /* alpha = lo, beta = hi */
@@ -128,6 +139,17 @@ static int elt_backward(cc_tape *t, cc_node *n, cc_status *st)
     elt_state *s = n->state;
     cc_tensor *x = n->in[0];
     if (!x->requires_grad) return 0;
+    if (n->args.i[0] == ELT_RELU_UNSTICK) {
+        if (!dnnl_memory_desc_equal(&x->md, &n->out->md))
+            return status_set(st, "eltwise(relu_unstick): output layout differs from the input's");
+        float *g = tape_grad_begin(t, x, st);
+        if (!g) return -1;
+        const float *xv = x->data, *dy = n->out->grad;
+        const size_t len = dnnl_memory_desc_get_size(&x->md) / sizeof(float);
+        for (size_t i = 0; i < len; i++) g[i] = xv[i] > 0 || dy[i] < 0 ? dy[i] : 0.0f;
+        tape_grad_end(t, x, g);
+        return 0;
+    }
     if (!s->bwd && elt_make_bwd(t, n, s, st)) return -1;
     float *gx = tape_grad_begin(t, x, st);
     if (!gx) return -1;
@@ -161,6 +183,11 @@ static cc_tensor *elt_record(cc_tape *t, cc_tensor *x, int which, float alpha, f
 }
 
 cc_tensor *op_relu(cc_tape *t, cc_tensor *x) { return elt_record(t, x, ELT_RELU, 0, 0); }
+
+cc_tensor *op_relu_unstick(cc_tape *t, cc_tensor *x)
+{
+    return elt_record(t, x, ELT_RELU_UNSTICK, 0, 0);
+}
 
 cc_tensor *op_leaky_relu(cc_tape *t, cc_tensor *x, float slope)
 {

@@ -79,6 +79,10 @@ cc_tensor *op_batch_norm_eval_lrelu(cc_tape *t, cc_tensor *x, cc_tensor *gamma, 
                                     cc_tensor *run_mean, cc_tensor *run_var, float eps, float slope);
 
 cc_tensor *op_relu(cc_tape *t, cc_tensor *x);
+/* relu forward; backward also passes dy where x <= 0 and dy < 0 (the loss
+ * wants a larger output), so a positive regression target cannot leave the
+ * output stuck at 0 (op_eltwise.c). */
+cc_tensor *op_relu_unstick(cc_tape *t, cc_tensor *x);
 cc_tensor *op_leaky_relu(cc_tape *t, cc_tensor *x, float slope);
 cc_tensor *op_exp(cc_tape *t, cc_tensor *x);
 /* Clamp to [lo, hi]; no gradient where the clamp is active. */

@@ -37,6 +37,7 @@ counter_config counter_config_default(void)
     c.height = 96;
     c.width = 128;
     c.width_div = 1;
+    c.relu_unstick = 1;
     return c;
 }
 
@@ -157,7 +158,8 @@ int counter_forward(cc_tape *t, cc_params *P, const counter_model *m, cc_tensor 
         return status_set(&t->status, "counter (%s): backbone gave %s features, expected (N,%lld)",
                           m->arch->name, tensor_shape_str(f, b, sizeof b),
                           (long long)m->features);
-    *count = op_relu(t, head_forward(t, P, &m->count, f));
+    cc_tensor *z = head_forward(t, P, &m->count, f);
+    *count = m->cfg.relu_unstick ? op_relu_unstick(t, z) : op_relu(t, z);
     *logvar = head_forward(t, P, &m->logvar, f);
     return tape_ok(t) ? 0 : -1;
 }

@@ -29,6 +29,9 @@ typedef struct counter_config {
     /* Divide every channel count and head width by this (>= 1, results
      * floored at 1).  1 is the SPEC model; tests use 8..16 for tiny nets. */
     int width_div;
+    /* 1: the count's final relu is op_relu_unstick (same forward; a dead
+     * output still learns); 0: plain relu, the paper's training. */
+    int relu_unstick;
 } counter_config;
 
 /* One backbone family member. */

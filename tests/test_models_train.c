@@ -214,6 +214,7 @@ static void counter_gradcheck(const char *arch, int cin, int div, loss_kind kind
     counter_config cfg = counter_config_default();
     strcpy(cfg.arch, arch);
     cfg.in_channels = cin, cfg.height = 32, cfg.width = 32, cfg.width_div = div;
+    cfg.relu_unstick = 0;   /* the true gradient (relu_unstick's rule: test_ops_bnorm_eltwise) */
     ck_assert_msg(counter_build(&e.P, &cfg, "counter", &c.m, &e.st) == 0, "%s", e.st.msg);
     ck_assert_int_eq(params_finalize(&e.P, &e.st), 0);
     counter_init(&e.P, &c.m, 5);
@@ -346,6 +347,63 @@ START_TEST(test_counter_learns_counts)
 }
 END_TEST
 
+/* A count output that is dead for every image (fc3's bias set to -3,
+ * as happened to one seed right after the BN statistics were frozen):
+ * with counter relu_unstick (the default) it comes back and learns; with
+ * the plain relu every count stays exactly 0. */
+static double dead_count_train(int unstick, double *first_mae)
+{
+    env e;
+    env_open(&e, 1);
+    counter_config cfg = counter_config_default();
+    cfg.height = 32, cfg.width = 32, cfg.width_div = 16, cfg.relu_unstick = unstick;
+    counter_model m;
+    ck_assert_int_eq(counter_build(&e.P, &cfg, "counter", &m, &e.st), 0);
+    ck_assert_int_eq(params_finalize(&e.P, &e.st), 0);
+    counter_init(&e.P, &m, 2);
+    enum { N = 8, H = 32, W = 32 };
+    float img[N * H * W], mask[N * H * W], cnt[N];
+    cc_rng r;
+    rng_seed(&r, 77, 0);
+    for (int i = 0; i < N; i++) cnt[i] = (float)draw_disks(img + i * H * W, mask + i * H * W, H, W, 1 + i, &r);
+    counter_init_count_bias(&e.P, &m, -3.0f);
+    cc_optim opt;
+    optim_adam_init(&opt, 1e-2f, 0.9f, 0.999f, 1e-8f, 0);
+    double mae = 0;
+    for (int step = 0; step < 60; step++) {
+        tape_reset(&e.t);
+        params_zero_grad(&e.P);
+        cc_tensor *x = tape_input(&e.t, 4, (int64_t[]){N, 1, H, W}, mask, 0);
+        cc_tensor *y = tape_input(&e.t, 2, (int64_t[]){N, 1}, cnt, 0), *c, *lv;
+        ck_assert_msg(counter_forward(&e.t, &e.P, &m, x, &c, &lv) == 0, "%s", tape_error(&e.t));
+        cc_tensor *L = counter_loss(&e.t, c, lv, y, LOSS_DECOUPLED, NULL);
+        ck_assert_ptr_nonnull(L);
+        float pred[N];
+        tape_read(&e.t, c, pred);
+        mae = 0;
+        for (int i = 0; i < N; i++) mae += fabs(pred[i] - cnt[i]) / N;
+        if (step == 0) {
+            *first_mae = mae;
+            for (int i = 0; i < N; i++) ck_assert(pred[i] == 0);   /* dead at the start */
+        }
+        ck_assert_int_eq(tape_backward(&e.t, L), 0);
+        ck_assert_msg(optim_step(&opt, &e.P, &e.st) == 0, "%s", e.st.msg);
+    }
+    counter_free(&m);
+    env_close(&e);
+    return mae;
+}
+
+START_TEST(test_counter_dead_output_recovers)
+{
+    double first, mae = dead_count_train(1, &first);
+    ck_assert_msg(mae < 0.25 * first, "unstuck: MAE %g -> %g", first, mae);
+    double first0, mae0 = dead_count_train(0, &first0);
+    ck_assert_msg(mae0 == first0, "plain relu: MAE %g -> %g (the output should stay dead)", first0,
+                  mae0);
+}
+END_TEST
+
 /* ---- BatchNorm: training vs evaluation ---- */
 
 START_TEST(test_bn_train_vs_eval)
@@ -406,6 +464,7 @@ void models_add_train_cases(Suite *s)
     tc = tcase_create("learning");
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, test_fpn_learns_disks);
+    tcase_add_test(tc, test_counter_dead_output_recovers);
     tcase_add_test(tc, test_counter_learns_counts);
     tcase_add_test(tc, test_bn_train_vs_eval);
     suite_add_tcase(s, tc);

@@ -367,6 +367,7 @@ static cc_tensor *apply_elt(cc_tape *t, cc_tensor *h, int which)
     case 3: return op_exp(t, h);
     case 4: return op_clamp(t, h, -0.3f, 0.4f);
     case 5: return op_scale(t, h, -1.5f, 0.25f);
+    case 7: return op_relu_unstick(t, h);
     default: return op_clamp(t, h, -6.0f, INFINITY);
     }
 }
@@ -374,7 +375,8 @@ static cc_tensor *apply_elt(cc_tape *t, cc_tensor *h, int which)
 static float elt_ref(int which, float v)
 {
     switch (which) {
-    case 1: return v > 0 ? v : 0;
+    case 1:
+    case 7: return v > 0 ? v : 0;
     case 2: return v > 0 ? v : 0.01f * v;
     case 3: return expf(v);
     case 4: return v < -0.3f ? -0.3f : v > 0.4f ? 0.4f : v;
@@ -557,6 +559,73 @@ END_TEST
 START_TEST(test_scale) { check_elt(5, 3, (int64_t[]){3, 5, 7}, 105); }
 END_TEST
 
+/* relu_unstick is relu forward (any sign) and in its gradient where x > 0
+ * (finite differences on positive inputs); its own backward rule (dy
+ * passed where x <= 0 only when dy < 0) on a plain input and on conv's
+ * blocked layout with padded channels (O = 12), against the rule applied to
+ * the input values here. */
+static void check_unstick_rule(int O)
+{
+    cc_ctx ctx;
+    ck_assert_int_eq(ctx_init(&ctx, 0, NULL), 0);
+    cc_tape t;
+    tape_init(&t, &ctx, 1);
+    tu_input in = tu_make(4, (int64_t[]){2, 16, 2, 3}, -1, 1, 120 + (uint64_t)O, 1);
+    tu_input w = tu_make(4, (int64_t[]){O, 16, 1, 1}, 0, 0, 121, 0);
+    for (int o = 0; o < O; o++) w.data[o * 16 + o] = 1;
+    cc_tensor *x = tape_input(&t, 4, in.dims, in.data, 1);
+    cc_tensor *wt = tape_input(&t, 4, w.dims, w.data, 0);
+    cc_tensor *h = O ? op_conv2d(&t, x, wt, NULL, 1, 0) : x;
+    cc_tensor *y = op_relu_unstick(&t, h);
+    ck_assert_msg(y, "%s", tape_error(&t));
+    const int C = O ? O : 16;
+    const int64_t n = 2 * C * 6;
+    float *seed = malloc(sizeof(float) * (size_t)n), *g = malloc(sizeof(float) * 2 * 16 * 6);
+    tu_fill_uniform(seed, n, -1, 1, 122);
+    ck_assert_int_eq(tape_backward_seed(&t, y, seed), 0);
+    if (O) assert_padding_zero(h, h->grad, "relu_unstick input gradient");
+    ck_assert_int_eq(tape_read_grad(&t, x, g), 0);
+    int passed_dead = 0;
+    for (int b = 0; b < 2; b++)
+        for (int c = 0; c < 16; c++)
+            for (int p = 0; p < 6; p++) {
+                const int64_t i = (b * 16 + c) * 6 + p;
+                const float xv = in.data[i], dy = c < C ? seed[(b * C + c) * 6 + p] : 0;
+                const float want = xv > 0 || dy < 0 ? dy : 0;
+                passed_dead += xv <= 0 && dy < 0;
+                ck_assert_msg(g[i] == want, "x %g dy %g: gradient %g, expected %g", (double)xv,
+                              (double)dy, (double)g[i], (double)want);
+            }
+    ck_assert(passed_dead > 5);     /* the case that differs from relu was hit */
+    free(seed);
+    free(g);
+    free(in.data);
+    free(w.data);
+    tape_free(&t);
+    ctx_free(&ctx);
+}
+
+START_TEST(test_relu_unstick)
+{
+    int which = 7;
+    tu_input in = tu_make(3, (int64_t[]){3, 4, 5}, -1, 1, 123, 1);
+    char msg[256];
+    int64_t m, n = tu_numel(&in);
+    for (int training = 0; training <= 1; training++) {
+        float *y = tu_forward(build_elt, &which, &in, 1, training, &m, msg, sizeof msg);
+        ck_assert_msg(y && m == n, "forward failed: %s", msg);
+        for (int64_t i = 0; i < n; i++) ck_assert(y[i] == elt_ref(1, in.data[i]));
+        free(y);
+    }
+    tu_fill_uniform(in.data, n, 0.05, 1, 124);    /* there the rule is the true gradient */
+    ck_assert(tu_gradcheck("relu_unstick", build_elt, &which, &in, 1, 1e-2, 2e-3, 2e-2));
+    free(in.data);
+    check_unstick_rule(0);
+    check_unstick_rule(16);
+    check_unstick_rule(12);
+}
+END_TEST
+
 /* Clamp's gradient at and beyond its bounds (dnnl_eltwise_clip): zero
  * outside, zero at lo, one at hi, one inside.  See op_eltwise.c. */
 START_TEST(test_clamp_gradient_at_bounds)
@@ -700,6 +769,7 @@ static Suite *ops_suite(void)
     tcase_add_test(tc, test_clamp_one_sided);
     tcase_add_test(tc, test_scale);
     tcase_add_test(tc, test_clamp_gradient_at_bounds);
+    tcase_add_test(tc, test_relu_unstick);
     tcase_add_test(tc, test_elt_chain_gradcheck);
     tcase_add_test(tc, test_eltwise_blocked);
     tcase_add_test(tc, test_eltwise_blocked_padded);

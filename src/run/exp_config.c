@@ -83,6 +83,7 @@ static const key_def keys[] = {
     {"counter", "ema", K_DOUBLE, OFF(counter_ema), 0, 0.999999, NULL, 0},
     {"counter", "freeze_bn", K_INT, OFF(counter_freeze_bn), 0, 1000000, NULL, 0},
     {"counter", "calibrate", K_ENUM, OFF(counter_calibrate), 0, 0, NAMES(cfg_calibrate_names)},
+    {"counter", "relu_unstick", K_BOOL, OFF(counter_relu_unstick), 0, 1, NULL, 0},
     {"counter", "tta", K_ENUM, OFF(counter_tta), 0, 0, NAMES(cfg_tta_names)},
     {"counter", "loss", K_ENUM, OFF(counter_loss), 0, 0, NAMES(loss_kind_names)},
     {"counter", "finetune_fpn", K_BOOL, OFF(finetune_fpn), 0, 1, NULL, 0},
@@ -135,6 +136,9 @@ void config_defaults(cc_config *c)
      * with fixed BN statistics, as it is evaluated (docs/RESULTS.md, "Frozen
      * BN": batch statistics let it count relative to its batch). */
     c->counter_freeze_bn = 1;
+    /* Not the paper's: a dead count output (every input below the final
+     * relu) still learns (op_relu_unstick; docs/RESULTS.md). */
+    c->counter_relu_unstick = 1;
     c->counter_loss = LOSS_NLL;
     train_defaults(&c->fpn_train, 2, 1e-3);
     train_defaults(&c->counter_train, 5, 1e-4);

@@ -80,6 +80,7 @@ typedef struct cc_config {
     double counter_ema;         /* > 0: validate/keep an average of the weights, this decay per step */
     int counter_freeze_bn;      /* > 0: from this epoch on (0-based), train with fixed BN statistics */
     cfg_calibrate counter_calibrate;   /* val: scale sigma to the validation split (evaluate) */
+    int counter_relu_unstick;   /* the count's relu passes "increase" gradients when dead */
     cfg_tta counter_tta;        /* flips: evaluate and count average the four flips */
     loss_kind counter_loss;
     int finetune_fpn;
