@@ -296,16 +296,23 @@ START_TEST(test_fpn_learns_disks)
 }
 END_TEST
 
+/* A VGG-11 / 16 counter for 1x32x32 inputs in a fresh env, initialised
+ * from seed. */
+static void tiny_counter(env *e, counter_model *m, int relu_unstick, uint64_t seed)
+{
+    env_open(e, 1);
+    counter_config cfg = counter_config_default();
+    cfg.height = 32, cfg.width = 32, cfg.width_div = 16, cfg.relu_unstick = relu_unstick;
+    ck_assert_int_eq(counter_build(&e->P, &cfg, "counter", m, &e->st), 0);
+    ck_assert_int_eq(params_finalize(&e->P, &e->st), 0);
+    counter_init(&e->P, m, seed);
+}
+
 START_TEST(test_counter_learns_counts)
 {
     env e;
-    env_open(&e, 1);
-    counter_config cfg = counter_config_default();
-    cfg.height = 32, cfg.width = 32, cfg.width_div = 16;
     counter_model m;
-    ck_assert_int_eq(counter_build(&e.P, &cfg, "counter", &m, &e.st), 0);
-    ck_assert_int_eq(params_finalize(&e.P, &e.st), 0);
-    counter_init(&e.P, &m, 1);
+    tiny_counter(&e, &m, 1, 1);
     enum { N = 8, H = 32, W = 32 };
     float img[N * H * W], mask[N * H * W], cnt[N];
     cc_rng r;
@@ -354,13 +361,8 @@ END_TEST
 static double dead_count_train(int unstick, double *first_mae)
 {
     env e;
-    env_open(&e, 1);
-    counter_config cfg = counter_config_default();
-    cfg.height = 32, cfg.width = 32, cfg.width_div = 16, cfg.relu_unstick = unstick;
     counter_model m;
-    ck_assert_int_eq(counter_build(&e.P, &cfg, "counter", &m, &e.st), 0);
-    ck_assert_int_eq(params_finalize(&e.P, &e.st), 0);
-    counter_init(&e.P, &m, 2);
+    tiny_counter(&e, &m, unstick, 2);
     enum { N = 8, H = 32, W = 32 };
     float img[N * H * W], mask[N * H * W], cnt[N];
     cc_rng r;
