@@ -18,20 +18,39 @@
 #include "src/sim/sim_shape.h"
 #include "src/sim/simulate.h"
 
-/* Pixels of p inside the image whose cover count is 1 (only p), and all of
- * p's pixels inside the image. */
+/* p's bounding box clipped to the w x h image: [*x0, *x1) x [*y0, *y1). */
+static void poly_box(const sim_poly *p, int w, int h, int *x0, int *y0, int *x1, int *y1)
+{
+    *x0 = p->xmin < 0 ? 0 : (int)p->xmin, *y0 = p->ymin < 0 ? 0 : (int)p->ymin;
+    *x1 = p->xmax + 1 > w ? w : (int)p->xmax + 1, *y1 = p->ymax + 1 > h ? h : (int)p->ymax + 1;
+}
+
+/* Raise the cover count of p's pixels (saturating at 2: only "one" vs
+ * "more" matters).  one: a zeroed w x h scratch, left zeroed. */
+static void cover_add(const sim_poly *p, uint8_t *cover, uint8_t *one, int w, int h)
+{
+    int x0, y0, x1, y1;
+    poly_box(p, w, h, &x0, &y0, &x1, &y1);
+    sim_poly_mask(p, one, w, h, 1);
+    for (int y = y0; y < y1; y++)
+        for (int x = x0; x < x1; x++) {
+            const size_t k = (size_t)y * w + x;
+            if (one[k] && cover[k] < 2) cover[k]++;
+            one[k] = 0;
+        }
+}
+
+/* p's pixels inside the image, and those only p covers. */
 static void exclusive_pixels(const sim_poly *p, const uint8_t *cover, int w, int h, long *own,
                              long *inside)
 {
-    const int x0 = p->xmin < 0 ? 0 : (int)p->xmin, y0 = p->ymin < 0 ? 0 : (int)p->ymin;
-    const int x1 = p->xmax + 1 > w ? w : (int)p->xmax + 1, y1 = p->ymax + 1 > h ? h : (int)p->ymax + 1;
-    *own = *inside = 0;
+    sim_poly_count(p, NULL, w, h, inside, own);
+    int x0, y0, x1, y1;
+    poly_box(p, w, h, &x0, &y0, &x1, &y1);
+    *own = 0;
     for (int y = y0; y < y1; y++)
-        for (int x = x0; x < x1; x++) {
-            if (!sim_poly_contains(p, x + 0.5, y + 0.5)) continue;
-            (*inside)++;
-            if (cover[(size_t)y * w + x] == 1) (*own)++;
-        }
+        for (int x = x0; x < x1; x++)
+            if (cover[(size_t)y * w + x] == 1 && sim_poly_contains(p, x + 0.5, y + 0.5)) (*own)++;
 }
 
 /* Area of p (shoelace), in and outside the image. */
@@ -56,8 +75,8 @@ int main(int argc, char **argv)
         return 2;
     }
     const int w = p.width, h = p.height;
-    uint8_t *cover = malloc((size_t)w * h);
-    if (!cover || sites < 1) return 2;
+    uint8_t *cover = malloc((size_t)w * h), *one = calloc((size_t)w * h, 1);
+    if (!cover || !one || sites < 1) return 2;
     printf("count\tsite\thidden5\thidden25\thalf_outside\tmean_own_frac\n");
     for (int ci = 0; ci < BBBC_NCOUNTS; ci++)
         for (int site = 1; site <= sites; site++) {
@@ -69,14 +88,7 @@ int main(int argc, char **argv)
                 return 1;
             }
             memset(cover, 0, (size_t)w * h);
-            /* cover counts, saturating at 2 (only "one" vs "more" matters) */
-            uint8_t *one = calloc((size_t)w * h, 1);
-            for (int i = 0; i < sc.ncells; i++) {
-                memset(one, 0, (size_t)w * h);
-                sim_poly_mask(&sc.cells[i].cyto, one, w, h, 1);
-                for (size_t k = 0; k < (size_t)w * h; k++)
-                    if (one[k] && cover[k] < 2) cover[k]++;
-            }
+            for (int i = 0; i < sc.ncells; i++) cover_add(&sc.cells[i].cyto, cover, one, w, h);
             int h5 = 0, h25 = 0, out = 0;
             double own_sum = 0;
             for (int i = 0; i < sc.ncells; i++) {
@@ -91,9 +103,9 @@ int main(int argc, char **argv)
             }
             printf("%d\t%d\t%d\t%d\t%d\t%.4f\n", bbbc_counts[ci], site, h5, h25, out,
                    sc.ncells ? own_sum / sc.ncells : 0);
-            free(one);
             sim_scene_free(&sc);
         }
     free(cover);
+    free(one);
     return 0;
 }

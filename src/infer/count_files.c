@@ -219,47 +219,38 @@ int count_model_predict(count_model *cm, const float *images, int n, double *cou
     return count_model_predict_fg(cm, images, n, count, sigma, mask, mask_sigma, NULL, st);
 }
 
-/* counter.tta = flips: the counter on the flips k = 1..3 of the FPN mask
- * (and image) of view 0, as counting_predict does with the mask cache.
- * mask: the view-0 masks (n, h/2, w/2); c, v: 4 x n counts and
- * log-variances, view 0 already filled.  Uses (resets) the tape. */
-static int count_flip_views(count_model *cm, const float *images, const float *mask, int n,
-                            float *c, float *v, cc_status *st)
+/* counter.tta = flips: the counter on the flips k = 1..3 of the view-0
+ * FPN masks (and images), built by counting_view_input over a one-batch
+ * mask cache, as evaluate's counting_predict does.  mask: the view-0 masks
+ * (n, h/2, w/2), NULL without FPN; c, v: 4 x n counts and log-variances,
+ * view 0 already filled.  Uses (resets) the tape. */
+static int count_flip_views(count_model *cm, const float *images, float *mask, int n, float *c,
+                            float *v, cc_status *st)
 {
-    const cc_config *cfg = &cm->s.cfg;
-    const int mh = cm->h / 2, mw = cm->w / 2;
-    const size_t mp = (size_t)mh * (size_t)mw, ip = (size_t)cm->h * (size_t)cm->w;
-    const int with_image = cfg->counter_input != CFG_INPUT_MASK;
-    float *buf = malloc(sizeof(float) * (mp + (with_image ? ip : 0)) * (size_t)n);
-    if (!buf) return status_set(st, "predict: out of memory");
-    float *fm = buf, *fi = buf + mp * (size_t)n;
+    int64_t *rows = malloc(sizeof(int64_t) * (size_t)n);
+    if (!rows) return status_set(st, "predict: out of memory");
+    for (int i = 0; i < n; i++) rows[i] = i;
+    /* image i's mask is cache row i */
+    const mask_cache mc = {.n_index = n, .slot = rows, .masks = mask, .n = n,
+                           .h = cm->h / 2, .w = cm->w / 2};
+    loader_batch b;
+    memset(&b, 0, sizeof b);
+    b.n = n, b.h = cm->h, b.w = cm->w, b.images = (float *)images, b.indices = rows;
     cc_tape *t = &cm->t;
+    float *scratch = NULL;
+    size_t cap = 0;
     int rc = 0;
     for (unsigned k = 1; k < 4 && !rc; k++) {
         tape_reset(t);
-        cc_tensor *in = NULL, *img = NULL, *cnt, *lv;
-        if (mask) {
-            for (int i = 0; i < n; i++)
-                counting_flip_plane(mask + mp * (size_t)i, fm + mp * (size_t)i, mh, mw, k);
-            in = tape_input(t, 4, (int64_t[]){n, 1, mh, mw}, fm, 0);
-        }
-        if (with_image) {
-            for (int i = 0; i < n; i++)
-                counting_flip_plane(images + ip * (size_t)i, fi + ip * (size_t)i, cm->h, cm->w, k);
-            img = op_avg_pool2d(t, tape_input(t, 4, (int64_t[]){n, 1, cm->h, cm->w}, fi, 0), 2);
-            if (in) {
-                cc_tensor *both[2] = {in, img};
-                in = op_concat(t, both, 2);
-            } else {
-                in = img;
-            }
-        }
+        cc_tensor *in = counting_view_input(t, &cm->s, &cm->m, &mc, &b, k, &scratch, &cap), *cnt,
+                  *lv;
         if (!in || counter_forward(t, &cm->m.Pc, &cm->m.counter, in, &cnt, &lv) ||
             tape_read(t, cnt, c + (size_t)k * (size_t)n) ||
             tape_read(t, lv, v + (size_t)k * (size_t)n))
             rc = status_set(st, "predict: %s", tape_error(t));
     }
-    free(buf);
+    free(scratch);
+    free(rows);
     return rc;
 }
 
@@ -297,12 +288,8 @@ int count_model_predict_fg(count_model *cm, const float *images, int n, double *
         rc = status_set(st, "predict: %s", tape_error(t));
     if (!rc && views > 1) rc = count_flip_views(cm, images, cm->has_fpn ? m : NULL, n, c, v, st);
     for (int i = 0; i < n && !rc; i++) {
-        double mu[4], var[4], mu_c, var_c;
-        for (int j = 0; j < views; j++)
-            mu[j] = c[(size_t)j * n + i], var[j] = exp((double)v[(size_t)j * n + i]);
-        counting_tta_combine(mu, var, views, &mu_c, &var_c);
-        count[i] = mu_c;
-        sigma[i] = cm->kind == LOSS_MSE ? NAN : cm->sigma_scale * sqrt(var_c);
+        counting_views_combine(c, v, (size_t)n, views, i, cm->kind, &count[i], &sigma[i]);
+        sigma[i] *= cm->sigma_scale;
     }
     if (fg) {
         for (int i = 0; i < n; i++) fg[i] = NAN;

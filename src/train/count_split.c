@@ -1,6 +1,7 @@
 /* count_split.c - see count_split.h. */
 #include "src/train/count_split.h"
 
+#include <assert.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -123,18 +124,17 @@ void count_preds_free(count_preds *p)
     memset(p, 0, sizeof *p);
 }
 
-/* Prediction of one batch: count and log-variance per image into c, v. */
-static int predict_batch(cc_tape *t, cc_session *s, cc_models *m, const mask_cache *mc,
+/* The counter on input x (built on tape t for batch b): count and
+ * log-variance per image into c, v, and the batch's mean loss. */
+static int predict_batch(cc_tape *t, cc_session *s, cc_models *m, cc_tensor *x,
                          const loader_batch *b, float *c, float *v, double *loss)
 {
-    tape_reset(t);
-    cc_tensor *x = counting_input(t, s, m, mc, b, 0), *cnt = NULL, *lv = NULL;
     float truth[COUNT_MAX_BATCH];
     for (int i = 0; i < b->n; i++) truth[i] = (float)b->counts[i];
-    cc_tensor *y = tape_input(t, 2, (int64_t[]){b->n, 1}, truth, 0);
+    cc_tensor *y = tape_input(t, 2, (int64_t[]){b->n, 1}, truth, 0), *cnt = NULL, *lv = NULL;
     loss_terms lt;
     cc_tensor *l = NULL;
-    if (x && counter_forward(t, &m->Pc, &m->counter, x, &cnt, &lv) == 0)
+    if (counter_forward(t, &m->Pc, &m->counter, x, &cnt, &lv) == 0)
         l = counter_loss(t, cnt, lv, y, s->cfg.counter_loss, &lt);
     if (!l || tape_read(t, cnt, c) || tape_read(t, lv, v)) return -1;
     *loss = lt.total;
@@ -152,6 +152,47 @@ void counting_tta_combine(const double *mu, const double *var, int k, double *mu
     *var_out = vv / k + s2 / k;
 }
 
+cc_tensor *counting_view_input(cc_tape *t, cc_session *s, cc_models *m, const mask_cache *mc,
+                               const loader_batch *b, unsigned k, float **scratch, size_t *cap)
+{
+    if (!k) return counting_input(t, s, m, mc, b, 0);
+    assert(b->n <= COUNT_MAX_BATCH);
+    loader_batch bk = *b;
+    uint8_t bits[COUNT_MAX_BATCH];
+    for (int i = 0; i < b->n; i++) bits[i] = (uint8_t)((b->flipped ? b->flipped[i] : 0) ^ k);
+    bk.flipped = bits;
+    if (s->cfg.counter_input != CFG_INPUT_MASK) {   /* the mask alone needs no image */
+        const size_t plane = (size_t)b->h * (size_t)b->w, need = plane * (size_t)b->n;
+        if (need > *cap) {
+            float *p = realloc(*scratch, sizeof(float) * need);
+            if (!p) {
+                status_set(&t->status, "counter input: out of memory");
+                return NULL;
+            }
+            *scratch = p;
+            *cap = need;
+        }
+        for (int i = 0; i < b->n; i++)
+            counting_flip_plane(b->images + plane * (size_t)i, *scratch + plane * (size_t)i, b->h,
+                                b->w, k);
+        bk.images = *scratch;
+    }
+    return counting_input(t, s, m, mc, &bk, 0);
+}
+
+void counting_views_combine(const float *c, const float *lv, size_t stride, int views, int i,
+                            loss_kind kind, double *count, double *sigma)
+{
+    double mu[4], var[4], var_c;
+    assert(views >= 1 && views <= 4);
+    for (int j = 0; j < views; j++) {
+        const size_t at = (size_t)j * stride + (size_t)i;
+        mu[j] = c[at], var[j] = exp((double)lv[at]);
+    }
+    counting_tta_combine(mu, var, views, count, &var_c);
+    *sigma = kind == LOSS_MSE ? NAN : sqrt(var_c);
+}
+
 int counting_predict(cc_session *s, cc_models *m, cc_tape *t, const mask_cache *mc,
                      cc_loader *L, int tta, count_preds *out, cc_status *st)
 {
@@ -167,13 +208,12 @@ int counting_predict(cc_session *s, cc_models *m, cc_tape *t, const mask_cache *
         count_preds_free(out);
         return status_set(st, "predict: out of memory");
     }
-    const loss_kind kind = s->cfg.counter_loss;
     const int views = tta ? 4 : 1;
     loader_epoch_begin(L, 0);
     loader_batch b;
     double loss_sum = 0;
-    float *flipped_images = NULL;   /* the batch's images flipped, flipped_cap floats */
-    size_t flipped_cap = 0;
+    float *scratch = NULL;          /* flipped images of views 1..3 */
+    size_t scratch_cap = 0;
     float *cv = malloc(sizeof(float) * 8 * COUNT_MAX_BATCH);  /* counts, log-variances per view */
     int rc = cv ? 0 : status_set(st, "predict: out of memory");
     while (rc == 0 && loader_next(L, &b)) {
@@ -181,49 +221,26 @@ int counting_predict(cc_session *s, cc_models *m, cc_tape *t, const mask_cache *
             rc = status_set(st, "predict: batch larger than %d", COUNT_MAX_BATCH);
             break;
         }
-        const size_t plane = (size_t)b.h * (size_t)b.w;
-        double loss = 0, l = 0;
+        double loss = 0;
         for (int k = 0; k < views && rc == 0; k++) {
-            /* View k: the batch flipped by the bits of k (mask and image
-             * alike), on top of any flip the loader applied. */
-            loader_batch bk = b;
-            uint8_t bits[COUNT_MAX_BATCH];
-            if (k) {
-                if ((size_t)b.n * plane > flipped_cap) {
-                    float *p = realloc(flipped_images, sizeof(float) * plane * (size_t)b.n);
-                    if (!p) {
-                        rc = status_set(st, "predict: out of memory");
-                        break;
-                    }
-                    flipped_images = p;
-                    flipped_cap = (size_t)b.n * plane;
-                }
-                for (int i = 0; i < b.n; i++) {
-                    bits[i] = (uint8_t)((b.flipped ? b.flipped[i] : 0) ^ k);
-                    counting_flip_plane(b.images + plane * (size_t)i,
-                                        flipped_images + plane * (size_t)i, b.h, b.w, (unsigned)k);
-                }
-                bk.flipped = bits;
-                bk.images = flipped_images;
-            }
-            if (predict_batch(t, s, m, mc, &bk, cv + (size_t)k * COUNT_MAX_BATCH,
-                              cv + (size_t)(4 + k) * COUNT_MAX_BATCH, &l))
+            tape_reset(t);
+            cc_tensor *x =
+                counting_view_input(t, s, m, mc, &b, (unsigned)k, &scratch, &scratch_cap);
+            double l;
+            if (!x || predict_batch(t, s, m, x, &b, cv + (size_t)k * COUNT_MAX_BATCH,
+                                    cv + (size_t)(4 + k) * COUNT_MAX_BATCH, &l))
                 rc = status_set(st, "predict: %s", tape_error(t));
-            loss += l / views;
+            else
+                loss += l / views;
         }
         if (rc) break;
         loss_sum += loss * b.n;
+        const size_t plane = (size_t)b.h * (size_t)b.w;
         for (int i = 0; i < b.n; i++) {
             int64_t k = out->n++;
-            double mu[4], var[4], mu_c, var_c;
-            for (int j = 0; j < views; j++) {
-                mu[j] = cv[(size_t)j * COUNT_MAX_BATCH + (size_t)i];
-                var[j] = exp((double)cv[(size_t)(4 + j) * COUNT_MAX_BATCH + (size_t)i]);
-            }
-            counting_tta_combine(mu, var, views, &mu_c, &var_c);
+            counting_views_combine(cv, cv + 4 * COUNT_MAX_BATCH, COUNT_MAX_BATCH, views, i,
+                                   s->cfg.counter_loss, &out->pred[k], &out->sigma[k]);
             out->truth[k] = b.counts[i];
-            out->pred[k] = mu_c;
-            out->sigma[k] = kind == LOSS_MSE ? NAN : sqrt(var_c);
             out->focus[k] = b.focus[i];
             out->index[k] = b.indices[i];
             double sum = 0;
@@ -231,7 +248,7 @@ int counting_predict(cc_session *s, cc_models *m, cc_tape *t, const mask_cache *
             out->intensity[k] = sum / (double)plane;
         }
     }
-    free(flipped_images);
+    free(scratch);
     free(cv);
     if (rc) {
         count_preds_free(out);

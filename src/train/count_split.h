@@ -63,6 +63,21 @@ int counting_predict(cc_session *s, cc_models *m, cc_tape *t, const mask_cache *
  * spread of the means (law of total variance). */
 void counting_tta_combine(const double *mu, const double *var, int k, double *mu_out,
                           double *var_out);
+
+/* The counter's input for view k (0..3: flips per bits k, as
+ * counting_flip_plane) of batch b, which counting_input builds: the cached
+ * masks flipped by k on top of b->flipped and, when the counter reads the
+ * image, b's images flipped into *scratch (grown to *cap floats as needed;
+ * free it when done).  View 0 is counting_input(..., 0) itself.  Returns
+ * NULL with the tape's message. */
+cc_tensor *counting_view_input(cc_tape *t, cc_session *s, cc_models *m, const mask_cache *mc,
+                               const loader_batch *b, unsigned k, float **scratch, size_t *cap);
+
+/* Image i's combined count and sigma over `views` views: counts c[j *
+ * stride + i] and log-variances lv[j * stride + i] of view j, mixed by
+ * counting_tta_combine.  sigma is NaN for the mse loss. */
+void counting_views_combine(const float *c, const float *lv, size_t stride, int views, int i,
+                            loss_kind kind, double *count, double *sigma);
 void count_preds_free(count_preds *p);
 
 #endif
