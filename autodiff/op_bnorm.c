@@ -1,4 +1,5 @@
-/* op_bnorm.c - batch normalization on oneDNN.
+/* op_bnorm.c - batch normalization, on the engine's own kernels
+ * (bnorm_kern.h: why not oneDNN's).
  *
  * in: x (N,C,H,W) or (N,C), gamma (C), beta (C).
  * aux: [0] run_mean (C), [1] run_var (C), [2] num_batches (1) or NULL.
@@ -8,45 +9,43 @@
  *       i[2] 1 = synchronised statistics (BN_BATCH with ctx->allreduce_sum).
  *
  * BN_BATCH (op_batch_norm on a training tape): normalise with the batch
- * mean and biased variance (dnnl_forward_training), keep both in this step's
- * arena for the full backward through the statistics, then update the
- * running buffers as PyTorch does: r = (1-m) r + m b, with the UNBIASED
- * variance b = var * M/(M-1), M = N*H*W, and num_batches += 1.
- * BN_RUNNING (inference tape, or op_batch_norm_eval): dnnl_use_global_stats
- * with the running buffers; on a training tape the statistics used are
- * copied to the arena so the backward sees exactly what the forward used.
+ * mean and biased variance, keep both in this step's arena for the full
+ * backward through the statistics, then update the running buffers as
+ * PyTorch does: r = (1-m) r + m b, with the UNBIASED variance
+ * b = var * M/(M-1), M = N*H*W, and num_batches += 1.  The statistics come
+ * from sums of x and x^2 in double (bn_sums), var = E[x^2] - mean^2 in
+ * double: exact to float precision unless |mean| / std exceeds ~1e4.
+ * BN_RUNNING (inference tape, or op_batch_norm_eval): the running buffers;
+ * on a training tape they are copied to the arena so the backward sees
+ * exactly what the forward used, and the backward treats them as constants.
  *
- * x keeps its layout (plain or blocked) for src, dst and both diffs, so a
- * conv -> BN -> LeakyReLU chain never reorders.
+ * x keeps its layout (plain or blocked on the channels) for the output and
+ * both gradients, so a conv -> BN -> LeakyReLU chain never reorders.
  *
- * Fused LeakyReLU (op_batch_norm_lrelu): oneDNN 2.6's BN fuses only ReLU,
- * so the activation runs in place on BN's output, and backward scales the
- * incoming gradient in place by the slope where that output is <= 0 (the
- * sign of the output is the sign of the pre-activation), before BN's own
- * backward.  One activation tensor per conv block less, and one pass less
- * over it each way.  (N,C) is handed to oneDNN
- * as (N,C,1,1) through a reshaped descriptor of the same memory.  gamma and
- * beta are separate scale/shift memories (dnnl_use_scale | dnnl_use_shift).
+ * Fused LeakyReLU (op_batch_norm_lrelu): applied in the normalising pass;
+ * backward scales the incoming gradient in place by the slope where the
+ * output is <= 0 (the sign of the output is the sign of the
+ * pre-activation) in the pass that sums it.  One activation tensor per conv
+ * block less, and no pass of its own either way.  (N,C) is handled as
+ * (N,C,1,1) through a reshaped descriptor of the same memory.
+ *
+ * Backward: with B = sum dy and G = sum dy xhat per channel (this
+ * process's values), s = sqrt(var + eps),
+ *     dx = gamma / s * (dy - B' / M - xhat G' / M)
+ * where B' = B, G' = G for batch statistics, B' = G' = 0 for running
+ * ones; d gamma = G, d beta = B.
  *
  * Synchronised BN (ctx->allreduce_sum set when the op is recorded in
  * training mode; ctx.h): the statistics are those of the batch of all
- * participants.  Forward: oneDNN's training forward gives this process's
- * mean and biased variance over its M values per channel; the hook sums
- * (M, M mean, M (var + mean^2)) in double over the participants, and a
- * second forward with dnnl_use_global_stats normalises with the global
- * mean and variance (double keeps E[x^2] - mean^2 exact to float precision
- * unless |mean| / std exceeds ~1e4).  Backward: oneDNN's use_global_stats
- * backward treats the statistics as constants and gives
- * dx0 = gamma / s * dy (s = sqrt(var + eps)) together with this process's
- * sums  B = sum dy  and  G = sum dy xhat  (its diff_shift and diff_scale);
- * the hook sums (w B, w G) with w = M / M_total (each participant's loss is
- * the mean over its own samples and the gradients are later combined with
- * that weight, dist.h), and the true gradient of the global-batch BN is
- *     dx = dx0 - gamma / (s M) (sum w B + xhat sum w G),
- * applied in x's own layout (plain, or blocked on channels).  Without the
- * hook the op is unchanged bit for bit.  Every participant must reach the
- * same BN nodes in the same order (same graph), or the hook deadlocks.
+ * participants.  Forward: the hook sums (M, sum x, sum x^2) in double over
+ * the participants.  Backward: the hook sums (w B, w G) with
+ * w = M / M_total (each participant's loss is the mean over its own samples
+ * and the gradients are later combined with that weight, dist.h); those
+ * sums are B', G' above, with M this process's count.  d gamma and d beta
+ * stay this process's.  Every participant must reach the same BN nodes in
+ * the same order (same graph), or the hook deadlocks.
  */
+#include "autodiff/bnorm_kern.h"
 #include "autodiff/op.h"
 #include "autodiff/ops.h"
 
@@ -58,94 +57,17 @@
 enum { BN_BATCH = 0, BN_RUNNING = 1 };
 
 typedef struct bn_state {
-    dnnl_primitive_desc_t fpd, bpd;
-    dnnl_primitive_t fwd, bwd;
-    dnnl_memory_t fscr, bscr;
-    dnnl_memory_t m_src, m_dst, m_scale, m_shift, m_mean, m_var, m_ws;
-    dnnl_memory_t m_dsrc, m_dscale, m_dshift;
-    dnnl_memory_desc_t data_md;     /* x's layout seen as 4-D */
-    unsigned flags;
-    size_t ws_bytes;
-    float *mean, *var, *ws;         /* this step's statistics (arena) */
-    /* synchronised BN: use_global_stats primitives, the hook's buffer
-     * (1 + 2C doubles), this process's and all participants' values per
-     * channel */
-    dnnl_primitive_desc_t gfpd, gbpd;
-    dnnl_primitive_t gfwd, gbwd;
-    dnnl_memory_t gfscr, gbscr;
-    double *red;
-    double m_local, m_total;
+    bn_geom g;                      /* x's layout seen as 4-D */
+    float *mean, *var;              /* this step's statistics (arena or running) */
+    double *red;                    /* synchronised: the hook's buffer (1 + 2C) */
+    double m_local, m_total;        /* values per channel: here, and in all */
 } bn_state;
-
-/* ---- the fused LeakyReLU ----
- * gcc -O2 leaves a plain loop scalar and branchy (a misprediction per
- * random sign), so 8 lanes at a time with vector extensions, branch-free:
- * x * (x > 0 ? 1 : slope) via a bit select. */
-typedef float v8f __attribute__((vector_size(32)));
-typedef int32_t v8i __attribute__((vector_size(32)));
-
-/* d[i] *= (s[i] > 0 ? 1 : slope) for 8*b0 <= i < 8*b1; d may equal s.
- * One body, compiled for each ISA variant (isa.h): exact, so all variants
- * give the same bits. */
-#define LRELU_BLOCKS_BODY                                                    \
-    {                                                                        \
-        const v8f zero = {0}, one = zero + 1.0f, sl = zero + slope;          \
-        for (int64_t b = b0; b < b1; b++) {                                  \
-            v8f sv, dv;                                                      \
-            memcpy(&sv, s + 8 * b, sizeof sv);                               \
-            memcpy(&dv, d + 8 * b, sizeof dv);                               \
-            const v8i pos = sv > zero;                                       \
-            dv *= (v8f)(((v8i)one & pos) | ((v8i)sl & ~pos));                \
-            memcpy(d + 8 * b, &dv, sizeof dv);                               \
-        }                                                                    \
-    }
-static void lrelu_blocks_sse2(float *d, const float *s, int64_t b0, int64_t b1, float slope)
-    LRELU_BLOCKS_BODY
-#if defined(__x86_64__)
-__attribute__((target("avx2,fma"))) static void lrelu_blocks_avx2(float *d, const float *s,
-                                                                   int64_t b0, int64_t b1,
-                                                                   float slope)
-    LRELU_BLOCKS_BODY
-__attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma"))) static void
-lrelu_blocks_avx512(float *d, const float *s, int64_t b0, int64_t b1, float slope)
-    LRELU_BLOCKS_BODY
-#endif
-
-/* d[i] *= (s[i] > 0 ? 1 : slope) for i < m; d may equal s.  The parallel
- * loop stays in this (baseline) function; each thread's range runs in the
- * isa variant. */
-static void lrelu_scale(float *d, const float *s, int64_t m, float slope, cc_isa isa)
-{
-    void (*blocks)(float *, const float *, int64_t, int64_t, float) = lrelu_blocks_sse2;
-#if defined(__x86_64__)
-    if (isa == CC_ISA_AVX512) blocks = lrelu_blocks_avx512;
-    else if (isa == CC_ISA_AVX2) blocks = lrelu_blocks_avx2;
-#endif
-    enum { CHUNK = 4096 };  /* 8-float blocks per task */
-    const int64_t nb = m / 8, nc = (nb + CHUNK - 1) / CHUNK;
-#pragma omp parallel for schedule(static) if (m > 32768)
-    for (int64_t c = 0; c < nc; c++)
-        blocks(d, s, c * CHUNK, (c + 1) * CHUNK < nb ? (c + 1) * CHUNK : nb, slope);
-    for (int64_t i = 8 * nb; i < m; i++) d[i] *= s[i] > 0.0f ? 1.0f : slope;
-}
 
 static void bn_free(void *p)
 {
     bn_state *s = p;
     if (!s) return;
-    if (s->fwd) dnnl_primitive_destroy(s->fwd);
-    if (s->bwd) dnnl_primitive_destroy(s->bwd);
-    if (s->fpd) dnnl_primitive_desc_destroy(s->fpd);
-    if (s->bpd) dnnl_primitive_desc_destroy(s->bpd);
-    if (s->gfwd) dnnl_primitive_destroy(s->gfwd);
-    if (s->gbwd) dnnl_primitive_destroy(s->gbwd);
-    if (s->gfpd) dnnl_primitive_desc_destroy(s->gfpd);
-    if (s->gbpd) dnnl_primitive_desc_destroy(s->gbpd);
     free(s->red);
-    dnnl_memory_t mems[] = {s->gfscr, s->gbscr, s->fscr, s->bscr, s->m_src, s->m_dst, s->m_scale, s->m_shift,
-                            s->m_mean, s->m_var, s->m_ws, s->m_dsrc, s->m_dscale, s->m_dshift};
-    for (size_t i = 0; i < sizeof mems / sizeof mems[0]; i++)
-        if (mems[i]) dnnl_memory_destroy(mems[i]);
     free(s);
 }
 
@@ -193,185 +115,29 @@ static int bn_check(const cc_node *n, cc_status *st)
     return 0;
 }
 
-static const dnnl_memory_desc_t *pd_arg_md(const_dnnl_primitive_desc_t pd, int arg)
-{
-    return dnnl_primitive_desc_query_md(pd, dnnl_query_exec_arg_md, arg);
-}
-
-/* ---- synchronised statistics (see the top of the file) ---- */
-
-/* The use_global_stats forward (training kind: the hint of its backward)
- * and the hook's buffer. */
-static int bn_sync_infer(cc_tape *t, bn_state *s, float eps, int64_t C, cc_status *st)
-{
-    dnnl_batch_normalization_desc_t bd;
-    DNNL_TRY(st, "batch_norm", "synchronised forward descriptor",
-             dnnl_batch_normalization_forward_desc_init(&bd, dnnl_forward_training, &s->data_md,
-                                                        eps, s->flags | dnnl_use_global_stats));
-    if (tape_prim_make(t, &bd, NULL, &s->gfpd, &s->gfwd, &s->gfscr, "batch_norm",
-                       "synchronised forward primitive descriptor", st))
-        return -1;
-    if (!dnnl_memory_desc_equal(dnnl_primitive_desc_query_md(s->gfpd, dnnl_query_dst_md, 0),
-                                &s->data_md))
-        return status_set(st, "batch_norm: oneDNN changed the layout of the output");
-    if (!(s->red = malloc(sizeof *s->red * (size_t)(1 + 2 * C))))
-        return status_set(st, "batch_norm: out of memory");
-    return 0;
-}
-
-/* After the local training forward (s->mean, s->var: this process's
- * statistics): sum them over the participants, overwrite s->mean/s->var
- * with the global ones and normalise again with them.  a: the forward's
- * arguments (SRC, DST, SCALE, SHIFT, MEAN, VARIANCE first). */
-static int bn_sync_forward(cc_tape *t, cc_node *n, dnnl_exec_arg_t *a, cc_status *st)
-{
-    bn_state *s = n->state;
-    const int64_t C = n->in[0]->dims[1];
-    const double M = (double)(tensor_numel(n->in[0]) / C);
-    double *r = s->red;
-    r[0] = M;
-    for (int64_t c = 0; c < C; c++) {
-        const double m = s->mean[c], v = s->var[c];
-        r[1 + c] = M * m;
-        r[1 + C + c] = M * (v + m * m);
-    }
-    if (t->ctx->allreduce_sum(t->ctx->allreduce_user, r, (int)(1 + 2 * C), st)) return -1;
-    const double Mt = r[0];
-    if (!(Mt > 1))
-        return status_set(st, "batch_norm: expected more than 1 value per channel when "
-                              "training, got %g over all synchronised processes", Mt);
-    for (int64_t c = 0; c < C; c++) {
-        const double m = r[1 + c] / Mt, v = r[1 + C + c] / Mt - m * m;
-        s->mean[c] = (float)m;
-        s->var[c] = (float)(v > 0 ? v : 0);
-    }
-    s->m_local = M;
-    s->m_total = Mt;
-    return tape_exec(t, s->gfwd, s->gfscr, 6, a, "batch_norm synchronised forward", st);
-}
-
-static int bn_sync_make_bwd(cc_tape *t, bn_state *s, float eps, cc_status *st)
-{
-    dnnl_batch_normalization_desc_t bd;
-    DNNL_TRY(st, "batch_norm", "synchronised backward descriptor",
-             dnnl_batch_normalization_backward_desc_init(&bd, dnnl_backward, &s->data_md,
-                                                         &s->data_md, eps,
-                                                         s->flags | dnnl_use_global_stats));
-    if (tape_prim_make(t, &bd, s->gfpd, &s->gbpd, &s->gbwd, &s->gbscr, "batch_norm",
-                       "synchronised backward primitive descriptor", st))
-        return -1;
-    if (!dnnl_memory_desc_equal(pd_arg_md(s->gbpd, DNNL_ARG_DIFF_SRC), &s->data_md) ||
-        !dnnl_memory_desc_equal(pd_arg_md(s->gbpd, DNNL_ARG_DIFF_DST), &s->data_md))
-        return status_set(st, "batch_norm: oneDNN changed the layout of the gradients");
-    return tape_mem_create(t, &s->m_dsrc, &s->data_md, st) ||
-           tape_mem_create(t, &s->m_dscale, pd_arg_md(s->gbpd, DNNL_ARG_DIFF_SCALE), st) ||
-           tape_mem_create(t, &s->m_dshift, pd_arg_md(s->gbpd, DNNL_ARG_DIFF_SHIFT), st);
-}
-
-/* d[i] -= a[c] + b[c] x[i] over the real (not padding) elements of a 4-D
- * memory md, c the channel of element i.  Plain layouts with any strides,
- * and layouts blocked once on the channels (nChw8c, nChw16c), which is what
- * oneDNN's convolutions hand BN. */
-static int bn_channel_affine_sub(float *d, const float *x, const dnnl_memory_desc_t *md,
-                                 const float *a, const float *b, cc_status *st)
-{
-    const dnnl_blocking_desc_t *bk = &md->format_desc.blocking;
-    if (md->format_kind != dnnl_blocked || md->ndims != 4 || bk->inner_nblks > 1 ||
-        (bk->inner_nblks == 1 && bk->inner_idxs[0] != 1))
-        return status_set(st, "batch_norm: synchronised statistics do not support the layout "
-                              "of this input (blocked on more than the channels)");
-    const int64_t B = bk->inner_nblks ? bk->inner_blks[0] : 1;
-    const int64_t N = md->dims[0], C = md->dims[1], H = md->dims[2], W = md->dims[3];
-    const int64_t CB = (C + B - 1) / B, o0 = md->offset0;
-    const int64_t s0 = bk->strides[0], s1 = bk->strides[1], s2 = bk->strides[2],
-                  s3 = bk->strides[3];
-#pragma omp parallel for collapse(2) schedule(static) if (N * C * H * W > 32768)
-    for (int64_t n = 0; n < N; n++)
-        for (int64_t cb = 0; cb < CB; cb++)
-            for (int64_t h = 0; h < H; h++)
-                for (int64_t w = 0; w < W; w++) {
-                    const int64_t o = o0 + n * s0 + cb * s1 + h * s2 + w * s3;
-                    for (int64_t j = 0; j < B && cb * B + j < C; j++) {
-                        const int64_t c = cb * B + j;
-                        d[o + j] -= a[c] + b[c] * x[o + j];
-                    }
-                }
-    return 0;
-}
-
-/* After the use_global_stats backward: gx = gamma / s * dy, gg = sum dy
- * xhat and gb = sum dy over this process's values.  Sums the weighted
- * gg/gb over the participants (every participant calls the hook, whatever
- * needs a gradient here) and turns gx into the global-batch gradient. */
-static int bn_sync_backward(cc_tape *t, cc_node *n, float *gx, const float *gg, const float *gb,
-                            cc_status *st)
-{
-    bn_state *s = n->state;
-    const cc_tensor *x = n->in[0], *gamma = n->in[1];
-    const int64_t C = x->dims[1];
-    const double w = s->m_local / s->m_total;
-    double *r = s->red;
-    for (int64_t c = 0; c < C; c++) {
-        r[c] = w * gb[c];
-        r[C + c] = w * gg[c];
-    }
-    if (t->ctx->allreduce_sum(t->ctx->allreduce_user, r, (int)(2 * C), st)) return -1;
-    if (!x->requires_grad) return 0;
-    float *ab = tape_alloc(t, sizeof(float) * 2 * (size_t)C, st);
-    if (!ab) return -1;
-    for (int64_t c = 0; c < C; c++) {
-        const double sd = sqrt((double)s->var[c] + (double)n->args.f[1]);
-        const double k = (double)gamma->data[c] / (sd * s->m_local), b = k * r[C + c] / sd;
-        ab[C + c] = (float)b;
-        ab[c] = (float)(k * r[c] - b * (double)s->mean[c]);
-    }
-    return bn_channel_affine_sub(gx, x->data, &s->data_md, ab, ab + C, st);
-}
-
 static int bn_infer(cc_tape *t, cc_node *n, cc_tensor *out, cc_status *st)
 {
     const cc_tensor *x = n->in[0];
+    char a[64];
     if (bn_check(n, st)) return -1;
     bn_state *s = calloc(1, sizeof *s);
     if (!s) return status_set(st, "batch_norm: out of memory");
     n->state = s;
-    if (x->ndim == 4) {
-        s->data_md = x->md;
-    } else {
+    dnnl_memory_desc_t md4 = x->md;
+    if (x->ndim == 2) {
         dnnl_dims_t d4 = {x->dims[0], x->dims[1], 1, 1};
         DNNL_TRY(st, "batch_norm", "(N,C) -> (N,C,1,1) descriptor",
-                 dnnl_memory_desc_reshape(&s->data_md, &x->md, 4, d4));
+                 dnnl_memory_desc_reshape(&md4, &x->md, 4, d4));
     }
-    s->flags = dnnl_use_scale | dnnl_use_shift;
-    if (n->args.i[0] == BN_RUNNING) s->flags |= dnnl_use_global_stats;
-    /* forward_training whenever the tape records: the backward needs it as
-     * its hint, global statistics included. */
-    dnnl_batch_normalization_desc_t bd;
-    DNNL_TRY(st, "batch_norm", "forward descriptor",
-             dnnl_batch_normalization_forward_desc_init(
-                 &bd, t->training ? dnnl_forward_training : dnnl_forward_inference, &s->data_md,
-                 n->args.f[1], s->flags));
-    if (tape_prim_make(t, &bd, NULL, &s->fpd, &s->fwd, &s->fscr, "batch_norm",
-                       "forward primitive descriptor", st))
-        return -1;
-    if (n->args.i[2] && bn_sync_infer(t, s, n->args.f[1], x->dims[1], st)) return -1;
-
-    const dnnl_memory_desc_t *dst_md = dnnl_primitive_desc_query_md(s->fpd, dnnl_query_dst_md, 0);
-    if (!dnnl_memory_desc_equal(dst_md, &s->data_md))
-        return status_set(st, "batch_norm: oneDNN changed the layout of the output");
-    const dnnl_memory_desc_t *ws_md = pd_arg_md(s->fpd, DNNL_ARG_WORKSPACE);
-    s->ws_bytes = ws_md ? dnnl_memory_desc_get_size(ws_md) : 0;
-    if (tape_mem_create(t, &s->m_src, &s->data_md, st) ||
-        tape_mem_create(t, &s->m_dst, &s->data_md, st) ||
-        tape_mem_create(t, &s->m_scale, pd_arg_md(s->fpd, DNNL_ARG_SCALE), st) ||
-        tape_mem_create(t, &s->m_shift, pd_arg_md(s->fpd, DNNL_ARG_SHIFT), st) ||
-        tape_mem_create(t, &s->m_mean, pd_arg_md(s->fpd, DNNL_ARG_MEAN), st) ||
-        tape_mem_create(t, &s->m_var, pd_arg_md(s->fpd, DNNL_ARG_VARIANCE), st) ||
-        (s->ws_bytes && tape_mem_create(t, &s->m_ws, ws_md, st)))
-        return -1;
+    if (bn_geom_init(&s->g, &md4, t->ctx->isa))
+        return status_set(st, "batch_norm: input %s has a layout blocked on more than the "
+                              "channels, which this op does not take",
+                          tensor_shape_str(x, a, sizeof a));
+    if (n->args.i[2] && !(s->red = malloc(sizeof *s->red * (size_t)(1 + 2 * x->dims[1]))))
+        return status_set(st, "batch_norm: out of memory");
     out->ndim = x->ndim;
     memcpy(out->dims, x->dims, sizeof out->dims);
-    out->md = x->md;    /* same memory as data_md, in x's own rank */
+    out->md = x->md;
     return 0;
 }
 
@@ -399,16 +165,51 @@ static void bn_update_running(const cc_node *n, const float *mean, const float *
     if (n->args.aux[2]) n->args.aux[2]->data[0] += 1;
 }
 
+/* Batch statistics into s->mean / s->var: this process's, or (synchronised)
+ * those of all participants through the hook. */
+static int bn_batch_stats(cc_tape *t, cc_node *n, cc_status *st)
+{
+    bn_state *s = n->state;
+    const cc_tensor *x = n->in[0];
+    const int64_t C = x->dims[1];
+    const double M = (double)(tensor_numel(x) / C);
+    double *part = tape_alloc(t, sizeof(double) * bn_part_doubles(&s->g), st);
+    double *sum = tape_alloc(t, sizeof(double) * 2 * (size_t)C, st);
+    if (!part || !sum) return -1;
+    bn_sums(&s->g, x->data, part, sum, sum + C);
+    double Mt = M;
+    if (n->args.i[2]) {
+        double *r = s->red;
+        r[0] = M;
+        memcpy(r + 1, sum, sizeof(double) * 2 * (size_t)C);
+        if (t->ctx->allreduce_sum(t->ctx->allreduce_user, r, (int)(1 + 2 * C), st)) return -1;
+        Mt = r[0];
+        if (!(Mt > 1))
+            return status_set(st, "batch_norm: expected more than 1 value per channel when "
+                                  "training, got %g over all synchronised processes", Mt);
+        memcpy(sum, r + 1, sizeof(double) * 2 * (size_t)C);
+    }
+    s->m_local = M;
+    s->m_total = Mt;
+    for (int64_t c = 0; c < C; c++) {
+        const double m = sum[c] / Mt, v = sum[C + c] / Mt - m * m;
+        s->mean[c] = (float)m;
+        s->var[c] = (float)(v > 0 ? v : 0);
+    }
+    return 0;
+}
+
 static int bn_forward(cc_tape *t, cc_node *n, cc_status *st)
 {
     bn_state *s = n->state;
     const cc_tensor *x = n->in[0];
-    const size_t cbytes = sizeof(float) * (size_t)x->dims[1];
+    const int64_t C = x->dims[1], cp = bn_cpad(&s->g);
+    const size_t cbytes = sizeof(float) * (size_t)C;
     const int batch = n->args.i[0] == BN_BATCH;
     s->mean = n->args.aux[0]->data;
     s->var = n->args.aux[1]->data;
     if (batch || t->training) {
-        /* batch: oneDNN's outputs; running on a training tape: a snapshot,
+        /* batch: computed here; running on a training tape: a snapshot,
          * since a later op may update the same buffers before backward. */
         s->mean = tape_alloc(t, cbytes, st);
         s->var = tape_alloc(t, cbytes, st);
@@ -418,54 +219,22 @@ static int bn_forward(cc_tape *t, cc_node *n, cc_status *st)
             memcpy(s->var, n->args.aux[1]->data, cbytes);
         }
     }
-    s->ws = NULL;
-    if (s->ws_bytes && !(s->ws = tape_alloc(t, s->ws_bytes, st))) return -1;
-    mem_bind(s->m_src, x->data);
-    mem_bind(s->m_dst, n->out->data);
-    mem_bind(s->m_scale, n->in[1]->data);
-    mem_bind(s->m_shift, n->in[2]->data);
-    mem_bind(s->m_mean, s->mean);
-    mem_bind(s->m_var, s->var);
-    dnnl_exec_arg_t a[7] = {{DNNL_ARG_SRC, s->m_src},     {DNNL_ARG_DST, s->m_dst},
-                            {DNNL_ARG_SCALE, s->m_scale}, {DNNL_ARG_SHIFT, s->m_shift},
-                            {DNNL_ARG_MEAN, s->m_mean},   {DNNL_ARG_VARIANCE, s->m_var},
-                            {DNNL_ARG_WORKSPACE, s->m_ws}};
-    if (s->ws) mem_bind(s->m_ws, s->ws);
-    if (tape_exec(t, s->fwd, s->fscr, s->ws ? 7 : 6, a, "batch_norm forward", st)) return -1;
-    if (n->args.i[2] && bn_sync_forward(t, n, a, st)) return -1;
-    if (batch) bn_update_running(n, s->mean, s->var);
-    if (n->args.i[1]) {
-        /* padding lanes of a blocked layout are 0 and stay 0 */
-        float *y = n->out->data;
-        lrelu_scale(y, y, (int64_t)(tensor_bytes(n->out) / sizeof(float)), n->args.f[2],
-                    t->ctx->isa);
+    if (batch && bn_batch_stats(t, n, st)) return -1;
+    /* m, k, b padded to whole channel blocks with zeros: padding lanes of
+     * a blocked layout come out 0 */
+    float *v = tape_alloc(t, sizeof(float) * 3 * (size_t)cp, st);
+    if (!v) return -1;
+    memset(v, 0, sizeof(float) * 3 * (size_t)cp);
+    const float *gamma = n->in[1]->data, *beta = n->in[2]->data;
+    for (int64_t c = 0; c < C; c++) {
+        v[c] = s->mean[c];
+        v[cp + c] = (float)(gamma[c] / sqrt((double)s->var[c] + n->args.f[1]));
+        v[2 * cp + c] = beta[c];
     }
+    bn_norm_forward(&s->g, x->data, v, v + cp, v + 2 * cp, n->args.i[1], n->args.f[2],
+                    n->out->data);
+    if (batch) bn_update_running(n, s->mean, s->var);
     return 0;
-}
-
-static int bn_make_bwd(cc_tape *t, bn_state *s, float eps, cc_status *st)
-{
-    dnnl_batch_normalization_desc_t bd;
-    DNNL_TRY(st, "batch_norm", "backward descriptor",
-             dnnl_batch_normalization_backward_desc_init(&bd, dnnl_backward, &s->data_md,
-                                                         &s->data_md, eps, s->flags));
-    if (tape_prim_make(t, &bd, s->fpd, &s->bpd, &s->bwd, &s->bscr, "batch_norm",
-                       "backward primitive descriptor", st))
-        return -1;
-    if (!dnnl_memory_desc_equal(pd_arg_md(s->bpd, DNNL_ARG_DIFF_SRC), &s->data_md) ||
-        !dnnl_memory_desc_equal(pd_arg_md(s->bpd, DNNL_ARG_DIFF_DST), &s->data_md))
-        return status_set(st, "batch_norm: oneDNN changed the layout of the gradients");
-    return tape_mem_create(t, &s->m_dsrc, &s->data_md, st) ||
-           tape_mem_create(t, &s->m_dscale, pd_arg_md(s->bpd, DNNL_ARG_DIFF_SCALE), st) ||
-           tape_mem_create(t, &s->m_dshift, pd_arg_md(s->bpd, DNNL_ARG_DIFF_SHIFT), st);
-}
-
-/* The gradient buffer for v: v's own when it wants one, else scratch that
- * oneDNN may fill (it always computes all three diffs). */
-static float *bn_grad_buf(cc_tape *t, cc_tensor *v, cc_status *st)
-{
-    if (v->requires_grad) return tape_grad_begin(t, v, st);
-    return tape_alloc(t, tensor_bytes(v), st);
 }
 
 static int bn_backward(cc_tape *t, cc_node *n, cc_status *st)
@@ -473,44 +242,53 @@ static int bn_backward(cc_tape *t, cc_node *n, cc_status *st)
     bn_state *s = n->state;
     cc_tensor *x = n->in[0], *gamma = n->in[1], *beta = n->in[2];
     if (!x->requires_grad && !gamma->requires_grad && !beta->requires_grad) return 0;
-    if (!n->args.i[2] && !s->bwd && bn_make_bwd(t, s, n->args.f[1], st)) return -1;
-    if (n->args.i[2] && !s->gbwd && bn_sync_make_bwd(t, s, n->args.f[1], st)) return -1;
-    if (n->args.i[1]) {
-        /* Only this node reads its output's gradient: scale it in place. */
-        lrelu_scale(n->out->grad, n->out->data, (int64_t)(tensor_bytes(n->out) / sizeof(float)),
-                    n->args.f[2], t->ctx->isa);
+    const int64_t C = x->dims[1], cp = bn_cpad(&s->g);
+    const double eps = n->args.f[1], M = (double)(tensor_numel(x) / C);
+    double *part = tape_alloc(t, sizeof(double) * bn_part_doubles(&s->g), st);
+    double *sum = tape_alloc(t, sizeof(double) * 2 * (size_t)C, st);
+    if (!part || !sum) return -1;
+    /* Only this node reads its output's gradient: the fused LeakyReLU
+     * scales it in place.  sum: [B | sum dy x], then [B | G]. */
+    bn_grad_sums(&s->g, x->data, n->out->grad, n->args.i[1] ? n->out->data : NULL, n->args.f[2],
+                 part, sum, sum + C);
+    for (int64_t c = 0; c < C; c++)
+        sum[C + c] = (sum[C + c] - (double)s->mean[c] * sum[c]) / sqrt((double)s->var[c] + eps);
+    if (gamma->requires_grad || beta->requires_grad) {
+        for (int k = 0; k < 2; k++) {
+            cc_tensor *p = k ? beta : gamma;
+            if (!p->requires_grad) continue;
+            float *g = tape_grad_begin(t, p, st);
+            if (!g) return -1;
+            for (int64_t c = 0; c < C; c++) g[c] = (float)sum[(k ? 0 : C) + c];
+            tape_grad_end(t, p, g);
+        }
     }
-    float *gx = bn_grad_buf(t, x, st), *gg = bn_grad_buf(t, gamma, st);
-    float *gb = bn_grad_buf(t, beta, st);
-    if (!gx || !gg || !gb) return -1;
-    mem_bind(s->m_src, x->data);
-    mem_bind(s->m_dst, n->out->grad);   /* diff_dst: same layout as dst */
-    mem_bind(s->m_scale, gamma->data);
-    mem_bind(s->m_shift, beta->data);
-    mem_bind(s->m_mean, s->mean);
-    mem_bind(s->m_var, s->var);
-    mem_bind(s->m_dsrc, gx);
-    mem_bind(s->m_dscale, gg);
-    mem_bind(s->m_dshift, gb);
-    /* oneDNN 2.6 declares SHIFT an input of the backward with use_shift and
-     * refuses to run without it (dnnl_invalid_arguments), unused as it is. */
-    dnnl_exec_arg_t a[10] = {
-        {DNNL_ARG_SRC, s->m_src},           {DNNL_ARG_DIFF_DST, s->m_dst},
-        {DNNL_ARG_SCALE, s->m_scale},       {DNNL_ARG_SHIFT, s->m_shift},
-        {DNNL_ARG_MEAN, s->m_mean},         {DNNL_ARG_VARIANCE, s->m_var},
-        {DNNL_ARG_DIFF_SRC, s->m_dsrc},     {DNNL_ARG_DIFF_SCALE, s->m_dscale},
-        {DNNL_ARG_DIFF_SHIFT, s->m_dshift}, {DNNL_ARG_WORKSPACE, s->m_ws}};
-    if (s->ws) mem_bind(s->m_ws, s->ws);
-    if (n->args.i[2]) {
-        if (tape_exec(t, s->gbwd, s->gbscr, 9, a, "batch_norm backward", st) ||
-            bn_sync_backward(t, n, gx, gg, gb, st))
-            return -1;
-    } else if (tape_exec(t, s->bwd, s->bscr, s->ws ? 10 : 9, a, "batch_norm backward", st)) {
-        return -1;
+    if (n->args.i[2]) {     /* every participant calls the hook */
+        const double w = s->m_local / s->m_total;
+        double *r = s->red;
+        for (int64_t c = 0; c < 2 * C; c++) r[c] = w * sum[c];
+        if (t->ctx->allreduce_sum(t->ctx->allreduce_user, r, (int)(2 * C), st)) return -1;
+        memcpy(sum, r, sizeof(double) * 2 * (size_t)C);
     }
-    if (x->requires_grad) tape_grad_end(t, x, gx);
-    if (gamma->requires_grad) tape_grad_end(t, gamma, gg);
-    if (beta->requires_grad) tape_grad_end(t, beta, gb);
+    if (!x->requires_grad) return 0;
+    /* dx = p dy + q (x - mean) + r, vectors padded with zeros */
+    float *v = tape_alloc(t, sizeof(float) * 4 * (size_t)cp, st);
+    if (!v) return -1;
+    memset(v, 0, sizeof(float) * 4 * (size_t)cp);
+    const int batch = n->args.i[0] == BN_BATCH;
+    for (int64_t c = 0; c < C; c++) {
+        const double is = 1.0 / sqrt((double)s->var[c] + eps), p = gamma->data[c] * is;
+        v[c] = s->mean[c];
+        v[cp + c] = (float)p;
+        if (batch) {
+            v[2 * cp + c] = (float)(-p * is * sum[C + c] / M);
+            v[3 * cp + c] = (float)(-p * sum[c] / M);
+        }
+    }
+    float *gx = tape_grad_begin(t, x, st);
+    if (!gx) return -1;
+    bn_norm_backward(&s->g, n->out->grad, x->data, v, v + cp, v + 2 * cp, v + 3 * cp, gx);
+    tape_grad_end(t, x, gx);
     return 0;
 }
 

@@ -20,6 +20,7 @@
 void ops_add_fused_cases(TCase *tc);
 /* test_ops_bnorm_sync.c */
 void ops_add_sync_cases(TCase *tc);
+void ops_add_bnorm_kern_cases(TCase *tc);
 
 /* ---- naive references ---- */
 
@@ -749,6 +750,7 @@ static Suite *ops_suite(void)
     tcase_add_test(tc, test_bn_train_2d_odd);
     ops_add_fused_cases(tc);
     ops_add_sync_cases(tc);
+    ops_add_bnorm_kern_cases(tc);
     tcase_add_test(tc, test_bn_train_2d_single_image);
     tcase_add_test(tc, test_bn_train_1d_odd);
     tcase_add_test(tc, test_bn_train_1d_two_samples);
