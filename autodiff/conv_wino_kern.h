@@ -147,7 +147,7 @@ static void weights_transform(const wino_geom *g, const float *w, int transpose,
      * stores are faster: 0.81 vs 1.00 ms; Zen 5, docs/PERFORMANCE.md) */
     const int stream = wino_u_floats(g) * sizeof(float) > WINO_STREAM_MIN_BYTES &&
                        (uintptr_t)U % 32 == 0;  /* the stores need 32-byte alignment */
-#pragma omp for collapse(2) schedule(static) nowait
+#pragma omp for collapse(2) schedule(dynamic, 8) nowait
     for (int64_t pn = 0; pn < npan; pn++)
         for (int64_t k = 0; k < K; k++) {
             float *p = U + (pn * K + k) * 32;
@@ -174,7 +174,7 @@ static void weights_transform(const wino_geom *g, const float *w, int transpose,
 #else
     const int64_t A = transpose ? K : N, B = transpose ? N : K;
     const int64_t ustride = (int64_t)(wino_u_floats(g) / NXI);
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 4)
     for (int64_t a = 0; a < A; a++)
         for (int64_t b = 0; b < B; b += 8) {    /* B is a multiple of 8 */
             const float *s = w + (a * B + b) * 9;
@@ -370,22 +370,22 @@ void WK(wino_backward_weights)(const wino_geom *g, const float *x, const wino_la
     {
         for (int64_t c0 = 0; c0 < g->tiles; c0 += g->chunk) {
             const int64_t nt = g->tiles - c0 < g->chunk ? g->tiles - c0 : g->chunk;
-#pragma omp for collapse(2) schedule(static) nowait
+#pragma omp for collapse(2) schedule(dynamic, 16) nowait
             for (int64_t t = 0; t < nt; t++)
                 for (int64_t cb = 0; cb < cbi; cb++)
                     input_tile(g, x, lx, cb, c0 + t, t, g->chunk, ldv, V);
-#pragma omp for collapse(2) schedule(static)
+#pragma omp for collapse(2) schedule(dynamic, 16)
             for (int64_t t = 0; t < nt; t++)
                 for (int64_t cb = 0; cb < cbo; cb++) grad_tile(g, dy, ly, cb, c0 + t, t, ldm, M);
             /* dU[xi] (N x K) (+)= M[xi]^T (N x nt) * V[xi] (nt x K) */
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 1)
             for (int xi = 0; xi < NXI; xi++)
                 dnnl_sgemm('T', 'N', N, K, nt, 1.0f, M + xi * xi_stride(g->chunk, ldm), ldm,
                            V + xi * xi_stride(g->chunk, ldv), ldv, c0 ? 1.0f : 0.0f,
                            dU + xi * ustride, K);
         }
         /* dw[j][k] = G^T dU[.][j][k] G */
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 4)
         for (int64_t j = 0; j < N; j++)
             for (int64_t k = 0; k < K; k += 8) {    /* K is a multiple of 8 */
                 v8 u[6][6], t[3][6];
@@ -406,7 +406,7 @@ void WK(wino_backward_weights)(const wino_geom *g, const float *x, const wino_la
             }
         if (db) {
             /* Per channel block, images and rows in order: deterministic. */
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 1)
             for (int64_t cb = 0; cb < cbo; cb++) {
                 v8 acc = v8_splat(0.0f);
                 for (int64_t n = 0; n < g->n; n++)

@@ -162,6 +162,11 @@ static const cc_param *chunk_find(const cc_params *P, const size_t *first, size_
 }
 
 /* Parallel loops below only pay off over a few chunks of work. */
+/* Chunks are fixed by the parameter sizes and each is one independent
+ * pass (the norm's partial sums are added in order afterwards), so the
+ * schedule does not change results; dynamic, so that a thread the OS
+ * holds back (another process on its core) takes fewer chunks instead of
+ * holding up the rest (docs/PERFORMANCE.md, busy machine). */
 #define PAR_MIN_CHUNKS 4
 
 double optim_grad_norm(const cc_params *P)
@@ -174,7 +179,7 @@ double optim_grad_norm(const cc_params *P)
     double ss = 0, part[BLOCK];
     for (size_t c0 = 0; c0 < total; c0 += BLOCK) {
         const size_t nc = total - c0 < BLOCK ? total - c0 : BLOCK;
-#pragma omp parallel for schedule(static) if (nc >= PAR_MIN_CHUNKS)
+#pragma omp parallel for schedule(dynamic, 16) if (nc >= PAR_MIN_CHUNKS)
         for (size_t c = 0; c < nc; c++) {
             size_t lo, len;
             const cc_param *p = chunk_find(P, first, CHUNK, c0 + c, &lo, &len);
@@ -219,7 +224,7 @@ int optim_step(cc_optim *o, cc_params *P, cc_status *st)
         if (o->isa == CC_ISA_AVX512 && isa_cpu_has(CC_ISA_AVX512)) update = adam_update_avx512;
         else if (o->isa >= CC_ISA_AVX2 && isa_cpu_has(CC_ISA_AVX2)) update = adam_update_avx2;
 #endif
-#pragma omp parallel for schedule(static) if (total >= PAR_MIN_CHUNKS)
+#pragma omp parallel for schedule(dynamic, 8) if (total >= PAR_MIN_CHUNKS)
         for (size_t c = 0; c < total; c++) {
             size_t lo, len;
             const cc_param *p = chunk_find(P, first, CHUNK, c, &lo, &len);
@@ -230,7 +235,7 @@ int optim_step(cc_optim *o, cc_params *P, cc_status *st)
     } else {
         const float mu = o->momentum;
         const int first_step = o->step == 1;
-#pragma omp parallel for schedule(static) if (total >= PAR_MIN_CHUNKS)
+#pragma omp parallel for schedule(dynamic, 8) if (total >= PAR_MIN_CHUNKS)
         for (size_t c = 0; c < total; c++) {
             size_t lo, len;
             const cc_param *p = chunk_find(P, first, CHUNK, c, &lo, &len);
