@@ -4,6 +4,8 @@
  * reorder:          in x.            Out: x's shape, plain layout.
  * reshape:          in x; args.i[0] ndim, i[1..4] dims.  Plain copy.
  * expand_channels:  in x (N,1,H,W); args.i[0] C.  Out (N,C,H,W) plain.
+ * flip:             in x (N,C,H,W) plain; args.i[0] bits (1: mirror W,
+ *                   2: mirror H).  Out plain, x's shape.
  */
 #include "autodiff/op.h"
 #include "autodiff/ops.h"
@@ -190,4 +192,72 @@ cc_tensor *op_expand_channels(cc_tape *t, cc_tensor *x, int64_t c)
     memset(&a, 0, sizeof a);
     a.i[0] = (int32_t)c;
     return tape_record(t, OP_expand_channels, (cc_tensor *[]){op_plain(t, x)}, 1, &a);
+}
+
+/* ---- flip (mirror W and/or H; test-time flips on a tape) ---- */
+
+static int flip_infer(cc_tape *t, cc_node *n, cc_tensor *out, cc_status *st)
+{
+    (void)t;
+    const cc_tensor *x = n->in[0];
+    char a[64];
+    if (x->ndim != 4 || n->args.i[0] < 0 || n->args.i[0] > 3)
+        return status_set(st, "flip: need an (N,C,H,W) input and bits 0..3, got %s and %d",
+                          tensor_shape_str(x, a, sizeof a), n->args.i[0]);
+    if (!tensor_is_plain(x))
+        return status_set(st, "flip: input is not plain (apply op_plain first)");
+    tensor_set_shape(out, 4, x->dims);
+    return 0;
+}
+
+/* dst = src mirrored as bits say, for every (n,c) plane.  A mirror is its
+ * own inverse, so the backward pass is the same map on the gradient. */
+static void flip_planes(const float *src, float *dst, int64_t planes, int64_t h, int64_t w,
+                        unsigned bits)
+{
+#pragma omp parallel for schedule(static) if (planes * h * w >= 65536)
+    for (int64_t p = 0; p < planes; p++) {
+        const float *s = src + p * h * w;
+        float *d = dst + p * h * w;
+        for (int64_t y = 0; y < h; y++) {
+            const float *row = s + ((bits & 2) ? h - 1 - y : y) * w;
+            float *o = d + y * w;
+            if (bits & 1)
+                for (int64_t x = 0; x < w; x++) o[x] = row[w - 1 - x];
+            else
+                memcpy(o, row, (size_t)w * sizeof(float));
+        }
+    }
+}
+
+static int flip_forward(cc_tape *t, cc_node *n, cc_status *st)
+{
+    (void)t, (void)st;
+    const cc_tensor *x = n->in[0];
+    flip_planes(x->data, n->out->data, x->dims[0] * x->dims[1], x->dims[2], x->dims[3],
+                (unsigned)n->args.i[0]);
+    return 0;
+}
+
+static int flip_backward(cc_tape *t, cc_node *n, cc_status *st)
+{
+    cc_tensor *x = n->in[0];
+    float *g = tape_grad_begin(t, x, st);
+    if (!g) return x->requires_grad ? -1 : 0;
+    flip_planes(n->out->grad, g, x->dims[0] * x->dims[1], x->dims[2], x->dims[3],
+                (unsigned)n->args.i[0]);
+    tape_grad_end(t, x, g);
+    return 0;
+}
+
+const cc_op_def op_def_flip = {"flip", OPK_OTHER, flip_infer, flip_forward, flip_backward,
+                               no_state_free, NULL};
+
+cc_tensor *op_flip(cc_tape *t, cc_tensor *x, unsigned bits)
+{
+    if (bits == 0) return x;
+    cc_op_args a;
+    memset(&a, 0, sizeof a);
+    a.i[0] = (int32_t)bits;
+    return tape_record(t, OP_flip, (cc_tensor *[]){op_plain(t, x)}, 1, &a);
 }

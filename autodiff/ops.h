@@ -18,6 +18,7 @@
     X(reorder)         /* op_shape.c: layout change only */                    \
     X(reshape)         /* op_shape.c */                                        \
     X(expand_channels) /* op_shape.c */                                        \
+    X(flip)            /* op_shape.c: mirror W and/or H */                     \
     X(batch_norm)      /* op_bnorm.c */                                        \
     X(eltwise)         /* op_eltwise.c: relu, leaky_relu, exp, clamp, scale */ \
     X(pool)            /* op_pool.c: max, avg, global avg */                   \
@@ -55,6 +56,9 @@ cc_tensor *op_reshape(cc_tape *t, cc_tensor *x, int ndim, const int64_t *dims);
 cc_tensor *op_flatten(cc_tape *t, cc_tensor *x);
 /* (N,1,H,W) -> (N,C,H,W) by repetition; backward sums over C. */
 cc_tensor *op_expand_channels(cc_tape *t, cc_tensor *x, int64_t c);
+/* (N,C,H,W) mirrored: bits & 1 reverses W, bits & 2 reverses H (the flips
+ * of counter.tta and the loader).  Out plain; bits 0 returns x itself. */
+cc_tensor *op_flip(cc_tape *t, cc_tensor *x, unsigned bits);
 
 /* Batch norm over C of (N,C,H,W) or (N,C).  gamma/beta (C) trainable;
  * run_mean/run_var (C) buffers; num_batches (1) buffer or NULL.  Training

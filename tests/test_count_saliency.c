@@ -217,17 +217,28 @@ static double predict_image(void *u, const float *x)
     return c;
 }
 
+/* A trained run in sub/run: cm prepared for saliency on *t, ref the
+ * same checkpoints as `count` opens them (inference tape). */
+static void open_pair(run_fx *fx, const char *sub, cfg_tta tta, count_model *cm,
+                      count_model *ref, cc_tape *t)
+{
+    make_run(fx, sub, "mask");
+    cc_status st;
+    status_clear(&st);
+    ck_assert_msg(count_model_open(cm, &fx->cfg, H, W, NULL, NULL, 0, &st) == 0, "%s", st.msg);
+    ck_assert_msg(count_model_open(ref, &fx->cfg, H, W, NULL, NULL, 1, &st) == 0, "%s", st.msg);
+    cm->s.cfg.counter_tta = ref->s.cfg.counter_tta = tta;
+    saliency_prepare(cm, t);
+}
+
 START_TEST(saliency_gradcheck)
 {
     run_fx fx;
-    make_run(&fx, "grad", "mask");
+    count_model cm, ref;
+    cc_tape t;
+    open_pair(&fx, "grad", CFG_TTA_NONE, &cm, &ref, &t);
     cc_status st;
     status_clear(&st);
-    count_model cm, ref;
-    ck_assert_msg(count_model_open(&cm, &fx.cfg, H, W, NULL, NULL, 0, &st) == 0, "%s", st.msg);
-    ck_assert_msg(count_model_open(&ref, &fx.cfg, H, W, NULL, NULL, 1, &st) == 0, "%s", st.msg);
-    cc_tape t;
-    saliency_prepare(&cm, &t);
     /* Two different images in one batch. */
     static float x[2 * H * W], mask[2 * H * W / 4], mg[2 * H * W / 4], ig[2 * H * W];
     ck_assert_int_eq(count_image_load(tpath("grad", "img/a.tif"), H, W, x, &st), 0);
@@ -275,6 +286,39 @@ START_TEST(saliency_gradcheck)
         gradcheck("image", predict_image, &ref, x + img * H * W, ig + img * H * W, H * W);
     }
     tape_free(&ti);
+    tape_free(&t);
+    count_model_close(&cm);
+    count_model_close(&ref);
+}
+END_TEST
+
+/* counter.tta = flips: saliency's count and sigma are count's (the four
+ * views combined) and its image gradient is that of the views' mean count,
+ * checked by differences of the whole flipped-views prediction. */
+START_TEST(saliency_tta_flips)
+{
+    run_fx fx;
+    count_model cm, ref;
+    cc_tape t;
+    open_pair(&fx, "gtta", CFG_TTA_FLIPS, &cm, &ref, &t);
+    cc_status st;
+    status_clear(&st);
+    static float x[H * W], mask[H * W / 4], mg[H * W / 4], ig[H * W];
+    ck_assert_int_eq(count_image_load(tpath("gtta", "img/a.tif"), H, W, x, &st), 0);
+    double cnt, sig, rc, rs, c1, s1;
+    saliency_maps maps = {&cnt, &sig, mask, mg, ig};
+    ck_assert_msg(saliency_compute(&cm, &t, x, 1, &maps, &st) == 0, "%s", st.msg);
+    ck_assert_int_eq(count_model_predict(&ref, x, 1, &rc, &rs, NULL, NULL, &st), 0);
+    ck_assert(cnt > 0);
+    ck_assert_double_eq_tol(cnt, rc, 1e-4 * fabs(rc));
+    ck_assert_double_eq_tol(sig, rs, 1e-4 * fabs(rs));
+    /* the views must matter here, or this test could not tell them apart */
+    ref.s.cfg.counter_tta = CFG_TTA_NONE;
+    ck_assert_int_eq(count_model_predict(&ref, x, 1, &c1, &s1, NULL, NULL, &st), 0);
+    ref.s.cfg.counter_tta = CFG_TTA_FLIPS;
+    ck_assert_msg(fabs(c1 - rc) > 1e-3 * fabs(rc) || fabs(s1 - rs) > 1e-3 * fabs(rs),
+                  "one view and four views agree (%g, %g): the flips are not tested", c1, rc);
+    gradcheck("image (flips)", predict_image, &ref, x, ig, H * W);
     tape_free(&t);
     count_model_close(&cm);
     count_model_close(&ref);
@@ -388,5 +432,6 @@ END_TEST
 void saliency_add_tests(Suite *s)
 {
     count_add_case(s, "saliency_gradcheck", saliency_gradcheck);
+    count_add_case(s, "saliency_tta_flips", saliency_tta_flips);
     count_add_case(s, "saliency_files", saliency_files);
 }

@@ -1,5 +1,5 @@
 /* test_ops_pool_resample.c - pool (max / avg / global avg), resample
- * (bilinear x2, half-pixel centres) and concat: forward against naive C
+ * (bilinear x2, half-pixel centres), concat and flip: forward against naive C
  * references, finite-difference gradients, blocked-layout inputs, padding
  * kept zero, training/inference agreement, state reuse across steps, and
  * shape errors. */
@@ -16,7 +16,7 @@
 #include "tests/testutil.h"
 #include "tests/testmain.h"
 
-enum { T_MAX, T_AVG, T_GAP, T_UP, T_CAT };
+enum { T_MAX, T_AVG, T_GAP, T_UP, T_CAT, T_FLIP };
 
 #define MAX_CAT 4
 
@@ -69,6 +69,7 @@ static cc_tensor *build_op(cc_tape *t, cc_tensor **x, void *u)
     case T_GAP: y = op_global_avg_pool(t, in[0]); break;
     case T_UP: y = op_upsample2x(t, in[0]); break;
     case T_CAT: y = op_concat(t, in, c->n_data); break;
+    case T_FLIP: y = op_flip(t, in[0], (unsigned)c->k); break;
     }
     if (y) {
         c->out_plain = tensor_is_plain(y);
@@ -140,6 +141,18 @@ static void upsample_ref(const float *x, int64_t NC, int64_t H, int64_t W, float
             }
 }
 
+/* y[.., r, q] = x[.., r', q'] with r' = H-1-r when bits & 2, q' = W-1-q
+ * when bits & 1: written from the definition, index by index. */
+static void flip_ref(const float *x, int64_t NC, int64_t H, int64_t W, unsigned bits, float *y)
+{
+    for (int64_t p = 0; p < NC; p++)
+        for (int64_t r = 0; r < H; r++)
+            for (int64_t q = 0; q < W; q++) {
+                const int64_t sr = (bits & 2) ? H - 1 - r : r, sq = (bits & 1) ? W - 1 - q : q;
+                y[(p * H + r) * W + q] = x[(p * H + sr) * W + sq];
+            }
+}
+
 /* ---- input helpers ---- */
 
 /* Distinct values (a random permutation of 0..n-1, centred, step 0.05), so
@@ -184,13 +197,18 @@ static void check_unary(int op, int k, int s, int64_t N, int64_t C, int64_t H, i
     if (op == T_AVG) avg_pool_ref(in[0].data, N * C, H, W, k, k, ref);
     if (op == T_GAP) avg_pool_ref(in[0].data, N * C, H, W, H, W, ref);
     if (op == T_UP) upsample_ref(in[0].data, N * C, H, W, ref);
+    if (op == T_FLIP) flip_ref(in[0].data, N * C, H, W, (unsigned)k, ref);
 
     int64_t n;
     char msg[256];
     float *y = tu_forward(build_op, &c, in, n_in, 1, &n, msg, sizeof msg);
     ck_assert_msg(y, "forward failed: %s", msg);
     ck_assert_int_eq(n, ny);
-    if (blocked) {
+    if (blocked && op == T_FLIP) {
+        /* flip reads a plain copy of a blocked input and writes plain */
+        ck_assert_msg(!c.conv_plain, "conv output is plain: the layout test would test nothing");
+        ck_assert_msg(c.out_plain, "flip's output is not plain (%s)", c.out_layout);
+    } else if (blocked) {
         ck_assert_msg(!c.conv_plain, "conv output is plain: the layout test would test nothing");
         ck_assert_msg(!c.out_plain, "op %d dropped the blocked layout (%s) of its input", op,
                       c.conv_layout);
@@ -198,8 +216,8 @@ static void check_unary(int op, int k, int s, int64_t N, int64_t C, int64_t H, i
         ck_assert_msg(c.out_plain, "op %d made a plain input non-plain", op);
     }
     double d = tu_max_abs_diff(y, ref, n);
-    /* max pool selects values: exact.  Averages and interpolation round. */
-    ck_assert_msg(d <= (op == T_MAX ? 0 : 2e-6), "op %d (%lldx%lldx%lldx%lld, k %d, blocked %d) "
+    /* max pool and flip select values: exact.  Averages and interpolation round. */
+    ck_assert_msg(d <= (op == T_MAX || op == T_FLIP ? 0 : 2e-6), "op %d (%lldx%lldx%lldx%lld, k %d, blocked %d) "
                   "differs from reference by %g", op, (long long)N, (long long)C, (long long)H,
                   (long long)W, k, blocked, d);
     char name[64];
@@ -243,6 +261,37 @@ END_TEST
  * F.interpolate(x, scale_factor=2, mode='bilinear', align_corners=False)
  * maps a row [a, a+4] to [a, a+1, a+3, a+4] (source positions 0 (clamped
  * from -0.25), 0.25, 0.75, 1 (upper neighbour clamped)); the same along H. */
+START_TEST(test_flip_w) { check_unary(T_FLIP, 1, 0, 2, 3, 4, 5, 0); }
+END_TEST
+START_TEST(test_flip_h) { check_unary(T_FLIP, 2, 0, 2, 3, 4, 5, 0); }
+END_TEST
+START_TEST(test_flip_hw_odd) { check_unary(T_FLIP, 3, 0, 1, 2, 7, 3, 0); }
+END_TEST
+START_TEST(test_flip_hw_blocked) { check_unary(T_FLIP, 3, 0, 1, 16, 5, 6, 1); }
+END_TEST
+
+/* bits 0 is the identity: op_flip returns its input, records nothing. */
+START_TEST(test_flip_zero_is_identity)
+{
+    cc_ctx ctx;
+    cc_status st;
+    ck_assert_msg(ctx_init(&ctx, 0, &st) == 0, "%s", st.msg);
+    cc_tape t;
+    tape_init(&t, &ctx, 1);
+    float v[6] = {1, 2, 3, 4, 5, 6};
+    cc_tensor *x = tape_input(&t, 4, (int64_t[]){1, 1, 2, 3}, v, 1);
+    ck_assert_ptr_eq(op_flip(&t, x, 0), x);
+    cc_tensor *y = op_flip(&t, x, 1);
+    ck_assert_ptr_nonnull(y);
+    float out[6];
+    ck_assert_int_eq(tape_read(&t, y, out), 0);
+    const float want[6] = {3, 2, 1, 6, 5, 4};
+    for (int i = 0; i < 6; i++) ck_assert_float_eq(out[i], want[i]);
+    tape_free(&t);
+    ctx_free(&ctx);
+}
+END_TEST
+
 START_TEST(test_upsample_half_pixel_literal)
 {
     tu_input in[1];
@@ -602,6 +651,13 @@ static Suite *pool_resample_suite(void)
     tcase_add_test(tc, test_upsample_3x5_blocked);
     tcase_add_test(tc, test_upsample_4x4_blocked);
     tcase_add_test(tc, test_upsample_half_pixel_literal);
+    suite_add_tcase(s, tc);
+    tc = tcase_new("flip");
+    tcase_add_test(tc, test_flip_w);
+    tcase_add_test(tc, test_flip_h);
+    tcase_add_test(tc, test_flip_hw_odd);
+    tcase_add_test(tc, test_flip_hw_blocked);
+    tcase_add_test(tc, test_flip_zero_is_identity);
     suite_add_tcase(s, tc);
     tc = tcase_new("concat");
     tcase_add_test(tc, test_concat_1_3_2);

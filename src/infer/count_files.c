@@ -142,7 +142,7 @@ int count_model_open(count_model *cm, const cc_config *cfg, int h, int w, const 
         /* A run evaluated before calibration existed has no factor: 1. */
         const char *v = runlog_attr_get(&rl, "counter.sigma_scale");
         double k = v ? strtod(v, NULL) : NAN;
-        if (!counter_ckpt && cfg->counter_calibrate == CFG_CALIBRATE_VAL && isfinite(k) && k > 0)
+        if (!counter_ckpt && cfg->counter_calibrate != CFG_CALIBRATE_NONE && isfinite(k) && k > 0)
             cm->sigma_scale = k;
         /* The factor was fitted with or without the flips of counter.tta
          * (runs evaluated before it existed: without). */
@@ -210,6 +210,7 @@ int count_graph_forward(count_model *cm, cc_tape *t, cc_tensor *x, count_graph *
         }
     }
     if (!in) return -1;
+    g->input = in;
     return counter_forward(t, &cm->m.Pc, &cm->m.counter, in, &g->count, &g->logvar);
 }
 

@@ -90,6 +90,7 @@ void count_model_close(count_model *cm);
 /* The tensors of one forward of FPN + counter. */
 typedef struct count_graph {
     cc_tensor *mask, *mask_logvar;  /* (N,1,H/2,W/2) finest FPN level; NULL without FPN */
+    cc_tensor *input;               /* the counter's input (N,Cin,H/2,W/2) */
     cc_tensor *count, *logvar;      /* (N,1) */
 } count_graph;
 

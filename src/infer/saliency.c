@@ -35,20 +35,39 @@ int saliency_compute(count_model *cm, cc_tape *t, const float *images, int n,
     int64_t d[4] = {n, 1, cm->h, cm->w};
     cc_tensor *x = tape_input(t, 4, d, images, 1);
     count_graph g;
-    float c[4096], v[4096], ones[4096];
-    for (int i = 0; i < n; i++) ones[i] = 1.0f;
+    const int views = cm->s.cfg.counter_tta == CFG_TTA_FLIPS ? 4 : 1;
+    float *c = malloc(sizeof(float) * 9 * (size_t)n);
+    if (!c) return status_set(st, "saliency: out of memory");
+    float *v = c + 4 * (size_t)n, *seed = c + 8 * (size_t)n;
+    cc_tensor *cnt[4], *lv[4];
     /* Values are read before the backward pass (which leaves them alone
      * anyway); gradients after it.  The mask is an intermediate tensor: its
-     * gradient is what reached the counter's input. */
-    if (!x || count_graph_forward(cm, t, x, &g) || tape_read(t, g.count, c) ||
-        tape_read(t, g.logvar, v) || (out->mask && tape_read(t, g.mask, out->mask)) ||
-        tape_backward_seed(t, g.count, ones) || tape_read_grad(t, x, out->image_grad) ||
-        (out->mask_grad && tape_read_grad(t, g.mask, out->mask_grad)))
+     * gradient is what reached the counter's input.  counter.tta = flips:
+     * the counter also reads the flips k = 1..3 of its input on the same
+     * tape (count's views), and the gradient is that of their mean count. */
+    int bad = !x || count_graph_forward(cm, t, x, &g);
+    if (!bad) cnt[0] = g.count, lv[0] = g.logvar;
+    for (int k = 1; k < views && !bad; k++)
+        bad = counter_forward(t, &cm->m.Pc, &cm->m.counter, op_flip(t, g.input, (unsigned)k),
+                              &cnt[k], &lv[k]) != 0;
+    for (int k = 0; k < views && !bad; k++)
+        bad = tape_read(t, cnt[k], c + (size_t)k * (size_t)n) ||
+              tape_read(t, lv[k], v + (size_t)k * (size_t)n);
+    cc_tensor *sum = bad ? NULL : cnt[0];
+    for (int k = 1; k < views && sum; k++) sum = op_add(t, sum, cnt[k]);
+    for (int i = 0; i < n; i++) seed[i] = 1.0f / (float)views;
+    if (bad || !sum || (out->mask && tape_read(t, g.mask, out->mask)) ||
+        tape_backward_seed(t, sum, seed) || tape_read_grad(t, x, out->image_grad) ||
+        (out->mask_grad && tape_read_grad(t, g.mask, out->mask_grad))) {
+        free(c);
         return status_set(st, "saliency: %s", tape_error(t));
-    for (int i = 0; i < n; i++) {
-        out->count[i] = c[i];
-        out->sigma[i] = cm->kind == LOSS_MSE ? NAN : cm->sigma_scale * exp(0.5 * (double)v[i]);
     }
+    for (int i = 0; i < n; i++) {
+        counting_views_combine(c, v, (size_t)n, views, i, cm->kind, &out->count[i],
+                               &out->sigma[i]);
+        out->sigma[i] *= cm->sigma_scale;
+    }
+    free(c);
     return 0;
 }
 

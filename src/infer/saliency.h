@@ -16,6 +16,9 @@
  * pass is seeded with ones on the (N,1) count.  With counter.input = image
  * there is no mask: the FPN is not used and mask/mask_grad are absent.
  * The count ends in a ReLU: where it is 0 every gradient is 0.
+ * With counter.tta = flips the counter also reads the three flips of its
+ * input on the same tape (op_flip), count and sigma combine the four views
+ * as `count` does, and the gradients are those of the views' mean count.
  */
 #ifndef CC_SALIENCY_H
 #define CC_SALIENCY_H
