@@ -199,7 +199,7 @@ START_TEST(test_counter_and_evaluate)
     ck_assert_msg(train_fpn(&c, 0, &st) == 0, "%s", st.msg);
     ck_assert_msg(train_counter(&c, NULL, 0, &st) == 0, "%s", st.msg);
     FILE *devnull = fopen("/dev/null", "w");
-    ck_assert_msg(evaluate_run(&c, 2, NULL, NULL, devnull, &st) == 0, "%s", st.msg);
+    ck_assert_msg(evaluate_run(&c, 2, NULL, NULL, NULL, devnull, &st) == 0, "%s", st.msg);
     fclose(devnull);
     char path[256];
     snprintf(path, sizeof path, "%s/e/run.h5", dir);
@@ -245,14 +245,14 @@ START_TEST(test_evaluate_on_other_data)
     ck_assert_msg(train_fpn(&c, 0, &st) == 0, "%s", st.msg);
     ck_assert_msg(train_counter(&c, NULL, 0, &st) == 0, "%s", st.msg);
     FILE *devnull = fopen("/dev/null", "w");
-    ck_assert_msg(evaluate_run(&c, 2, NULL, NULL, devnull, &st) == 0, "%s", st.msg);
-    ck_assert_msg(evaluate_on_run(&c, data, 2, 0, NULL, NULL, devnull, &st) == 0, "%s", st.msg);
+    ck_assert_msg(evaluate_run(&c, 2, NULL, NULL, NULL, devnull, &st) == 0, "%s", st.msg);
+    ck_assert_msg(evaluate_on_run(&c, data, 2, 0, NULL, NULL, NULL, devnull, &st) == 0, "%s", st.msg);
     char other[160];
     snprintf(other, sizeof other, "%s/other.h5", dir);
     make_data_at(other, 128, 128, 3);
-    ck_assert_msg(evaluate_on_run(&c, other, -1, 2, NULL, NULL, devnull, &st) == 0, "%s", st.msg);
+    ck_assert_msg(evaluate_on_run(&c, other, -1, 2, NULL, NULL, NULL, devnull, &st) == 0, "%s", st.msg);
     /* the run's data set has no w2 image: a clear error naming the file */
-    ck_assert_int_ne(evaluate_on_run(&c, data, -1, 2, NULL, NULL, devnull, &st), 0);
+    ck_assert_int_ne(evaluate_on_run(&c, data, -1, 2, NULL, NULL, NULL, devnull, &st), 0);
     ck_assert_msg(strstr(st.msg, data) && strstr(st.msg, "no image"), "%s", st.msg);
     fclose(devnull);
     char path[256];
@@ -292,12 +292,48 @@ START_TEST(test_evaluate_on_other_data)
     for (size_t r = 0; r < n; r++) plain[r] = pe->values[r * pe->ncols + cc];
     runlog_free(&rl);
 
+    /* --tag: a flips evaluation kept beside the plain one; the plain tables
+     * and the run's calibration attributes stay as they were */
+    ck_assert_int_eq(runlog_open(&rl, path, &st), 0);
+    char scale0[64];
+    snprintf(scale0, sizeof scale0, "%s", runlog_attr_get(&rl, "counter.sigma_scale"));
+    runlog_free(&rl);
+    cc_config ct = c;
+    ct.counter_tta = CFG_TTA_FLIPS;
+    devnull = fopen("/dev/null", "w");
+    ck_assert_msg(evaluate_run(&ct, 2, NULL, NULL, "flips", devnull, &st) == 0, "%s", st.msg);
+    ck_assert_msg(evaluate_on_run(&ct, data, 2, 0, NULL, NULL, "flips", devnull, &st) == 0, "%s",
+                  st.msg);
+    status_clear(&st);
+    ck_assert_int_ne(evaluate_run(&ct, 2, NULL, NULL, "a/b", devnull, &st), 0);
+    ck_assert_msg(strstr(st.msg, "--tag") && strstr(st.msg, "a/b"), "%s", st.msg);
+    fclose(devnull);
+    ck_assert_int_eq(runlog_open(&rl, path, &st), 0);
+    ck_assert_str_eq(runlog_attr_get(&rl, "counter.sigma_scale"), scale0);
+    ck_assert_str_eq(runlog_attr_get(&rl, "counter.sigma_scale_tta"), "none");
+    pe = runlog_table_find(&rl, "predictions/test");
+    runlog_table *pt = runlog_table_find(&rl, "predictions/test.flips"),
+                 *pot = runlog_table_find(&rl, "predictions_on/sim-test.flips");
+    ck_assert(pe && pt && pot && runlog_table_find(&rl, "eval/test.flips") &&
+              runlog_table_find(&rl, "calibration/test.flips") &&
+              runlog_table_find(&rl, "eval_on/sim-test.flips"));
+    ck_assert(pe->nrows == n && pt->nrows == n && pot->nrows == n);
+    double moved_tag = 0;
+    for (size_t r = 0; r < n; r++) {
+        ck_assert(pe->values[r * pe->ncols + cc] == plain[r]);
+        const double a = pt->values[r * pt->ncols + cc], b = pot->values[r * pot->ncols + cc];
+        ck_assert_msg(fabs(a - b) <= 1e-4 * (1 + fabs(a)), "%g vs %g", a, b);
+        moved_tag = fmax(moved_tag, fabs(a - plain[r]));
+    }
+    ck_assert_msg(moved_tag > 1e-4, "tagged flips changed no count (largest change %g)", moved_tag);
+    runlog_free(&rl);
+
     /* counter.tta = flips: evaluate (mask cache flipped) and evaluate --on
      * (count's path: FPN mask flipped) agree again, and the counts moved */
     c.counter_tta = CFG_TTA_FLIPS;
     devnull = fopen("/dev/null", "w");
-    ck_assert_msg(evaluate_run(&c, 2, NULL, NULL, devnull, &st) == 0, "%s", st.msg);
-    ck_assert_msg(evaluate_on_run(&c, data, 2, 0, NULL, NULL, devnull, &st) == 0, "%s", st.msg);
+    ck_assert_msg(evaluate_run(&c, 2, NULL, NULL, NULL, devnull, &st) == 0, "%s", st.msg);
+    ck_assert_msg(evaluate_on_run(&c, data, 2, 0, NULL, NULL, NULL, devnull, &st) == 0, "%s", st.msg);
     fclose(devnull);
     ck_assert_int_eq(runlog_open(&rl, path, &st), 0);
     pe = runlog_table_find(&rl, "predictions/test");
@@ -385,7 +421,7 @@ START_TEST(test_counter_precise_bn)
     ck_assert_int_gt(a.n, 5);
     ck_assert_msg(a.sum == 3.0 * a.n, "num_batches_tracked sum %g over %d layers", a.sum, a.n);
     FILE *devnull = fopen("/dev/null", "w");
-    ck_assert_msg(evaluate_run(&c, 2, NULL, NULL, devnull, &st) == 0, "%s", st.msg);
+    ck_assert_msg(evaluate_run(&c, 2, NULL, NULL, NULL, devnull, &st) == 0, "%s", st.msg);
     fclose(devnull);
 }
 END_TEST
@@ -546,7 +582,7 @@ START_TEST(test_counter_ema_resume_is_exact)
     ck_assert_msg(s.sum == 2.0 * s.n, "num_batches_tracked sum %g over %d layers", s.sum, s.n);
     /* evaluate reads the averaged best checkpoint */
     FILE *devnull = fopen("/dev/null", "w");
-    ck_assert_msg(evaluate_run(&a, 2, NULL, NULL, devnull, &st) == 0, "%s", st.msg);
+    ck_assert_msg(evaluate_run(&a, 2, NULL, NULL, NULL, devnull, &st) == 0, "%s", st.msg);
     fclose(devnull);
 }
 END_TEST
@@ -644,6 +680,45 @@ START_TEST(test_sigma_scale)
 }
 END_TEST
 
+/* counter.calibrate = coverage: |z| = 1..19 (sigma 1): rank ceil(20 x 0.95)
+ * = 19 of the 19 usable entries, so k = 19 / 1.959964; at level 0.5 the
+ * rank is 10 (k = 10 / 0.674490).  The factor covers the share asked for
+ * on its own data, entries without a sigma are skipped, none gives NaN. */
+START_TEST(test_sigma_scale_coverage)
+{
+    double truth[21], pred[21], sigma[21];
+    for (int i = 0; i < 19; i++) {
+        truth[i] = 50;
+        pred[i] = 50 + ((i & 1) ? -(i + 1) : (i + 1));
+        sigma[i] = 1;
+    }
+    truth[19] = pred[19] = 3, sigma[19] = NAN;
+    truth[20] = pred[20] = 3, sigma[20] = 0;
+    ck_assert_double_eq_tol(evaluate_sigma_scale_coverage(truth, pred, sigma, 21, 0.95),
+                            19 / 1.959964, 1e-5);
+    ck_assert_double_eq_tol(evaluate_sigma_scale_coverage(truth, pred, sigma, 21, 0.5),
+                            10 / 0.674490, 1e-4);
+    ck_assert(isnan(evaluate_sigma_scale_coverage(truth, pred, sigma + 19, 2, 0.95)));
+    /* 200 heavy-tailed residuals: the ML factor leaves fewer than 95% of
+     * them covered, this one at least 95% */
+    double t2[200], p2[200], s2[200];
+    for (int i = 0; i < 200; i++) {
+        const double u = (i + 0.5) / 200;
+        t2[i] = 0, s2[i] = 1;
+        p2[i] = (u < 0.5 ? -1 : 1) * pow(fabs(2 * u - 1), 3) * 10;
+    }
+    int cov_ml = 0, cov_q = 0;
+    const double kml = evaluate_sigma_scale(t2, p2, s2, 200),
+                 kq = evaluate_sigma_scale_coverage(t2, p2, s2, 200, 0.95);
+    for (int i = 0; i < 200; i++) {
+        cov_ml += fabs(p2[i]) <= 1.959964 * kml;
+        cov_q += fabs(p2[i]) <= 1.959964 * kq;
+    }
+    ck_assert_msg(cov_ml < 190 && cov_q >= 190, "covered: ML %d, coverage %d of 200", cov_ml,
+                  cov_q);
+}
+END_TEST
+
 /* Overwrite every mask of the data file with NaN (a corrupt float data set). */
 /* Replace /images by float32 NaNs (a data set may store float images;
  * masks would be refused on load, images are not range-checked). */
@@ -730,6 +805,7 @@ int main(void)
     tcase_add_test(tc, test_evaluate_on_other_data);
     tcase_add_test(tc, test_bad_inputs_fail_cleanly);
     tcase_add_test(tc, test_sigma_scale);
+    tcase_add_test(tc, test_sigma_scale_coverage);
     tcase_add_test(tc, test_counter_precise_bn);
     tcase_add_test(tc, test_ema_update_is_the_average);
     tcase_add_test(tc, test_counter_ema_resume_is_exact);

@@ -153,7 +153,7 @@ int cli_quickstart(int argc, char **argv)
     fprintf(stderr, "quickstart: 3/4 training the counter\n");
     if (train_counter(&cfg, NULL, TRAIN_RESUME_IF_ANY, &st)) goto fail;
     fprintf(stderr, "quickstart: 4/4 evaluating on the held-out scenes\n");
-    if (evaluate_run(&cfg, 2, NULL, NULL, stdout, &st)) goto fail;
+    if (evaluate_run(&cfg, 2, NULL, NULL, NULL, stdout, &st)) goto fail;
     printf("\nquickstart done.\n"
            "  data set:        %s\n"
            "  run directory:   %s (run.h5: metrics per epoch and the evaluation;\n"

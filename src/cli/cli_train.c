@@ -22,6 +22,9 @@ typedef struct run_opts {
     const char *on;             /* evaluate --on FILE.h5 */
     int stain;                  /* evaluate --stain (0: any) */
     const char *file;           /* the experiment file, if any */
+    const char *tag;            /* evaluate --tag (NULL: none) */
+    char *user_sets[256];       /* the --set arguments, in order (argv's strings) */
+    int n_user_sets;
 } run_opts;
 
 static void run_usage(FILE *f, const char *cmd, const char *extra)
@@ -54,7 +57,7 @@ static int run_parse(int argc, char **argv, run_opts *o, const char *extra)
         {"fpn", required_argument, 0, 'F'},    {"counter", required_argument, 0, 'C'},
         {"split", required_argument, 0, 'S'},  {"help", no_argument, 0, 'h'},
         {"on", required_argument, 0, 'O'},     {"stain", required_argument, 0, 'W'},
-        {0, 0, 0, 0}};
+        {"tag", required_argument, 0, 'T'},    {0, 0, 0, 0}};
     memset(o, 0, sizeof *o);
     config_defaults(&o->cfg);
     o->split = DATASET_TEST;
@@ -68,6 +71,7 @@ static int run_parse(int argc, char **argv, run_opts *o, const char *extra)
     char owned[256] = {0};
     optind = 1;
     int c;
+    cc_status st0;
     while ((c = getopt_long(argc, argv, "c:s:d:o:t:h", longs, NULL)) != -1) {
         char buf[CFG_STR + 32];
         switch (c) {
@@ -82,6 +86,7 @@ static int run_parse(int argc, char **argv, run_opts *o, const char *extra)
                 goto done;
             }
             if (c == 's') {
+                o->user_sets[o->n_user_sets++] = optarg;
                 sets[nsets++] = optarg;
                 break;
             }
@@ -96,6 +101,14 @@ static int run_parse(int argc, char **argv, run_opts *o, const char *extra)
             break;
         case 'r': o->resume = 1; break;
         case 'O': o->on = optarg; break;
+        case 'T':
+            if (evaluate_tag_check(optarg, &st0)) {
+                fprintf(stderr, "cellcount %s: %s\n", argv[0], st0.msg);
+                rc = 2;
+                goto done;
+            }
+            o->tag = optarg;
+            break;
         case 'W':
             if (strcmp(optarg, "1") && strcmp(optarg, "2")) {
                 fprintf(stderr, "cellcount %s: --stain must be 1 or 2\n", argv[0]);
@@ -192,7 +205,13 @@ int cli_evaluate(int argc, char **argv)
                       "                        to the run's input size, the run's calibration\n"
                       "                        (evaluate the run itself first), tables\n"
                       "                        eval_on/NAME and predictions_on/NAME in run.h5\n"
-                      "      --stain 1|2       with --on: only images of this stain\n");
+                      "      --stain 1|2       with --on: only images of this stain\n"
+                      "      --tag NAME        keep this evaluation beside the others: tables\n"
+                      "                        eval/SPLIT.NAME, calibration/SPLIT.NAME,\n"
+                      "                        predictions/SPLIT.NAME (with --on eval_on/\n"
+                      "                        LABEL.NAME, predictions_on/LABEL.NAME), and the\n"
+                      "                        run's calibration for count/saliency is left\n"
+                      "                        as it is (NAME: letters, digits, - and _)\n");
     if (r) return r < 0 ? 0 : r;
     cc_status st;
     status_clear(&st);
@@ -201,20 +220,23 @@ int cli_evaluate(int argc, char **argv)
             fprintf(stderr, "cellcount %s: --stain and --split all need --on FILE.h5\n", argv[0]);
             return 2;
         }
-        return finish(argv[0], evaluate_run(&o.cfg, o.split, o.fpn, o.counter, stdout, &st), &st);
+        return finish(argv[0],
+                      evaluate_run(&o.cfg, o.split, o.fpn, o.counter, o.tag, stdout, &st), &st);
     }
     /* The run's own resolved configuration, so the models match the
-     * checkpoints whatever the command line's defaults (as `count` does). */
+     * checkpoints whatever the command line's defaults (as `count` does),
+     * then the experiment file and the --set overrides (e.g. counter.tta). */
     const int split = o.split_given ? o.split : -1;  /* --on scores every split by default */
     const int threads = o.cfg.threads;
     char run_dir[CFG_STR];
     snprintf(run_dir, sizeof run_dir, "%s", o.cfg.out_dir);  /* count_config_load resets cfg */
-    if (count_config_load(&o.cfg, run_dir, o.file, NULL, 0, &st)) {
+    if (count_config_load(&o.cfg, run_dir, o.file, o.user_sets, o.n_user_sets, &st)) {
         fprintf(stderr, "cellcount %s: %s\n", argv[0], st.msg);
         return 2;
     }
     if (threads) o.cfg.threads = threads;
     return finish(argv[0],
-                  evaluate_on_run(&o.cfg, o.on, split, o.stain, o.fpn, o.counter, stdout, &st),
+                  evaluate_on_run(&o.cfg, o.on, split, o.stain, o.fpn, o.counter, o.tag, stdout,
+                                  &st),
                   &st);
 }

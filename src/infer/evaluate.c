@@ -2,6 +2,8 @@
  * another data set (see evaluate.h). */
 #include "src/infer/evaluate.h"
 
+#include <assert.h>
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -151,14 +153,14 @@ static int predict_split(cc_session *s, cc_models *m, cc_tape *t, cc_dataset *ds
 
 /* Table predictions/<split>: one row per image (label: its source file),
  * for the predicted-vs-true figure of report --plot and for h5py users. */
-static int store_predictions(runlog *rl, const char *split, const cc_dataset *ds,
-                             const count_preds *p, const double *raw, const double *base,
-                             cc_status *st)
+static int store_predictions(runlog *rl, const char *split, const char *sfx,
+                             const cc_dataset *ds, const count_preds *p, const double *raw,
+                             const double *base, cc_status *st)
 {
     static const char *const cols[] = {"index", "truth", "count", "sigma", "sigma_raw", "focus",
                                        "baseline"};
-    char tname[64];
-    snprintf(tname, sizeof tname, "predictions/%s", split);
+    char tname[96];
+    snprintf(tname, sizeof tname, "predictions/%s%s", split, sfx);
     runlog_table *t = runlog_table_fresh(rl, tname, 7, cols, st);
     if (!t) return -1;
     int rc = 0;
@@ -185,9 +187,72 @@ double evaluate_sigma_scale(const double *truth, const double *pred, const doubl
     return k && sum > 0 ? sqrt(sum / (double)k) : NAN;
 }
 
-int evaluate_run(const cc_config *cfg, int split, const char *fpn_ckpt, const char *counter_ckpt,
-                 FILE *out, cc_status *st)
+static int cmp_double(const void *a, const void *b)
 {
+    const double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* The two-sided standard normal quantile of `level` (bisection on erf:
+ * exact enough for a factor, and no table to keep). */
+static double normal_two_sided_z(double level)
+{
+    double lo = 0, hi = 10;
+    for (int i = 0; i < 80; i++) {
+        const double mid = 0.5 * (lo + hi);
+        if (erf(mid / sqrt(2.0)) < level) lo = mid;
+        else hi = mid;
+    }
+    return 0.5 * (lo + hi);
+}
+
+double evaluate_sigma_scale_coverage(const double *truth, const double *pred, const double *sigma,
+                                     int64_t n, double level)
+{
+    assert(level > 0 && level < 1);
+    double *r = malloc(sizeof(double) * (size_t)(n > 0 ? n : 1));
+    if (!r) return NAN;
+    int64_t m = 0;
+    for (int64_t i = 0; i < n; i++)
+        if (isfinite(sigma[i]) && sigma[i] > 0) r[m++] = fabs(truth[i] - pred[i]) / sigma[i];
+    double k = NAN;
+    if (m) {
+        qsort(r, (size_t)m, sizeof(double), cmp_double);
+        int64_t rank = (int64_t)ceil((double)(m + 1) * level);
+        if (rank > m) rank = m;
+        if (r[rank - 1] > 0) k = r[rank - 1] / normal_two_sided_z(level);
+    }
+    free(r);
+    return k;
+}
+
+int evaluate_tag_check(const char *tag, cc_status *st)
+{
+    size_t n = strlen(tag);
+    int ok = n >= 1 && n <= 32;
+    for (size_t i = 0; i < n && ok; i++) {
+        const char c = tag[i];
+        ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+             c == '-' || c == '_';
+    }
+    return ok ? 0
+              : status_set(st, "--tag '%s': use 1 to 32 letters, digits, '-' or '_' (it becomes "
+                               "part of table names)", tag);
+}
+
+/* ".<tag>" or "" (buf: at least 34 bytes). */
+static const char *tag_suffix(char *buf, size_t len, const char *tag)
+{
+    snprintf(buf, len, "%s%s", tag ? "." : "", tag ? tag : "");
+    return buf;
+}
+
+int evaluate_run(const cc_config *cfg, int split, const char *fpn_ckpt, const char *counter_ckpt,
+                 const char *tag, FILE *out, cc_status *st)
+{
+    char sfx[40];
+    tag_suffix(sfx, sizeof sfx, tag);
+    if (tag && evaluate_tag_check(tag, st)) return -1;
     cc_session s;
     cc_models m;
     memset(&m, 0, sizeof m);
@@ -232,35 +297,43 @@ int evaluate_run(const cc_config *cfg, int split, const char *fpn_ckpt, const ch
     }
     for (int64_t i = 0; i < p.n; i++) base[i] = baseline_predict(&bl, p.intensity[i], p.focus[i]);
     memcpy(raw, p.sigma, sizeof(double) * (size_t)p.n);
-    /* Calibration: one scale for sigma, the Gaussian NLL's optimum on the
-     * validation split, so that the test split stays untouched. */
+    /* Calibration: one scale for sigma, fitted on the validation split so
+     * that the test split stays untouched: the Gaussian NLL's optimum, or
+     * the factor that gives the validation split 95% coverage. */
     double scale = 1;
-    if (cfg->counter_calibrate == CFG_CALIBRATE_VAL && p.n && isfinite(p.sigma[0])) {
+    const int cal = cfg->counter_calibrate;
+    if (cal != CFG_CALIBRATE_NONE && p.n && isfinite(p.sigma[0])) {
         /* evaluating the validation split itself: its predictions are p */
         const count_preds *v = &p;
         if (split != DATASET_VAL) {
             if (predict_split(&s, &m, &t, ds, DATASET_VAL, needs_fpn, &pv, st)) goto out;
             v = &pv;
         }
-        double k = evaluate_sigma_scale(v->truth, v->pred, v->sigma, v->n);
+        double k = cal == CFG_CALIBRATE_COVERAGE
+                       ? evaluate_sigma_scale_coverage(v->truth, v->pred, v->sigma, v->n, 0.95)
+                       : evaluate_sigma_scale(v->truth, v->pred, v->sigma, v->n);
         if (isfinite(k)) scale = k;
         for (int64_t i = 0; i < p.n; i++) p.sigma[i] *= scale;
         /* the calibrated sigmas count's out-of-distribution flag compares against */
-        if (ood_sigma_stats_write(&s.rl, v->sigma, v->n, split == DATASET_VAL ? 1 : scale, st))
+        if (!tag && ood_sigma_stats_write(&s.rl, v->sigma, v->n, split == DATASET_VAL ? 1 : scale,
+                                          st))
             goto out;
-        fprintf(out, "sigma scaled by %.4f, fitted on the validation split (%lld images; "
+        fprintf(out, "sigma scaled by %.4f, fitted on the validation split (%lld images, %s; "
                      "counter.calibrate = none reports raw intervals only)\n",
-                scale, (long long)v->n);
+                scale, (long long)v->n,
+                cal == CFG_CALIBRATE_COVERAGE ? "95% of its truths inside count +- 1.96 sigma"
+                                              : "the Gaussian NLL's optimum");
     }
     char sbuf[32];
     snprintf(sbuf, sizeof sbuf, "%.9g", scale);
-    if (runlog_set_attr(&s.rl, "counter.sigma_scale", sbuf, st) ||
-        runlog_set_attr(&s.rl, "counter.sigma_scale_tta", cfg_tta_names[cfg->counter_tta], st))
+    if (!tag && (runlog_set_attr(&s.rl, "counter.sigma_scale", sbuf, st) ||
+                 runlog_set_attr(&s.rl, "counter.sigma_scale_tta", cfg_tta_names[cfg->counter_tta],
+                                 st)))
         goto out;
 
     static const char *split_names[] = {"train", "val", "test"};
-    char tname[64];
-    snprintf(tname, sizeof tname, "eval/%s", split_names[split]);
+    char tname[96];
+    snprintf(tname, sizeof tname, "eval/%s%s", split_names[split], sfx);
     runlog_table *tab = runlog_table_fresh(&s.rl, tname, EVAL_NCOLS, eval_cols, st);
     if (!tab) goto out;
     fprintf(out, "evaluation on the %s split (%lld images%s): network | mean-intensity baseline "
@@ -272,7 +345,7 @@ int evaluate_run(const cc_config *cfg, int split, const char *fpn_ckpt, const ch
     /* Calibration: observed coverage of central intervals, for report --plot. */
     static const double levels[] = {0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99};
     const char *ccols[] = {"nominal", "observed"};
-    snprintf(tname, sizeof tname, "calibration/%s", split_names[split]);
+    snprintf(tname, sizeof tname, "calibration/%s%s", split_names[split], sfx);
     runlog_table *ct = runlog_table_fresh(&s.rl, tname, 2, ccols, st);
     if (!ct) goto out;
     double obs[11];
@@ -281,11 +354,11 @@ int evaluate_run(const cc_config *cfg, int split, const char *fpn_ckpt, const ch
         double row[2] = {levels[k], obs[k]};
         if (runlog_append(ct, "", row, st)) goto out;
     }
-    if (store_predictions(&s.rl, split_names[split], ds, &p, raw, base, st)) goto out;
+    if (store_predictions(&s.rl, split_names[split], sfx, ds, &p, raw, base, st)) goto out;
     rc = runlog_flush(&s.rl, st);
     if (!rc)
-        fprintf(out, "stored as tables eval/%s, %s and predictions/%s in %s/run.h5\n",
-                split_names[split], tname, split_names[split], s.dir);
+        fprintf(out, "stored as tables eval/%s%s, %s and predictions/%s%s in %s/run.h5\n",
+                split_names[split], sfx, tname, split_names[split], sfx, s.dir);
 out:
     free(base);
     free(raw);
@@ -369,8 +442,10 @@ static int predict_rows(count_model *cm, cc_dataset *ds, const int64_t *rows, in
 }
 
 int evaluate_on_run(const cc_config *cfg, const char *data_path, int split, int stain,
-                    const char *fpn_ckpt, const char *counter_ckpt, FILE *out, cc_status *st)
+                    const char *fpn_ckpt, const char *counter_ckpt, const char *tag, FILE *out,
+                    cc_status *st)
 {
+    if (tag && evaluate_tag_check(tag, st)) return -1;
     static const char *split_names[] = {"train", "val", "test"};
     count_model cm;
     cc_session s;
@@ -420,8 +495,9 @@ int evaluate_on_run(const cc_config *cfg, const char *data_path, int split, int 
     for (int64_t i = 0; i < n; i++) base[i] = baseline_predict(&bl, p.intensity[i], p.focus[i]);
     if (session_open(&s, cfg, 1, st)) goto out;
     sess = 1;
-    char label[96], tname[128];
+    char label[136], tname[160], sfx[40];
     eval_on_label(label, sizeof label, data_path, split, stain);
+    strcat(label, tag_suffix(sfx, sizeof sfx, tag));
     snprintf(tname, sizeof tname, "eval_on/%s", label);
     runlog_table *tab = runlog_table_fresh(&s.rl, tname, EVAL_NCOLS, eval_cols, st);
     if (!tab) goto out;

@@ -25,8 +25,26 @@
 double evaluate_sigma_scale(const double *truth, const double *pred, const double *sigma,
                             int64_t n);
 
+/* The factor k that puts a share `level` of the truths inside pred +-
+ * z_level k sigma (z_0.95 = 1.96): over the m entries with a finite
+ * positive sigma, |truth - pred| / (z sigma) at rank ceil((m + 1) level)
+ * (the split-conformal quantile; the largest when that rank exceeds m).
+ * level in (0,1): 0.95 with counter.calibrate = coverage.  NaN when no
+ * entry has a sigma or every residual is 0. */
+double evaluate_sigma_scale_coverage(const double *truth, const double *pred, const double *sigma,
+                                     int64_t n, double level);
+
+/* tag: NULL, or a name (evaluate_tag_check) appended to every table name
+ * as ".<tag>" ("eval/test.flips"), so evaluations of one run under other
+ * settings (counter.tta, checkpoints) stay side by side; a tagged
+ * evaluation leaves the run's calibration attributes (counter.sigma_scale,
+ * its tta, the out-of-distribution sigma statistics) as they are. */
 int evaluate_run(const cc_config *cfg, int split, const char *fpn_ckpt, const char *counter_ckpt,
-                 FILE *out, cc_status *st);
+                 const char *tag, FILE *out, cc_status *st);
+
+/* 0 when tag is a usable table-name suffix: 1..32 of [A-Za-z0-9_-];
+ * else -1 with a message. */
+int evaluate_tag_check(const char *tag, cc_status *st);
 
 /* Evaluate a trained run on another data set (transfer, e.g. a model
  * trained on simulated images counting real ones): the images of
@@ -39,11 +57,13 @@ int evaluate_run(const cc_config *cfg, int split, const char *fpn_ckpt, const ch
  * range; MAE, bias, coverage, next to the mean-intensity baseline fitted on
  * the run's training split) is printed and stored in run.h5 as tables
  * "eval_on/<label>" and "predictions_on/<label>", label = data_path's base
- * name without .h5, plus "-w<stain>" and "-<split>" when chosen.  cfg: the
+ * name without .h5, plus "-w<stain>" and "-<split>" when chosen, plus
+ * ".<tag>" with a tag (as evaluate_run; NULL: none).  cfg: the
  * run's configuration (count_config_load).  Returns 0, or -1 naming the
  * file (unreadable, no image selected, a normalisation other than the
  * run's). */
 int evaluate_on_run(const cc_config *cfg, const char *data_path, int split, int stain,
-                    const char *fpn_ckpt, const char *counter_ckpt, FILE *out, cc_status *st);
+                    const char *fpn_ckpt, const char *counter_ckpt, const char *tag, FILE *out,
+                    cc_status *st);
 
 #endif

@@ -17,7 +17,7 @@ const char *const cfg_lr_schedule_names[CFG_LR_N] = {"constant", "step"};
 const char *const cfg_precision_names[CFG_PRECISION_N] = {"fp32", "bf16"};
 const char *const cfg_init_bias_names[CFG_INIT_BIAS_N] = {"pytorch", "data"};
 const char *const cfg_input_names[CFG_INPUT_N] = {"mask", "mask+image", "image"};
-const char *const cfg_calibrate_names[CFG_CALIBRATE_N] = {"val", "none"};
+const char *const cfg_calibrate_names[CFG_CALIBRATE_N] = {"val", "none", "coverage"};
 const char *const cfg_tta_names[CFG_TTA_N] = {"none", "flips"};
 
 /* K_ENUM fields are stored and read as int: every cfg_* enum and loss_kind

@@ -25,7 +25,15 @@ typedef enum cfg_lr_schedule { CFG_LR_CONSTANT, CFG_LR_STEP, CFG_LR_N } cfg_lr_s
 typedef enum cfg_precision { CFG_PRECISION_FP32, CFG_PRECISION_BF16, CFG_PRECISION_N } cfg_precision;
 typedef enum cfg_init_bias { CFG_INIT_BIAS_PYTORCH, CFG_INIT_BIAS_DATA, CFG_INIT_BIAS_N } cfg_init_bias;
 typedef enum cfg_input { CFG_INPUT_MASK, CFG_INPUT_MASK_IMAGE, CFG_INPUT_IMAGE, CFG_INPUT_N } cfg_input;
-typedef enum cfg_calibrate { CFG_CALIBRATE_VAL, CFG_CALIBRATE_NONE, CFG_CALIBRATE_N } cfg_calibrate;
+/* val: sigma's factor is the Gaussian NLL's optimum on the validation split;
+ * coverage: the factor that puts 95% of the validation truths inside count
+ * +- 1.96 sigma (a split-conformal quantile); none: raw sigma. */
+typedef enum cfg_calibrate {
+    CFG_CALIBRATE_VAL,
+    CFG_CALIBRATE_NONE,
+    CFG_CALIBRATE_COVERAGE,
+    CFG_CALIBRATE_N
+} cfg_calibrate;
 typedef enum cfg_tta { CFG_TTA_NONE, CFG_TTA_FLIPS, CFG_TTA_N } cfg_tta;
 
 extern const char *const cfg_optimizer_names[CFG_OPTIM_N];         /* adam sgd */
@@ -33,7 +41,7 @@ extern const char *const cfg_lr_schedule_names[CFG_LR_N];          /* constant s
 extern const char *const cfg_precision_names[CFG_PRECISION_N];     /* fp32 bf16 */
 extern const char *const cfg_init_bias_names[CFG_INIT_BIAS_N];     /* pytorch data */
 extern const char *const cfg_input_names[CFG_INPUT_N];             /* mask mask+image image */
-extern const char *const cfg_calibrate_names[CFG_CALIBRATE_N];     /* val none */
+extern const char *const cfg_calibrate_names[CFG_CALIBRATE_N];     /* val none coverage */
 extern const char *const cfg_tta_names[CFG_TTA_N];                 /* none flips */
 /* Losses (fpn.loss, counter.loss) are models/losses.h's loss_kind, named by
  * loss_kind_names. */
