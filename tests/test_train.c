@@ -349,6 +349,34 @@ START_TEST(test_evaluate_on_other_data)
     ck_assert_msg(moved > 1e-4, "flips changed no count (largest change %g)", moved);
     free(plain);
     runlog_free(&rl);
+
+    /* counter.calibrate = coverage: the validation split itself is covered
+     * to at least 95% (its own quantile), whatever the NLL factor gives */
+    cc_config cq = c;
+    cq.counter_calibrate = CFG_CALIBRATE_COVERAGE;
+    devnull = fopen("/dev/null", "w");
+    ck_assert_msg(evaluate_run(&cq, DATASET_VAL, NULL, NULL, "cov", devnull, &st) == 0, "%s",
+                  st.msg);
+    fclose(devnull);
+    ck_assert_int_eq(runlog_open(&rl, path, &st), 0);
+    runlog_table *ev = runlog_table_find(&rl, "eval/val.cov");
+    ck_assert_ptr_nonnull(ev);
+    ck_assert_str_eq(ev->labels[0], "overall");
+    const double cov = ev->values[runlog_col(ev, "coverage95")];
+    ck_assert_msg(cov >= 0.95, "validation coverage %g with calibrate = coverage", cov);
+    /* ... and by the smallest such factor: one validation truth lies on
+     * its interval's edge (the quantile's rank), which the NLL factor
+     * would meet only by chance */
+    runlog_table *pv = runlog_table_find(&rl, "predictions/val.cov");
+    ck_assert_ptr_nonnull(pv);
+    double edge = INFINITY;
+    for (size_t r = 0; r < pv->nrows; r++) {
+        const double *a = pv->values + r * pv->ncols;
+        const double z = fabs(a[runlog_col(pv, "truth")] - a[cc]) / (1.959964 * a[cs]);
+        edge = fmin(edge, fabs(z - 1));
+    }
+    ck_assert_msg(edge < 1e-4, "no validation truth on its interval's edge (closest %g)", edge);
+    runlog_free(&rl);
 }
 END_TEST
 
