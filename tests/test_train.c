@@ -311,6 +311,7 @@ START_TEST(test_evaluate_on_other_data)
     ck_assert_int_eq(runlog_open(&rl, path, &st), 0);
     ck_assert_str_eq(runlog_attr_get(&rl, "counter.sigma_scale"), scale0);
     ck_assert_str_eq(runlog_attr_get(&rl, "counter.sigma_scale_tta"), "none");
+    ck_assert_ptr_nonnull(runlog_attr_get(&rl, "counter.sigma_scale.flips"));
     pe = runlog_table_find(&rl, "predictions/test");
     runlog_table *pt = runlog_table_find(&rl, "predictions/test.flips"),
                  *pot = runlog_table_find(&rl, "predictions_on/sim-test.flips");
@@ -323,6 +324,9 @@ START_TEST(test_evaluate_on_other_data)
         ck_assert(pe->values[r * pe->ncols + cc] == plain[r]);
         const double a = pt->values[r * pt->ncols + cc], b = pot->values[r * pot->ncols + cc];
         ck_assert_msg(fabs(a - b) <= 1e-4 * (1 + fabs(a)), "%g vs %g", a, b);
+        /* --on with the tag applies the tagged evaluation's factor */
+        const double sa = pt->values[r * pt->ncols + cs], sb = pot->values[r * pot->ncols + cs];
+        ck_assert_msg(fabs(sa - sb) <= 1e-4 * (1 + fabs(sa)), "sigma %g vs %g", sa, sb);
         moved_tag = fmax(moved_tag, fabs(a - plain[r]));
     }
     ck_assert_msg(moved_tag > 1e-4, "tagged flips changed no count (largest change %g)", moved_tag);

@@ -209,9 +209,11 @@ int cli_evaluate(int argc, char **argv)
                       "      --tag NAME        keep this evaluation beside the others: tables\n"
                       "                        eval/SPLIT.NAME, calibration/SPLIT.NAME,\n"
                       "                        predictions/SPLIT.NAME (with --on eval_on/\n"
-                      "                        LABEL.NAME, predictions_on/LABEL.NAME), and the\n"
-                      "                        run's calibration for count/saliency is left\n"
-                      "                        as it is (NAME: letters, digits, - and _)\n");
+                      "                        LABEL.NAME, predictions_on/LABEL.NAME); its sigma\n"
+                      "                        factor is kept as counter.sigma_scale.NAME (used\n"
+                      "                        by --on with the same tag), the run's own for\n"
+                      "                        count/saliency is left as it is (NAME: letters,\n"
+                      "                        digits, - and _)\n");
     if (r) return r < 0 ? 0 : r;
     cc_status st;
     status_clear(&st);

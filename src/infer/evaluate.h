@@ -37,8 +37,10 @@ double evaluate_sigma_scale_coverage(const double *truth, const double *pred, co
 /* tag: NULL, or a name (evaluate_tag_check) appended to every table name
  * as ".<tag>" ("eval/test.flips"), so evaluations of one run under other
  * settings (counter.tta, checkpoints) stay side by side; a tagged
- * evaluation leaves the run's calibration attributes (counter.sigma_scale,
- * its tta, the out-of-distribution sigma statistics) as they are. */
+ * evaluation stores its factor as counter.sigma_scale.<tag> (which
+ * evaluate_on_run with the same tag applies) and leaves the run's own
+ * calibration (counter.sigma_scale, its tta, the out-of-distribution sigma
+ * statistics, which count and saliency use) as it is. */
 int evaluate_run(const cc_config *cfg, int split, const char *fpn_ckpt, const char *counter_ckpt,
                  const char *tag, FILE *out, cc_status *st);
 
@@ -58,7 +60,8 @@ int evaluate_tag_check(const char *tag, cc_status *st);
  * the run's training split) is printed and stored in run.h5 as tables
  * "eval_on/<label>" and "predictions_on/<label>", label = data_path's base
  * name without .h5, plus "-w<stain>" and "-<split>" when chosen, plus
- * ".<tag>" with a tag (as evaluate_run; NULL: none).  cfg: the
+ * ".<tag>" with a tag (as evaluate_run; NULL: none), whose sigma factor is
+ * then counter.sigma_scale.<tag> when evaluate_run stored one.  cfg: the
  * run's configuration (count_config_load).  Returns 0, or -1 naming the
  * file (unreadable, no image selected, a normalisation other than the
  * run's). */
