@@ -232,6 +232,19 @@ START_TEST(test_counter_and_evaluate)
 }
 END_TEST
 
+/* A whole text file, NUL-terminated (malloc'ed). */
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    ck_assert_msg(f, "%s: cannot open", path);
+    char *buf = calloc(1, 1 << 16);
+    ck_assert_ptr_nonnull(buf);
+    size_t n = fread(buf, 1, (1 << 16) - 1, f);
+    ck_assert(n > 0 && !ferror(f));
+    fclose(f);
+    return buf;
+}
+
 /* evaluate --on: on the run's own data set and test split it must give
  * exactly what evaluate gives (same images, same calibrated model); on a
  * set stored at another size with both stains it resizes and selects. */
@@ -291,6 +304,22 @@ START_TEST(test_evaluate_on_other_data)
     double *plain = malloc(sizeof(double) * n);
     for (size_t r = 0; r < n; r++) plain[r] = pe->values[r * pe->ncols + cc];
     runlog_free(&rl);
+
+    /* evaluations never rewrite the run's config.ini: not one under other
+     * settings, not one that fails on a checkpoint that does not fit */
+    char ini[256];
+    snprintf(ini, sizeof ini, "%s/on/config.ini", dir);
+    char *ini0 = slurp(ini);
+    cc_config cw = c;
+    cw.fpn_width *= 2;
+    devnull = fopen("/dev/null", "w");
+    status_clear(&st);
+    ck_assert_int_ne(evaluate_run(&cw, 2, NULL, NULL, NULL, devnull, &st), 0);
+    ck_assert_msg(strstr(st.msg, "fpn_best.h5"), "%s", st.msg);
+    fclose(devnull);
+    char *ini1 = slurp(ini);
+    ck_assert_str_eq(ini1, ini0);
+    free(ini1);
 
     /* --tag: a flips evaluation kept beside the plain one; the plain tables
      * and the run's calibration attributes stay as they were */
@@ -353,6 +382,11 @@ START_TEST(test_evaluate_on_other_data)
     ck_assert_msg(moved > 1e-4, "flips changed no count (largest change %g)", moved);
     free(plain);
     runlog_free(&rl);
+
+    ini1 = slurp(ini);
+    ck_assert_msg(!strcmp(ini1, ini0), "evaluate (counter.tta = flips) rewrote %s", ini);
+    free(ini1);
+    free(ini0);
 
     /* counter.calibrate = coverage: the validation split itself is covered
      * to at least 95% (its own quantile), whatever the NLL factor gives */

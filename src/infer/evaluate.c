@@ -264,7 +264,7 @@ int evaluate_run(const cc_config *cfg, int split, const char *fpn_ckpt, const ch
     int tape = 0, rc = -1;
     cc_tape t;
     cc_dataset *ds = NULL;     /* the run's data set, opened once */
-    if (session_open(&s, cfg, 1, st)) goto out;
+    if (session_open(&s, cfg, SESSION_EVAL, st)) goto out;
     if (!(ds = dataset_open(cfg->data_file, st)) || models_build(&m, &s, 1, ds->h, ds->w, st))
         goto out;
     char path[CFG_STR + 64];
@@ -517,7 +517,7 @@ int evaluate_on_run(const cc_config *cfg, const char *data_path, int split, int 
         goto out;
     }
     for (int64_t i = 0; i < n; i++) base[i] = baseline_predict(&bl, p.intensity[i], p.focus[i]);
-    if (session_open(&s, cfg, 1, st)) goto out;
+    if (session_open(&s, cfg, SESSION_EVAL, st)) goto out;
     sess = 1;
     char label[136], tname[160], sfx[40];
     eval_on_label(label, sizeof label, data_path, split, stain);

@@ -1,6 +1,8 @@
 /* session.c - see session.h. */
 #include "src/run/session.h"
 
+#include <assert.h>
+
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,8 +85,9 @@ static void session_dist_hooks(cc_session *s)
     s->ctx.allreduce_user = &s->dist;
 }
 
-int session_open(cc_session *s, const cc_config *cfg, int resume, cc_status *st)
+int session_open(cc_session *s, const cc_config *cfg, int mode, cc_status *st)
 {
+    assert(mode == SESSION_TRAIN || mode == SESSION_EVAL);
     memset(s, 0, sizeof *s);
     s->cfg = *cfg;
     s->log = stderr;
@@ -112,9 +115,17 @@ int session_open(cc_session *s, const cc_config *cfg, int resume, cc_status *st)
     char path[CFG_STR + 32];
     session_path(s, "run.h5", path, sizeof path);
     /* An existing run file is kept (the counter stage appends to the FPN's);
-     * the configuration attributes are refreshed to this invocation's. */
-    (void)resume;
-    if (access(path, F_OK) == 0) {
+     * a training stage refreshes the configuration attributes to its own.
+     * An evaluation leaves them and config.ini as training wrote them:
+     * they say how the checkpoints were made (count rebuilds the models
+     * from config.ini), and an evaluation under other settings, or one
+     * that fails on a checkpoint that does not fit, must not rewrite that. */
+    char cpath[CFG_STR + 32];
+    const int keep = mode == SESSION_EVAL &&
+                     access(session_path(s, "config.ini", cpath, sizeof cpath), F_OK) == 0;
+    if (access(path, F_OK) == 0 && mode == SESSION_EVAL) {
+        if (runlog_open(&s->rl, path, st)) return -1;
+    } else if (access(path, F_OK) == 0) {
         runlog fresh;
         if (runlog_open(&s->rl, path, st) || runlog_create(&fresh, path, cfg, st)) return -1;
         for (int i = 0; i < fresh.nattrs; i++)
@@ -128,6 +139,7 @@ int session_open(cc_session *s, const cc_config *cfg, int resume, cc_status *st)
     s->rl_open = 1;
     char ranks[32];
     snprintf(ranks, sizeof ranks, "%d", s->dist.size);
+    if (mode == SESSION_EVAL) return keep ? 0 : write_config_ini(s, st);
     if (runlog_set_attr(&s->rl, "mpi_ranks", ranks, st)) return -1;
     return write_config_ini(s, st);
 }

@@ -40,12 +40,17 @@ typedef struct cc_session {
     int made_dir;           /* session_open created dir (see session_close) */
 } cc_session;
 
-/* Create the context and the run directory (mkdir -p), write config.ini,
- * and open (resume) or create run.h5.  Under MPI only rank 0 touches the
+enum { SESSION_TRAIN, SESSION_EVAL };
+
+/* Create the context and the run directory (mkdir -p), and open (resume) or
+ * create run.h5.  SESSION_TRAIN: write config.ini and refresh run.h5's
+ * configuration attributes to cfg.  SESSION_EVAL (evaluate): leave an
+ * existing run's config.ini and attributes as training wrote them (write
+ * config.ini only where there is none).  Under MPI only rank 0 touches the
  * run directory (writer = 1; run.h5 gets attribute mpi_ranks); the other
  * ranks keep an in-memory run log that is never written and log to
  * /dev/null.  Returns 0 or -1. */
-int session_open(cc_session *s, const cc_config *cfg, int resume, cc_status *st);
+int session_open(cc_session *s, const cc_config *cfg, int mode, cc_status *st);
 /* Free the session.  A run directory that session_open created and that
  * never got a run.h5 (the command failed before its first result) is
  * removed again, so a failed command leaves no directory with only

@@ -48,7 +48,8 @@ int train_shard_loaders(cc_session *s, cc_loader *tr, cc_loader *va, int batch,
 int train_run_open(train_run *r, const cc_config *cfg, int resume, cc_status *st)
 {
     memset(r, 0, sizeof *r);
-    return session_open(&r->s, cfg, resume, st);
+    (void)resume;
+    return session_open(&r->s, cfg, SESSION_TRAIN, st);
 }
 
 int train_run_models(train_run *r, int with_counter, cc_status *st)
