@@ -6,13 +6,14 @@
 #include <string.h>
 
 extern const counter_arch counter_arch_vgg11, counter_arch_vgg13, counter_arch_vgg16,
-    counter_arch_vgg19, counter_arch_resnet18;
+    counter_arch_vgg19, counter_arch_vgg11_gap, counter_arch_resnet18;
 
 static const counter_arch *const registry[] = {
     &counter_arch_vgg11,    /* vgg.c */
     &counter_arch_vgg13,    /* vgg.c */
     &counter_arch_vgg16,    /* vgg.c */
     &counter_arch_vgg19,    /* vgg.c */
+    &counter_arch_vgg11_gap, /* vgg.c */
     &counter_arch_resnet18, /* resnet.c */
 };
 #define N_ARCH ((int)(sizeof registry / sizeof registry[0]))

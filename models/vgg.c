@@ -8,6 +8,12 @@
  *   <prefix>/features/<j>/{weight,bias}        conv at slot j
  *   <prefix>/features/<j+1>/{weight,bias,running_mean,running_var,num_batches_tracked}
  * e.g. vgg11: convs at 0, 4, 8, 11, 15, 18, 22, 25.
+ *
+ * vgg11_gap: the same features, then global average pooling instead of
+ * flatten (F = C_last).  Flatten gives every position of the last feature
+ * map its own head weights, so the count must be learnt separately at each
+ * place a cell can be (6144 x 1024 weights for 480 training scenes); after
+ * the average every position counts alike, as a count should.
  */
 #include "models/counter.h"
 
@@ -25,6 +31,7 @@ typedef struct vgg_item {
 
 typedef struct vgg_net {
     int n;
+    int gap;                /* 1: global average pooling instead of flatten */
     vgg_item it[VGG_MAX_ITEMS];
 } vgg_net;
 
@@ -35,12 +42,14 @@ static const int cfg_d[] = {64,  64,  M,   128, 128, M,   256, 256, 256, M,
 static const int cfg_e[] = {64,  64,  M,   128, 128, M,   256, 256, 256, 256, M,   512,
                             512, 512, 512, M,   512, 512, 512, 512, M,   -1};
 
-static int vgg_build(const int *spec, const char *name, cc_params *P, const counter_config *cfg,
-                     const char *prefix, void **bb, int64_t *features, cc_status *st)
+static int vgg_build(const int *spec, int gap, const char *name, cc_params *P,
+                     const counter_config *cfg, const char *prefix, void **bb, int64_t *features,
+                     cc_status *st)
 {
     vgg_net *net = calloc(1, sizeof *net);
     if (!net) return status_set(st, "%s: out of memory", name);
     *bb = net;
+    net->gap = gap;
     int64_t h = cfg->height, w = cfg->width;
     int c = cfg->in_channels, slot = 0, pools = 0;
     char p[CC_PARAM_NAME];
@@ -64,7 +73,7 @@ static int vgg_build(const int *spec, const char *name, cc_params *P, const coun
     if (h < 1 || w < 1)
         return status_set(st, "%s: input %dx%d is too small: %d max-pools need at least %dx%d",
                           name, cfg->height, cfg->width, pools, 1 << pools, 1 << pools);
-    *features = (int64_t)c * h * w;
+    *features = gap ? (int64_t)c : (int64_t)c * h * w;
     return 0;
 }
 
@@ -88,18 +97,19 @@ static cc_tensor *vgg_forward(cc_tape *t, cc_params *P, const void *bb, cc_tenso
         else
             x = layer_conv_bn_lrelu_forward(t, P, &it->conv, &it->bn, x);
     }
-    return op_flatten(t, x);
+    return op_flatten(t, net->gap ? op_global_avg_pool(t, x) : x);
 }
 
-#define VGG_ARCH(id, spec, text)                                                               \
+#define VGG_ARCH(id, spec, gap, text)                                                          \
     static int build_##id(cc_params *P, const counter_config *cfg, const char *prefix,        \
                           void **bb, int64_t *features, cc_status *st)                         \
     {                                                                                          \
-        return vgg_build(spec, #id, P, cfg, prefix, bb, features, st);                         \
+        return vgg_build(spec, gap, #id, P, cfg, prefix, bb, features, st);                    \
     }                                                                                          \
     const counter_arch counter_arch_##id = {#id, text, build_##id, vgg_init, vgg_forward, free};
 
-VGG_ARCH(vgg11, cfg_a, "VGG-11 (config A) with BN + LeakyReLU, flatten")
-VGG_ARCH(vgg13, cfg_b, "VGG-13 (config B) with BN + LeakyReLU, flatten")
-VGG_ARCH(vgg16, cfg_d, "VGG-16 (config D) with BN + LeakyReLU, flatten")
-VGG_ARCH(vgg19, cfg_e, "VGG-19 (config E) with BN + LeakyReLU, flatten")
+VGG_ARCH(vgg11, cfg_a, 0, "VGG-11 (config A) with BN + LeakyReLU, flatten")
+VGG_ARCH(vgg13, cfg_b, 0, "VGG-13 (config B) with BN + LeakyReLU, flatten")
+VGG_ARCH(vgg16, cfg_d, 0, "VGG-16 (config D) with BN + LeakyReLU, flatten")
+VGG_ARCH(vgg19, cfg_e, 0, "VGG-19 (config E) with BN + LeakyReLU, flatten")
+VGG_ARCH(vgg11_gap, cfg_a, 1, "VGG-11 features, global average pooling instead of flatten")

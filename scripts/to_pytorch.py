@@ -210,19 +210,25 @@ class ResNet18(nn.Module):
 class Counter(nn.Module):
     def __init__(self, arch, cin, h, w, width_div):
         super().__init__()
+        self.gap = arch == 'vgg11_gap'
         if arch in VGG:
             self.features, nfeat = vgg_features(arch, cin, h, w, width_div)
+        elif self.gap:
+            # VGG-11 features, then global average pooling (models/vgg.c)
+            self.features, nfeat = vgg_features('vgg11', cin, h, w, width_div)
+            nfeat //= (h >> 5) * (w >> 5)
         elif arch == 'resnet18':
             self.features = ResNet18(cin, width_div)
             nfeat = self.features.nfeat
         else:
-            raise ValueError('unknown counter.arch %r (known: %s, resnet18)'
+            raise ValueError('unknown counter.arch %r (known: %s, vgg11_gap, resnet18)'
                              % (arch, ', '.join(VGG)))
         self.heads = nn.ModuleDict({'count': CountHead(nfeat, width_div, True),
                                     'logvar': CountHead(nfeat, width_div, False)})
 
     def forward(self, x):
-        f = torch.flatten(self.features(x), 1)
+        f = self.features(x)
+        f = torch.flatten(f.mean(dim=(2, 3)) if self.gap else f, 1)
         return self.heads['count'](f), self.heads['logvar'](f)
 
 

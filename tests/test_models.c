@@ -70,8 +70,9 @@ START_TEST(test_fpn_param_counts)
 }
 END_TEST
 
-/* VGG: convs 9*ci*co + co + 2co (BN); heads (F->h1->h2->1) twice. */
-static int64_t vgg_count_formula(const int *spec, int cin, int H, int W, int div)
+/* VGG: convs 9*ci*co + co + 2co (BN); heads (F->h1->h2->1) twice; F =
+ * C*H*W after flatten, C after global average pooling (gap). */
+static int64_t vgg_count_formula_gap(const int *spec, int cin, int H, int W, int div, int gap)
 {
     int64_t n = 0;
     int c = cin;
@@ -84,9 +85,14 @@ static int64_t vgg_count_formula(const int *spec, int cin, int H, int W, int div
         n += 9LL * c * co + co + 2 * co;
         c = co;
     }
-    int64_t F = (int64_t)c * H * W, h1 = 1024 / div, h2 = 512 / div;
+    int64_t F = gap ? (int64_t)c : (int64_t)c * H * W, h1 = 1024 / div, h2 = 512 / div;
     int64_t head = F * h1 + h1 + 2 * h1 + h1 * h2 + h2 + 2 * h2 + h2 + 1;
     return n + 2 * head;
+}
+
+static int64_t vgg_count_formula(const int *spec, int cin, int H, int W, int div)
+{
+    return vgg_count_formula_gap(spec, cin, H, W, div, 0);
 }
 
 static const int spec11[] = {64, 0, 128, 0, 256, 256, 0, 512, 512, 0, 512, 512, 0, -1};
@@ -118,6 +124,11 @@ START_TEST(test_counter_param_counts)
     ck_assert_int_eq(counter_count("vgg13", 2, 96, 128, 1), vgg_count_formula(spec13, 2, 96, 128, 1));
     ck_assert_int_eq(counter_count("vgg16", 1, 64, 64, 4), vgg_count_formula(spec16, 1, 64, 64, 4));
     ck_assert_int_eq(counter_count("vgg19", 1, 32, 96, 8), vgg_count_formula(spec19, 1, 32, 96, 8));
+    /* vgg11_gap: the heads read 512 averaged features, whatever the size */
+    ck_assert_int_eq(counter_count("vgg11_gap", 1, 96, 128, 4),
+                     vgg_count_formula_gap(spec11, 1, 96, 128, 4, 1));
+    ck_assert_int_eq(counter_count("vgg11_gap", 2, 192, 256, 1),
+                     vgg_count_formula_gap(spec11, 2, 16, 16, 1, 1));
     /* torchvision resnet18 without fc (11,176,512) - its 7x7x3 stem (9,408)
      * + our 3x3x1 stem (576) + two heads on F = 512 (2 x 1,053,697) */
     ck_assert_int_eq(counter_count("resnet18", 1, 96, 128, 1), 11176512 - 9408 + 576 + 2 * 1053697);

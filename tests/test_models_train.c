@@ -239,6 +239,9 @@ END_TEST
 START_TEST(test_counter_gradcheck_resnet18) { counter_gradcheck("resnet18", 2, 16, LOSS_NLL); }
 END_TEST
 
+START_TEST(test_counter_gradcheck_vgg11_gap) { counter_gradcheck("vgg11_gap", 1, 16, LOSS_NLL); }
+END_TEST
+
 /* ---- learning: tiny models fit tiny synthetic data ---- */
 
 /* Bright disks (value ~0.8 + noise) on a dark background; mask = disk. */
@@ -462,6 +465,7 @@ void models_add_train_cases(Suite *s)
     tcase_add_test(tc, test_fpn_gradcheck_depth3_paper);
     tcase_add_test(tc, test_counter_gradcheck_vgg11);
     tcase_add_test(tc, test_counter_gradcheck_resnet18);
+    tcase_add_test(tc, test_counter_gradcheck_vgg11_gap);
     suite_add_tcase(s, tc);
     tc = tcase_create("learning");
     tcase_set_timeout(tc, 300);
