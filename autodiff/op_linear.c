@@ -19,8 +19,23 @@
 #include "autodiff/op.h"
 #include "autodiff/ops.h"
 
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* A layer with fewer weights than this (and fewer multiply-accumulates
+ * n*in*out than that) runs on the calling thread alone.  oneDNN's GEMM
+ * splits even the counter heads' small products over the whole team:
+ * the quickstart's counter (batch 32, 1024x1024 and 1024x512 heads) spent
+ * 5.7-5.9 ms per step in these layers at 2 threads on an idle 2-vCPU
+ * machine against 5.2 serial, and 9.4-9.7 against 5.2-5.4 beside a busy
+ * process (issue 13's contention benchmark), each parallel region a sleep
+ * and a wake-up for the workers.  Large weight matrices stay parallel:
+ * the paper counter's 6144x1024 layer at batch 5 streams 25 MB of weights,
+ * and two threads read them faster (6.2-6.7 ms against 10.1-10.5 serial).
+ * The forward and both backward passes of a layer make the same choice. */
+#define LINEAR_SERIAL_WEIGHTS (2LL << 20)
+#define LINEAR_SERIAL_MACS (64LL << 20)
 
 typedef struct linear_state {
     dnnl_primitive_desc_t fpd, bdpd, bwpd;
@@ -126,7 +141,46 @@ static int linear_infer(cc_tape *t, cc_node *n, cc_tensor *out, cc_status *st)
     return 0;
 }
 
+static int64_t linear_macs(const cc_node *n);
+
+/* Caps OpenMP at one thread for a small layer; returns the count to
+ * restore (0: nothing changed).  Called outside any parallel region. */
+static int linear_serial_begin(const cc_node *n)
+{
+    int nt = omp_get_max_threads();
+    const cc_tensor *w = n->in[1];
+    if (nt <= 1 || w->dims[0] * w->dims[1] >= LINEAR_SERIAL_WEIGHTS ||
+        linear_macs(n) >= LINEAR_SERIAL_MACS)
+        return 0;
+    omp_set_num_threads(1);
+    return nt;
+}
+
+static void linear_serial_end(int nt)
+{
+    if (nt) omp_set_num_threads(nt);
+}
+
+static int linear_forward_run(cc_tape *t, cc_node *n, cc_status *st);
+static int linear_backward_run(cc_tape *t, cc_node *n, cc_status *st);
+
 static int linear_forward(cc_tape *t, cc_node *n, cc_status *st)
+{
+    int nt = linear_serial_begin(n);
+    int rc = linear_forward_run(t, n, st);
+    linear_serial_end(nt);
+    return rc;
+}
+
+static int linear_backward(cc_tape *t, cc_node *n, cc_status *st)
+{
+    int nt = linear_serial_begin(n);
+    int rc = linear_backward_run(t, n, st);
+    linear_serial_end(nt);
+    return rc;
+}
+
+static int linear_forward_run(cc_tape *t, cc_node *n, cc_status *st)
 {
     linear_state *s = n->state;
     cc_tensor *x = n->in[0], *w = n->in[1];
@@ -184,7 +238,7 @@ static int linear_make_bwd_weights(cc_tape *t, cc_node *n, linear_state *s, cc_s
            tape_mem_create(t, &s->m_dw, &s->dw_md, st) || tape_mem_create(t, &s->m_db, &b_md, st);
 }
 
-static int linear_backward(cc_tape *t, cc_node *n, cc_status *st)
+static int linear_backward_run(cc_tape *t, cc_node *n, cc_status *st)
 {
     linear_state *s = n->state;
     cc_tensor *x = n->in[0], *w = n->in[1], *b = n->args.i[0] ? n->in[2] : NULL;
