@@ -22,12 +22,13 @@
 #include "src/train/train.h"
 #include "src/train/train_util.h"
 #include "tests/testmain.h"
+#include "tests/test_train.h"
 
-static char dir[64];
-static char data[128];
+char dir[64];
+char data[128];
 
 /* A simulated set at path: h x w stored, stains (bit 0 w1, bit 1 w2). */
-static void make_data_at(const char *path, int h, int w, int stains)
+void make_data_at(const char *path, int h, int w, int stains)
 {
     static const int counts[] = {2, 10, 25, 40}, focus[] = {1, 8};
     sim_params p;
@@ -44,7 +45,7 @@ static void make_data_at(const char *path, int h, int w, int stains)
     ck_assert_msg(sim_h5_end(&o, rc == 0, &st) == 0 && rc == 0, "%s", st.msg);
 }
 
-static void make_data(void)
+void make_data(void)
 {
     make_data_at(data, 64, 64, 1);
 }
@@ -63,7 +64,7 @@ static void teardown(void)
     ck_assert_int_eq(system(cmd), 0);
 }
 
-static void tiny_config(cc_config *c, const char *run, int fpn_epochs)
+void tiny_config(cc_config *c, const char *run, int fpn_epochs)
 {
     char buf[256];
     config_defaults(c);
@@ -186,235 +187,6 @@ START_TEST(test_resume_after_sigkill_is_exact)
     }
     runlog_free(&ra);
     runlog_free(&rb);
-}
-END_TEST
-
-START_TEST(test_counter_and_evaluate)
-{
-    make_data();
-    cc_config c;
-    tiny_config(&c, "e", 2);
-    cc_status st;
-    status_clear(&st);
-    ck_assert_msg(train_fpn(&c, 0, &st) == 0, "%s", st.msg);
-    ck_assert_msg(train_counter(&c, NULL, 0, &st) == 0, "%s", st.msg);
-    FILE *devnull = fopen("/dev/null", "w");
-    ck_assert_msg(evaluate_run(&c, 2, NULL, NULL, NULL, devnull, &st) == 0, "%s", st.msg);
-    fclose(devnull);
-    char path[256];
-    snprintf(path, sizeof path, "%s/e/run.h5", dir);
-    runlog rl;
-    ck_assert_int_eq(runlog_open(&rl, path, &st), 0);
-    runlog_table *t = runlog_table_find(&rl, "eval/test");
-    ck_assert_ptr_nonnull(t);
-    ck_assert_str_eq(t->labels[0], "overall");
-    ck_assert(t->values[runlog_col(t, "n")] > 0);
-    ck_assert(isfinite(t->values[runlog_col(t, "base_mae")]));
-    ck_assert_ptr_nonnull(runlog_table_find(&rl, "calibration/test"));
-    /* Calibrated on the validation split: the factor is stored, and the raw
-     * width times the factor is the calibrated width. */
-    const char *k = runlog_attr_get(&rl, "counter.sigma_scale");
-    ck_assert_ptr_nonnull(k);
-    double scale = strtod(k, NULL);
-    ck_assert(isfinite(scale) && scale > 0);
-    double wc = t->values[runlog_col(t, "width95")], wr = t->values[runlog_col(t, "width95_raw")];
-    ck_assert_msg(fabs(wc - scale * wr) <= 1e-6 * wr, "%g vs %g * %g", wc, scale, wr);
-    /* FPN rows survived the counter stage: both stages are in one file */
-    runlog_table *m = runlog_table_find(&rl, "metrics");
-    int cs = runlog_col(m, "stage"), nf = 0, nc = 0;
-    for (size_t r = 0; r < m->nrows; r++) {
-        if (m->values[r * m->ncols + cs] == 0) nf++;
-        else nc++;
-    }
-    ck_assert_int_eq(nf, 4);
-    ck_assert_int_eq(nc, 4);
-    runlog_free(&rl);
-}
-END_TEST
-
-/* A whole text file, NUL-terminated (malloc'ed). */
-static char *slurp(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    ck_assert_msg(f, "%s: cannot open", path);
-    char *buf = calloc(1, 1 << 16);
-    ck_assert_ptr_nonnull(buf);
-    size_t n = fread(buf, 1, (1 << 16) - 1, f);
-    ck_assert(n > 0 && !ferror(f));
-    fclose(f);
-    return buf;
-}
-
-/* evaluate --on: on the run's own data set and test split it must give
- * exactly what evaluate gives (same images, same calibrated model); on a
- * set stored at another size with both stains it resizes and selects. */
-START_TEST(test_evaluate_on_other_data)
-{
-    make_data();
-    cc_config c;
-    tiny_config(&c, "on", 1);
-    cc_status st;
-    status_clear(&st);
-    ck_assert_msg(train_fpn(&c, 0, &st) == 0, "%s", st.msg);
-    ck_assert_msg(train_counter(&c, NULL, 0, &st) == 0, "%s", st.msg);
-    FILE *devnull = fopen("/dev/null", "w");
-    ck_assert_msg(evaluate_run(&c, 2, NULL, NULL, NULL, devnull, &st) == 0, "%s", st.msg);
-    ck_assert_msg(evaluate_on_run(&c, data, 2, 0, NULL, NULL, NULL, devnull, &st) == 0, "%s", st.msg);
-    char other[160];
-    snprintf(other, sizeof other, "%s/other.h5", dir);
-    make_data_at(other, 128, 128, 3);
-    ck_assert_msg(evaluate_on_run(&c, other, -1, 2, NULL, NULL, NULL, devnull, &st) == 0, "%s", st.msg);
-    /* the run's data set has no w2 image: a clear error naming the file */
-    ck_assert_int_ne(evaluate_on_run(&c, data, -1, 2, NULL, NULL, NULL, devnull, &st), 0);
-    ck_assert_msg(strstr(st.msg, data) && strstr(st.msg, "no image"), "%s", st.msg);
-    fclose(devnull);
-    char path[256];
-    snprintf(path, sizeof path, "%s/on/run.h5", dir);
-    runlog rl;
-    ck_assert_int_eq(runlog_open(&rl, path, &st), 0);
-    runlog_table *e = runlog_table_find(&rl, "eval/test"), *o = runlog_table_find(&rl, "eval_on/sim-test");
-    runlog_table *pe = runlog_table_find(&rl, "predictions/test");
-    runlog_table *po = runlog_table_find(&rl, "predictions_on/sim-test");
-    ck_assert(e && o && pe && po);
-    ck_assert_int_eq(pe->nrows, po->nrows);
-    ck_assert_int_eq(e->nrows, o->nrows);
-    const int cc = runlog_col(pe, "count"), cs = runlog_col(pe, "sigma"), ci = runlog_col(pe, "index");
-    for (size_t r = 0; r < pe->nrows; r++) {
-        const double *a = pe->values + r * pe->ncols, *b = po->values + r * po->ncols;
-        ck_assert(a[ci] == b[ci]);
-        ck_assert_str_eq(pe->labels[r], po->labels[r]);
-        ck_assert_msg(fabs(a[cc] - b[cc]) <= 1e-4 * (1 + fabs(a[cc])), "%g vs %g", a[cc], b[cc]);
-        ck_assert_msg(fabs(a[cs] - b[cs]) <= 1e-4 * (1 + fabs(a[cs])), "%g vs %g", a[cs], b[cs]);
-    }
-    for (size_t r = 0; r < e->nrows; r++) {
-        ck_assert_str_eq(e->labels[r], o->labels[r]);
-        for (const char *const *k = (const char *const[]){"n", "mae", "base_mae", "coverage95", "bias", NULL}; *k; k++) {
-            const double a = e->values[r * e->ncols + runlog_col(e, *k)],
-                         b = o->values[r * o->ncols + runlog_col(o, *k)];
-            ck_assert_msg(fabs(a - b) <= 1e-3 * (1 + fabs(a)), "%s %s: %g vs %g", e->labels[r], *k, a, b);
-        }
-    }
-    /* the other set: w2 only (40 of its 80 images), every split */
-    runlog_table *w2 = runlog_table_find(&rl, "eval_on/other-w2");
-    ck_assert_ptr_nonnull(w2);
-    ck_assert_str_eq(w2->labels[0], "overall");
-    ck_assert(w2->values[runlog_col(w2, "n")] == 40);
-    ck_assert(isfinite(w2->values[runlog_col(w2, "mae")]) && isfinite(w2->values[runlog_col(w2, "bias")]));
-    const size_t n = pe->nrows;
-    double *plain = malloc(sizeof(double) * n);
-    for (size_t r = 0; r < n; r++) plain[r] = pe->values[r * pe->ncols + cc];
-    runlog_free(&rl);
-
-    /* evaluations never rewrite the run's config.ini: not one under other
-     * settings, not one that fails on a checkpoint that does not fit */
-    char ini[256];
-    snprintf(ini, sizeof ini, "%s/on/config.ini", dir);
-    char *ini0 = slurp(ini);
-    cc_config cw = c;
-    cw.fpn_width *= 2;
-    devnull = fopen("/dev/null", "w");
-    status_clear(&st);
-    ck_assert_int_ne(evaluate_run(&cw, 2, NULL, NULL, NULL, devnull, &st), 0);
-    ck_assert_msg(strstr(st.msg, "fpn_best.h5"), "%s", st.msg);
-    fclose(devnull);
-    char *ini1 = slurp(ini);
-    ck_assert_str_eq(ini1, ini0);
-    free(ini1);
-
-    /* --tag: a flips evaluation kept beside the plain one; the plain tables
-     * and the run's calibration attributes stay as they were */
-    ck_assert_int_eq(runlog_open(&rl, path, &st), 0);
-    char scale0[64];
-    snprintf(scale0, sizeof scale0, "%s", runlog_attr_get(&rl, "counter.sigma_scale"));
-    runlog_free(&rl);
-    cc_config ct = c;
-    ct.counter_tta = CFG_TTA_FLIPS;
-    devnull = fopen("/dev/null", "w");
-    ck_assert_msg(evaluate_run(&ct, 2, NULL, NULL, "flips", devnull, &st) == 0, "%s", st.msg);
-    ck_assert_msg(evaluate_on_run(&ct, data, 2, 0, NULL, NULL, "flips", devnull, &st) == 0, "%s",
-                  st.msg);
-    status_clear(&st);
-    ck_assert_int_ne(evaluate_run(&ct, 2, NULL, NULL, "a/b", devnull, &st), 0);
-    ck_assert_msg(strstr(st.msg, "--tag") && strstr(st.msg, "a/b"), "%s", st.msg);
-    fclose(devnull);
-    ck_assert_int_eq(runlog_open(&rl, path, &st), 0);
-    ck_assert_str_eq(runlog_attr_get(&rl, "counter.sigma_scale"), scale0);
-    ck_assert_str_eq(runlog_attr_get(&rl, "counter.sigma_scale_tta"), "none");
-    ck_assert_ptr_nonnull(runlog_attr_get(&rl, "counter.sigma_scale.flips"));
-    pe = runlog_table_find(&rl, "predictions/test");
-    runlog_table *pt = runlog_table_find(&rl, "predictions/test.flips"),
-                 *pot = runlog_table_find(&rl, "predictions_on/sim-test.flips");
-    ck_assert(pe && pt && pot && runlog_table_find(&rl, "eval/test.flips") &&
-              runlog_table_find(&rl, "calibration/test.flips") &&
-              runlog_table_find(&rl, "eval_on/sim-test.flips"));
-    ck_assert(pe->nrows == n && pt->nrows == n && pot->nrows == n);
-    double moved_tag = 0;
-    for (size_t r = 0; r < n; r++) {
-        ck_assert(pe->values[r * pe->ncols + cc] == plain[r]);
-        const double a = pt->values[r * pt->ncols + cc], b = pot->values[r * pot->ncols + cc];
-        ck_assert_msg(fabs(a - b) <= 1e-4 * (1 + fabs(a)), "%g vs %g", a, b);
-        /* --on with the tag applies the tagged evaluation's factor */
-        const double sa = pt->values[r * pt->ncols + cs], sb = pot->values[r * pot->ncols + cs];
-        ck_assert_msg(fabs(sa - sb) <= 1e-4 * (1 + fabs(sa)), "sigma %g vs %g", sa, sb);
-        moved_tag = fmax(moved_tag, fabs(a - plain[r]));
-    }
-    ck_assert_msg(moved_tag > 1e-4, "tagged flips changed no count (largest change %g)", moved_tag);
-    runlog_free(&rl);
-
-    /* counter.tta = flips: evaluate (mask cache flipped) and evaluate --on
-     * (count's path: FPN mask flipped) agree again, and the counts moved */
-    c.counter_tta = CFG_TTA_FLIPS;
-    devnull = fopen("/dev/null", "w");
-    ck_assert_msg(evaluate_run(&c, 2, NULL, NULL, NULL, devnull, &st) == 0, "%s", st.msg);
-    ck_assert_msg(evaluate_on_run(&c, data, 2, 0, NULL, NULL, NULL, devnull, &st) == 0, "%s", st.msg);
-    fclose(devnull);
-    ck_assert_int_eq(runlog_open(&rl, path, &st), 0);
-    pe = runlog_table_find(&rl, "predictions/test");
-    po = runlog_table_find(&rl, "predictions_on/sim-test");
-    ck_assert(pe && po && pe->nrows == n && po->nrows == n);
-    double moved = 0;
-    for (size_t r = 0; r < n; r++) {
-        const double *a = pe->values + r * pe->ncols, *b = po->values + r * po->ncols;
-        ck_assert_msg(fabs(a[cc] - b[cc]) <= 1e-4 * (1 + fabs(a[cc])), "%g vs %g", a[cc], b[cc]);
-        ck_assert_msg(fabs(a[cs] - b[cs]) <= 1e-4 * (1 + fabs(a[cs])), "%g vs %g", a[cs], b[cs]);
-        moved = fmax(moved, fabs(a[cc] - plain[r]));
-    }
-    ck_assert_msg(moved > 1e-4, "flips changed no count (largest change %g)", moved);
-    free(plain);
-    runlog_free(&rl);
-
-    ini1 = slurp(ini);
-    ck_assert_msg(!strcmp(ini1, ini0), "evaluate (counter.tta = flips) rewrote %s", ini);
-    free(ini1);
-    free(ini0);
-
-    /* counter.calibrate = coverage: the validation split itself is covered
-     * to at least 95% (its own quantile), whatever the NLL factor gives */
-    cc_config cq = c;
-    cq.counter_calibrate = CFG_CALIBRATE_COVERAGE;
-    devnull = fopen("/dev/null", "w");
-    ck_assert_msg(evaluate_run(&cq, DATASET_VAL, NULL, NULL, "cov", devnull, &st) == 0, "%s",
-                  st.msg);
-    fclose(devnull);
-    ck_assert_int_eq(runlog_open(&rl, path, &st), 0);
-    runlog_table *ev = runlog_table_find(&rl, "eval/val.cov");
-    ck_assert_ptr_nonnull(ev);
-    ck_assert_str_eq(ev->labels[0], "overall");
-    const double cov = ev->values[runlog_col(ev, "coverage95")];
-    ck_assert_msg(cov >= 0.95, "validation coverage %g with calibrate = coverage", cov);
-    /* ... and by the smallest such factor: one validation truth lies on
-     * its interval's edge (the quantile's rank), which the NLL factor
-     * would meet only by chance */
-    runlog_table *pv = runlog_table_find(&rl, "predictions/val.cov");
-    ck_assert_ptr_nonnull(pv);
-    double edge = INFINITY;
-    for (size_t r = 0; r < pv->nrows; r++) {
-        const double *a = pv->values + r * pv->ncols;
-        const double z = fabs(a[runlog_col(pv, "truth")] - a[cc]) / (1.959964 * a[cs]);
-        edge = fmin(edge, fabs(z - 1));
-    }
-    ck_assert_msg(edge < 1e-4, "no validation truth on its interval's edge (closest %g)", edge);
-    runlog_free(&rl);
 }
 END_TEST
 
@@ -735,55 +507,6 @@ START_TEST(test_counter_freeze_bn)
 }
 END_TEST
 
-START_TEST(test_sigma_scale)
-{
-    /* Residuals of exactly 2 sigma everywhere: the factor is 2; entries
-     * without a sigma are skipped; none at all gives NaN. */
-    const double truth[4] = {10, 20, 30, 40}, pred[4] = {12, 16, 30, 40};
-    const double sigma[4] = {1, 2, NAN, 0};
-    ck_assert_double_eq_tol(evaluate_sigma_scale(truth, pred, sigma, 4), 2.0, 1e-12);
-    ck_assert(isnan(evaluate_sigma_scale(truth, pred, sigma + 2, 2)));
-}
-END_TEST
-
-/* counter.calibrate = coverage: |z| = 1..19 (sigma 1): rank ceil(20 x 0.95)
- * = 19 of the 19 usable entries, so k = 19 / 1.959964; at level 0.5 the
- * rank is 10 (k = 10 / 0.674490).  The factor covers the share asked for
- * on its own data, entries without a sigma are skipped, none gives NaN. */
-START_TEST(test_sigma_scale_coverage)
-{
-    double truth[21], pred[21], sigma[21];
-    for (int i = 0; i < 19; i++) {
-        truth[i] = 50;
-        pred[i] = 50 + ((i & 1) ? -(i + 1) : (i + 1));
-        sigma[i] = 1;
-    }
-    truth[19] = pred[19] = 3, sigma[19] = NAN;
-    truth[20] = pred[20] = 3, sigma[20] = 0;
-    ck_assert_double_eq_tol(evaluate_sigma_scale_coverage(truth, pred, sigma, 21, 0.95),
-                            19 / 1.959964, 1e-5);
-    ck_assert_double_eq_tol(evaluate_sigma_scale_coverage(truth, pred, sigma, 21, 0.5),
-                            10 / 0.674490, 1e-4);
-    ck_assert(isnan(evaluate_sigma_scale_coverage(truth, pred, sigma + 19, 2, 0.95)));
-    /* 200 heavy-tailed residuals: the ML factor leaves fewer than 95% of
-     * them covered, this one at least 95% */
-    double t2[200], p2[200], s2[200];
-    for (int i = 0; i < 200; i++) {
-        const double u = (i + 0.5) / 200;
-        t2[i] = 0, s2[i] = 1;
-        p2[i] = (u < 0.5 ? -1 : 1) * pow(fabs(2 * u - 1), 3) * 10;
-    }
-    int cov_ml = 0, cov_q = 0;
-    const double kml = evaluate_sigma_scale(t2, p2, s2, 200),
-                 kq = evaluate_sigma_scale_coverage(t2, p2, s2, 200, 0.95);
-    for (int i = 0; i < 200; i++) {
-        cov_ml += fabs(p2[i]) <= 1.959964 * kml;
-        cov_q += fabs(p2[i]) <= 1.959964 * kq;
-    }
-    ck_assert_msg(cov_ml < 190 && cov_q >= 190, "covered: ML %d, coverage %d of 200", cov_ml,
-                  cov_q);
-}
-END_TEST
 
 /* Overwrite every mask of the data file with NaN (a corrupt float data set). */
 /* Replace /images by float32 NaNs (a data set may store float images;
@@ -867,11 +590,8 @@ int main(void)
     tcase_set_timeout(tc, 600);
     tcase_add_test(tc, test_fpn_learns_and_logs);
     tcase_add_test(tc, test_resume_after_sigkill_is_exact);
-    tcase_add_test(tc, test_counter_and_evaluate);
-    tcase_add_test(tc, test_evaluate_on_other_data);
+    train_add_eval_tests(tc);
     tcase_add_test(tc, test_bad_inputs_fail_cleanly);
-    tcase_add_test(tc, test_sigma_scale);
-    tcase_add_test(tc, test_sigma_scale_coverage);
     tcase_add_test(tc, test_counter_precise_bn);
     tcase_add_test(tc, test_ema_update_is_the_average);
     tcase_add_test(tc, test_counter_ema_resume_is_exact);
