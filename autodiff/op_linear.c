@@ -47,6 +47,7 @@ typedef struct linear_state {
     float *w_buf;               /* this step's weights in w_md */
     void *src_buf;              /* this step's input as used (bf16 copy or x->data) */
     int bf16;                   /* bf16 primitives (see file comment) */
+    int serial;                 /* run on the calling thread (LINEAR_SERIAL_*) */
 } linear_state;
 
 static void linear_free(void *p)
@@ -89,6 +90,8 @@ static int linear_infer(cc_tape *t, cc_node *n, cc_tensor *out, cc_status *st)
     linear_state *s = calloc(1, sizeof *s);
     if (!s) return status_set(st, "linear: out of memory");
     n->state = s;
+    s->serial = w->dims[0] * w->dims[1] < LINEAR_SERIAL_WEIGHTS &&
+                x->dims[0] * w->dims[0] * w->dims[1] < LINEAR_SERIAL_MACS;
     dnnl_dims_t wd = {w->dims[0], w->dims[1]};
     dnnl_dims_t dd = {x->dims[0], w->dims[0]};
     dnnl_dims_t bd = {w->dims[0]};
@@ -139,45 +142,6 @@ static int linear_infer(cc_tape *t, cc_node *n, cc_tensor *out, cc_status *st)
     out->dims[2] = out->dims[3] = 1;
     out->md = *dst_md;
     return 0;
-}
-
-static int64_t linear_macs(const cc_node *n);
-
-/* Caps OpenMP at one thread for a small layer; returns the count to
- * restore (0: nothing changed).  Called outside any parallel region. */
-static int linear_serial_begin(const cc_node *n)
-{
-    int nt = omp_get_max_threads();
-    const cc_tensor *w = n->in[1];
-    if (nt <= 1 || w->dims[0] * w->dims[1] >= LINEAR_SERIAL_WEIGHTS ||
-        linear_macs(n) >= LINEAR_SERIAL_MACS)
-        return 0;
-    omp_set_num_threads(1);
-    return nt;
-}
-
-static void linear_serial_end(int nt)
-{
-    if (nt) omp_set_num_threads(nt);
-}
-
-static int linear_forward_run(cc_tape *t, cc_node *n, cc_status *st);
-static int linear_backward_run(cc_tape *t, cc_node *n, cc_status *st);
-
-static int linear_forward(cc_tape *t, cc_node *n, cc_status *st)
-{
-    int nt = linear_serial_begin(n);
-    int rc = linear_forward_run(t, n, st);
-    linear_serial_end(nt);
-    return rc;
-}
-
-static int linear_backward(cc_tape *t, cc_node *n, cc_status *st)
-{
-    int nt = linear_serial_begin(n);
-    int rc = linear_backward_run(t, n, st);
-    linear_serial_end(nt);
-    return rc;
 }
 
 static int linear_forward_run(cc_tape *t, cc_node *n, cc_status *st)
@@ -276,6 +240,30 @@ static int linear_backward_run(cc_tape *t, cc_node *n, cc_status *st)
             return -1;
     }
     return 0;
+}
+
+/* A small layer (s->serial) runs with OpenMP capped at one thread; the
+ * team size is restored after.  Ops run outside any parallel region. */
+static int linear_run(int (*run)(cc_tape *, cc_node *, cc_status *), cc_tape *t, cc_node *n,
+                      cc_status *st)
+{
+    const linear_state *s = n->state;
+    const int nt = omp_get_max_threads();
+    if (!s->serial || nt <= 1) return run(t, n, st);
+    omp_set_num_threads(1);
+    const int rc = run(t, n, st);
+    omp_set_num_threads(nt);
+    return rc;
+}
+
+static int linear_forward(cc_tape *t, cc_node *n, cc_status *st)
+{
+    return linear_run(linear_forward_run, t, n, st);
+}
+
+static int linear_backward(cc_tape *t, cc_node *n, cc_status *st)
+{
+    return linear_run(linear_backward_run, t, n, st);
 }
 
 /* n*in*out. */

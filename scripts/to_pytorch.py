@@ -215,8 +215,8 @@ class Counter(nn.Module):
             self.features, nfeat = vgg_features(arch, cin, h, w, width_div)
         elif self.gap:
             # VGG-11 features, then global average pooling (models/vgg.c)
-            self.features, nfeat = vgg_features('vgg11', cin, h, w, width_div)
-            nfeat //= (h >> 5) * (w >> 5)
+            self.features, _ = vgg_features('vgg11', cin, h, w, width_div)
+            nfeat = [m for m in self.features if isinstance(m, nn.Conv2d)][-1].out_channels
         elif arch == 'resnet18':
             self.features = ResNet18(cin, width_div)
             nfeat = self.features.nfeat

@@ -14,15 +14,23 @@
 #include "src/train/train.h"
 #include "tests/test_train.h"
 
-START_TEST(test_counter_and_evaluate)
+/* A tiny FPN + counter trained on `data` in dir/run (config in *c). */
+static void train_tiny(cc_config *c, const char *run, int fpn_epochs)
 {
     make_data();
-    cc_config c;
-    tiny_config(&c, "e", 2);
+    tiny_config(c, run, fpn_epochs);
     cc_status st;
     status_clear(&st);
-    ck_assert_msg(train_fpn(&c, 0, &st) == 0, "%s", st.msg);
-    ck_assert_msg(train_counter(&c, NULL, 0, &st) == 0, "%s", st.msg);
+    ck_assert_msg(train_fpn(c, 0, &st) == 0, "%s", st.msg);
+    ck_assert_msg(train_counter(c, NULL, 0, &st) == 0, "%s", st.msg);
+}
+
+START_TEST(test_counter_and_evaluate)
+{
+    cc_config c;
+    train_tiny(&c, "e", 2);
+    cc_status st;
+    status_clear(&st);
     FILE *devnull = fopen("/dev/null", "w");
     ck_assert_msg(evaluate_run(&c, 2, NULL, NULL, NULL, devnull, &st) == 0, "%s", st.msg);
     fclose(devnull);
@@ -75,13 +83,10 @@ static char *slurp(const char *path)
  * set stored at another size with both stains it resizes and selects. */
 START_TEST(test_evaluate_on_other_data)
 {
-    make_data();
     cc_config c;
-    tiny_config(&c, "on", 1);
+    train_tiny(&c, "on", 1);
     cc_status st;
     status_clear(&st);
-    ck_assert_msg(train_fpn(&c, 0, &st) == 0, "%s", st.msg);
-    ck_assert_msg(train_counter(&c, NULL, 0, &st) == 0, "%s", st.msg);
     FILE *devnull = fopen("/dev/null", "w");
     ck_assert_msg(evaluate_run(&c, 2, NULL, NULL, NULL, devnull, &st) == 0, "%s", st.msg);
     ck_assert_msg(evaluate_on_run(&c, data, 2, 0, NULL, NULL, NULL, devnull, &st) == 0, "%s", st.msg);

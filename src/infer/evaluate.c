@@ -3,7 +3,6 @@
 #include "src/infer/evaluate.h"
 
 #include <assert.h>
-
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -226,15 +225,18 @@ double evaluate_sigma_scale_coverage(const double *truth, const double *pred, co
     return k;
 }
 
+/* A character that table names (eval_on labels, tags) keep as it is. */
+static int label_char_ok(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           c == '-' || c == '_';
+}
+
 int evaluate_tag_check(const char *tag, cc_status *st)
 {
     size_t n = strlen(tag);
     int ok = n >= 1 && n <= 32;
-    for (size_t i = 0; i < n && ok; i++) {
-        const char c = tag[i];
-        ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-             c == '-' || c == '_';
-    }
+    for (size_t i = 0; i < n && ok; i++) ok = label_char_ok(tag[i]);
     return ok ? 0
               : status_set(st, "--tag '%s': use 1 to 32 letters, digits, '-' or '_' (it becomes "
                                "part of table names)", tag);
@@ -250,9 +252,9 @@ static const char *tag_suffix(char *buf, size_t len, const char *tag)
 int evaluate_run(const cc_config *cfg, int split, const char *fpn_ckpt, const char *counter_ckpt,
                  const char *tag, FILE *out, cc_status *st)
 {
+    if (tag && evaluate_tag_check(tag, st)) return -1;
     char sfx[40];
     tag_suffix(sfx, sizeof sfx, tag);
-    if (tag && evaluate_tag_check(tag, st)) return -1;
     cc_session s;
     cc_models m;
     memset(&m, 0, sizeof m);
@@ -383,10 +385,7 @@ static void eval_on_label(char *buf, size_t len, const char *data_path, int spli
     size_t k = 0;
     for (; *b && k + 1 < len && k < 48; b++) {
         if (!strcmp(b, ".h5") || !strcmp(b, ".hdf5")) break;
-        const char c = *b;
-        const int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                       c == '-' || c == '_';
-        buf[k++] = ok ? c : '_';
+        buf[k++] = label_char_ok(*b) ? *b : '_';
     }
     buf[k] = 0;
     if (stain > 0) snprintf(buf + k, len - k, "-w%d", stain);

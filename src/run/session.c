@@ -2,7 +2,6 @@
 #include "src/run/session.h"
 
 #include <assert.h>
-
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -123,9 +122,10 @@ int session_open(cc_session *s, const cc_config *cfg, int mode, cc_status *st)
     char cpath[CFG_STR + 32];
     const int keep = mode == SESSION_EVAL &&
                      access(session_path(s, "config.ini", cpath, sizeof cpath), F_OK) == 0;
-    if (access(path, F_OK) == 0 && mode == SESSION_EVAL) {
+    const int exists = access(path, F_OK) == 0;
+    if (exists && mode == SESSION_EVAL) {
         if (runlog_open(&s->rl, path, st)) return -1;
-    } else if (access(path, F_OK) == 0) {
+    } else if (exists) {
         runlog fresh;
         if (runlog_open(&s->rl, path, st) || runlog_create(&fresh, path, cfg, st)) return -1;
         for (int i = 0; i < fresh.nattrs; i++)
