@@ -133,6 +133,32 @@ START_TEST(test_commands_share_forms)
 }
 END_TEST
 
+/* The run commands share one option table; an option only evaluate (or
+ * train-counter) uses is refused by the others instead of ignored.  The
+ * refusal comes while parsing, before any file is opened. */
+START_TEST(test_run_commands_refuse_foreign_options)
+{
+    const char *fpn_on[] = {"train-fpn", "--on", "/nonexistent/x.h5"};
+    ck_assert_int_eq(run_cmd(cli_train_fpn, fpn_on, 3), 2);
+    const char *fpn_fpn[] = {"train-fpn", "--fpn", "/nonexistent/f.h5"};
+    ck_assert_int_eq(run_cmd(cli_train_fpn, fpn_fpn, 3), 2);
+    const char *cnt_tag[] = {"train-counter", "--tag", "x"};
+    ck_assert_int_eq(run_cmd(cli_train_counter, cnt_tag, 3), 2);
+    const char *cnt_stain[] = {"train-counter", "--stain", "2"};
+    ck_assert_int_eq(run_cmd(cli_train_counter, cnt_stain, 3), 2);
+    const char *cnt_split[] = {"train-counter", "--split", "val"};
+    ck_assert_int_eq(run_cmd(cli_train_counter, cnt_split, 3), 2);
+    const char *cnt_counter[] = {"train-counter", "--counter", "/nonexistent/c.h5"};
+    ck_assert_int_eq(run_cmd(cli_train_counter, cnt_counter, 3), 2);
+    /* what each takes still parses: --help exits 0 after the options */
+    const char *cnt_ok[] = {"train-counter", "--fpn", "/nonexistent/f.h5", "--help"};
+    ck_assert_int_eq(run_cmd(cli_train_counter, cnt_ok, 4), 0);
+    const char *ev_ok[] = {"evaluate", "--on", "/nonexistent/x.h5", "--stain", "2", "--tag",
+                           "t", "--split", "all", "--counter", "/nonexistent/c.h5", "--help"};
+    ck_assert_int_eq(run_cmd(cli_evaluate, ev_ok, 12), 0);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cli_opts");
@@ -144,6 +170,7 @@ int main(void)
     tcase_add_test(tc, test_split_slash_or_comma);
     tcase_add_test(tc, test_int_list);
     tcase_add_test(tc, test_commands_share_forms);
+    tcase_add_test(tc, test_run_commands_refuse_foreign_options);
     suite_add_tcase(s, tc);
     return tu_run(s);
 }

@@ -48,7 +48,18 @@ static void run_usage(FILE *f, const char *cmd, const char *extra)
     config_enums_print(f);
 }
 
-static int run_parse(int argc, char **argv, run_opts *o, const char *extra)
+/* The options only some commands take (the others refuse them: a
+ * `train-fpn --on FILE` that trains without a word about --on is worse than
+ * an error). */
+enum {
+    RUN_OPT_FPN = 1,     /* --fpn */
+    RUN_OPT_COUNTER = 2, /* --counter */
+    RUN_OPT_EVAL = 4     /* --split, --on, --stain, --tag */
+};
+
+/* Parses a run command's line into *o; `allowed` is a mask of RUN_OPT_*,
+ * `extra` the usage lines of those options. */
+static int run_parse(int argc, char **argv, run_opts *o, const char *extra, unsigned allowed)
 {
     static const struct option longs[] = {
         {"config", required_argument, 0, 'c'}, {"set", required_argument, 0, 's'},
@@ -70,10 +81,21 @@ static int run_parse(int argc, char **argv, run_opts *o, const char *extra)
     int nsets = 0, rc = 0;
     char owned[256] = {0};
     optind = 1;
-    int c;
+    int c, li = -1;
     cc_status st0;
-    while ((c = getopt_long(argc, argv, "c:s:d:o:t:h", longs, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "c:s:d:o:t:h", longs, &li)) != -1) {
         char buf[CFG_STR + 32];
+        const unsigned need = c == 'F'   ? RUN_OPT_FPN
+                              : c == 'C' ? RUN_OPT_COUNTER
+                              : (c == 'S' || c == 'O' || c == 'W' || c == 'T') ? RUN_OPT_EVAL
+                                                                                : 0;
+        if (need && !(need & allowed)) {
+            fprintf(stderr, "cellcount %s: --%s is not an option of this command (see --help)\n",
+                    argv[0], li >= 0 ? longs[li].name : "?");
+            rc = 2;
+            goto done;
+        }
+        li = -1;
         switch (c) {
         case 'c': file = optarg; break;
         case 's':
@@ -168,7 +190,7 @@ static int finish(const char *cmd, int rc, const cc_status *st)
 int cli_train_fpn(int argc, char **argv)
 {
     run_opts o;
-    int r = run_parse(argc, argv, &o, "");
+    int r = run_parse(argc, argv, &o, "", 0);
     if (r) return r < 0 ? 0 : r;
     cc_status st;
     status_clear(&st);
@@ -179,7 +201,8 @@ int cli_train_counter(int argc, char **argv)
 {
     run_opts o;
     int r = run_parse(argc, argv, &o,
-                      "      --fpn FILE        FPN checkpoint (default: RUN_DIR/fpn_best.h5)\n");
+                      "      --fpn FILE        FPN checkpoint (default: RUN_DIR/fpn_best.h5)\n",
+                      RUN_OPT_FPN);
     if (r) return r < 0 ? 0 : r;
     cc_status st;
     status_clear(&st);
@@ -213,7 +236,8 @@ int cli_evaluate(int argc, char **argv)
                       "                        factor is kept as counter.sigma_scale.NAME (used\n"
                       "                        by --on with the same tag), the run's own for\n"
                       "                        count/saliency is left as it is (NAME: letters,\n"
-                      "                        digits, - and _)\n");
+                      "                        digits, - and _)\n",
+                      RUN_OPT_FPN | RUN_OPT_COUNTER | RUN_OPT_EVAL);
     if (r) return r < 0 ? 0 : r;
     cc_status st;
     status_clear(&st);
