@@ -258,5 +258,10 @@ float lr_schedule_at(const cc_lr_schedule *s, int epoch)
 {
     if (s->kind == LR_STEP && s->step_epochs > 0)
         return s->base_lr * powf(s->gamma, (float)(epoch / s->step_epochs));
+    if (s->kind == LR_COSINE && s->epochs > 0) {
+        if (epoch >= s->epochs) return s->min_lr;
+        const double c = 0.5 * (1.0 + cos(3.14159265358979323846 * epoch / s->epochs));
+        return (float)(s->min_lr + (s->base_lr - s->min_lr) * c);
+    }
     return s->base_lr;
 }

@@ -43,16 +43,21 @@ double optim_grad_norm(const cc_params *P);
  * before clipping. */
 double optim_clip_grad_norm(cc_params *P, double max_norm);
 
-typedef enum cc_lr_kind { LR_CONSTANT = 0, LR_STEP = 1 } cc_lr_kind;
+typedef enum cc_lr_kind { LR_CONSTANT = 0, LR_STEP = 1, LR_COSINE = 2 } cc_lr_kind;
 
 typedef struct cc_lr_schedule {
     cc_lr_kind kind;
     float base_lr;
     int step_epochs;        /* LR_STEP: multiply by gamma every step_epochs */
     float gamma;            /* 0.5 = halving */
+    int epochs;             /* LR_COSINE: the half period (the run's epochs) */
+    float min_lr;           /* LR_COSINE: the rate it falls towards */
 } cc_lr_schedule;
 
-/* Learning rate for a 0-based epoch. */
+/* Learning rate for a 0-based epoch.  LR_COSINE: min_lr + (base_lr -
+ * min_lr) (1 + cos(pi epoch / epochs)) / 2, PyTorch's CosineAnnealingLR with
+ * T_max = epochs stepped once per epoch (base_lr at epoch 0, min_lr from
+ * epoch `epochs` on). */
 float lr_schedule_at(const cc_lr_schedule *s, int epoch);
 
 #endif

@@ -152,6 +152,13 @@ START_TEST(test_validate_cross_keys)
     ck_assert_int_eq(config_validate(&c, &st), -1);
     ck_assert(strstr(st.msg, "lr_step_epochs"));
     config_defaults(&c);
+    config_set(&c, "counter_train.lr_schedule=cosine", NULL);
+    status_clear(&st);
+    ck_assert_int_eq(config_validate(&c, &st), 0);
+    config_set(&c, "counter_train.lr_min=1", NULL);
+    ck_assert_int_eq(config_validate(&c, &st), -1);
+    ck_assert(strstr(st.msg, "lr_min"));
+    config_defaults(&c);
     config_set(&c, "counter.precise_bn=10", NULL);
     status_clear(&st);
     ck_assert_int_eq(config_validate(&c, &st), 0);

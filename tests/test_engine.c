@@ -310,13 +310,25 @@ START_TEST(test_sgd_momentum_and_schedule)
         w -= 0.1 * buf;
     }
     ck_assert_double_eq_tol(P.value[0], w, 1e-5);
-    cc_lr_schedule s = {LR_STEP, 1e-4f, 20, 0.5f};
+    cc_lr_schedule s = {LR_STEP, 1e-4f, 20, 0.5f, 0, 0};
     ck_assert_float_eq(lr_schedule_at(&s, 0), 1e-4f);
     ck_assert_float_eq_tol(lr_schedule_at(&s, 19), 1e-4f, 1e-12);
     ck_assert_float_eq_tol(lr_schedule_at(&s, 20), 5e-5f, 1e-12);
     ck_assert_float_eq_tol(lr_schedule_at(&s, 45), 2.5e-5f, 1e-12);
-    cc_lr_schedule c = {LR_CONSTANT, 1e-3f, 0, 0};
+    cc_lr_schedule c = {LR_CONSTANT, 1e-3f, 0, 0, 0, 0};
     ck_assert_float_eq(lr_schedule_at(&c, 99), 1e-3f);
+    /* cosine over 10 epochs from 1e-3 to 1e-5: half-way at epoch 5, the
+     * curve's values (not a straight line) between, min_lr from epoch 10 on */
+    cc_lr_schedule k = {LR_COSINE, 1e-3f, 0, 0, 10, 1e-5f};
+    ck_assert_float_eq(lr_schedule_at(&k, 0), 1e-3f);
+    ck_assert_float_eq_tol(lr_schedule_at(&k, 5), 0.5f * (1e-3f + 1e-5f), 1e-9);
+    ck_assert_float_eq_tol(lr_schedule_at(&k, 2), 1e-5 + 0.99e-3 * 0.5 * (1 + cos(0.2 * M_PI)),
+                           1e-9);
+    ck_assert_float_eq_tol(lr_schedule_at(&k, 9), 1e-5 + 0.99e-3 * 0.5 * (1 + cos(0.9 * M_PI)),
+                           1e-9);
+    ck_assert_float_eq(lr_schedule_at(&k, 10), 1e-5f);
+    ck_assert_float_eq(lr_schedule_at(&k, 40), 1e-5f);
+    for (int e = 1; e < 10; e++) ck_assert(lr_schedule_at(&k, e) < lr_schedule_at(&k, e - 1));
     params_free(&P);
     ctx_free(&ctx);
 }

@@ -13,7 +13,7 @@
 typedef enum { K_INT, K_I64, K_DOUBLE, K_BOOL, K_STR, K_ENUM } key_type;
 
 const char *const cfg_optimizer_names[CFG_OPTIM_N] = {"adam", "sgd"};
-const char *const cfg_lr_schedule_names[CFG_LR_N] = {"constant", "step"};
+const char *const cfg_lr_schedule_names[CFG_LR_N] = {"constant", "step", "cosine"};
 const char *const cfg_precision_names[CFG_PRECISION_N] = {"fp32", "bf16"};
 const char *const cfg_init_bias_names[CFG_INIT_BIAS_N] = {"pytorch", "data"};
 const char *const cfg_input_names[CFG_INPUT_N] = {"mask", "mask+image", "image"};
@@ -47,6 +47,7 @@ typedef struct key_def {
     {sec, "lr_schedule", K_ENUM, OFF(f.lr_schedule), 0, 0, NAMES(cfg_lr_schedule_names)},   \
     {sec, "lr_step_epochs", K_INT, OFF(f.lr_step_epochs), 0, 100000, NULL, 0},              \
     {sec, "lr_gamma", K_DOUBLE, OFF(f.lr_gamma), 1e-6, 1, NULL, 0},                         \
+    {sec, "lr_min", K_DOUBLE, OFF(f.lr_min), 0, 10, NULL, 0},                               \
     {sec, "weight_decay", K_DOUBLE, OFF(f.weight_decay), 0, 1, NULL, 0},                    \
     {sec, "momentum", K_DOUBLE, OFF(f.momentum), 0, 0.9999, NULL, 0},                       \
     {sec, "beta1", K_DOUBLE, OFF(f.beta1), 0, 0.9999999, NULL, 0},                          \
@@ -282,6 +283,9 @@ static int train_validate(const cfg_train *t, const char *sec, cc_status *st)
 {
     if (t->lr_schedule == CFG_LR_STEP && t->lr_step_epochs <= 0)
         return status_set(st, "%s.lr_schedule = step needs %s.lr_step_epochs > 0", sec, sec);
+    if (t->lr_schedule == CFG_LR_COSINE && t->lr_min >= t->lr)
+        return status_set(st, "%s.lr_schedule = cosine needs %s.lr_min (%g) below %s.lr (%g)",
+                          sec, sec, t->lr_min, sec, t->lr);
     return 0;
 }
 

@@ -21,7 +21,7 @@
  * them.  Each has one name table (cfg_<setting>_names, in enum order): the
  * text in experiment files, --set, run files, --help and error messages. */
 typedef enum cfg_optimizer { CFG_OPTIM_ADAM, CFG_OPTIM_SGD, CFG_OPTIM_N } cfg_optimizer;
-typedef enum cfg_lr_schedule { CFG_LR_CONSTANT, CFG_LR_STEP, CFG_LR_N } cfg_lr_schedule;
+typedef enum cfg_lr_schedule { CFG_LR_CONSTANT, CFG_LR_STEP, CFG_LR_COSINE, CFG_LR_N } cfg_lr_schedule;
 typedef enum cfg_precision { CFG_PRECISION_FP32, CFG_PRECISION_BF16, CFG_PRECISION_N } cfg_precision;
 typedef enum cfg_init_bias { CFG_INIT_BIAS_PYTORCH, CFG_INIT_BIAS_DATA, CFG_INIT_BIAS_N } cfg_init_bias;
 typedef enum cfg_input { CFG_INPUT_MASK, CFG_INPUT_MASK_IMAGE, CFG_INPUT_IMAGE, CFG_INPUT_N } cfg_input;
@@ -54,6 +54,7 @@ typedef struct cfg_train {
     cfg_lr_schedule lr_schedule;
     int lr_step_epochs;
     double lr_gamma;
+    double lr_min;              /* cosine: the rate reached at the last epoch's end */
     double weight_decay;
     double momentum;            /* sgd */
     double beta1, beta2, eps;   /* adam */

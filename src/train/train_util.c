@@ -21,10 +21,14 @@ cc_lr_schedule train_schedule(const cfg_train *t)
 {
     cc_lr_schedule s;
     memset(&s, 0, sizeof s);
-    s.kind = t->lr_schedule == CFG_LR_STEP ? LR_STEP : LR_CONSTANT;
+    s.kind = t->lr_schedule == CFG_LR_STEP     ? LR_STEP
+             : t->lr_schedule == CFG_LR_COSINE ? LR_COSINE
+                                               : LR_CONSTANT;
     s.base_lr = (float)t->lr;
     s.step_epochs = t->lr_step_epochs;
     s.gamma = (float)t->lr_gamma;
+    s.epochs = t->epochs;
+    s.min_lr = (float)t->lr_min;
     return s;
 }
 
