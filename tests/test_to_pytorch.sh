@@ -79,7 +79,7 @@ EOF
 # + 1), perturb every conv/linear weight (seeded), bring it back, let
 # cellcount evaluate it, and check PyTorch's forward against those counts,
 # which now vary (--require-spread).
-"$PY" - "$tmp/sd.pt" "$tmp/sd2.pt" "$run" "$top/scripts" <<'EOF'
+cat > "$tmp/perturb.py" <<'EOF'
 import sys, torch
 torch.manual_seed(1)
 d = torch.load(sys.argv[1])
@@ -129,8 +129,27 @@ print('edited model: %d of %d counts open (%d with the other sign)'
       % (max(n_pos, n_neg), x.shape[0], min(n_pos, n_neg)))
 torch.save(d, sys.argv[2])
 EOF
+"$PY" "$tmp/perturb.py" "$tmp/sd.pt" "$tmp/sd2.pt" "$run" "$top/scripts"
 "$PY" "$top/scripts/to_pytorch.py" --to-cellcount "$tmp/sd2.pt" "$run/config.ini" "$tmp/back2"
 "$cc" evaluate "$run/config.ini" --out "$tmp/back2" --threads 2 > "$tmp/eval2.log" 2>&1 ||
     { cat "$tmp/eval2.log"; exit 1; }
 "$PY" "$top/scripts/to_pytorch.py" "$tmp/back2" --threads 2 --require-spread 0.5
+
+# The other counter heads, the same way: a tiny run, its weights perturbed
+# in PyTorch, evaluated by cellcount, PyTorch's forward checked against it
+# (vgg11_gap averages over positions; resnet18 has its own blocks).
+for arch in vgg11_gap resnet18; do
+    "$cc" quickstart --out "$tmp/qs_$arch" --threads 2 --sites 1 --set fpn.width=4 \
+        --set counter.arch=$arch --set counter.width_div=16 --set counter.input=mask+image \
+        --set fpn_train.epochs=1 --set counter_train.epochs=1 \
+        > "$tmp/qs_$arch.log" 2>&1 || { cat "$tmp/qs_$arch.log"; exit 1; }
+    r=$tmp/qs_$arch/run
+    "$PY" "$top/scripts/to_pytorch.py" "$r" --save "$tmp/sd_$arch.pt" --threads 2
+    "$PY" "$tmp/perturb.py" "$tmp/sd_$arch.pt" "$tmp/sd2_$arch.pt" "$r" "$top/scripts"
+    "$PY" "$top/scripts/to_pytorch.py" --to-cellcount "$tmp/sd2_$arch.pt" "$r/config.ini" \
+        "$tmp/back_$arch"
+    "$cc" evaluate "$r/config.ini" --out "$tmp/back_$arch" --threads 2 > "$tmp/eval_$arch.log" 2>&1 ||
+        { cat "$tmp/eval_$arch.log"; exit 1; }
+    "$PY" "$top/scripts/to_pytorch.py" "$tmp/back_$arch" --threads 2 --require-spread 0.5
+done
 echo "to_pytorch round trip: ok"
