@@ -542,7 +542,7 @@ START_TEST(count_masks)
     ck_assert_msg(count_run(&fx.cfg, &o, args, 2, stdout, stderr, &st) == 0, "%s", st.msg);
     /* The library's own prediction of the same image. */
     count_model cm;
-    ck_assert_msg(count_model_open(&cm, &fx.cfg, H, W, NULL, NULL, 1, &st) == 0, "%s", st.msg);
+    ck_assert_msg(count_model_open(&cm, &fx.cfg, H, W, NULL, NULL, 1, NULL, &st) == 0, "%s", st.msg);
     float x[H * W], m[H * W / 4], sd[H * W / 4];
     double c, s;
     ck_assert_int_eq(count_image_load(args[0], H, W, x, &st), 0);
@@ -626,14 +626,14 @@ START_TEST(count_tta_flips)
     ck_assert_int_eq(count_image_load(tpath("tta", "img/a.tif"), H, W, x, &st), 0);
     count_model cm;
     double c_plain, s_plain, c_tta, s_tta;
-    ck_assert_msg(count_model_open(&cm, &fx.cfg, H, W, NULL, NULL, 1, &st) == 0, "%s", st.msg);
+    ck_assert_msg(count_model_open(&cm, &fx.cfg, H, W, NULL, NULL, 1, NULL, &st) == 0, "%s", st.msg);
     ck_assert_msg(count_model_predict(&cm, x, 1, &c_plain, &s_plain, m0, NULL, &st) == 0, "%s",
                   st.msg);
     count_model_close(&cm);
     cc_config ct = fx.cfg;
     ct.counter_tta = CFG_TTA_FLIPS;
     float m_tta[H * W / 4];
-    ck_assert_msg(count_model_open(&cm, &ct, H, W, NULL, NULL, 1, &st) == 0, "%s", st.msg);
+    ck_assert_msg(count_model_open(&cm, &ct, H, W, NULL, NULL, 1, NULL, &st) == 0, "%s", st.msg);
     ck_assert_msg(count_model_predict(&cm, x, 1, &c_tta, &s_tta, m_tta, NULL, &st) == 0, "%s",
                   st.msg);
     count_model_close(&cm);

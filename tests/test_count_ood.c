@@ -103,7 +103,7 @@ START_TEST(count_ood_column)
 
     /* statistics spanning exactly a, b and c, as training would record them */
     count_model cm;
-    ck_assert_msg(count_model_open(&cm, &fx.cfg, H, W, NULL, NULL, 0, &st) == 0, "%s", st.msg);
+    ck_assert_msg(count_model_open(&cm, &fx.cfg, H, W, NULL, NULL, 0, NULL, &st) == 0, "%s", st.msg);
     static float x[3 * H * W];
     double c[3], sg[3], fg[3], mean[3];
     for (int i = 0; i < 3; i++) {

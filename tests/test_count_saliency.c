@@ -225,8 +225,8 @@ static void open_pair(run_fx *fx, const char *sub, cfg_tta tta, count_model *cm,
     make_run(fx, sub, "mask");
     cc_status st;
     status_clear(&st);
-    ck_assert_msg(count_model_open(cm, &fx->cfg, H, W, NULL, NULL, 0, &st) == 0, "%s", st.msg);
-    ck_assert_msg(count_model_open(ref, &fx->cfg, H, W, NULL, NULL, 1, &st) == 0, "%s", st.msg);
+    ck_assert_msg(count_model_open(cm, &fx->cfg, H, W, NULL, NULL, 0, NULL, &st) == 0, "%s", st.msg);
+    ck_assert_msg(count_model_open(ref, &fx->cfg, H, W, NULL, NULL, 1, NULL, &st) == 0, "%s", st.msg);
     cm->s.cfg.counter_tta = ref->s.cfg.counter_tta = tta;
     saliency_prepare(cm, t);
 }

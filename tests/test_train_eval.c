@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "src/data/dataset.h"
+#include "src/infer/count_files.h"
 #include "src/infer/evaluate.h"
 #include "src/run/runlog.h"
 #include "src/train/train.h"
@@ -171,6 +172,9 @@ START_TEST(test_evaluate_on_other_data)
     ck_assert_str_eq(runlog_attr_get(&rl, "counter.sigma_scale"), scale0);
     ck_assert_str_eq(runlog_attr_get(&rl, "counter.sigma_scale_tta"), "none");
     ck_assert_ptr_nonnull(runlog_attr_get(&rl, "counter.sigma_scale.flips"));
+    ck_assert_str_eq(runlog_attr_get(&rl, "counter.sigma_scale_tta.flips"), "flips");
+    const double kflips = strtod(runlog_attr_get(&rl, "counter.sigma_scale.flips"), NULL),
+                 kplain = strtod(scale0, NULL);
     pe = runlog_table_find(&rl, "predictions/test");
     runlog_table *pt = runlog_table_find(&rl, "predictions/test.flips"),
                  *pot = runlog_table_find(&rl, "predictions_on/sim-test.flips");
@@ -190,6 +194,19 @@ START_TEST(test_evaluate_on_other_data)
     }
     ck_assert_msg(moved_tag > 1e-4, "tagged flips changed no count (largest change %g)", moved_tag);
     runlog_free(&rl);
+    /* the models opened for a tag carry its factor; an unknown tag falls
+     * back to the run's own */
+    int h, w;
+    ck_assert_int_eq(count_input_size(&ct, &h, &w, &st), 0);
+    const char *tags[] = {"flips", "nosuch"};
+    for (int i = 0; i < 2; i++) {
+        count_model cm;
+        ck_assert_msg(count_model_open(&cm, &ct, h, w, NULL, NULL, 0, tags[i], &st) == 0, "%s",
+                      st.msg);
+        ck_assert_str_eq(cm.sigma_from, i ? "counter.sigma_scale" : "counter.sigma_scale.flips");
+        ck_assert(cm.sigma_scale == (i ? kplain : kflips));
+        count_model_close(&cm);
+    }
 
     /* counter.tta = flips: evaluate (mask cache flipped) and evaluate --on
      * (count's path: FPN mask flipped) agree again, and the counts moved */

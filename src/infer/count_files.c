@@ -112,7 +112,7 @@ static int load_checkpoint(const char *path, cc_params *P, const char *what, int
 }
 
 int count_model_open(count_model *cm, const cc_config *cfg, int h, int w, const char *fpn_ckpt,
-                     const char *counter_ckpt, int want_fpn, cc_status *st)
+                     const char *counter_ckpt, int want_fpn, const char *calib_tag, cc_status *st)
 {
     memset(cm, 0, sizeof *cm);
     cm->s.cfg = *cfg;
@@ -139,14 +139,26 @@ int count_model_open(count_model *cm, const cc_config *cfg, int h, int w, const 
     runlog rl;
     cc_status ignore;
     if (access(rp, R_OK) == 0 && runlog_open(&rl, rp, &ignore) == 0) {
-        /* A run evaluated before calibration existed has no factor: 1. */
-        const char *v = runlog_attr_get(&rl, "counter.sigma_scale");
+        /* A run evaluated before calibration existed has no factor: 1.  A
+         * tag's factor (evaluate --tag) where it was stored, else the run's. */
+        char key[80], tkey[80];
+        snprintf(key, sizeof key, "counter.sigma_scale.%s", calib_tag ? calib_tag : "");
+        snprintf(tkey, sizeof tkey, "counter.sigma_scale_tta.%s", calib_tag ? calib_tag : "");
+        const char *v = calib_tag ? runlog_attr_get(&rl, key) : NULL;
+        if (!v) {
+            v = runlog_attr_get(&rl, "counter.sigma_scale");
+            snprintf(tkey, sizeof tkey, "counter.sigma_scale_tta");
+        }
         double k = v ? strtod(v, NULL) : NAN;
-        if (!counter_ckpt && cfg->counter_calibrate != CFG_CALIBRATE_NONE && isfinite(k) && k > 0)
+        if (!counter_ckpt && cfg->counter_calibrate != CFG_CALIBRATE_NONE && isfinite(k) && k > 0) {
             cm->sigma_scale = k;
+            /* the attribute's name: tkey's without "_tta" */
+            snprintf(cm->sigma_from, sizeof cm->sigma_from, "counter.sigma_scale%s",
+                     tkey + strlen("counter.sigma_scale_tta"));
+        }
         /* The factor was fitted with or without the flips of counter.tta
          * (runs evaluated before it existed: without). */
-        const char *tv = runlog_attr_get(&rl, "counter.sigma_scale_tta");
+        const char *tv = runlog_attr_get(&rl, tkey);
         const char *now = cfg_tta_names[cfg->counter_tta];
         if (cm->sigma_scale != 1 && strcmp(tv ? tv : "none", now))
             fprintf(cm->s.log,
@@ -619,7 +631,7 @@ int count_run(const cc_config *cfg, const count_opts *o, char *const *args, int 
 
     if (count_input_size(cfg, &h, &w, st)) goto done;
     model_open = 1;
-    if (count_model_open(&cm, cfg, h, w, o->fpn_ckpt, o->counter_ckpt, o->masks_dir != NULL, st))
+    if (count_model_open(&cm, cfg, h, w, o->fpn_ckpt, o->counter_ckpt, o->masks_dir != NULL, NULL, st))
         goto done;
     count_reader rd;
     if (count_reader_init(&rd, o->read, &cm, log, st)) goto done;

@@ -67,6 +67,7 @@ typedef struct count_model {
                              * counter.sigma_scale) applied to sigma; 1 when the
                              * run has none, calibrate = none or the counter
                              * checkpoint was given explicitly */
+    char sigma_from[80];    /* the run.h5 attribute sigma_scale came from; "" if 1 */
     char fpn_path[CFG_STR + 64], counter_path[CFG_STR + 64];
     char train_norm[NORM_SPEC_LEN];  /* the training data's normalisation: run.h5
                              * attribute data.normalize, else the run's data
@@ -79,12 +80,15 @@ typedef struct count_model {
 /* Build the models for h x w inputs (h, w divisible by 2^fpn.depth) and
  * load the checkpoints (count_checkpoint_paths).  The FPN is loaded when
  * the counter reads the mask or when want_fpn is set (mask outputs); with
- * counter.input=image and !want_fpn it is not needed.  Returns 0, or -1
+ * counter.input=image and !want_fpn it is not needed.  sigma_scale: the
+ * factor `evaluate --tag calib_tag` stored when calib_tag is not NULL and
+ * there is one, else the run's own.  Returns 0, or -1
  * with a message naming the checkpoint (missing, corrupt, or built for
  * another architecture or input size).  Call count_model_close() in both
  * cases. */
 int count_model_open(count_model *cm, const cc_config *cfg, int h, int w, const char *fpn_ckpt,
-                     const char *counter_ckpt, int want_fpn, cc_status *st);
+                     const char *counter_ckpt, int want_fpn, const char *calib_tag,
+                     cc_status *st);
 void count_model_close(count_model *cm);
 
 /* The tensors of one forward of FPN + counter. */

@@ -328,11 +328,11 @@ int evaluate_run(const cc_config *cfg, int split, const char *fpn_ckpt, const ch
     }
     char sbuf[32];
     snprintf(sbuf, sizeof sbuf, "%.9g", scale);
-    char akey[64];
+    char akey[64], tkey[80];
     snprintf(akey, sizeof akey, "counter.sigma_scale%s", sfx);
+    snprintf(tkey, sizeof tkey, "counter.sigma_scale_tta%s", sfx);
     if (runlog_set_attr(&s.rl, akey, sbuf, st) ||
-        (!tag && runlog_set_attr(&s.rl, "counter.sigma_scale_tta",
-                                 cfg_tta_names[cfg->counter_tta], st)))
+        runlog_set_attr(&s.rl, tkey, cfg_tta_names[cfg->counter_tta], st))
         goto out;
 
     static const char *split_names[] = {"train", "val", "test"};
@@ -391,24 +391,6 @@ static void eval_on_label(char *buf, size_t len, const char *data_path, int spli
     if (stain > 0) snprintf(buf + k, len - k, "-w%d", stain);
     k = strlen(buf);
     if (split >= 0) snprintf(buf + k, len - k, "-%s", split_names[split]);
-}
-
-/* The factor a tagged evaluate_run stored for tag (attribute
- * counter.sigma_scale.<tag> of the run's run.h5), or NaN. */
-static double tagged_sigma_scale(const cc_config *cfg, const char *tag)
-{
-    char path[CFG_STR + 16], key[64];
-    snprintf(path, sizeof path, "%s/run.h5", cfg->out_dir);
-    snprintf(key, sizeof key, "counter.sigma_scale.%s", tag);
-    runlog rl;
-    cc_status ignore;
-    double k = NAN;
-    if (runlog_open(&rl, path, &ignore) == 0) {
-        const char *v = runlog_attr_get(&rl, key);
-        if (v) k = strtod(v, NULL);
-        runlog_free(&rl);
-    }
-    return k;
 }
 
 /* Predict the selected rows of ds with cm: images area-resized to cm's
@@ -477,12 +459,8 @@ int evaluate_on_run(const cc_config *cfg, const char *data_path, int split, int 
     cc_dataset *ds = NULL;
     memset(&cm, 0, sizeof cm);
     if (count_input_size(cfg, &h, &w, st) ||
-        count_model_open(&cm, cfg, h, w, fpn_ckpt, counter_ckpt, 0, st))
+        count_model_open(&cm, cfg, h, w, fpn_ckpt, counter_ckpt, 0, tag, st))
         goto out;
-    /* a tagged evaluation's own calibration (evaluate --tag on the run) */
-    const double ktag = tag ? tagged_sigma_scale(cfg, tag) : NAN;
-    if (cfg->counter_calibrate != CFG_CALIBRATE_NONE && isfinite(ktag) && ktag > 0)
-        cm.sigma_scale = ktag;
     if (!(ds = dataset_open(data_path, st))) goto out;
     /* The data set's pixels were normalised when it was written; a model
      * trained on another normalisation would read a different scale. */
@@ -525,12 +503,13 @@ int evaluate_on_run(const cc_config *cfg, const char *data_path, int split, int 
     runlog_table *tab = runlog_table_fresh(&s.rl, tname, EVAL_NCOLS, eval_cols, st);
     if (!tab) goto out;
     fprintf(out, "evaluation of %s on %s (%lld images: stain %s, split %s; %dx%d resized to %dx%d)"
-                 ", sigma scaled by %.4f (%s)\n",
+                 ", sigma scaled by %.4f (%s%s)\n",
             s.dir, data_path, (long long)n,
             stain > 0 ? (stain == 1 ? "w1" : "w2") : "any",
             split < 0 ? "all" : split_names[split], ds->w, ds->h, w, h, cm.sigma_scale,
-            cm.sigma_scale != 1 ? "the run's calibration, run.h5"
-                                : "none: the run was not evaluated or calibrate = none");
+            cm.sigma_from[0] ? "the run's calibration, run.h5 attribute "
+                             : "none: the run was not evaluated or calibrate = none",
+            cm.sigma_from);
     fprintf(out, "network%s | mean-intensity baseline fitted on the run's training split\n",
             cfg->counter_tta == CFG_TTA_FLIPS ? " (counts averaged over 4 flips)" : "");
     eval_header(out);

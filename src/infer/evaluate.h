@@ -37,7 +37,8 @@ double evaluate_sigma_scale_coverage(const double *truth, const double *pred, co
 /* tag: NULL, or a name (evaluate_tag_check) appended to every table name
  * as ".<tag>" ("eval/test.flips"), so evaluations of one run under other
  * settings (counter.tta, checkpoints) stay side by side; a tagged
- * evaluation stores its factor as counter.sigma_scale.<tag> (which
+ * evaluation stores its factor as counter.sigma_scale.<tag> and the
+ * counter.tta it was fitted with as counter.sigma_scale_tta.<tag> (which
  * evaluate_on_run with the same tag applies) and leaves the run's own
  * calibration (counter.sigma_scale, its tta, the out-of-distribution sigma
  * statistics, which count and saliency use) as it is. */

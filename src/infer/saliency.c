@@ -195,7 +195,7 @@ int saliency_run(const cc_config *cfg, const saliency_opts *o, char *const *args
 
     if (count_input_size(cfg, &h, &w, st)) goto done;
     model_open = 1;
-    if (count_model_open(&cm, cfg, h, w, o->fpn_ckpt, o->counter_ckpt, 0, st)) goto done;
+    if (count_model_open(&cm, cfg, h, w, o->fpn_ckpt, o->counter_ckpt, 0, NULL, st)) goto done;
     saliency_prepare(&cm, &t);
     tape = 1;
     count_reader rd;
