@@ -452,13 +452,20 @@ static void counter_parts_same(const cc_config *c, const char *pa, const char *p
  * checkpoints). */
 START_TEST(test_counter_freeze_bn)
 {
+    /* the warm-up's rates: lr/4, 2lr/4, 3lr/4, lr, then lr */
+    const float want[] = {0.25e-3f, 0.5e-3f, 0.75e-3f, 1e-3f, 1e-3f, 1e-3f};
+    for (int i = 0; i < 6; i++)
+        ck_assert_float_eq_tol(train_warmup_lr(1e-3f, i, 4), want[i], 1e-10);
+    ck_assert_float_eq(train_warmup_lr(1e-3f, 0, 0), 1e-3f);
     make_data();
     cc_config a, b;
     tiny_config(&a, "frz3", 1);
     tiny_config(&b, "frz2", 1);
+    /* with a warm-up over 1.5 epochs after the freeze (epochs 2 and half
+     * of 3), so that the continuation below starts inside it */
     const char *keys[] = {"counter.ema=0.9", "counter.precise_bn=2", "counter.freeze_bn=1",
-                          "counter_train.epochs=3"};
-    for (int k = 0; k < 4; k++) {
+                          "counter_train.epochs=3", "counter.freeze_warmup=1.5"};
+    for (int k = 0; k < 5; k++) {
         ck_assert_int_eq(config_set(&a, keys[k], NULL), 0);
         ck_assert_int_eq(config_set(&b, keys[k], NULL), 0);
     }
@@ -487,6 +494,16 @@ START_TEST(test_counter_freeze_bn)
     snprintf(pb, sizeof pb, "%s/frz3/counter_ema_0.h5", dir);
     counter_parts_same(&a, pa, pb, &w, &bf);
     ck_assert_msg(!w && bf, "average vs live: weights %s, BN statistics %s",
+                  w ? "same" : "differ", bf ? "same" : "differ");
+    /* the warm-up moved the weights differently from no warm-up */
+    cc_config nw = b;
+    snprintf(nw.out_dir, sizeof nw.out_dir, "%s/frz2nw", dir);
+    ck_assert_int_eq(config_set(&nw, "counter.freeze_warmup=0", NULL), 0);
+    ck_assert_msg(train_counter(&nw, fpn, 0, &st) == 0, "%s", st.msg);
+    snprintf(pa, sizeof pa, "%s/frz2nw/counter_last.h5", dir);
+    snprintf(pb, sizeof pb, "%s/frz2/counter_last.h5", dir);
+    counter_parts_same(&a, pa, pb, &w, &bf);
+    ck_assert_msg(!w && bf, "warm-up vs none after 2 epochs: weights %s, BN statistics %s",
                   w ? "same" : "differ", bf ? "same" : "differ");
     /* continue the 2-epoch run to 3 */
     ck_assert_int_eq(config_set(&b, "counter_train.epochs=3", NULL), 0);

@@ -83,6 +83,7 @@ static const key_def keys[] = {
     {"counter", "precise_bn", K_INT, OFF(counter_precise_bn), 0, 1000000, NULL, 0},
     {"counter", "ema", K_DOUBLE, OFF(counter_ema), 0, 0.999999, NULL, 0},
     {"counter", "freeze_bn", K_INT, OFF(counter_freeze_bn), 0, 1000000, NULL, 0},
+    {"counter", "freeze_warmup", K_DOUBLE, OFF(counter_freeze_warmup), 0, 1000, NULL, 0},
     {"counter", "calibrate", K_ENUM, OFF(counter_calibrate), 0, 0, NAMES(cfg_calibrate_names)},
     {"counter", "relu_unstick", K_BOOL, OFF(counter_relu_unstick), 0, 1, NULL, 0},
     {"counter", "tta", K_ENUM, OFF(counter_tta), 0, 0, NAMES(cfg_tta_names)},

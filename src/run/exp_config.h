@@ -88,6 +88,7 @@ typedef struct cc_config {
                                  * each epoch (the average's with counter_ema, where 0 = all) */
     double counter_ema;         /* > 0: validate/keep an average of the weights, this decay per step */
     int counter_freeze_bn;      /* > 0: from this epoch on (0-based), train with fixed BN statistics */
+    double counter_freeze_warmup; /* > 0: the lr ramps up over this many epochs after the freeze */
     cfg_calibrate counter_calibrate;   /* val: scale sigma to the validation split (evaluate) */
     int counter_relu_unstick;   /* the count's relu passes "increase" gradients when dead */
     cfg_tta counter_tta;        /* flips: evaluate and count average the four flips */

@@ -24,8 +24,22 @@ static int64_t counter_epoch(cc_session *s, cc_models *m, cc_tape *t, cc_loader 
     loader_batch b;
     int64_t seen = 0, step = 0;
     double sum = 0, t0 = session_now();
+    /* counter.freeze_warmup = E epochs, N = ceil(E x steps per epoch)
+     * steps: the freeze changes what a step of the pre-BN weights does (no
+     * batch statistics absorb their scale any more), and at the schedule's
+     * lr the first steps after it blew the loss up (VGG-11 at paper scale:
+     * 338 -> 3294; vgg11_gap died), so the lr starts again from lr/N and
+     * ramps up linearly over the N steps after it */
+    const float lr0 = opt->lr;
+    int64_t per_epoch = loader_batches_per_epoch(L);
+    if (c->counter_train.max_steps && per_epoch > c->counter_train.max_steps)
+        per_epoch = c->counter_train.max_steps;
+    const double fw = c->counter_freeze_bn > 0 ? c->counter_freeze_warmup : 0;
+    const int64_t warm = (int64_t)ceil(fw * (double)per_epoch),
+                  since = (int64_t)(epoch - c->counter_freeze_bn) * per_epoch;
     while (loader_next(L, &b)) {
         if (c->counter_train.max_steps && step >= c->counter_train.max_steps) break;
+        opt->lr = epoch >= c->counter_freeze_bn ? train_warmup_lr(lr0, since + step, warm) : lr0;
         tape_reset(t);
         float truth[4096];
         if (b.n > 4096) return status_set(st, "counter: batch larger than 4096");
@@ -56,6 +70,7 @@ static int64_t counter_epoch(cc_session *s, cc_models *m, cc_tape *t, cc_loader 
         step++;
         progress_update(pg, step, lt.total, (double)seen / (session_now() - t0));
     }
+    opt->lr = lr0;
     double all[2] = {sum, (double)seen};
     if (dist_sum_doubles(&s->dist, all, 2, st)) return -1;   /* MPI: over all ranks */
     sum = all[0], seen = (int64_t)all[1];

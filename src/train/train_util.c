@@ -32,6 +32,12 @@ cc_lr_schedule train_schedule(const cfg_train *t)
     return s;
 }
 
+float train_warmup_lr(float lr, int64_t done, int64_t warm)
+{
+    if (warm <= 0 || done >= warm) return lr;
+    return lr * (float)(done + 1) / (float)warm;
+}
+
 int train_shard_loaders(cc_session *s, cc_loader *tr, cc_loader *va, int batch,
                         int min_per_rank, const char *key, cc_status *st)
 {

@@ -15,6 +15,11 @@ void train_loader_augment(cc_loader *L, const cc_config *c);
 /* lr schedule of a training section. */
 cc_lr_schedule train_schedule(const cfg_train *t);
 
+/* The rate of the step after `done` (>= 0) steps of a linear warm-up over
+ * `warm` steps towards lr: lr (done + 1) / warm while done < warm, then lr
+ * (lr itself for warm <= 0). */
+float train_warmup_lr(float lr, int64_t done, int64_t warm);
+
 /* Epoch bookkeeping of one stage ("fpn" or "counter"). */
 typedef struct train_state {
     char stage[16];
