@@ -232,41 +232,6 @@ int count_model_predict(count_model *cm, const float *images, int n, double *cou
     return count_model_predict_fg(cm, images, n, count, sigma, mask, mask_sigma, NULL, st);
 }
 
-/* counter.tta = flips: the counter on the flips k = 1..3 of the view-0
- * FPN masks (and images), built by counting_view_input over a one-batch
- * mask cache, as evaluate's counting_predict does.  mask: the view-0 masks
- * (n, h/2, w/2), NULL without FPN; c, v: 4 x n counts and log-variances,
- * view 0 already filled.  Uses (resets) the tape. */
-static int count_flip_views(count_model *cm, const float *images, float *mask, int n, float *c,
-                            float *v, cc_status *st)
-{
-    int64_t *rows = malloc(sizeof(int64_t) * (size_t)n);
-    if (!rows) return status_set(st, "predict: out of memory");
-    for (int i = 0; i < n; i++) rows[i] = i;
-    /* image i's mask is cache row i */
-    const mask_cache mc = {.n_index = n, .slot = rows, .masks = mask, .n = n,
-                           .h = cm->h / 2, .w = cm->w / 2};
-    loader_batch b;
-    memset(&b, 0, sizeof b);
-    b.n = n, b.h = cm->h, b.w = cm->w, b.images = (float *)images, b.indices = rows;
-    cc_tape *t = &cm->t;
-    float *scratch = NULL;
-    size_t cap = 0;
-    int rc = 0;
-    for (unsigned k = 1; k < 4 && !rc; k++) {
-        tape_reset(t);
-        cc_tensor *in = counting_view_input(t, &cm->s, &cm->m, &mc, &b, k, &scratch, &cap), *cnt,
-                  *lv;
-        if (!in || counter_forward(t, &cm->m.Pc, &cm->m.counter, in, &cnt, &lv) ||
-            tape_read(t, cnt, c + (size_t)k * (size_t)n) ||
-            tape_read(t, lv, v + (size_t)k * (size_t)n))
-            rc = status_set(st, "predict: %s", tape_error(t));
-    }
-    free(scratch);
-    free(rows);
-    return rc;
-}
-
 int count_model_predict_fg(count_model *cm, const float *images, int n, double *count,
                            double *sigma, float *mask, float *mask_sigma, double *fg,
                            cc_status *st)
@@ -280,9 +245,9 @@ int count_model_predict_fg(count_model *cm, const float *images, int n, double *
         return status_set(st, "predict: batch larger than %d", COUNT_MAX_BATCH);
     const int views = cm->s.cfg.counter_tta == CFG_TTA_FLIPS ? 4 : 1;
     const size_t mp = (size_t)(cm->h / 2) * (size_t)(cm->w / 2);
-    /* counts and log-variances of each view; the masks of view 0 when
-     * asked for, for fg, or for the flipped views */
-    const int need_mask = cm->has_fpn && (mask || fg || views > 1);
+    /* counts and log-variances of each view; the masks when asked for or
+     * for fg */
+    const int need_mask = cm->has_fpn && (mask || fg);
     float *cv = malloc(sizeof(float) * 8 * (size_t)n);
     float *m = mask ? mask : need_mask ? malloc(sizeof(float) * mp * (size_t)n) : NULL;
     if (!cv || (need_mask && !m)) {
@@ -299,7 +264,16 @@ int count_model_predict_fg(count_model *cm, const float *images, int n, double *
         tape_read(t, g.logvar, v) || (need_mask && tape_read(t, g.mask, m)) ||
         (mask_sigma && tape_read(t, g.mask_logvar, mask_sigma)))
         rc = status_set(st, "predict: %s", tape_error(t));
-    if (!rc && views > 1) rc = count_flip_views(cm, images, cm->has_fpn ? m : NULL, n, c, v, st);
+    /* counter.tta = flips: the counter again on the flips k = 1..3 of its
+     * input (mask and image alike), on the same tape, as saliency does */
+    for (int k = 1; k < views && !rc; k++) {
+        cc_tensor *cnt, *lv;
+        if (counter_forward(t, &cm->m.Pc, &cm->m.counter, op_flip(t, g.input, (unsigned)k), &cnt,
+                            &lv) ||
+            tape_read(t, cnt, c + (size_t)k * (size_t)n) ||
+            tape_read(t, lv, v + (size_t)k * (size_t)n))
+            rc = status_set(st, "predict: %s", tape_error(t));
+    }
     for (int i = 0; i < n && !rc; i++) {
         counting_views_combine(c, v, (size_t)n, views, i, cm->kind, &count[i], &sigma[i]);
         sigma[i] *= cm->sigma_scale;
