@@ -138,6 +138,7 @@ void config_defaults(cc_config *c)
      * with fixed BN statistics, as it is evaluated (docs/RESULTS.md, "Frozen
      * BN": batch statistics let it count relative to its batch). */
     c->counter_freeze_bn = 1;
+    c->counter_freeze_warmup = 1;
     /* Not the paper's: a dead count output (every input below the final
      * relu) still learns (op_relu_unstick; docs/RESULTS.md). */
     c->counter_relu_unstick = 1;
