@@ -42,7 +42,8 @@ static void run_usage(FILE *f, const char *cmd, const char *extra)
             "  -h, --help            this text\n\n"
             "Keys beyond the paper (experiments/paper.ini documents them): augmentation\n"
             "data.aug_scale, aug_blur, aug_gamma, aug_gain, aug_noise (0 = off, the\n"
-            "default); counter.ema (0.99) with counter.precise_bn (50).\n\n"
+            "default); counter.ema (0.99) with counter.precise_bn (50), counter.freeze_bn\n"
+            "(1) with counter.freeze_warmup (1 epoch); lr_schedule = cosine with lr_min.\n\n"
             "Keys with a fixed set of values:\n",
             cmd, extra);
     config_enums_print(f);
