@@ -111,6 +111,13 @@ static int load_checkpoint(const char *path, cc_params *P, const char *what, int
     return -1;
 }
 
+void count_sigma_attr_names(const char *tag, char *key, char *tkey)
+{
+    snprintf(key, COUNT_SIGMA_ATTR_LEN, "counter.sigma_scale%s%s", tag ? "." : "", tag ? tag : "");
+    snprintf(tkey, COUNT_SIGMA_ATTR_LEN, "counter.sigma_scale_tta%s%s", tag ? "." : "",
+             tag ? tag : "");
+}
+
 int count_model_open(count_model *cm, const cc_config *cfg, int h, int w, const char *fpn_ckpt,
                      const char *counter_ckpt, int want_fpn, const char *calib_tag, cc_status *st)
 {
@@ -141,20 +148,14 @@ int count_model_open(count_model *cm, const cc_config *cfg, int h, int w, const 
     if (access(rp, R_OK) == 0 && runlog_open(&rl, rp, &ignore) == 0) {
         /* A run evaluated before calibration existed has no factor: 1.  A
          * tag's factor (evaluate --tag) where it was stored, else the run's. */
-        char key[80], tkey[80];
-        snprintf(key, sizeof key, "counter.sigma_scale.%s", calib_tag ? calib_tag : "");
-        snprintf(tkey, sizeof tkey, "counter.sigma_scale_tta.%s", calib_tag ? calib_tag : "");
-        const char *v = calib_tag ? runlog_attr_get(&rl, key) : NULL;
-        if (!v) {
-            v = runlog_attr_get(&rl, "counter.sigma_scale");
-            snprintf(tkey, sizeof tkey, "counter.sigma_scale_tta");
-        }
+        char key[COUNT_SIGMA_ATTR_LEN], tkey[COUNT_SIGMA_ATTR_LEN];
+        count_sigma_attr_names(calib_tag, key, tkey);
+        if (calib_tag && !runlog_attr_get(&rl, key)) count_sigma_attr_names(NULL, key, tkey);
+        const char *v = runlog_attr_get(&rl, key);
         double k = v ? strtod(v, NULL) : NAN;
         if (!counter_ckpt && cfg->counter_calibrate != CFG_CALIBRATE_NONE && isfinite(k) && k > 0) {
             cm->sigma_scale = k;
-            /* the attribute's name: tkey's without "_tta" */
-            snprintf(cm->sigma_from, sizeof cm->sigma_from, "counter.sigma_scale%s",
-                     tkey + strlen("counter.sigma_scale_tta"));
+            snprintf(cm->sigma_from, sizeof cm->sigma_from, "%s", key);
         }
         /* The factor was fitted with or without the flips of counter.tta
          * (runs evaluated before it existed: without). */

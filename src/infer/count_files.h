@@ -55,6 +55,13 @@ int count_input_size(const cc_config *cfg, int *h, int *w, cc_status *st);
 void count_checkpoint_paths(const cc_config *cfg, const char *fpn_ckpt, const char *counter_ckpt,
                             char *fpn_path, char *counter_path, size_t len);
 
+/* The run.h5 attributes of a calibration (evaluate writes them, count_model_open
+ * reads them): key = "counter.sigma_scale[.TAG]", the factor, and tkey =
+ * "counter.sigma_scale_tta[.TAG]", the counter.tta it was fitted with; tag
+ * NULL: the run's own.  tag: at most 32 characters (evaluate_tag_check). */
+#define COUNT_SIGMA_ATTR_LEN 64
+void count_sigma_attr_names(const char *tag, char *key, char *tkey);
+
 /* A run's models, loaded for counting. */
 typedef struct count_model {
     cc_session s;           /* cfg, ctx and dir only: no run file is opened */
@@ -67,7 +74,8 @@ typedef struct count_model {
                              * counter.sigma_scale) applied to sigma; 1 when the
                              * run has none, calibrate = none or the counter
                              * checkpoint was given explicitly */
-    char sigma_from[80];    /* the run.h5 attribute sigma_scale came from; "" if 1 */
+    char sigma_from[COUNT_SIGMA_ATTR_LEN];  /* the run.h5 attribute sigma_scale came
+                             * from; "" when none applied */
     char fpn_path[CFG_STR + 64], counter_path[CFG_STR + 64];
     char train_norm[NORM_SPEC_LEN];  /* the training data's normalisation: run.h5
                              * attribute data.normalize, else the run's data

@@ -328,9 +328,8 @@ int evaluate_run(const cc_config *cfg, int split, const char *fpn_ckpt, const ch
     }
     char sbuf[32];
     snprintf(sbuf, sizeof sbuf, "%.9g", scale);
-    char akey[64], tkey[80];
-    snprintf(akey, sizeof akey, "counter.sigma_scale%s", sfx);
-    snprintf(tkey, sizeof tkey, "counter.sigma_scale_tta%s", sfx);
+    char akey[COUNT_SIGMA_ATTR_LEN], tkey[COUNT_SIGMA_ATTR_LEN];
+    count_sigma_attr_names(tag, akey, tkey);
     if (runlog_set_attr(&s.rl, akey, sbuf, st) ||
         runlog_set_attr(&s.rl, tkey, cfg_tta_names[cfg->counter_tta], st))
         goto out;
