@@ -334,14 +334,16 @@ def write_checkpoint(path, state, prefix, source):
     return n
 
 
-def write_run_file(path, scale, source):
+def write_run_file(path, scale, per_count, source):
     """A minimal run file (src/run/runlog.h) holding the sigma calibration that
-    `cellcount count` applies (attribute counter.sigma_scale)."""
+    `cellcount count` applies (attributes counter.sigma_scale and
+    counter.sigma_per_count: sigma = sqrt((scale raw)^2 + (per_count count)^2))."""
     tmp = '%s.tmp.%d' % (path, os.getpid())
     with h5py.File(tmp, 'w') as f:
         # fixed-length NUL-terminated strings, as runlog writes and reads them
         for k, v in (('format', 'cellcount-run'), ('format_version', '1'),
-                     ('counter.sigma_scale', '%.9g' % scale), ('source', source)):
+                     ('counter.sigma_scale', '%.9g' % scale),
+                     ('counter.sigma_per_count', '%.9g' % per_count), ('source', source)):
             tid = h5py.h5t.C_S1.copy()
             tid.set_size(len(v.encode()) + 1)
             tid.set_strpad(h5py.h5t.STR_NULLTERM)
@@ -367,8 +369,11 @@ def check_run(a):
         g = f[table]
         idx = g['index'][:].astype(np.int64)
         want_c, want_s = g['count'][:], g['sigma'][:]
-        scale = f.attrs.get('counter.sigma_scale', b'1')
-        scale = float(scale.decode() if isinstance(scale, bytes) else scale)
+        def attr(k, default):
+            v = f.attrs.get(k, default)
+            return float(v.decode() if isinstance(v, bytes) else v)
+        scale = attr('counter.sigma_scale', b'1')
+        per_count = attr('counter.sigma_per_count', b'0')   # runs evaluated before it: 0
     with h5py.File(data, 'r') as d:
         images = d['images']
         n, c, h, w = images.shape
@@ -389,7 +394,7 @@ def check_run(a):
             counts.append(cnt.double().numpy())
             lvs.append(lv.double().numpy())
     got_c = np.concatenate(counts)
-    got_s = scale * np.exp(0.5 * np.concatenate(lvs))
+    got_s = np.hypot(scale * np.exp(0.5 * np.concatenate(lvs)), per_count * np.maximum(got_c, 0))
     bad = 0
     # Non-finite numbers compare as "not greater than tol", which would pass
     # anything: they fail the check instead, named.
@@ -412,14 +417,14 @@ def check_run(a):
         bad += 1
     if cfg['counter.loss'] != 'mse':
         err_s = np.abs(got_s - want_s) / np.maximum(1.0, np.abs(want_s))
-        print('  sigma (x %.6g calibration): max |diff| %.3g (relative %.3g)'
-              % (scale, np.max(np.abs(got_s - want_s)), np.max(err_s)))
+        print('  sigma (calibration: scale %.6g, per count %.6g): max |diff| %.3g (relative %.3g)'
+              % (scale, per_count, np.max(np.abs(got_s - want_s)), np.max(err_s)))
         bad += int(np.sum(err_s > a.tol))
     if a.save:
         with open(os.path.join(run, 'config.ini')) as f:
             text = f.read()
-        torch.save({'state_dict': model.state_dict(), 'config': text, 'sigma_scale': scale},
-                   a.save)
+        torch.save({'state_dict': model.state_dict(), 'config': text, 'sigma_scale': scale,
+                    'sigma_per_count': per_count}, a.save)
         print('wrote %s (%d tensors)' % (a.save, len(model.state_dict())))
     if bad:
         print('FAIL: %d numbers are non-finite or differ by more than %g' % (bad, a.tol))
@@ -454,8 +459,11 @@ def to_cellcount(a):
     scale = a.sigma_scale
     if scale is None and isinstance(obj, dict) and 'sigma_scale' in obj:
         scale = float(obj['sigma_scale'])
+    per_count = a.sigma_per_count
+    if per_count is None and isinstance(obj, dict) and 'sigma_per_count' in obj:
+        per_count = float(obj['sigma_per_count'])
     if scale is not None:
-        write_run_file(os.path.join(out, 'run.h5'), scale, sd_path)
+        write_run_file(os.path.join(out, 'run.h5'), scale, per_count or 0.0, sd_path)
     print('wrote %d tensors into %s (%s, counter_best.h5, config.ini)'
           % (n, out, fpn_file(cfg) if cfg['counter.input'] != 'image' else '-'))
     return 0
@@ -477,6 +485,9 @@ def main(argv=None):
     p.add_argument('--sigma-scale', type=float,
                    help='calibration factor of sigma for --to-cellcount (default: the '
                         '\'sigma_scale\' that --save stored, else none: raw sigma)')
+    p.add_argument('--sigma-per-count', type=float,
+                   help='the calibration\'s per-count term for --to-cellcount (default: the '
+                        '\'sigma_per_count\' that --save stored, else 0)')
     p.add_argument('--size', help='WxH of the FPN input for --to-cellcount (default: the '
                                   'size of the experiment\'s data set)')
     p.add_argument('--threads', type=int, default=0, help='torch threads (0: torch default)')

@@ -111,11 +111,18 @@ static int load_checkpoint(const char *path, cc_params *P, const char *what, int
     return -1;
 }
 
-void count_sigma_attr_names(const char *tag, char *key, char *tkey)
+void count_sigma_attr_names(const char *tag, char *key, char *ckey, char *tkey)
 {
-    snprintf(key, COUNT_SIGMA_ATTR_LEN, "counter.sigma_scale%s%s", tag ? "." : "", tag ? tag : "");
-    snprintf(tkey, COUNT_SIGMA_ATTR_LEN, "counter.sigma_scale_tta%s%s", tag ? "." : "",
-             tag ? tag : "");
+    const char *dot = tag ? "." : "", *t = tag ? tag : "";
+    snprintf(key, COUNT_SIGMA_ATTR_LEN, "counter.sigma_scale%s%s", dot, t);
+    snprintf(ckey, COUNT_SIGMA_ATTR_LEN, "counter.sigma_per_count%s%s", dot, t);
+    snprintf(tkey, COUNT_SIGMA_ATTR_LEN, "counter.sigma_scale_tta%s%s", dot, t);
+}
+
+double count_calib_sigma(const count_calib *c, double count, double sigma)
+{
+    const double a = c->scale * sigma, b = c->per_count * (count > 0 ? count : 0);
+    return b == 0 ? a : sqrt(a * a + b * b);
 }
 
 int count_model_open(count_model *cm, const cc_config *cfg, int h, int w, const char *fpn_ckpt,
@@ -140,7 +147,7 @@ int count_model_open(count_model *cm, const cc_config *cfg, int h, int w, const 
     cm->has_fpn = want_fpn || cfg->counter_input != CFG_INPUT_IMAGE;
     if (cm->has_fpn && load_checkpoint(cm->fpn_path, &cm->m.Pf, "FPN", h, w, st)) return -1;
     if (load_checkpoint(cm->counter_path, &cm->m.Pc, "counter", h, w, st)) return -1;
-    cm->sigma_scale = 1;
+    cm->calib = COUNT_CALIB_IDENTITY;
     char rp[CFG_STR + 16];
     snprintf(rp, sizeof rp, "%s/run.h5", cfg->out_dir);
     runlog rl;
@@ -148,20 +155,24 @@ int count_model_open(count_model *cm, const cc_config *cfg, int h, int w, const 
     if (access(rp, R_OK) == 0 && runlog_open(&rl, rp, &ignore) == 0) {
         /* A run evaluated before calibration existed has no factor: 1.  A
          * tag's factor (evaluate --tag) where it was stored, else the run's. */
-        char key[COUNT_SIGMA_ATTR_LEN], tkey[COUNT_SIGMA_ATTR_LEN];
-        count_sigma_attr_names(calib_tag, key, tkey);
-        if (calib_tag && !runlog_attr_get(&rl, key)) count_sigma_attr_names(NULL, key, tkey);
-        const char *v = runlog_attr_get(&rl, key);
-        double k = v ? strtod(v, NULL) : NAN;
-        if (!counter_ckpt && cfg->counter_calibrate != CFG_CALIBRATE_NONE && isfinite(k) && k > 0) {
-            cm->sigma_scale = k;
+        char key[COUNT_SIGMA_ATTR_LEN], ckey[COUNT_SIGMA_ATTR_LEN], tkey[COUNT_SIGMA_ATTR_LEN];
+        count_sigma_attr_names(calib_tag, key, ckey, tkey);
+        if (calib_tag && !runlog_attr_get(&rl, key)) count_sigma_attr_names(NULL, key, ckey, tkey);
+        const char *v = runlog_attr_get(&rl, key), *cv = runlog_attr_get(&rl, ckey);
+        double k = v ? strtod(v, NULL) : NAN, pc = cv ? strtod(cv, NULL) : 0;
+        const int applied =
+            !counter_ckpt && cfg->counter_calibrate != CFG_CALIBRATE_NONE && isfinite(k) && k > 0;
+        if (applied) {
+            cm->calib.scale = k;
+            /* a damaged per-count term is dropped rather than trusted */
+            cm->calib.per_count = isfinite(pc) && pc > 0 ? pc : 0;
             snprintf(cm->sigma_from, sizeof cm->sigma_from, "%s", key);
         }
         /* The factor was fitted with or without the flips of counter.tta
          * (runs evaluated before it existed: without). */
         const char *tv = runlog_attr_get(&rl, tkey);
         const char *now = cfg_tta_names[cfg->counter_tta];
-        if (cm->sigma_scale != 1 && strcmp(tv ? tv : "none", now))
+        if (applied && strcmp(tv ? tv : "none", now))
             fprintf(cm->s.log,
                     "cellcount: note: %s: sigma's calibration was fitted with counter.tta = %s, "
                     "this count uses %s (run evaluate again with the same setting)\n",
@@ -174,7 +185,7 @@ int count_model_open(count_model *cm, const cc_config *cfg, int h, int w, const 
         ood_stats_read(&rl, &cm->ood);
         /* The sigma range was seen through the calibration factor: without
          * it (explicit checkpoint, calibrate = none) it does not apply. */
-        if (cm->sigma_scale == 1 && !(isfinite(k) && k == 1)) cm->ood.s[OOD_SIGMA].have = 0;
+        if (!applied && !(k == 1 && !(pc > 0))) cm->ood.s[OOD_SIGMA].have = 0;
         runlog_free(&rl);
     }
     if (!cm->train_norm_from && cfg->data_file[0] && access(cfg->data_file, R_OK) == 0) {
@@ -277,7 +288,7 @@ int count_model_predict_fg(count_model *cm, const float *images, int n, double *
     }
     for (int i = 0; i < n && !rc; i++) {
         counting_views_combine(c, v, (size_t)n, views, i, cm->kind, &count[i], &sigma[i]);
-        sigma[i] *= cm->sigma_scale;
+        sigma[i] = count_calib_sigma(&cm->calib, count[i], sigma[i]);
     }
     if (fg) {
         for (int i = 0; i < n; i++) fg[i] = NAN;

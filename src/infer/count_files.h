@@ -55,12 +55,29 @@ int count_input_size(const cc_config *cfg, int *h, int *w, cc_status *st);
 void count_checkpoint_paths(const cc_config *cfg, const char *fpn_ckpt, const char *counter_ckpt,
                             char *fpn_path, char *counter_path, size_t len);
 
+/* How evaluate's calibration turns the counter's raw sigma into the sigma
+ * of the interval count +- 1.96 sigma:
+ *     sigma_cal = sqrt((scale * sigma)^2 + (per_count * max(count, 0))^2)
+ * scale alone (per_count = 0) is the one-factor calibration; per_count
+ * adds an error that grows with the count (occlusion hides more cells in
+ * denser images), which a counter's own sigma, trained on scenes it fits,
+ * does not learn (counter.calibrate_count). */
+typedef struct count_calib {
+    double scale, per_count;
+} count_calib;
+#define COUNT_CALIB_IDENTITY ((count_calib){1, 0})
+
+/* sigma_cal of one prediction (NaN sigma stays NaN). */
+double count_calib_sigma(const count_calib *c, double count, double sigma);
+
 /* The run.h5 attributes of a calibration (evaluate writes them, count_model_open
- * reads them): key = "counter.sigma_scale[.TAG]", the factor, and tkey =
- * "counter.sigma_scale_tta[.TAG]", the counter.tta it was fitted with; tag
- * NULL: the run's own.  tag: at most 32 characters (evaluate_tag_check). */
+ * reads them): key = "counter.sigma_scale[.TAG]" (scale), ckey =
+ * "counter.sigma_per_count[.TAG]" (per_count; absent in runs evaluated
+ * before it existed: 0) and tkey = "counter.sigma_scale_tta[.TAG]", the
+ * counter.tta it was fitted with; tag NULL: the run's own.  tag: at most 32
+ * characters (evaluate_tag_check).  Buffers of COUNT_SIGMA_ATTR_LEN. */
 #define COUNT_SIGMA_ATTR_LEN 64
-void count_sigma_attr_names(const char *tag, char *key, char *tkey);
+void count_sigma_attr_names(const char *tag, char *key, char *ckey, char *tkey);
 
 /* A run's models, loaded for counting. */
 typedef struct count_model {
@@ -70,11 +87,12 @@ typedef struct count_model {
     int has_fpn;            /* FPN built and loaded */
     int h, w;               /* input size */
     loss_kind kind;         /* counter loss: sigma is NaN for mse */
-    double sigma_scale;     /* evaluate's calibration factor (run.h5 attribute
-                             * counter.sigma_scale) applied to sigma; 1 when the
-                             * run has none, calibrate = none or the counter
-                             * checkpoint was given explicitly */
-    char sigma_from[COUNT_SIGMA_ATTR_LEN];  /* the run.h5 attribute sigma_scale came
+    count_calib calib;      /* evaluate's calibration (run.h5 attributes
+                             * counter.sigma_scale, counter.sigma_per_count)
+                             * applied to sigma; the identity when the run has
+                             * none, calibrate = none or the counter checkpoint
+                             * was given explicitly */
+    char sigma_from[COUNT_SIGMA_ATTR_LEN];  /* the run.h5 attribute the scale came
                              * from; "" when none applied */
     char fpn_path[CFG_STR + 64], counter_path[CFG_STR + 64];
     char train_norm[NORM_SPEC_LEN];  /* the training data's normalisation: run.h5
@@ -88,9 +106,9 @@ typedef struct count_model {
 /* Build the models for h x w inputs (h, w divisible by 2^fpn.depth) and
  * load the checkpoints (count_checkpoint_paths).  The FPN is loaded when
  * the counter reads the mask or when want_fpn is set (mask outputs); with
- * counter.input=image and !want_fpn it is not needed.  sigma_scale: the
- * factor `evaluate --tag calib_tag` stored when calib_tag is not NULL and
- * there is one, else the run's own.  Returns 0, or -1
+ * counter.input=image and !want_fpn it is not needed.  calib: the
+ * calibration `evaluate --tag calib_tag` stored when calib_tag is not NULL
+ * and there is one, else the run's own.  Returns 0, or -1
  * with a message naming the checkpoint (missing, corrupt, or built for
  * another architecture or input size).  Call count_model_close() in both
  * cases. */

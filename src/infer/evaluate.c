@@ -225,6 +225,91 @@ double evaluate_sigma_scale_coverage(const double *truth, const double *pred, co
     return k;
 }
 
+/* The Gaussian NLL (up to constants) of the truths under N(pred, (a s_r)^2)
+ * with s_r^2 = sigma^2 + (r max(pred,0))^2 and a at its closed-form optimum
+ * a^2 = mean(res^2 / s_r^2): mean(log s_r^2) + log a^2.  *a2 gets a^2. */
+static double calib_nll(const double *truth, const double *pred, const double *sigma,
+                        const int64_t *idx, int64_t m, double r, double *a2)
+{
+    double sl = 0, sq = 0;
+    for (int64_t j = 0; j < m; j++) {
+        const int64_t i = idx[j];
+        const double mu = pred[i] > 0 ? r * pred[i] : 0, v = sigma[i] * sigma[i] + mu * mu,
+                     e = truth[i] - pred[i];
+        sl += log(v);
+        sq += e * e / v;
+    }
+    *a2 = sq / (double)m;
+    return sl / (double)m + log(*a2);
+}
+
+int evaluate_calib_fit(count_calib *c, int coverage, int with_count, const double *truth,
+                       const double *pred, const double *sigma, int64_t n)
+{
+    int64_t *idx = malloc(sizeof(int64_t) * (size_t)(n > 0 ? n : 1)), m = 0;
+    if (!idx) return -1;
+    for (int64_t i = 0; i < n; i++)
+        if (isfinite(sigma[i]) && sigma[i] > 0 && isfinite(pred[i]) && isfinite(truth[i]))
+            idx[m++] = i;
+    double a2 = 0, r = 0;
+    const double nll0 = m ? calib_nll(truth, pred, sigma, idx, m, 0, &a2) : NAN;
+    int rc = -1;
+    if (!m || !(a2 > 0)) goto out;
+    if (with_count) {
+        /* a log grid of ratios, then golden section between the best
+         * point's neighbours: the NLL in r is smooth but not convex */
+        enum { G = 161 };   /* ratios 1e-4 .. 1e4, 20 per decade */
+        double best = nll0, t;
+        int bj = -1;
+        for (int j = 0; j < G; j++) {
+            const double v = calib_nll(truth, pred, sigma, idx, m, pow(10, -4 + 8.0 * j / (G - 1)),
+                                       &t);
+            if (v < best) best = v, bj = j;
+        }
+        if (bj >= 0) {
+            double lo = -4 + 8.0 * (bj > 0 ? bj - 1 : 0) / (G - 1),
+                   hi = -4 + 8.0 * (bj < G - 1 ? bj + 1 : G - 1) / (G - 1);
+            const double g = (sqrt(5.0) - 1) / 2;
+            double x1 = hi - g * (hi - lo), x2 = lo + g * (hi - lo);
+            double f1 = calib_nll(truth, pred, sigma, idx, m, pow(10, x1), &t),
+                   f2 = calib_nll(truth, pred, sigma, idx, m, pow(10, x2), &t);
+            for (int it = 0; it < 60; it++) {
+                if (f1 < f2) {
+                    hi = x2, x2 = x1, f2 = f1;
+                    x1 = hi - g * (hi - lo);
+                    f1 = calib_nll(truth, pred, sigma, idx, m, pow(10, x1), &t);
+                } else {
+                    lo = x1, x1 = x2, f1 = f2;
+                    x2 = lo + g * (hi - lo);
+                    f2 = calib_nll(truth, pred, sigma, idx, m, pow(10, x2), &t);
+                }
+            }
+            const double xr = pow(10, 0.5 * (lo + hi));
+            r = calib_nll(truth, pred, sigma, idx, m, xr, &t) < best ? xr : pow(10, -4 + 8.0 * bj / (G - 1));
+        }
+        calib_nll(truth, pred, sigma, idx, m, r, &a2);
+    }
+    double scale = sqrt(a2);
+    if (coverage) {
+        /* the conformal factor of the shape the NLL chose */
+        double *s = malloc(sizeof(double) * (size_t)n);
+        if (!s) goto out;
+        for (int64_t i = 0; i < n; i++) {
+            const double mu = pred[i] > 0 ? r * pred[i] : 0;
+            s[i] = isfinite(sigma[i]) && sigma[i] > 0 ? sqrt(sigma[i] * sigma[i] + mu * mu) : NAN;
+        }
+        scale = evaluate_sigma_scale_coverage(truth, pred, s, n, 0.95);
+        free(s);
+        if (!isfinite(scale)) goto out;
+    }
+    c->scale = scale;
+    c->per_count = scale * r;
+    rc = 0;
+out:
+    free(idx);
+    return rc;
+}
+
 /* A character that table names (eval_on labels, tags) keep as it is. */
 static int label_char_ok(char c)
 {
@@ -302,35 +387,37 @@ int evaluate_run(const cc_config *cfg, int split, const char *fpn_ckpt, const ch
     /* Calibration: one scale for sigma, fitted on the validation split so
      * that the test split stays untouched: the Gaussian NLL's optimum, or
      * the factor that gives the validation split 95% coverage. */
-    double scale = 1;
+    count_calib cb = COUNT_CALIB_IDENTITY;
     const int cal = cfg->counter_calibrate;
     if (cal != CFG_CALIBRATE_NONE && p.n && isfinite(p.sigma[0])) {
         /* evaluating the validation split itself: its predictions are p */
-        const count_preds *v = &p;
+        count_preds *v = &p;
         if (split != DATASET_VAL) {
             if (predict_split(&s, &m, &t, ds, DATASET_VAL, needs_fpn, &pv, st)) goto out;
             v = &pv;
         }
-        double k = cal == CFG_CALIBRATE_COVERAGE
-                       ? evaluate_sigma_scale_coverage(v->truth, v->pred, v->sigma, v->n, 0.95)
-                       : evaluate_sigma_scale(v->truth, v->pred, v->sigma, v->n);
-        if (isfinite(k)) scale = k;
-        for (int64_t i = 0; i < p.n; i++) p.sigma[i] *= scale;
+        evaluate_calib_fit(&cb, cal == CFG_CALIBRATE_COVERAGE, cfg->counter_calibrate_count,
+                           v->truth, v->pred, v->sigma, v->n);
+        for (int64_t i = 0; i < p.n; i++) p.sigma[i] = count_calib_sigma(&cb, p.pred[i], p.sigma[i]);
+        if (v != &p)
+            for (int64_t i = 0; i < v->n; i++)
+                v->sigma[i] = count_calib_sigma(&cb, v->pred[i], v->sigma[i]);
         /* the calibrated sigmas count's out-of-distribution flag compares against */
-        if (!tag && ood_sigma_stats_write(&s.rl, v->sigma, v->n, split == DATASET_VAL ? 1 : scale,
-                                          st))
-            goto out;
-        fprintf(out, "sigma scaled by %.4f, fitted on the validation split (%lld images, %s; "
-                     "counter.calibrate = none reports raw intervals only)\n",
-                scale, (long long)v->n,
+        if (!tag && ood_sigma_stats_write(&s.rl, v->sigma, v->n, 1, st)) goto out;
+        fprintf(out, "sigma = sqrt((%.4f sigma_raw)^2 + (%.4f count)^2), fitted on the validation "
+                     "split (%lld images, %s%s; counter.calibrate = none reports raw intervals "
+                     "only)\n",
+                cb.scale, cb.per_count, (long long)v->n,
                 cal == CFG_CALIBRATE_COVERAGE ? "95% of its truths inside count +- 1.96 sigma"
-                                              : "the Gaussian NLL's optimum");
+                                              : "the Gaussian NLL's optimum",
+                cfg->counter_calibrate_count ? "" : "; counter.calibrate_count = false");
     }
-    char sbuf[32];
-    snprintf(sbuf, sizeof sbuf, "%.9g", scale);
-    char akey[COUNT_SIGMA_ATTR_LEN], tkey[COUNT_SIGMA_ATTR_LEN];
-    count_sigma_attr_names(tag, akey, tkey);
-    if (runlog_set_attr(&s.rl, akey, sbuf, st) ||
+    char sbuf[32], cbuf[32];
+    snprintf(sbuf, sizeof sbuf, "%.9g", cb.scale);
+    snprintf(cbuf, sizeof cbuf, "%.9g", cb.per_count);
+    char akey[COUNT_SIGMA_ATTR_LEN], ckey[COUNT_SIGMA_ATTR_LEN], tkey[COUNT_SIGMA_ATTR_LEN];
+    count_sigma_attr_names(tag, akey, ckey, tkey);
+    if (runlog_set_attr(&s.rl, akey, sbuf, st) || runlog_set_attr(&s.rl, ckey, cbuf, st) ||
         runlog_set_attr(&s.rl, tkey, cfg_tta_names[cfg->counter_tta], st))
         goto out;
 
@@ -413,6 +500,9 @@ static int predict_rows(count_model *cm, cc_dataset *ds, const int64_t *rows, in
         free(src), free(batch);
         return status_set(st, "evaluate: out of memory");
     }
+    /* predict raw sigmas (the table keeps both), calibrate them after */
+    const count_calib cal = cm->calib;
+    cm->calib = COUNT_CALIB_IDENTITY;
     int rc = 0;
     for (int64_t i0 = 0; i0 < n && !rc; i0 += B) {
         const int nb = (int)(n - i0 < B ? n - i0 : B);
@@ -436,7 +526,11 @@ static int predict_rows(count_model *cm, cc_dataset *ds, const int64_t *rows, in
         }
         if (!rc) rc = count_model_predict(cm, batch, nb, p->pred + i0, p->sigma + i0, NULL, NULL, st);
     }
-    for (int64_t i = 0; i < n; i++) raw[i] = p->sigma[i] / cm->sigma_scale;
+    cm->calib = cal;
+    for (int64_t i = 0; i < n; i++) {
+        raw[i] = p->sigma[i];
+        p->sigma[i] = count_calib_sigma(&cal, p->pred[i], raw[i]);
+    }
     free(src), free(batch);
     return rc;
 }
@@ -502,10 +596,11 @@ int evaluate_on_run(const cc_config *cfg, const char *data_path, int split, int 
     runlog_table *tab = runlog_table_fresh(&s.rl, tname, EVAL_NCOLS, eval_cols, st);
     if (!tab) goto out;
     fprintf(out, "evaluation of %s on %s (%lld images: stain %s, split %s; %dx%d resized to %dx%d)"
-                 ", sigma scaled by %.4f (%s%s)\n",
+                 ", sigma = sqrt((%.4f sigma_raw)^2 + (%.4f count)^2) (%s%s)\n",
             s.dir, data_path, (long long)n,
             stain > 0 ? (stain == 1 ? "w1" : "w2") : "any",
-            split < 0 ? "all" : split_names[split], ds->w, ds->h, w, h, cm.sigma_scale,
+            split < 0 ? "all" : split_names[split], ds->w, ds->h, w, h, cm.calib.scale,
+            cm.calib.per_count,
             cm.sigma_from[0] ? "the run's calibration, run.h5 attribute "
                              : "none: the run was not evaluated or calibrate = none",
             cm.sigma_from);

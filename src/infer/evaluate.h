@@ -7,17 +7,19 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "src/infer/count_files.h"
 #include "src/run/exp_config.h"
 
 /* Evaluate on a split (DATASET_TEST by default): metrics overall, per focus
  * level and per count range, next to the mean-intensity linear baseline
  * fitted on the training split; printed as a table and stored in run.h5 as
  * table "eval/<split>".  Checkpoints: <out_dir>/fpn_best.h5 and
- * counter_best.h5 unless given.  With counter.calibrate = val (and a sigma),
- * sigma is multiplied by evaluate_sigma_scale() of the validation split's
- * predictions; the table has the calibrated and the raw coverage and width,
- * and the factor is stored as run.h5 attribute counter.sigma_scale (1 when
- * not calibrated), which `cellcount count` applies too. */
+ * counter_best.h5 unless given.  With counter.calibrate = val or coverage
+ * (and a sigma), sigma is calibrated by evaluate_calib_fit() on the
+ * validation split's predictions; the table has the calibrated and the raw
+ * coverage and width, and the calibration is stored as run.h5 attributes
+ * counter.sigma_scale and counter.sigma_per_count (count_calib; 1 and 0
+ * when not calibrated), which `cellcount count` applies too. */
 /* The factor k that maximises the Gaussian likelihood of the truths under
  * N(pred, (k sigma)^2): sqrt(mean(((truth - pred) / sigma)^2)) over the
  * entries with a finite positive sigma; NaN when there are none (or all
@@ -34,14 +36,28 @@ double evaluate_sigma_scale(const double *truth, const double *pred, const doubl
 double evaluate_sigma_scale_coverage(const double *truth, const double *pred, const double *sigma,
                                      int64_t n, double level);
 
+/* Fit a calibration (count_files.h: sigma_cal = sqrt((scale sigma)^2 +
+ * (per_count max(pred,0))^2)) on predictions with a finite positive sigma.
+ * with_count = 0: per_count = 0 and scale = evaluate_sigma_scale (coverage
+ * = 0) or evaluate_sigma_scale_coverage(.., 0.95) (coverage = 1).
+ * with_count = 1: the ratio per_count / scale minimises the Gaussian NLL
+ * (its scale in closed form for each ratio; ratios 0 and 1e-4..1e4, a log
+ * grid refined by golden section; a tie keeps 0, so data with no count
+ * trend gets the one-factor fit), then coverage = 1 rescales both so that
+ * 95% of the truths lie inside pred +- 1.96 sigma_cal.  Returns 0, or -1
+ * (c untouched) when no entry has a sigma or every residual is 0. */
+int evaluate_calib_fit(count_calib *c, int coverage, int with_count, const double *truth,
+                       const double *pred, const double *sigma, int64_t n);
+
 /* tag: NULL, or a name (evaluate_tag_check) appended to every table name
  * as ".<tag>" ("eval/test.flips"), so evaluations of one run under other
  * settings (counter.tta, checkpoints) stay side by side; a tagged
- * evaluation stores its factor as counter.sigma_scale.<tag> and the
- * counter.tta it was fitted with as counter.sigma_scale_tta.<tag> (which
- * evaluate_on_run with the same tag applies) and leaves the run's own
- * calibration (counter.sigma_scale, its tta, the out-of-distribution sigma
- * statistics, which count and saliency use) as it is. */
+ * evaluation stores its calibration as counter.sigma_scale.<tag> and
+ * counter.sigma_per_count.<tag> and the counter.tta it was fitted with as
+ * counter.sigma_scale_tta.<tag> (which evaluate_on_run with the same tag
+ * applies) and leaves the run's own calibration (counter.sigma_scale, its
+ * tta, the out-of-distribution sigma statistics, which count and saliency
+ * use) as it is. */
 int evaluate_run(const cc_config *cfg, int split, const char *fpn_ckpt, const char *counter_ckpt,
                  const char *tag, FILE *out, cc_status *st);
 
@@ -53,16 +69,17 @@ int evaluate_tag_check(const char *tag, cc_status *st);
  * trained on simulated images counting real ones): the images of
  * data_path in `split` (-1: every split) and of `stain` (0: any) are
  * area-resized to the run's input size (count_input_size) and counted as
- * `cellcount count` counts them (FPN -> mask -> counter, sigma times the
- * run's calibration factor counter.sigma_scale from run.h5, which
+ * `cellcount count` counts them (FPN -> mask -> counter, sigma through the
+ * run's calibration counter.sigma_scale / sigma_per_count from run.h5, which
  * evaluate_run fitted on the run's own validation split: nothing is
  * refitted on data_path).  The table (overall, per focus level, per count
  * range; MAE, bias, coverage, next to the mean-intensity baseline fitted on
  * the run's training split) is printed and stored in run.h5 as tables
  * "eval_on/<label>" and "predictions_on/<label>", label = data_path's base
  * name without .h5, plus "-w<stain>" and "-<split>" when chosen, plus
- * ".<tag>" with a tag (as evaluate_run; NULL: none), whose sigma factor is
- * then counter.sigma_scale.<tag> when evaluate_run stored one.  cfg: the
+ * ".<tag>" with a tag (as evaluate_run; NULL: none), whose calibration is
+ * then counter.sigma_scale.<tag> (and .._per_count) when evaluate_run
+ * stored one.  cfg: the
  * run's configuration (count_config_load).  Returns 0, or -1 naming the
  * file (unreadable, no image selected, a normalisation other than the
  * run's). */

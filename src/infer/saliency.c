@@ -65,7 +65,7 @@ int saliency_compute(count_model *cm, cc_tape *t, const float *images, int n,
     for (int i = 0; i < n; i++) {
         counting_views_combine(c, v, (size_t)n, views, i, cm->kind, &out->count[i],
                                &out->sigma[i]);
-        out->sigma[i] *= cm->sigma_scale;
+        out->sigma[i] = count_calib_sigma(&cm->calib, out->count[i], out->sigma[i]);
     }
     free(c);
     return 0;

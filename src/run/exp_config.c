@@ -85,6 +85,7 @@ static const key_def keys[] = {
     {"counter", "freeze_bn", K_INT, OFF(counter_freeze_bn), 0, 1000000, NULL, 0},
     {"counter", "freeze_warmup", K_DOUBLE, OFF(counter_freeze_warmup), 0, 1000, NULL, 0},
     {"counter", "calibrate", K_ENUM, OFF(counter_calibrate), 0, 0, NAMES(cfg_calibrate_names)},
+    {"counter", "calibrate_count", K_BOOL, OFF(counter_calibrate_count), 0, 1, NULL, 0},
     {"counter", "relu_unstick", K_BOOL, OFF(counter_relu_unstick), 0, 1, NULL, 0},
     {"counter", "tta", K_ENUM, OFF(counter_tta), 0, 0, NAMES(cfg_tta_names)},
     {"counter", "loss", K_ENUM, OFF(counter_loss), 0, 0, NAMES(loss_kind_names)},
@@ -130,6 +131,7 @@ void config_defaults(cc_config *c)
     c->counter_init_bias = CFG_INIT_BIAS_PYTORCH;
     c->counter_input = CFG_INPUT_MASK;
     c->counter_calibrate = CFG_CALIBRATE_VAL;
+    c->counter_calibrate_count = 1;
     /* Not the paper's: a weight average validated with its own BN
      * statistics (docs/RESULTS_HISTORY.md "Counter training stability"). */
     c->counter_precise_bn = 50;
