@@ -400,7 +400,8 @@ START_TEST(test_calib_fit_count)
     ck_assert_int_eq(evaluate_calib_fit(&c, 1, 1, truth, pred, sig, N), 0);
     int cov = 0;
     for (int i = 0; i < N; i++)
-        cov += fabs(truth[i] - pred[i]) <= 1.959964 * count_calib_sigma(&c, pred[i], sig[i]) * (1 + 1e-12);
+        cov += fabs(truth[i] - pred[i]) <=
+               1.959964 * count_calib_sigma(&c, pred[i], sig[i]) * (1 + 1e-12);
     ck_assert_msg(cov >= 0.95 * N && cov <= 0.95 * N + 2, "covered %d of %d", cov, N);
     ck_assert_msg(fabs(c.per_count / c.scale - 0.015) < 0.002, "ratio %g", c.per_count / c.scale);
     /* nothing usable */

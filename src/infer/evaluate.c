@@ -285,11 +285,14 @@ int evaluate_calib_fit(count_calib *c, int coverage, int with_count, const doubl
                 }
             }
             const double xr = pow(10, 0.5 * (lo + hi));
-            r = calib_nll(truth, pred, sigma, idx, m, xr, &t) < best ? xr : pow(10, -4 + 8.0 * bj / (G - 1));
+            r = calib_nll(truth, pred, sigma, idx, m, xr, &t) < best
+                    ? xr
+                    : pow(10, -4 + 8.0 * bj / (G - 1));
         }
         calib_nll(truth, pred, sigma, idx, m, r, &a2);
     }
-    double scale = sqrt(a2);
+    /* r = 0: exactly the one-factor fit, whatever the rounding above */
+    double scale = r > 0 ? sqrt(a2) : evaluate_sigma_scale(truth, pred, sigma, n);
     if (coverage) {
         /* the conformal factor of the shape the NLL chose */
         double *s = malloc(sizeof(double) * (size_t)n);
@@ -384,9 +387,9 @@ int evaluate_run(const cc_config *cfg, int split, const char *fpn_ckpt, const ch
     }
     for (int64_t i = 0; i < p.n; i++) base[i] = baseline_predict(&bl, p.intensity[i], p.focus[i]);
     memcpy(raw, p.sigma, sizeof(double) * (size_t)p.n);
-    /* Calibration: one scale for sigma, fitted on the validation split so
-     * that the test split stays untouched: the Gaussian NLL's optimum, or
-     * the factor that gives the validation split 95% coverage. */
+    /* Calibration (count_calib), fitted on the validation split so that
+     * the test split stays untouched: the Gaussian NLL's optimum, or the
+     * NLL's shape scaled to give the validation split 95% coverage. */
     count_calib cb = COUNT_CALIB_IDENTITY;
     const int cal = cfg->counter_calibrate;
     if (cal != CFG_CALIBRATE_NONE && p.n && isfinite(p.sigma[0])) {
@@ -398,7 +401,8 @@ int evaluate_run(const cc_config *cfg, int split, const char *fpn_ckpt, const ch
         }
         evaluate_calib_fit(&cb, cal == CFG_CALIBRATE_COVERAGE, cfg->counter_calibrate_count,
                            v->truth, v->pred, v->sigma, v->n);
-        for (int64_t i = 0; i < p.n; i++) p.sigma[i] = count_calib_sigma(&cb, p.pred[i], p.sigma[i]);
+        for (int64_t i = 0; i < p.n; i++)
+            p.sigma[i] = count_calib_sigma(&cb, p.pred[i], p.sigma[i]);
         if (v != &p)
             for (int64_t i = 0; i < v->n; i++)
                 v->sigma[i] = count_calib_sigma(&cb, v->pred[i], v->sigma[i]);
