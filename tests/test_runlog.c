@@ -171,6 +171,58 @@ START_TEST(test_labels_only_table)
 }
 END_TEST
 
+/* Many tables and attributes (each tagged evaluation adds some; 32 tables
+ * and 128 attributes were once the limit): all written and read back, and
+ * a table pointer taken early stays valid while others are added.  The cap
+ * against hostile files is named when reached. */
+START_TEST(test_many_tables)
+{
+    cc_config cfg;
+    config_defaults(&cfg);
+    char path[128], name[64], value[32];
+    snprintf(path, sizeof path, "%s/run.h5", dir);
+    runlog rl;
+    cc_status st;
+    status_clear(&st);
+    ck_assert_int_eq(runlog_create(&rl, path, &cfg, &st), 0);
+    runlog_table *first = runlog_table_get(&rl, "eval/test", 3, cols, &st);
+    ck_assert_ptr_nonnull(first);
+    const double row[3] = {1, 2, 3};
+    ck_assert_int_eq(runlog_append(first, "overall", row, &st), 0);
+    const char *v0 = runlog_attr_get(&rl, "format");
+    for (int i = 0; i < 150; i++) {
+        snprintf(name, sizeof name, "eval/test.tag%d", i);
+        runlog_table *t = runlog_table_fresh(&rl, name, 3, cols, &st);
+        ck_assert_msg(t != NULL, "%s", st.msg);
+        const double r[3] = {i, i + 0.5, -i};
+        ck_assert_int_eq(runlog_append(t, name, r, &st), 0);
+        snprintf(name, sizeof name, "counter.sigma_scale.tag%d", i);
+        snprintf(value, sizeof value, "%d", i);
+        ck_assert_int_eq(runlog_set_attr(&rl, name, value, &st), 0);
+    }
+    ck_assert_ptr_eq(runlog_table_find(&rl, "eval/test"), first);
+    ck_assert_ptr_eq(runlog_attr_get(&rl, "format"), v0);
+    ck_assert_str_eq(v0, "cellcount-run");
+    ck_assert_int_eq(runlog_flush(&rl, &st), 0);
+    runlog_free(&rl);
+    ck_assert_int_eq(runlog_open(&rl, path, &st), 0);
+    ck_assert_int_eq(rl.ntables, 151);
+    runlog_table *t = runlog_table_find(&rl, "eval/test.tag149");
+    ck_assert(t && t->nrows == 1 && t->values[1] == 149.5);
+    ck_assert_str_eq(runlog_attr_get(&rl, "counter.sigma_scale.tag77"), "77");
+    t = runlog_table_find(&rl, "eval/test");
+    ck_assert(t && t->nrows == 1 && t->values[2] == 3);
+    for (int i = rl.ntables; i < RUNLOG_MAX_TABLES; i++) {
+        snprintf(name, sizeof name, "x/%d", i);
+        ck_assert_ptr_nonnull(runlog_table_get(&rl, name, 3, cols, &st));
+    }
+    status_clear(&st);
+    ck_assert_ptr_null(runlog_table_get(&rl, "one/too/many", 3, cols, &st));
+    ck_assert_msg(strstr(st.msg, "one/too/many") && strstr(st.msg, "4096"), "%s", st.msg);
+    runlog_free(&rl);
+}
+END_TEST
+
 START_TEST(test_identical_bytes)
 {
     cc_config cfg;
@@ -206,6 +258,7 @@ int main(void)
     tcase_add_test(tc, test_errors);
     tcase_add_test(tc, test_identical_bytes);
     tcase_add_test(tc, test_labels_only_table);
+    tcase_add_test(tc, test_many_tables);
     suite_add_tcase(s, tc);
     return tu_run(s);
 }

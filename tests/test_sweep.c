@@ -350,7 +350,8 @@ START_TEST(test_report_keys_that_differ)
     ck_assert_int_eq(runlog_open(&rl, path, &st), 0);
     ck_assert_int_eq(runlog_set_attr(&rl, "config.fpn_train.lr", "2e-3", &st), 0);
     for (int i = 0; i < rl.nattrs; i++)
-        if (!strcmp(rl.attrs[i].key, "config.counter.loss")) {
+        if (!strcmp(rl.attrs[i]->key, "config.counter.loss")) {
+            free(rl.attrs[i]);
             rl.attrs[i] = rl.attrs[--rl.nattrs];
             break;
         }

@@ -33,26 +33,46 @@ static const char *isa_name(dnnl_cpu_isa_t isa)
     }
 }
 
+/* Room for one more pointer in *arr (n used of *cap); 0 or -1. */
+static int grow_ptrs(void ***arr, int n, int *cap)
+{
+    if (n < *cap) return 0;
+    const int c = *cap ? 2 * *cap : 16;
+    void **p = realloc(*arr, sizeof(void *) * (size_t)c);
+    if (!p) return -1;
+    *arr = p;
+    *cap = c;
+    return 0;
+}
+
 int runlog_set_attr(runlog *rl, const char *key, const char *value, cc_status *st)
 {
     for (int i = 0; i < rl->nattrs; i++)
-        if (!strcmp(rl->attrs[i].key, key)) {
-            snprintf(rl->attrs[i].value, sizeof rl->attrs[i].value, "%s", value);
+        if (!strcmp(rl->attrs[i]->key, key)) {
+            snprintf(rl->attrs[i]->value, sizeof rl->attrs[i]->value, "%s", value);
             return 0;
         }
-    if (rl->nattrs == (int)(sizeof rl->attrs / sizeof rl->attrs[0]))
-        return status_set(st, "%s: too many attributes", rl->path);
-    if (strlen(key) >= RUNLOG_NAME) return status_set(st, "%s: attribute name too long", rl->path);
-    strcpy(rl->attrs[rl->nattrs].key, key);
-    snprintf(rl->attrs[rl->nattrs].value, sizeof rl->attrs[0].value, "%s", value);
-    rl->nattrs++;
+    if (rl->nattrs == RUNLOG_MAX_ATTRS)
+        return status_set(st, "%s: cannot add attribute '%s': the run file already holds %d, "
+                              "the most it may", rl->path, key, RUNLOG_MAX_ATTRS);
+    if (strlen(key) >= RUNLOG_NAME)
+        return status_set(st, "%s: attribute name '%s' is longer than %d characters", rl->path,
+                          key, RUNLOG_NAME - 1);
+    runlog_attr *a = malloc(sizeof *a);
+    if (!a || grow_ptrs((void ***)&rl->attrs, rl->nattrs, &rl->attrs_cap)) {
+        free(a);
+        return status_set(st, "%s: out of memory", rl->path);
+    }
+    strcpy(a->key, key);
+    snprintf(a->value, sizeof a->value, "%s", value);
+    rl->attrs[rl->nattrs++] = a;
     return 0;
 }
 
 const char *runlog_attr_get(const runlog *rl, const char *key)
 {
     for (int i = 0; i < rl->nattrs; i++)
-        if (!strcmp(rl->attrs[i].key, key)) return rl->attrs[i].value;
+        if (!strcmp(rl->attrs[i]->key, key)) return rl->attrs[i]->value;
     return NULL;
 }
 
@@ -100,22 +120,27 @@ int runlog_create(runlog *rl, const char *path, const cc_config *cfg, cc_status 
         snprintf(key, sizeof key, "config.%s", name);
         r |= runlog_set_attr(rl, key, value, st);
     }
+    if (r) runlog_free(rl);
     return r ? -1 : 0;
 }
 
 void runlog_free(runlog *rl)
 {
     for (int i = 0; i < rl->ntables; i++) {
-        free(rl->tables[i].values);
-        free(rl->tables[i].labels);
+        free(rl->tables[i]->values);
+        free(rl->tables[i]->labels);
+        free(rl->tables[i]);
     }
+    for (int i = 0; i < rl->nattrs; i++) free(rl->attrs[i]);
+    free(rl->tables);
+    free(rl->attrs);
     memset(rl, 0, sizeof *rl);
 }
 
 runlog_table *runlog_table_find(runlog *rl, const char *name)
 {
     for (int i = 0; i < rl->ntables; i++)
-        if (!strcmp(rl->tables[i].name, name)) return &rl->tables[i];
+        if (!strcmp(rl->tables[i]->name, name)) return rl->tables[i];
     return NULL;
 }
 
@@ -139,12 +164,23 @@ runlog_table *runlog_table_get(runlog *rl, const char *name, int ncols, const ch
         }
         return t;
     }
-    if (rl->ntables == RUNLOG_MAX_TABLES || ncols > RUNLOG_MAX_COLS || strlen(name) >= RUNLOG_NAME) {
-        status_set(st, "%s: cannot add table '%s'", rl->path, name);
+    if (rl->ntables == RUNLOG_MAX_TABLES) {
+        status_set(st, "%s: cannot add table '%s': the run file already holds %d tables, the most "
+                       "it may", rl->path, name, RUNLOG_MAX_TABLES);
         return NULL;
     }
-    t = &rl->tables[rl->ntables++];
-    memset(t, 0, sizeof *t);
+    if (ncols > RUNLOG_MAX_COLS || strlen(name) >= RUNLOG_NAME) {
+        status_set(st, "%s: cannot add table '%s': %s", rl->path, name,
+                   ncols > RUNLOG_MAX_COLS ? "more than 32 columns" : "name of 64 characters or more");
+        return NULL;
+    }
+    t = calloc(1, sizeof *t);
+    if (!t || grow_ptrs((void ***)&rl->tables, rl->ntables, &rl->tables_cap)) {
+        free(t);
+        status_set(st, "%s: out of memory", rl->path);
+        return NULL;
+    }
+    rl->tables[rl->ntables++] = t;
     strcpy(t->name, name);
     t->ncols = ncols;
     for (int i = 0; i < ncols; i++) snprintf(t->cols[i], RUNLOG_NAME, "%s", cols[i]);
@@ -289,8 +325,8 @@ int runlog_flush(const runlog *rl, cc_status *st)
                           errno ? strerror(errno) : "HDF5 error");
     }
     for (int i = 0; i < rl->nattrs && !err; i++)
-        err = write_string_attr(f, rl->attrs[i].key, rl->attrs[i].value);
-    for (int i = 0; i < rl->ntables && !err; i++) err = write_table(f, &rl->tables[i]);
+        err = write_string_attr(f, rl->attrs[i]->key, rl->attrs[i]->value);
+    for (int i = 0; i < rl->ntables && !err; i++) err = write_table(f, rl->tables[i]);
     /* the final flush must not fail, nor the close of a failed file: see h5write.h */
     if (!err && h5write_reserve(f, rl->path, tmp, st) != 0) err = -1;
     if (err) h5write_discard(f);

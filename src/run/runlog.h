@@ -19,7 +19,10 @@
 #include "autodiff/status.h"
 #include "src/run/exp_config.h"
 
-#define RUNLOG_MAX_TABLES 32
+/* Tables and attributes grow as needed (every tagged evaluation adds
+ * some); the caps only stop a hostile file from exhausting memory. */
+#define RUNLOG_MAX_TABLES 4096
+#define RUNLOG_MAX_ATTRS 4096
 #define RUNLOG_MAX_COLS 32
 #define RUNLOG_NAME 64
 
@@ -39,10 +42,13 @@ typedef struct runlog_attr {
 
 typedef struct runlog {
     char path[CFG_STR + 64];
-    int ntables;
-    runlog_table tables[RUNLOG_MAX_TABLES];
-    int nattrs;
-    runlog_attr attrs[128];
+    /* each table and attribute allocated on its own, so that the pointers
+     * runlog_table_get and runlog_attr_get hand out stay valid while
+     * others are added (until runlog_free) */
+    int ntables, tables_cap;
+    runlog_table **tables;
+    int nattrs, attrs_cap;
+    runlog_attr **attrs;
 } runlog;
 
 /* New in-memory run log for path, with provenance attributes and every

@@ -127,12 +127,21 @@ int session_open(cc_session *s, const cc_config *cfg, int mode, cc_status *st)
         if (runlog_open(&s->rl, path, st)) return -1;
     } else if (exists) {
         runlog fresh;
-        if (runlog_open(&s->rl, path, st) || runlog_create(&fresh, path, cfg, st)) return -1;
-        for (int i = 0; i < fresh.nattrs; i++)
-            if (strcmp(fresh.attrs[i].key, "start_time") &&
-                runlog_set_attr(&s->rl, fresh.attrs[i].key, fresh.attrs[i].value, st))
-                return -1;
+        if (runlog_open(&s->rl, path, st)) return -1;
+        if (runlog_create(&fresh, path, cfg, st)) {
+            runlog_free(&fresh);
+            runlog_free(&s->rl);
+            return -1;
+        }
+        int rc = 0;
+        for (int i = 0; i < fresh.nattrs && !rc; i++)
+            if (strcmp(fresh.attrs[i]->key, "start_time"))
+                rc = runlog_set_attr(&s->rl, fresh.attrs[i]->key, fresh.attrs[i]->value, st);
         runlog_free(&fresh);
+        if (rc) {
+            runlog_free(&s->rl);
+            return -1;
+        }
     } else if (runlog_create(&s->rl, path, cfg, st)) {
         return -1;
     }

@@ -95,8 +95,8 @@ static char *config_markdown(const runlog *rl)
     if (!f) return NULL;
     fprintf(f, "| key | value |\n|---|---|\n");
     for (int i = 0; i < rl->nattrs; i++) {
-        fprintf(f, "| %s | ", rl->attrs[i].key);
-        for (const char *p = rl->attrs[i].value; *p; p++) {
+        fprintf(f, "| %s | ", rl->attrs[i]->key);
+        for (const char *p = rl->attrs[i]->value; *p; p++) {
             if (*p == '|') fputc('\\', f);     /* keep the table's columns */
             fputc(*p == '\n' ? ' ' : *p, f);
         }

@@ -218,14 +218,14 @@ int report_finish(cc_report *r, cc_status *st)
     for (int i = 0; i < r->nruns; i++) {
         const runlog *rl = r->runs[i].rl;
         for (int a = 0; a < rl->nattrs; a++) {
-            const char *k = rl->attrs[a].key;
+            const char *k = rl->attrs[a]->key;
             if (strncmp(k, "config.", 7) || !strcmp(k, "config.run.name") ||
                 !strcmp(k, "config.run.out_dir"))
                 continue;
             int differs = 0;
             for (int j = 0; j < r->nruns && !differs; j++) {
                 const char *v = runlog_attr_get(r->runs[j].rl, k);
-                differs = !v || !values_equal(v, rl->attrs[a].value);
+                differs = !v || !values_equal(v, rl->attrs[a]->value);
             }
             if (differs && diff_add(r, k + 7, st)) return -1;
         }
