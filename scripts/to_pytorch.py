@@ -8,8 +8,10 @@
       image of the run's `evaluate` table predictions/<split> in run.h5
       (count and calibrated sigma), read from the run's data set.  Exit 1 when
       a count or sigma differs by more than --tol (relative, with an absolute
-      floor of --tol).  --save writes {'state_dict', 'config'} (config =
-      the text of RUN_DIR/config.ini) for torch.load.
+      floor of --tol).  --save writes {'state_dict', 'config', 'sigma_scale',
+      'sigma_per_count'} (config = the text of RUN_DIR/config.ini; the
+      calibration sigma_cal = sqrt((scale sigma)^2 + (per_count count)^2))
+      for torch.load.
 
   to_pytorch.py --to-cellcount STATE_DICT.pt EXPERIMENT.ini OUT_DIR [--size WxH]
       The way back: a PyTorch state_dict (keys 'fpn.<path>' and
@@ -17,8 +19,8 @@
       'state_dict' entry) and the experiment file that describes the models
       -> OUT_DIR/fpn_best.h5 (counter_fpn_best.h5 with
       counter.finetune_fpn), OUT_DIR/counter_best.h5, OUT_DIR/config.ini and,
-      when a sigma calibration is known (--sigma-scale, or the one --save
-      stored), OUT_DIR/run.h5 with it; `cellcount count --run OUT_DIR` and
+      when a sigma calibration is known (--sigma-scale and --sigma-per-count,
+      or the one --save stored), OUT_DIR/run.h5 with it; `cellcount count --run OUT_DIR` and
       `cellcount evaluate --out OUT_DIR` load them.  The state_dict is first
       loaded strictly into the PyTorch models built from the experiment file,
       so a mismatch is reported by name here, not by cellcount.
