@@ -24,10 +24,10 @@ trap 'rm -rf "$tmp"' EXIT
 
 # a tiny run: FPN width 4, VGG-11 / 16 reading mask + image (so that its
 # input varies even where the short-trained mask is all 0), one and two
-# epochs, evaluated
+# epochs, evaluated with the calibration's count term (carried both ways)
 "$cc" quickstart --out "$tmp/qs" --threads 2 --sites 1 --set fpn.width=4 \
     --set counter.width_div=16 --set counter.input=mask+image \
-    --set fpn_train.epochs=1 --set counter_train.epochs=2 \
+    --set fpn_train.epochs=1 --set counter_train.epochs=2 --set counter.calibrate_count=true \
     > "$tmp/quickstart.log" 2>&1 || { cat "$tmp/quickstart.log"; exit 1; }
 # the same directory with the other stain: refused, not silently reused
 if "$cc" quickstart --out "$tmp/qs" --stain 1 --threads 1 > "$tmp/qs1.log" 2>&1 ||
@@ -71,6 +71,30 @@ for x, y in zip(a, c):
         checked += 1
 assert checked > 0, 'every count is 0: nothing checked'
 print('edited state_dict: %d counts moved by +1' % checked)
+EOF
+
+# the calibration's count term travels with --to-cellcount: count reads it
+# from the run file written there (sigma = sqrt((1 raw)^2 + (0.05 count)^2))
+for pc in 0 0.05; do
+    "$PY" "$top/scripts/to_pytorch.py" --to-cellcount "$tmp/sd1.pt" "$run/config.ini" \
+        "$tmp/back_pc$pc" --sigma-scale 1 --sigma-per-count $pc > /dev/null
+    "$cc" count --run "$tmp/back_pc$pc" --threads 2 "$tmp/tif/images" > "$tmp/pc$pc.tsv"
+done
+"$PY" - "$tmp/pc0.tsv" "$tmp/pc0.05.tsv" <<'EOF'
+import csv, math, sys
+a = list(csv.DictReader(open(sys.argv[1]), delimiter='\t'))
+b = list(csv.DictReader(open(sys.argv[2]), delimiter='\t'))
+assert len(a) == len(b) == 6, (len(a), len(b))
+widened = 0
+for x, y in zip(a, b):
+    assert x['count'] == y['count'], (x, y)
+    c, s0, s1 = float(x['count']), float(x['sigma']), float(y['sigma'])
+    want = math.hypot(s0, 0.05 * max(c, 0))
+    assert abs(s1 - want) <= 1e-3 * max(1.0, want), (c, s0, s1, want)
+    widened += s1 > s0 * (1 + 1e-3)
+assert widened > 0, 'no sigma widened: the count term was not applied'
+print('count term carried: %d of %d sigmas widened as sqrt(raw^2 + (0.05 count)^2)'
+      % (widened, len(b)))
 EOF
 
 # A model this small and short-trained counts the same everywhere (its

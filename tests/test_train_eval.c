@@ -62,7 +62,7 @@ START_TEST(test_counter_and_evaluate)
         ck_assert_msg(fabs(a[pcs] - count_calib_sigma(&cb, a[pcc], a[pcr])) <= 1e-7 * a[pcs],
                       "row %zu: sigma %g, raw %g, count %g, calibration %g %g", r, a[pcs],
                       a[pcr], a[pcc], cb.scale, cb.per_count);
-        ck_assert(a[pcs] >= want * (1 - 1e-12));   /* the count term only widens */
+        ck_assert(a[pcs] >= want * (1 - 1e-7));   /* the count term only widens */
     }
     /* FPN rows survived the counter stage: both stages are in one file */
     runlog_table *m = runlog_table_find(&rl, "metrics");
@@ -171,6 +171,7 @@ START_TEST(test_evaluate_on_other_data)
     runlog_free(&rl);
     cc_config ct = c;
     ct.counter_tta = CFG_TTA_FLIPS;
+    ct.counter_calibrate_count = 1;     /* --on must apply the count term too */
     devnull = fopen("/dev/null", "w");
     ck_assert_msg(evaluate_run(&ct, 2, NULL, NULL, "flips", devnull, &st) == 0, "%s", st.msg);
     ck_assert_msg(evaluate_on_run(&ct, data, 2, 0, NULL, NULL, "flips", devnull, &st) == 0, "%s",

@@ -221,7 +221,7 @@ int cli_evaluate(int argc, char **argv)
                       "                        (intervals: with counter.calibrate = val, the\n"
                       "                        default, sigma = sqrt((a sigma)^2 + (b count)^2),\n"
                       "                        a and b fitted on the validation split (b = 0\n"
-                      "                        with counter.calibrate_count = false); the table\n"
+                      "                        unless counter.calibrate_count = true); the table\n"
                       "                        shows calibrated and raw coverage and width;\n"
                       "                        run.h5 keeps a and b for count and saliency)\n"
                       "      --on FILE.h5      evaluate the run (-o RUN_DIR, its config.ini) on\n"

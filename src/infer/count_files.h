@@ -61,7 +61,7 @@ void count_checkpoint_paths(const cc_config *cfg, const char *fpn_ckpt, const ch
  * scale alone (per_count = 0) is the one-factor calibration; per_count
  * adds an error that grows with the count (occlusion hides more cells in
  * denser images), which a counter's own sigma, trained on scenes it fits,
- * does not learn (counter.calibrate_count). */
+ * does not learn (counter.calibrate_count = true; 0 otherwise). */
 typedef struct count_calib {
     double scale, per_count;
 } count_calib;

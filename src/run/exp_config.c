@@ -131,7 +131,7 @@ void config_defaults(cc_config *c)
     c->counter_init_bias = CFG_INIT_BIAS_PYTORCH;
     c->counter_input = CFG_INPUT_MASK;
     c->counter_calibrate = CFG_CALIBRATE_VAL;
-    c->counter_calibrate_count = 1;
+    c->counter_calibrate_count = 0;
     /* Not the paper's: a weight average validated with its own BN
      * statistics (docs/RESULTS_HISTORY.md "Counter training stability"). */
     c->counter_precise_bn = 50;

@@ -90,7 +90,8 @@ typedef struct cc_config {
     int counter_freeze_bn;      /* > 0: from this epoch on (0-based), train with fixed BN statistics */
     double counter_freeze_warmup; /* > 0: the lr ramps up over this many epochs after the freeze */
     cfg_calibrate counter_calibrate;   /* val: scale sigma to the validation split (evaluate) */
-    int counter_calibrate_count;  /* the calibration adds a term that grows with the count */
+    int counter_calibrate_count;  /* the calibration adds a term that grows with the count
+                                   * (count_calib; off by default) */
     int counter_relu_unstick;   /* the count's relu passes "increase" gradients when dead */
     cfg_tta counter_tta;        /* flips: evaluate and count average the four flips */
     loss_kind counter_loss;
