@@ -25,12 +25,16 @@ for f in "$src"/autodiff/*.c "$src"/models/*.c "$src"/src/*/*.c; do
 done
 rm -f "$out/libcellcount-fuzz.a"
 ar rcs "$out/libcellcount-fuzz.a" "${objs[@]}"
+# The harnesses reach into the library's structs: a type that changed under
+# them must stop the build, not be read through the wrong type.
+hflags="${cflags/ -w / } -Werror=incompatible-pointer-types -Werror=int-conversion \
+    -Werror=implicit-function-declaration"
 for h in tiff ini bbbc runlog dataset checkpoint; do
-    $CLANG $cflags $san -fsanitize=fuzzer "$src/fuzz/fuzz_$h.c" "$out/libcellcount-fuzz.a" \
+    $CLANG $hflags $san -fsanitize=fuzzer "$src/fuzz/fuzz_$h.c" "$out/libcellcount-fuzz.a" \
         $libs -o "$out/fuzz_$h"
 done
 # Seeds: made by our own writers (instrumented too), plus the crafted files.
-$CLANG $cflags $san "$src/fuzz/seeds.c" "$out/libcellcount-fuzz.a" $libs -o "$out/fuzz-seeds"
+$CLANG $hflags $san "$src/fuzz/seeds.c" "$out/libcellcount-fuzz.a" $libs -o "$out/fuzz-seeds"
 rm -rf "$out/seeds"
 ASAN_OPTIONS=detect_leaks=0 "$out/fuzz-seeds" "$out/seeds"
 cp "$src"/experiments/*.ini "$out/seeds/ini/" 2>/dev/null || true

@@ -54,7 +54,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (runlog_open(&rl, path, &st) == 0) {
         /* what was read must be self-consistent */
         for (int i = 0; i < rl.ntables; i++) {
-            runlog_table *t = &rl.tables[i];
+            runlog_table *t = rl.tables[i];
             volatile double sum = 0;
             for (size_t r = 0; r < t->nrows * (size_t)t->ncols; r++) sum += t->values[r];
             for (size_t r = 0; r < t->nrows; r++) sum += (double)strlen(t->labels[r]);
