@@ -28,6 +28,17 @@ static void teardown(void)
 
 static const char *cols[] = {"epoch", "loss", "mae"};
 
+/* A new in-memory run log for dir/run.h5 (path: its name) with the
+ * default configuration; st cleared. */
+static void run_new(runlog *rl, char *path, size_t len, cc_status *st)
+{
+    cc_config cfg;
+    config_defaults(&cfg);
+    snprintf(path, len, "%s/run.h5", dir);
+    status_clear(st);
+    ck_assert_int_eq(runlog_create(rl, path, &cfg, st), 0);
+}
+
 START_TEST(test_roundtrip)
 {
     cc_config cfg;
@@ -143,14 +154,10 @@ static char *slurp(const char *path, long *n)
  * pointer behind, so reading such a file freed it twice (fuzz_runlog). */
 START_TEST(test_labels_only_table)
 {
-    cc_config cfg;
-    config_defaults(&cfg);
     char path[128];
-    snprintf(path, sizeof path, "%s/run.h5", dir);
     runlog rl;
     cc_status st;
-    status_clear(&st);
-    ck_assert_int_eq(runlog_create(&rl, path, &cfg, &st), 0);
+    run_new(&rl, path, sizeof path, &st);
     runlog_table *t = runlog_table_get(&rl, "names", 0, NULL, &st);
     ck_assert_ptr_nonnull(t);
     for (int r = 0; r < 200; r++) {
@@ -177,14 +184,10 @@ END_TEST
  * against hostile files is named when reached. */
 START_TEST(test_many_tables)
 {
-    cc_config cfg;
-    config_defaults(&cfg);
     char path[128], name[64], value[32];
-    snprintf(path, sizeof path, "%s/run.h5", dir);
     runlog rl;
     cc_status st;
-    status_clear(&st);
-    ck_assert_int_eq(runlog_create(&rl, path, &cfg, &st), 0);
+    run_new(&rl, path, sizeof path, &st);
     runlog_table *first = runlog_table_get(&rl, "eval/test", 3, cols, &st);
     ck_assert_ptr_nonnull(first);
     const double row[3] = {1, 2, 3};
@@ -225,14 +228,10 @@ END_TEST
 
 START_TEST(test_identical_bytes)
 {
-    cc_config cfg;
-    config_defaults(&cfg);
     char path[128];
-    snprintf(path, sizeof path, "%s/run.h5", dir);
     runlog rl;
     cc_status st;
-    status_clear(&st);
-    ck_assert_int_eq(runlog_create(&rl, path, &cfg, &st), 0);
+    run_new(&rl, path, sizeof path, &st);
     runlog_table *t = runlog_table_get(&rl, "eval/test", 3, cols, &st);
     double row[3] = {1, 2, 3};
     ck_assert_int_eq(runlog_append(t, "x", row, &st), 0);

@@ -183,9 +183,11 @@ int count_model_open(count_model *cm, const cc_config *cfg, int h, int w, const 
             cm->train_norm_from = "run.h5";
         }
         ood_stats_read(&rl, &cm->ood);
-        /* The sigma range was seen through the calibration factor: without
-         * it (explicit checkpoint, calibrate = none) it does not apply. */
-        if (!applied && !(k == 1 && !(pc > 0))) cm->ood.s[OOD_SIGMA].have = 0;
+        /* The sigma range was seen through the calibration: without it
+         * (explicit checkpoint, calibrate = none) it does not apply, unless
+         * the stored calibration was the identity. */
+        const int identity = k == 1 && !(pc > 0);
+        if (!applied && !identity) cm->ood.s[OOD_SIGMA].have = 0;
         runlog_free(&rl);
     }
     if (!cm->train_norm_from && cfg->data_file[0] && access(cfg->data_file, R_OK) == 0) {

@@ -225,84 +225,92 @@ double evaluate_sigma_scale_coverage(const double *truth, const double *pred, co
     return k;
 }
 
+/* The predictions a calibration is fitted on: the m entries idx[] of
+ * truth, pred, sigma that have a finite positive sigma. */
+typedef struct calib_data {
+    const double *truth, *pred, *sigma;
+    const int64_t *idx;
+    int64_t m;
+} calib_data;
+
 /* The Gaussian NLL (up to constants) of the truths under N(pred, (a s_r)^2)
- * with s_r^2 = sigma^2 + (r max(pred,0))^2 and a at its closed-form optimum
- * a^2 = mean(res^2 / s_r^2): mean(log s_r^2) + log a^2.  *a2 gets a^2. */
-static double calib_nll(const double *truth, const double *pred, const double *sigma,
-                        const int64_t *idx, int64_t m, double r, double *a2)
+ * with s_r = count_calib_sigma({1, r}, pred, sigma) and a at its closed-form
+ * optimum a^2 = mean(res^2 / s_r^2): mean(log s_r^2) + log a^2.  *a2 gets
+ * a^2. */
+static double calib_nll(const calib_data *d, double r, double *a2)
 {
+    const count_calib shape = {1, r};
     double sl = 0, sq = 0;
-    for (int64_t j = 0; j < m; j++) {
-        const int64_t i = idx[j];
-        const double mu = pred[i] > 0 ? r * pred[i] : 0, v = sigma[i] * sigma[i] + mu * mu,
-                     e = truth[i] - pred[i];
+    for (int64_t j = 0; j < d->m; j++) {
+        const int64_t i = d->idx[j];
+        const double s = count_calib_sigma(&shape, d->pred[i], d->sigma[i]), v = s * s,
+                     e = d->truth[i] - d->pred[i];
         sl += log(v);
         sq += e * e / v;
     }
-    *a2 = sq / (double)m;
-    return sl / (double)m + log(*a2);
+    *a2 = sq / (double)d->m;
+    return sl / (double)d->m + log(*a2);
+}
+
+/* The ratio r = per_count / scale of least NLL: 0 unless a ratio on a log
+ * grid (1e-4 .. 1e4, 20 per decade) beats nll0 (the NLL at r = 0), then
+ * golden section on log10 r between the best grid point's neighbours (the
+ * NLL in r is smooth but not convex). */
+static double calib_best_ratio(const calib_data *d, double nll0)
+{
+    enum { G = 161 };
+    const double lg0 = -4, step = 8.0 / (G - 1);
+    double best = nll0, t;
+    int bj = -1;
+    for (int j = 0; j < G; j++) {
+        const double v = calib_nll(d, pow(10, lg0 + step * j), &t);
+        if (v < best) best = v, bj = j;
+    }
+    if (bj < 0) return 0;
+    double lo = lg0 + step * (bj > 0 ? bj - 1 : 0), hi = lg0 + step * (bj < G - 1 ? bj + 1 : bj);
+    const double g = (sqrt(5.0) - 1) / 2;
+    double x1 = hi - g * (hi - lo), x2 = lo + g * (hi - lo);
+    double f1 = calib_nll(d, pow(10, x1), &t), f2 = calib_nll(d, pow(10, x2), &t);
+    for (int it = 0; it < 60; it++) {
+        if (f1 < f2) {
+            hi = x2, x2 = x1, f2 = f1;
+            x1 = hi - g * (hi - lo);
+            f1 = calib_nll(d, pow(10, x1), &t);
+        } else {
+            lo = x1, x1 = x2, f1 = f2;
+            x2 = lo + g * (hi - lo);
+            f2 = calib_nll(d, pow(10, x2), &t);
+        }
+    }
+    const double xr = pow(10, 0.5 * (lo + hi));
+    return calib_nll(d, xr, &t) < best ? xr : pow(10, lg0 + step * bj);
 }
 
 int evaluate_calib_fit(count_calib *c, int coverage, int with_count, const double *truth,
                        const double *pred, const double *sigma, int64_t n)
 {
     int64_t *idx = malloc(sizeof(int64_t) * (size_t)(n > 0 ? n : 1)), m = 0;
+    double *s = NULL;
     if (!idx) return -1;
     for (int64_t i = 0; i < n; i++)
         if (isfinite(sigma[i]) && sigma[i] > 0 && isfinite(pred[i]) && isfinite(truth[i]))
             idx[m++] = i;
+    const calib_data d = {truth, pred, sigma, idx, m};
     double a2 = 0, r = 0;
-    const double nll0 = m ? calib_nll(truth, pred, sigma, idx, m, 0, &a2) : NAN;
+    const double nll0 = m ? calib_nll(&d, 0, &a2) : NAN;
     int rc = -1;
     if (!m || !(a2 > 0)) goto out;
-    if (with_count) {
-        /* a log grid of ratios, then golden section between the best
-         * point's neighbours: the NLL in r is smooth but not convex */
-        enum { G = 161 };   /* ratios 1e-4 .. 1e4, 20 per decade */
-        double best = nll0, t;
-        int bj = -1;
-        for (int j = 0; j < G; j++) {
-            const double v = calib_nll(truth, pred, sigma, idx, m, pow(10, -4 + 8.0 * j / (G - 1)),
-                                       &t);
-            if (v < best) best = v, bj = j;
-        }
-        if (bj >= 0) {
-            double lo = -4 + 8.0 * (bj > 0 ? bj - 1 : 0) / (G - 1),
-                   hi = -4 + 8.0 * (bj < G - 1 ? bj + 1 : G - 1) / (G - 1);
-            const double g = (sqrt(5.0) - 1) / 2;
-            double x1 = hi - g * (hi - lo), x2 = lo + g * (hi - lo);
-            double f1 = calib_nll(truth, pred, sigma, idx, m, pow(10, x1), &t),
-                   f2 = calib_nll(truth, pred, sigma, idx, m, pow(10, x2), &t);
-            for (int it = 0; it < 60; it++) {
-                if (f1 < f2) {
-                    hi = x2, x2 = x1, f2 = f1;
-                    x1 = hi - g * (hi - lo);
-                    f1 = calib_nll(truth, pred, sigma, idx, m, pow(10, x1), &t);
-                } else {
-                    lo = x1, x1 = x2, f1 = f2;
-                    x2 = lo + g * (hi - lo);
-                    f2 = calib_nll(truth, pred, sigma, idx, m, pow(10, x2), &t);
-                }
-            }
-            const double xr = pow(10, 0.5 * (lo + hi));
-            r = calib_nll(truth, pred, sigma, idx, m, xr, &t) < best
-                    ? xr
-                    : pow(10, -4 + 8.0 * bj / (G - 1));
-        }
-        calib_nll(truth, pred, sigma, idx, m, r, &a2);
-    }
+    if (with_count && (r = calib_best_ratio(&d, nll0)) > 0) calib_nll(&d, r, &a2);
     /* r = 0: exactly the one-factor fit, whatever the rounding above */
     double scale = r > 0 ? sqrt(a2) : evaluate_sigma_scale(truth, pred, sigma, n);
     if (coverage) {
         /* the conformal factor of the shape the NLL chose */
-        double *s = malloc(sizeof(double) * (size_t)n);
-        if (!s) goto out;
-        for (int64_t i = 0; i < n; i++) {
-            const double mu = pred[i] > 0 ? r * pred[i] : 0;
-            s[i] = isfinite(sigma[i]) && sigma[i] > 0 ? sqrt(sigma[i] * sigma[i] + mu * mu) : NAN;
-        }
+        const count_calib shape = {1, r};
+        if (!(s = malloc(sizeof(double) * (size_t)n))) goto out;
+        for (int64_t i = 0; i < n; i++)
+            s[i] = isfinite(sigma[i]) && sigma[i] > 0 ? count_calib_sigma(&shape, pred[i], sigma[i])
+                                                      : NAN;
         scale = evaluate_sigma_scale_coverage(truth, pred, s, n, 0.95);
-        free(s);
         if (!isfinite(scale)) goto out;
     }
     c->scale = scale;
@@ -310,6 +318,7 @@ int evaluate_calib_fit(count_calib *c, int coverage, int with_count, const doubl
     rc = 0;
 out:
     free(idx);
+    free(s);
     return rc;
 }
 

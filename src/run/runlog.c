@@ -33,16 +33,15 @@ static const char *isa_name(dnnl_cpu_isa_t isa)
     }
 }
 
-/* Room for one more pointer in *arr (n used of *cap); 0 or -1. */
-static int grow_ptrs(void ***arr, int n, int *cap)
+/* arr (n entries of elem bytes used, room for *cap) with room for one
+ * more: arr itself, or a larger copy (*cap updated), or NULL (arr intact). */
+static void *grow_array(void *arr, int n, int *cap, size_t elem)
 {
-    if (n < *cap) return 0;
+    if (n < *cap) return arr;
     const int c = *cap ? 2 * *cap : 16;
-    void **p = realloc(*arr, sizeof(void *) * (size_t)c);
-    if (!p) return -1;
-    *arr = p;
-    *cap = c;
-    return 0;
+    void *p = realloc(arr, elem * (size_t)c);
+    if (p) *cap = c;
+    return p;
 }
 
 int runlog_set_attr(runlog *rl, const char *key, const char *value, cc_status *st)
@@ -58,8 +57,10 @@ int runlog_set_attr(runlog *rl, const char *key, const char *value, cc_status *s
     if (strlen(key) >= RUNLOG_NAME)
         return status_set(st, "%s: attribute name '%s' is longer than %d characters", rl->path,
                           key, RUNLOG_NAME - 1);
-    runlog_attr *a = malloc(sizeof *a);
-    if (!a || grow_ptrs((void ***)&rl->attrs, rl->nattrs, &rl->attrs_cap)) {
+    runlog_attr *a = malloc(sizeof *a),
+                **arr = grow_array(rl->attrs, rl->nattrs, &rl->attrs_cap, sizeof *rl->attrs);
+    if (arr) rl->attrs = arr;
+    if (!a || !arr) {
         free(a);
         return status_set(st, "%s: out of memory", rl->path);
     }
@@ -175,7 +176,10 @@ runlog_table *runlog_table_get(runlog *rl, const char *name, int ncols, const ch
         return NULL;
     }
     t = calloc(1, sizeof *t);
-    if (!t || grow_ptrs((void ***)&rl->tables, rl->ntables, &rl->tables_cap)) {
+    runlog_table **arr =
+        grow_array(rl->tables, rl->ntables, &rl->tables_cap, sizeof *rl->tables);
+    if (arr) rl->tables = arr;
+    if (!t || !arr) {
         free(t);
         status_set(st, "%s: out of memory", rl->path);
         return NULL;
