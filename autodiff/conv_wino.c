@@ -55,14 +55,24 @@ void wino_geom_init(wino_geom *g, int64_t n, int64_t cin, int64_t cout, int64_t 
     g->th = (h + 3) / 4;
     g->tw = (w + 3) / 4;
     g->tiles = n * g->th * g->tw;
-    /* A chunk's V and M together about 6 MiB: tall enough GEMMs (the chunk
-     * is their M, or K for the weight gradient); measured flat from 64 to
-     * 1536 tiles for the FPN's 256-channel layers on a Zen 1 core. */
+    /* Weight gradient: a chunk's V and M together about 12 MiB (the chunk
+     * is the K of its 36 GEMMs).  Every chunk costs two barriers (the
+     * transforms before the GEMMs, the GEMMs before the next transforms),
+     * and on a busy machine a barrier can wait a scheduler time slice for a
+     * thread held back (issue 13).  Measured (Zen 5, docs/PERFORMANCE.md
+     * session 15): the quickstart counter beside a busy process, 2 threads,
+     * 6 -> 24 MiB: +6% images/s (geometric mean of 12 interleaved rounds),
+     * 6 -> 12 MiB: +2%; the FPN's weight gradient, idle, 1 and 2 threads:
+     * 6 and 12 MiB the same, 24 MiB 5-8% slower (V and M no longer stay in
+     * the 32 MiB L3 beside the layer's data).  CC_WINO_WCHUNK_MIB overrides
+     * the 12 (measurements). */
     const int64_t c = cin > cout ? cin : cout;
-    int64_t chunk = ((int64_t)6 << 20) / (2 * NXI * 4 * c);
+    const char *ew = getenv("CC_WINO_WCHUNK_MIB");
+    const int64_t wmib = ew && atoi(ew) > 0 && atoi(ew) <= 1024 ? atoi(ew) : 12;
+    int64_t chunk = (wmib << 20) / (2 * NXI * 4 * c);
     chunk = chunk / 8 * 8;
     if (chunk < 16) chunk = 16;
-    if (chunk > 512) chunk = 512;
+    if (chunk > 1024) chunk = 1024;
     g->chunk = chunk < g->tiles ? chunk : g->tiles;
     /* Forward / backward data: each thread takes whole chunks of about
      * 2 MiB (V and M), so a chunk needs no barrier (issue 13: on a busy

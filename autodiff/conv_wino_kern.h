@@ -384,8 +384,9 @@ void WK(wino_backward_weights)(const wino_geom *g, const float *x, const wino_la
                            V + xi * xi_stride(g->chunk, ldv), ldv, c0 ? 1.0f : 0.0f,
                            dU + xi * ustride, K);
         }
-        /* dw[j][k] = G^T dU[.][j][k] G */
-#pragma omp for schedule(dynamic, 4)
+        /* dw[j][k] = G^T dU[.][j][k] G; no barrier after it: db reads dy
+         * only, and the region's end joins the threads */
+#pragma omp for schedule(dynamic, 4) nowait
         for (int64_t j = 0; j < N; j++)
             for (int64_t k = 0; k < K; k += 8) {    /* K is a multiple of 8 */
                 v8 u[6][6], t[3][6];
@@ -406,7 +407,7 @@ void WK(wino_backward_weights)(const wino_geom *g, const float *x, const wino_la
             }
         if (db) {
             /* Per channel block, images and rows in order: deterministic. */
-#pragma omp for schedule(dynamic, 1)
+#pragma omp for schedule(dynamic, 1) nowait
             for (int64_t cb = 0; cb < cbo; cb++) {
                 v8 acc = v8_splat(0.0f);
                 for (int64_t n = 0; n < g->n; n++)

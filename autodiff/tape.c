@@ -204,9 +204,11 @@ cc_tensor *tape_record(cc_tape *t, int op, cc_tensor *const *in, int n_in, const
         n->key_valid = 0;
         return NULL;
     }
-    if (t->profile)
-        t->prof_seconds[def->kind][0] +=
-            omp_get_wtime() - t0 - (t->prof_seconds[OPK_REORDER][0] - r0);
+    if (t->profile) {
+        const double dt = omp_get_wtime() - t0;
+        t->prof_seconds[def->kind][0] += dt - (t->prof_seconds[OPK_REORDER][0] - r0);
+        if (t->prof_node && t->n_nodes < t->prof_node_cap) t->prof_node[t->n_nodes][0] += dt;
+    }
     t->n_nodes++;
     if (t->training) t->n_recorded++;
     return out;
@@ -301,7 +303,10 @@ static int backward_node(cc_tape *t, cc_node *n)
         const double r = t->prof_seconds[OPK_REORDER][0] - r0;
         t->prof_seconds[OPK_REORDER][0] = r0;
         t->prof_seconds[OPK_REORDER][1] += r;
-        t->prof_seconds[def->kind][1] += omp_get_wtime() - t0 - r;
+        const double dt = omp_get_wtime() - t0;
+        t->prof_seconds[def->kind][1] += dt - r;
+        const int k = (int)(n - t->nodes);
+        if (t->prof_node && k < t->prof_node_cap) t->prof_node[k][1] += dt;
     }
     /* n was the only reader of its output's gradient */
     if (t->free_grads && !n->out->is_param) {

@@ -48,6 +48,11 @@ typedef struct cc_tape {
     cc_status status;       /* sticky first error */
     int profile;            /* accumulate per-kind seconds below */
     double prof_seconds[OPK_COUNT][2];  /* [kind][0 forward, 1 backward] */
+    /* Optional, caller-owned: with profile set, node k's seconds are also
+     * added to prof_node[k][0 forward, 1 backward] for k < prof_node_cap
+     * (bench --per-node).  NULL: off. */
+    double (*prof_node)[2];
+    int prof_node_cap;
     /* 1: backward recycles each intermediate tensor's gradient as soon as
      * the op that produced the tensor has used it, so a step's peak memory
      * holds a few layers' gradients instead of all of them (set it in

@@ -38,7 +38,7 @@
 typedef struct bench_opts {
     int fpn;                    /* 1 fpn, 0 counter */
     int batch, channels, height, width;
-    int threads, steps, warmup, infer, json, bf16, keep_grads;
+    int threads, steps, warmup, infer, json, bf16, keep_grads, per_node;
     int depth, fpn_width;
     char arch[COUNTER_ARCH_NAME];
     loss_kind loss;
@@ -68,6 +68,7 @@ static void usage(FILE *f)
             "         [--infer] [--precision fp32|bf16] [--json]\n"
             "         [--depth D] [--fpn-width d] [--arch vgg11] [--loss paper|nll|mse]\n"
             "         [--keep-grads]   (keep every intermediate gradient: tape free_grads = 0)\n"
+            "         [--per-node]     (also print each node's mean forward/backward ms)\n"
             "Defaults: fpn batch 2, 1x192x256, D 4, d 128; counter vgg11 batch 5, 1x96x128;\n"
             "threads 1, steps 8 (fpn) / 15 (counter), warmup 3.\n");
 }
@@ -110,6 +111,8 @@ static int parse_args(int argc, char **argv, bench_opts *o)
             o->json = 1;
         } else if (!strcmp(a, "--keep-grads")) {
             o->keep_grads = 1;
+        } else if (!strcmp(a, "--per-node")) {
+            o->per_node = 1;
         } else if (!strcmp(a, "--model")) {
             if (!v || (strcmp(v, "fpn") && strcmp(v, "counter"))) {
                 fprintf(stderr, "cellcount-bench: --model is fpn or counter\n");
@@ -311,6 +314,25 @@ static const char *const kind_names[OPK_COUNT] = {"conv",   "bnorm",  "eltwise",
                                                   "resample", "binary", "linear", "loss",
                                                   "reorder", "other_ops"};
 
+/* One line per node of the last step with its mean ms per step (per =
+ * 1 / steps): index, op, output shape, forward and backward (backward
+ * includes its reorders). */
+static void print_per_node(const cc_tape *t, const double (*pn)[2], double per)
+{
+    printf("  per node (mean ms per step; nodes under 0.05 ms left out):\n");
+    for (int k = 0; k < t->n_nodes && k < t->prof_node_cap; k++) {
+        const double f = 1e3 * pn[k][0] * per, b = 1e3 * pn[k][1] * per;
+        if (f + b < 0.05) continue;
+        const cc_node *n = &t->nodes[k];
+        char shape[64] = "";
+        for (int d = 0, at = 0; d < n->out_ndim && at < (int)sizeof shape - 1; d++)
+            at += snprintf(shape + at, sizeof shape - (size_t)at, "%s%lld", d ? "x" : "",
+                           (long long)n->out_dims[d]);
+        printf("    %4d %-12s %-18s fwd %7.2f  bwd %7.2f\n", k, tape_op_def(n->op)->name, shape,
+               f, b);
+    }
+}
+
 /* OMP_WAIT_POLICY / GOMP_SPINCOUNT as libgomp saw them at start-up
  * (ctx_omp_env_default sets passive when the user set neither). */
 static const char *wait_policy(void)
@@ -345,7 +367,7 @@ int main(int argc, char **argv)
     bench_model m;
     memset(&m, 0, sizeof m);
     int rc = 1;
-    double *times = NULL;
+    double *times = NULL, (*prof_node)[2] = NULL;
     if (model_build(&o, &ctx, &m, &st)) goto fail;
 
     step_times tm, sum = {0};
@@ -364,6 +386,16 @@ int main(int argc, char **argv)
         goto fail;
     }
     memset(m.tape.prof_seconds, 0, sizeof m.tape.prof_seconds);
+    if (o.per_node) {
+        /* the warm-up steps built every node: the node list is final */
+        prof_node = calloc((size_t)m.tape.cap_nodes, sizeof *prof_node);
+        if (!prof_node) {
+            status_set(&st, "out of memory");
+            goto fail;
+        }
+        m.tape.prof_node = prof_node;
+        m.tape.prof_node_cap = m.tape.cap_nodes;
+    }
     m.tape.profile = 1;
     const size_t allocs0 = ctx.n_allocs;
     for (int i = 0; i < o.steps; i++) {
@@ -430,6 +462,7 @@ int main(int argc, char **argv)
         printf("    %-10s %37.1f  %5.1f%%\n", "optimizer", opt_ms, 100.0 * opt_ms / mean_ms);
     printf("    %-10s %37.1f  %5.1f%%  (step time minus the above)\n", "framework", overhead_ms,
            100.0 * overhead_ms / mean_ms);
+    if (prof_node) print_per_node(&m.tape, prof_node, per);
 
     if (o.json) {
         printf("{\"program\":\"cellcount\",\"model\":\"%s\",\"mode\":\"%s\",\"dtype\":\"%s\","
@@ -458,6 +491,7 @@ fail:
     fprintf(stderr, "cellcount-bench: %s\n", st.msg);
 out:
     free(times);
+    free(prof_node);
     model_free(&m);
     ctx_free(&ctx);
     return rc;

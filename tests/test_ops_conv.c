@@ -190,8 +190,9 @@ START_TEST(test_wino_small_and_wide)
     const conv_case a = {1, 16, 16, 3, 5, 0, 0};    /* one partial tile */
     const conv_case b = {3, 32, 16, 6, 9, 1, 0};    /* VGG's 6x8-like sizes */
     const conv_case c = {1, 64, 48, 17, 20, 1, 0};  /* several chunks of tiles */
-    /* 182 tiles: more than one weight-gradient chunk (168 tiles at 128
-     * channels), so its products accumulate across chunks */
+    /* 182 tiles: with 6 MiB weight-gradient chunks (CC_WINO_WCHUNK_MIB)
+     * more than one chunk (168 tiles at 128 channels), so its products
+     * accumulate across chunks; then in one chunk (the default 12 MiB) */
     const conv_case d = {1, 128, 16, 56, 52, 1, 0};
     /* transformed weights of 18 MiB: the AVX-512 variant writes them with
      * non-temporal stores (WINO_STREAM_MIN_BYTES), both ways */
@@ -200,6 +201,9 @@ START_TEST(test_wino_small_and_wide)
     check_case(&a);
     check_case(&b);
     check_case(&c);
+    setenv("CC_WINO_WCHUNK_MIB", "6", 1);
+    check_case(&d);
+    unsetenv("CC_WINO_WCHUNK_MIB");
     check_case(&d);
     check_case(&e);
 }
