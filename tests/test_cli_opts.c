@@ -150,12 +150,16 @@ START_TEST(test_run_commands_refuse_foreign_options)
     ck_assert_int_eq(run_cmd(cli_train_counter, cnt_split, 3), 2);
     const char *cnt_counter[] = {"train-counter", "--counter", "/nonexistent/c.h5"};
     ck_assert_int_eq(run_cmd(cli_train_counter, cnt_counter, 3), 2);
+    const char *cnt_cal[] = {"train-counter", "--calibrate-on", "/nonexistent/c.h5"};
+    ck_assert_int_eq(run_cmd(cli_train_counter, cnt_cal, 3), 2);
     /* what each takes still parses: --help exits 0 after the options */
     const char *cnt_ok[] = {"train-counter", "--fpn", "/nonexistent/f.h5", "--help"};
     ck_assert_int_eq(run_cmd(cli_train_counter, cnt_ok, 4), 0);
     const char *ev_ok[] = {"evaluate", "--on", "/nonexistent/x.h5", "--stain", "2", "--tag",
                            "t", "--split", "all", "--counter", "/nonexistent/c.h5", "--help"};
     ck_assert_int_eq(run_cmd(cli_evaluate, ev_ok, 12), 0);
+    const char *ev_cal[] = {"evaluate", "--calibrate-on", "/nonexistent/c.h5", "--help"};
+    ck_assert_int_eq(run_cmd(cli_evaluate, ev_cal, 4), 0);
 }
 END_TEST
 

@@ -30,12 +30,18 @@ char data[128];
 /* A simulated set at path: h x w stored, stains (bit 0 w1, bit 1 w2). */
 void make_data_at(const char *path, int h, int w, int stains)
 {
+    make_data_seeded(path, h, w, stains, 5, 0);
+}
+
+void make_data_seeded(const char *path, int h, int w, int stains, int sites, uint64_t seed)
+{
     static const int counts[] = {2, 10, 25, 40}, focus[] = {1, 8};
     sim_params p;
     sim_params_default(&p);
     p.width = 174;
     p.height = 130;
-    sim_job job = {counts, 4, focus, 2, 5, stains, 1};
+    if (seed) p.seed = seed;
+    sim_job job = {counts, 4, focus, 2, sites, stains, 1};
     static const double frac[3] = {0.6, 0.2, 0.2};
     sim_h5_out o;
     cc_status st;

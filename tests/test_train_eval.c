@@ -417,6 +417,76 @@ START_TEST(test_calib_fit_count)
 }
 END_TEST
 
+/* counter.calibrate_on: the calibration is fitted on every image of that
+ * set (exactly the fit of evaluate --on's raw sigmas there), recorded as
+ * counter.sigma_fit_on, and sets the run cannot read that way are refused
+ * by name. */
+START_TEST(test_calibrate_on)
+{
+    cc_config c;
+    train_tiny(&c, "cal", 1);
+    cc_status st;
+    status_clear(&st);
+    FILE *devnull = fopen("/dev/null", "w");
+    char cal[160], path[256], set[200];
+    snprintf(cal, sizeof cal, "%s/calset.h5", dir);
+    make_data_seeded(cal, 64, 64, 1, 4, 77);   /* other scenes than the run's */
+    snprintf(path, sizeof path, "%s/cal/run.h5", dir);
+    ck_assert_msg(evaluate_run(&c, 2, NULL, NULL, NULL, devnull, &st) == 0, "%s", st.msg);
+    runlog rl;
+    ck_assert_int_eq(runlog_open(&rl, path, &st), 0);
+    ck_assert_str_eq(runlog_attr_get(&rl, "counter.sigma_fit_on"), "val");
+    runlog_free(&rl);
+    /* the raw predictions on the calibration set, then the fit on them */
+    ck_assert_msg(evaluate_on_run(&c, cal, -1, 0, NULL, NULL, NULL, devnull, &st) == 0, "%s",
+                  st.msg);
+    snprintf(set, sizeof set, "counter.calibrate_on=%s", cal);
+    ck_assert_int_eq(config_set(&c, set, &st), 0);
+    ck_assert_msg(evaluate_run(&c, 2, NULL, NULL, NULL, devnull, &st) == 0, "%s", st.msg);
+    ck_assert_int_eq(runlog_open(&rl, path, &st), 0);
+    ck_assert_str_eq(runlog_attr_get(&rl, "counter.sigma_fit_on"), cal);
+    runlog_table *po = runlog_table_find(&rl, "predictions_on/calset");
+    ck_assert_ptr_nonnull(po);
+    const int64_t n = (int64_t)po->nrows;
+    ck_assert_int_eq(n, 4 * 2 * 4);
+    double *tr = malloc(sizeof(double) * (size_t)n * 3), *pr = tr + n, *sr = tr + 2 * n;
+    ck_assert_ptr_nonnull(tr);
+    for (int64_t i = 0; i < n; i++) {
+        const double *row = po->values + i * po->ncols;
+        tr[i] = row[runlog_col(po, "truth")];
+        pr[i] = row[runlog_col(po, "count")];
+        sr[i] = row[runlog_col(po, "sigma_raw")];
+    }
+    count_calib want;
+    ck_assert_int_eq(evaluate_calib_fit(&want, 0, 0, tr, pr, sr, n), 0);
+    const double got = strtod(runlog_attr_get(&rl, "counter.sigma_scale"), NULL);
+    ck_assert_msg(fabs(got - want.scale) <= 1e-7 * want.scale, "scale %.9g, want %.9g", got,
+                  want.scale);
+    free(tr);
+    runlog_free(&rl);
+    /* refused: the run's own data set, another size, another stain, no file */
+    const struct { const char *file; int h, stains; const char *says; } bad[] = {
+        {data, 0, 0, "own data set"}, {"big.h5", 96, 1, "96x96"},
+        {"w2.h5", 64, 2, "stain w2"},  {"none.h5", 0, 0, "none.h5"}};
+    for (size_t k = 0; k < sizeof bad / sizeof *bad; k++) {
+        char f[200];
+        if (bad[k].file == data) {
+            snprintf(f, sizeof f, "%s", data);
+        } else {
+            snprintf(f, sizeof f, "%s/%s", dir, bad[k].file);
+            if (bad[k].h) make_data_at(f, bad[k].h, bad[k].h, bad[k].stains);
+        }
+        snprintf(set, sizeof set, "counter.calibrate_on=%s", f);
+        status_clear(&st);
+        ck_assert_int_eq(config_set(&c, set, &st), 0);
+        ck_assert_int_ne(evaluate_run(&c, 2, NULL, NULL, NULL, devnull, &st), 0);
+        ck_assert_msg(strstr(st.msg, bad[k].says) && strstr(st.msg, bad[k].file == data ? data : f),
+                      "%s", st.msg);
+    }
+    fclose(devnull);
+}
+END_TEST
+
 void train_add_eval_tests(TCase *tc)
 {
     tcase_add_test(tc, test_counter_and_evaluate);
@@ -424,4 +494,5 @@ void train_add_eval_tests(TCase *tc)
     tcase_add_test(tc, test_sigma_scale);
     tcase_add_test(tc, test_sigma_scale_coverage);
     tcase_add_test(tc, test_calib_fit_count);
+    tcase_add_test(tc, test_calibrate_on);
 }

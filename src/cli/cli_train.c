@@ -23,6 +23,7 @@ typedef struct run_opts {
     int stain;                  /* evaluate --stain (0: any) */
     const char *file;           /* the experiment file, if any */
     const char *tag;            /* evaluate --tag (NULL: none) */
+    int calibrate_on;           /* evaluate --calibrate-on was given */
     char *user_sets[256];       /* the --set arguments, in order (argv's strings) */
     int n_user_sets;
 } run_opts;
@@ -55,7 +56,7 @@ static void run_usage(FILE *f, const char *cmd, const char *extra)
 enum {
     RUN_OPT_FPN = 1,     /* --fpn */
     RUN_OPT_COUNTER = 2, /* --counter */
-    RUN_OPT_EVAL = 4     /* --split, --on, --stain, --tag */
+    RUN_OPT_EVAL = 4     /* --split, --on, --stain, --tag, --calibrate-on */
 };
 
 /* Parses a run command's line into *o; `allowed` is a mask of RUN_OPT_*,
@@ -69,7 +70,8 @@ static int run_parse(int argc, char **argv, run_opts *o, const char *extra, unsi
         {"fpn", required_argument, 0, 'F'},    {"counter", required_argument, 0, 'C'},
         {"split", required_argument, 0, 'S'},  {"help", no_argument, 0, 'h'},
         {"on", required_argument, 0, 'O'},     {"stain", required_argument, 0, 'W'},
-        {"tag", required_argument, 0, 'T'},    {0, 0, 0, 0}};
+        {"tag", required_argument, 0, 'T'},    {"calibrate-on", required_argument, 0, 'K'},
+        {0, 0, 0, 0}};
     memset(o, 0, sizeof *o);
     config_defaults(&o->cfg);
     o->split = DATASET_TEST;
@@ -88,7 +90,8 @@ static int run_parse(int argc, char **argv, run_opts *o, const char *extra, unsi
         char buf[CFG_STR + 32];
         const unsigned need = c == 'F'   ? RUN_OPT_FPN
                               : c == 'C' ? RUN_OPT_COUNTER
-                              : (c == 'S' || c == 'O' || c == 'W' || c == 'T') ? RUN_OPT_EVAL
+                              : (c == 'S' || c == 'O' || c == 'W' || c == 'T' || c == 'K')
+                                  ? RUN_OPT_EVAL
                                                                                 : 0;
         if (need && !(need & allowed)) {
             fprintf(stderr, "cellcount %s: --%s is not an option of this command (see --help)\n",
@@ -103,6 +106,7 @@ static int run_parse(int argc, char **argv, run_opts *o, const char *extra, unsi
         case 'd':
         case 'o':
         case 't':
+        case 'K':
             if (nsets == 256) {
                 fprintf(stderr, "cellcount %s: too many overrides\n", argv[0]);
                 rc = 2;
@@ -113,8 +117,13 @@ static int run_parse(int argc, char **argv, run_opts *o, const char *extra, unsi
                 sets[nsets++] = optarg;
                 break;
             }
+            if (c == 'K') o->calibrate_on = 1;
             snprintf(buf, sizeof buf, "%s=%s",
-                     c == 'd' ? "data.file" : c == 'o' ? "run.out_dir" : "run.threads", optarg);
+                     c == 'd'   ? "data.file"
+                     : c == 'o' ? "run.out_dir"
+                     : c == 'K' ? "counter.calibrate_on"
+                                : "run.threads",
+                     optarg);
             owned[nsets] = 1;
             if (!(sets[nsets++] = strdup(buf))) {
                 fprintf(stderr, "cellcount %s: out of memory\n", argv[0]);
@@ -224,6 +233,15 @@ int cli_evaluate(int argc, char **argv)
                       "                        unless counter.calibrate_count = true); the table\n"
                       "                        shows calibrated and raw coverage and width;\n"
                       "                        run.h5 keeps a and b for count and saliency)\n"
+                      "      --calibrate-on FILE.h5  fit that calibration on every image of\n"
+                      "                        FILE.h5 instead of the validation split (same\n"
+                      "                        image size and stain, other scenes: e.g.\n"
+                      "                        `simulate --seed 12 --sites 10 --split 0/0/1`);\n"
+                      "                        = --set counter.calibrate_on=FILE.h5.  The\n"
+                      "                        validation split holds a tenth of the scenes,\n"
+                      "                        and its 95% quantile moves with them\n"
+                      "                        (docs/RESULTS.md); run.h5 attribute\n"
+                      "                        counter.sigma_fit_on says which was used\n"
                       "      --on FILE.h5      evaluate the run (-o RUN_DIR, its config.ini) on\n"
                       "                        another data set, e.g. real images for a model\n"
                       "                        trained on simulated ones: images area-resized\n"
@@ -251,6 +269,11 @@ int cli_evaluate(int argc, char **argv)
         }
         return finish(argv[0],
                       evaluate_run(&o.cfg, o.split, o.fpn, o.counter, o.tag, stdout, &st), &st);
+    }
+    if (o.calibrate_on) {
+        fprintf(stderr, "cellcount %s: --calibrate-on calibrates the run itself (evaluate it "
+                        "without --on); --on applies the run's calibration\n", argv[0]);
+        return 2;
     }
     /* The run's own resolved configuration, so the models match the
      * checkpoints whatever the command line's defaults (as `count` does),

@@ -3,6 +3,7 @@
 #include "src/infer/evaluate.h"
 
 #include <assert.h>
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -346,6 +347,47 @@ static const char *tag_suffix(char *buf, size_t len, const char *tag)
     return buf;
 }
 
+/* Open counter.calibrate_on's data set and check that the run's models
+ * read it as they read ds: same image size and normalisation, no stain ds
+ * lacks, and not ds itself (its test split would calibrate itself).
+ * NULL with st set otherwise. */
+static cc_dataset *calib_set_open(const char *path, const cc_dataset *ds, cc_status *st)
+{
+    char a[PATH_MAX], b[PATH_MAX];
+    if (realpath(path, a) && realpath(ds->path, b) && !strcmp(a, b)) {
+        status_set(st, "counter.calibrate_on = %s: that is the run's own data set (its "
+                       "validation split is the default calibration set; name another file)",
+                   path);
+        return NULL;
+    }
+    cc_dataset *c = dataset_open(path, st);
+    if (!c) return NULL;
+    if (c->h != ds->h || c->w != ds->w) {
+        status_set(st, "counter.calibrate_on = %s: images of %dx%d, the run's data set %s has "
+                       "%dx%d (make it with the same --size)",
+                   path, c->w, c->h, ds->path, ds->w, ds->h);
+    } else if (strcmp(c->normalize, ds->normalize)) {
+        status_set(st, "counter.calibrate_on = %s: images normalised with '%s', the run's data "
+                       "set with '%s'", path, c->normalize, ds->normalize);
+    } else if (c->n == 0) {
+        status_set(st, "counter.calibrate_on = %s: no images", path);
+    } else {
+        /* the stains ds holds (BBBC005: 1 and 2), then the first image of another */
+        uint64_t have = 0;
+        for (int64_t k = 0; k < ds->n; k++)
+            if (ds->stain[k] >= 0 && ds->stain[k] < 64) have |= (uint64_t)1 << ds->stain[k];
+        int64_t bad = -1;
+        for (int64_t i = 0; i < c->n && bad < 0; i++)
+            if (c->stain[i] < 0 || c->stain[i] >= 64 || !(have >> c->stain[i] & 1)) bad = i;
+        if (bad < 0) return c;
+        status_set(st, "counter.calibrate_on = %s: image %lld is of stain w%d, which the run's "
+                       "data set %s does not have (simulate it with the run's --stain)",
+                   path, (long long)bad, (int)c->stain[bad], ds->path);
+    }
+    dataset_close(c);
+    return NULL;
+}
+
 int evaluate_run(const cc_config *cfg, int split, const char *fpn_ckpt, const char *counter_ckpt,
                  const char *tag, FILE *out, cc_status *st)
 {
@@ -363,6 +405,7 @@ int evaluate_run(const cc_config *cfg, int split, const char *fpn_ckpt, const ch
     int tape = 0, rc = -1;
     cc_tape t;
     cc_dataset *ds = NULL;     /* the run's data set, opened once */
+    cc_dataset *cds = NULL;    /* counter.calibrate_on's data set */
     if (session_open(&s, cfg, SESSION_EVAL, st)) goto out;
     if (!(ds = dataset_open(cfg->data_file, st)) || models_build(&m, &s, 1, ds->h, ds->w, st))
         goto out;
@@ -401,10 +444,17 @@ int evaluate_run(const cc_config *cfg, int split, const char *fpn_ckpt, const ch
      * NLL's shape scaled to give the validation split 95% coverage. */
     count_calib cb = COUNT_CALIB_IDENTITY;
     const int cal = cfg->counter_calibrate;
+    const char *con = cfg->counter_calibrate_on, *fit_on = "none";
     if (cal != CFG_CALIBRATE_NONE && p.n && isfinite(p.sigma[0])) {
+        fit_on = con[0] ? con : "val";
         /* evaluating the validation split itself: its predictions are p */
         count_preds *v = &p;
-        if (split != DATASET_VAL) {
+        if (con[0]) {
+            if (!(cds = calib_set_open(con, ds, st)) ||
+                predict_split(&s, &m, &t, cds, LOADER_SPLIT_ALL, needs_fpn, &pv, st))
+                goto out;
+            v = &pv;
+        } else if (split != DATASET_VAL) {
             if (predict_split(&s, &m, &t, ds, DATASET_VAL, needs_fpn, &pv, st)) goto out;
             v = &pv;
         }
@@ -417,10 +467,11 @@ int evaluate_run(const cc_config *cfg, int split, const char *fpn_ckpt, const ch
                 v->sigma[i] = count_calib_sigma(&cb, v->pred[i], v->sigma[i]);
         /* the calibrated sigmas count's out-of-distribution flag compares against */
         if (!tag && ood_sigma_stats_write(&s.rl, v->sigma, v->n, 1, st)) goto out;
-        fprintf(out, "sigma = sqrt((%.4f sigma_raw)^2 + (%.4f count)^2), fitted on the validation "
-                     "split (%lld images, %s%s; counter.calibrate = none reports raw intervals "
+        fprintf(out, "sigma = sqrt((%.4f sigma_raw)^2 + (%.4f count)^2), fitted on %s%s "
+                     "(%lld images, %s%s; counter.calibrate = none reports raw intervals "
                      "only)\n",
-                cb.scale, cb.per_count, (long long)v->n,
+                cb.scale, cb.per_count, con[0] ? "" : "the validation split", con,
+                (long long)v->n,
                 cal == CFG_CALIBRATE_COVERAGE ? "95% of its truths inside count +- 1.96 sigma"
                                               : "the Gaussian NLL's optimum",
                 cfg->counter_calibrate_count ? "" : "; counter.calibrate_count = false");
@@ -430,8 +481,13 @@ int evaluate_run(const cc_config *cfg, int split, const char *fpn_ckpt, const ch
     snprintf(cbuf, sizeof cbuf, "%.9g", cb.per_count);
     char akey[COUNT_SIGMA_ATTR_LEN], ckey[COUNT_SIGMA_ATTR_LEN], tkey[COUNT_SIGMA_ATTR_LEN];
     count_sigma_attr_names(tag, akey, ckey, tkey);
+    /* where the calibration came from: "val", the calibration set's path,
+     * or "none" (calibrate = none, or no sigma to calibrate) */
+    char fkey[COUNT_SIGMA_ATTR_LEN + 16];
+    snprintf(fkey, sizeof fkey, "counter.sigma_fit_on%s", sfx);
     if (runlog_set_attr(&s.rl, akey, sbuf, st) || runlog_set_attr(&s.rl, ckey, cbuf, st) ||
-        runlog_set_attr(&s.rl, tkey, cfg_tta_names[cfg->counter_tta], st))
+        runlog_set_attr(&s.rl, tkey, cfg_tta_names[cfg->counter_tta], st) ||
+        runlog_set_attr(&s.rl, fkey, fit_on, st))
         goto out;
 
     static const char *split_names[] = {"train", "val", "test"};
@@ -470,6 +526,7 @@ out:
     count_preds_free(&pv);
     if (tape) tape_free(&t);
     models_free(&m);
+    dataset_close(cds);
     dataset_close(ds);
     session_close(&s);
     return rc;

@@ -16,10 +16,14 @@
  * table "eval/<split>".  Checkpoints: <out_dir>/fpn_best.h5 and
  * counter_best.h5 unless given.  With counter.calibrate = val or coverage
  * (and a sigma), sigma is calibrated by evaluate_calib_fit() on the
- * validation split's predictions; the table has the calibrated and the raw
- * coverage and width, and the calibration is stored as run.h5 attributes
- * counter.sigma_scale and counter.sigma_per_count (count_calib; 1 and 0
- * when not calibrated), which `cellcount count` applies too. */
+ * validation split's predictions, or with counter.calibrate_on = FILE on
+ * the predictions of every image of that data set (same image size and
+ * normalisation as the run's, only stains the run's set has, not the run's
+ * set itself: else an error naming the file); the table has the calibrated
+ * and the raw coverage and width, and the calibration is stored as run.h5
+ * attributes counter.sigma_scale and counter.sigma_per_count (count_calib;
+ * 1 and 0 when not calibrated), which `cellcount count` applies too, with
+ * counter.sigma_fit_on ("val", FILE or "none"). */
 /* The factor k that maximises the Gaussian likelihood of the truths under
  * N(pred, (k sigma)^2): sqrt(mean(((truth - pred) / sigma)^2)) over the
  * entries with a finite positive sigma; NaN when there are none (or all

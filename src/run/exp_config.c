@@ -86,6 +86,8 @@ static const key_def keys[] = {
     {"counter", "freeze_warmup", K_DOUBLE, OFF(counter_freeze_warmup), 0, 1000, NULL, 0},
     {"counter", "calibrate", K_ENUM, OFF(counter_calibrate), 0, 0, NAMES(cfg_calibrate_names)},
     {"counter", "calibrate_count", K_BOOL, OFF(counter_calibrate_count), 0, 1, NULL, 0},
+    {"counter", "calibrate_on", K_STR, OFF(counter_calibrate_on), 0, 0, NULL,
+     SZ(counter_calibrate_on)},
     {"counter", "relu_unstick", K_BOOL, OFF(counter_relu_unstick), 0, 1, NULL, 0},
     {"counter", "tta", K_ENUM, OFF(counter_tta), 0, 0, NAMES(cfg_tta_names)},
     {"counter", "loss", K_ENUM, OFF(counter_loss), 0, 0, NAMES(loss_kind_names)},

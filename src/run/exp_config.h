@@ -92,6 +92,10 @@ typedef struct cc_config {
     cfg_calibrate counter_calibrate;   /* val: scale sigma to the validation split (evaluate) */
     int counter_calibrate_count;  /* the calibration adds a term that grows with the count
                                    * (count_calib; off by default) */
+    /* counter.calibrate_on: a data set to fit the calibration on instead of
+     * the run's validation split (all its images), e.g. a simulated set of
+     * other scenes; "" = the validation split */
+    char counter_calibrate_on[CFG_STR];
     int counter_relu_unstick;   /* the count's relu passes "increase" gradients when dead */
     cfg_tta counter_tta;        /* flips: evaluate and count average the four flips */
     loss_kind counter_loss;
