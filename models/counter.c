@@ -94,11 +94,12 @@ int counter_build(cc_params *P, const counter_config *cfg, const char *prefix, c
         return status_set(st, "counter: %lld features is too many", (long long)m->features);
     }
     const int h1 = counter_width(cfg, 1024), h2 = counter_width(cfg, 512);
+    const int64_t fin = m->features + (cfg->head_means ? cfg->in_channels : 0);
     char p[CC_PARAM_NAME];
     int rc = layer_path(p, st, "%s/heads/count", prefix);
-    if (!rc) rc = head_declare(P, p, m->features, h1, h2, &m->count, st);
+    if (!rc) rc = head_declare(P, p, fin, h1, h2, &m->count, st);
     if (!rc) rc = layer_path(p, st, "%s/heads/logvar", prefix);
-    if (!rc) rc = head_declare(P, p, m->features, h1, h2, &m->logvar, st);
+    if (!rc) rc = head_declare(P, p, fin, h1, h2, &m->logvar, st);
     if (rc) counter_free(m);
     return rc;
 }
@@ -159,6 +160,16 @@ int counter_forward(cc_tape *t, cc_params *P, const counter_model *m, cc_tensor 
         return status_set(&t->status, "counter (%s): backbone gave %s features, expected (N,%lld)",
                           m->arch->name, tensor_shape_str(f, b, sizeof b),
                           (long long)m->features);
+    if (m->cfg.head_means) {
+        /* (N,F) and the channel means (N,Cin,1,1) side by side: (N,F+Cin).
+         * The sum over positions is what a max-pooling backbone reads
+         * least precisely, and the mask's area is the count's main cue
+         * (docs/RESULTS.md, session 15). */
+        const int64_t d4[4] = {f->dims[0], f->dims[1], 1, 1};
+        cc_tensor *parts[2] = {op_reshape(t, f, 4, d4), op_global_avg_pool(t, x)};
+        f = op_flatten(t, op_concat(t, parts, 2));
+        if (!f) return -1;
+    }
     cc_tensor *z = head_forward(t, P, &m->count, f);
     *count = m->cfg.relu_unstick ? op_relu_unstick(t, z) : op_relu(t, z);
     *logvar = head_forward(t, P, &m->logvar, f);

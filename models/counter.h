@@ -32,6 +32,10 @@ typedef struct counter_config {
     /* 1: the count's final relu is op_relu_unstick (same forward; a dead
      * output still learns); 0: plain relu, the paper's training. */
     int relu_unstick;
+    /* 1: each head's first layer also reads the mean over positions of
+     * every input channel (the mask's foreground fraction), beside the
+     * backbone's F features; 0: the paper's heads. */
+    int head_means;
 } counter_config;
 
 /* One backbone family member. */

@@ -210,9 +210,10 @@ class ResNet18(nn.Module):
 
 
 class Counter(nn.Module):
-    def __init__(self, arch, cin, h, w, width_div):
+    def __init__(self, arch, cin, h, w, width_div, head_means=False):
         super().__init__()
         self.gap = arch == 'vgg11_gap'
+        self.head_means = head_means
         if arch in VGG:
             self.features, nfeat = vgg_features(arch, cin, h, w, width_div)
         elif self.gap:
@@ -225,12 +226,16 @@ class Counter(nn.Module):
         else:
             raise ValueError('unknown counter.arch %r (known: %s, vgg11_gap, resnet18)'
                              % (arch, ', '.join(VGG)))
+        # counter.head_means: the heads also read each input channel's mean
+        nfeat += cin if head_means else 0
         self.heads = nn.ModuleDict({'count': CountHead(nfeat, width_div, True),
                                     'logvar': CountHead(nfeat, width_div, False)})
 
     def forward(self, x):
         f = self.features(x)
         f = torch.flatten(f.mean(dim=(2, 3)) if self.gap else f, 1)
+        if self.head_means:
+            f = torch.cat([f, x.mean(dim=(2, 3))], 1)
         return self.heads['count'](f), self.heads['logvar'](f)
 
 
@@ -244,7 +249,8 @@ class CellCount(nn.Module):
         cin = {'mask': 1, 'mask+image': 2, 'image': 1}[self.input]
         if self.input != 'image':
             self.fpn = FPN(cfg['fpn.depth'], cfg['fpn.width'], cfg['fpn.channels'])
-        self.counter = Counter(cfg['counter.arch'], cin, h // 2, w // 2, cfg['counter.width_div'])
+        self.counter = Counter(cfg['counter.arch'], cin, h // 2, w // 2, cfg['counter.width_div'],
+                               cfg['counter.head_means'])
 
     def forward(self, x):
         """x (N,Cin,H,W) in [0,1] -> count (N), log-variance (N)."""
@@ -261,7 +267,7 @@ class CellCount(nn.Module):
 # -------------------------------------------------------- configuration ----
 DEFAULTS = {'fpn.depth': 4, 'fpn.width': 128, 'fpn.channels': 1, 'counter.arch': 'vgg11',
             'counter.width_div': 1, 'counter.input': 'mask', 'counter.loss': 'nll',
-            'counter.finetune_fpn': 'false', 'data.file': ''}
+            'counter.finetune_fpn': 'false', 'counter.head_means': 'false', 'data.file': ''}
 
 
 def read_config(path):
@@ -275,7 +281,8 @@ def read_config(path):
         sec, k = key.split('.')
         v = cp.get(sec, k, fallback=None)
         cfg[key] = type(dflt)(v) if v is not None else dflt
-    cfg['counter.finetune_fpn'] = str(cfg['counter.finetune_fpn']).lower() in ('1', 'true', 'yes', 'on')
+    for k in ('counter.finetune_fpn', 'counter.head_means'):
+        cfg[k] = str(cfg[k]).lower() in ('1', 'true', 'yes', 'on')
     return cfg
 
 

@@ -102,13 +102,15 @@ static const int spec16[] = {64, 64, 0, 128, 128, 0, 256, 256, 256, 0, 512, 512,
 static const int spec19[] = {64, 64, 0, 128, 128, 0, 256, 256, 256, 256, 0, 512, 512, 512, 512, 0,
                              512, 512, 512, 512, 0, -1};
 
-static int64_t counter_count(const char *arch, int cin, int H, int W, int div)
+static int64_t counter_count_with(const char *arch, int cin, int H, int W, int div,
+                                  int head_means)
 {
     env e;
     env_open(&e, 0);
     counter_config cfg = counter_config_default();
     strcpy(cfg.arch, arch);
     cfg.in_channels = cin, cfg.height = H, cfg.width = W, cfg.width_div = div;
+    cfg.head_means = head_means;
     counter_model m;
     ck_assert_msg(counter_build(&e.P, &cfg, "counter", &m, &e.st) == 0, "%s", e.st.msg);
     int64_t n = (int64_t)params_count_trainable(&e.P);
@@ -117,8 +119,19 @@ static int64_t counter_count(const char *arch, int cin, int H, int W, int div)
     return n;
 }
 
+static int64_t counter_count(const char *arch, int cin, int H, int W, int div)
+{
+    return counter_count_with(arch, cin, H, W, div, 0);
+}
+
 START_TEST(test_counter_param_counts)
 {
+    /* counter.head_means: each head's fc1 reads Cin more inputs (1024/div
+     * outputs): 2 x Cin x 1024/div more weights, for every architecture */
+    ck_assert_int_eq(counter_count_with("vgg11", 2, 96, 128, 4, 1) -
+                         counter_count("vgg11", 2, 96, 128, 4), 2 * 2 * 256);
+    ck_assert_int_eq(counter_count_with("resnet18", 1, 96, 128, 1, 1) -
+                         counter_count("resnet18", 1, 96, 128, 1), 2 * 1 * 1024);
     ck_assert_int_eq(counter_count("vgg11", 1, 96, 128, 1), 22866562);
     ck_assert_int_eq(counter_count("vgg11", 1, 96, 128, 1), vgg_count_formula(spec11, 1, 96, 128, 1));
     ck_assert_int_eq(counter_count("vgg13", 2, 96, 128, 1), vgg_count_formula(spec13, 2, 96, 128, 1));
@@ -295,6 +308,7 @@ START_TEST(test_counter_shapes)
             counter_config cfg = counter_config_default();
             strcpy(cfg.arch, counter_arch_at(a)->name);
             cfg.in_channels = cin, cfg.height = 32, cfg.width = 48, cfg.width_div = 16;
+            cfg.head_means = cin == 2;  /* the heads' extra inputs, once per architecture */
             counter_model m;
             ck_assert_msg(counter_build(&e.P, &cfg, "counter", &m, &e.st) == 0, "%s", e.st.msg);
             ck_assert_int_eq(params_finalize(&e.P, &e.st), 0);

@@ -205,7 +205,8 @@ static cc_tensor *counter_case_loss(cc_tape *t, cc_params *P, void *u)
     return counter_loss(t, cnt, lv, y, c->kind, NULL);
 }
 
-static void counter_gradcheck(const char *arch, int cin, int div, loss_kind kind)
+static void counter_gradcheck_with(const char *arch, int cin, int div, loss_kind kind,
+                                   int head_means)
 {
     env e;
     env_open(&e, 1);
@@ -215,6 +216,7 @@ static void counter_gradcheck(const char *arch, int cin, int div, loss_kind kind
     strcpy(cfg.arch, arch);
     cfg.in_channels = cin, cfg.height = 32, cfg.width = 32, cfg.width_div = div;
     cfg.relu_unstick = 0;   /* the true gradient (relu_unstick's rule: test_ops_bnorm_eltwise) */
+    cfg.head_means = head_means;
     ck_assert_msg(counter_build(&e.P, &cfg, "counter", &c.m, &e.st) == 0, "%s", e.st.msg);
     ck_assert_int_eq(params_finalize(&e.P, &e.st), 0);
     counter_init(&e.P, &c.m, 5);
@@ -225,13 +227,24 @@ static void counter_gradcheck(const char *arch, int cin, int div, loss_kind kind
     tu_fill_uniform(c.x, n, 0, 1, 31);
     tu_fill_uniform(c.y, c.N, 0, 3, 32);
     char name[64];
-    snprintf(name, sizeof name, "counter %s /%d %s", arch, div, loss_kind_name(kind));
+    snprintf(name, sizeof name, "counter %s /%d %s%s", arch, div, loss_kind_name(kind),
+             head_means ? " head_means" : "");
     gradcheck_params(name, &e.P, &e.t, counter_case_loss, &c, 3);
     free(c.x);
     free(c.y);
     counter_free(&c.m);
     env_close(&e);
 }
+
+static void counter_gradcheck(const char *arch, int cin, int div, loss_kind kind)
+{
+    counter_gradcheck_with(arch, cin, div, kind, 0);
+}
+
+/* counter.head_means: the heads' first layers also read the channel means
+ * (their extra weight columns are checked with the rest) */
+START_TEST(test_counter_gradcheck_head_means) { counter_gradcheck_with("vgg11", 2, 16, LOSS_NLL, 1); }
+END_TEST
 
 START_TEST(test_counter_gradcheck_vgg11) { counter_gradcheck("vgg11", 1, 16, LOSS_NLL); }
 END_TEST
@@ -464,6 +477,7 @@ void models_add_train_cases(Suite *s)
     tcase_add_test(tc, test_fpn_gradcheck_nll);
     tcase_add_test(tc, test_fpn_gradcheck_depth3_paper);
     tcase_add_test(tc, test_counter_gradcheck_vgg11);
+    tcase_add_test(tc, test_counter_gradcheck_head_means);
     tcase_add_test(tc, test_counter_gradcheck_resnet18);
     tcase_add_test(tc, test_counter_gradcheck_vgg11_gap);
     suite_add_tcase(s, tc);

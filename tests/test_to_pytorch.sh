@@ -161,11 +161,15 @@ EOF
 
 # The other counter heads, the same way: a tiny run, its weights perturbed
 # in PyTorch, evaluated by cellcount, PyTorch's forward checked against it
-# (vgg11_gap averages over positions; resnet18 has its own blocks).
-for arch in vgg11_gap resnet18; do
+# (vgg11_gap averages over positions; resnet18 has its own blocks;
+# vgg11_means is VGG-11 with counter.head_means: the heads also read the
+# mean of the mask and of the image).
+for arch in vgg11_gap resnet18 vgg11_means; do
+    extra=""
+    [ "$arch" = vgg11_means ] && extra="--set counter.head_means=true"
     "$cc" quickstart --out "$tmp/qs_$arch" --threads 2 --sites 1 --set fpn.width=4 \
-        --set counter.arch=$arch --set counter.width_div=16 --set counter.input=mask+image \
-        --set fpn_train.epochs=1 --set counter_train.epochs=1 \
+        --set counter.arch=${arch%_means} --set counter.width_div=16 --set counter.input=mask+image \
+        --set fpn_train.epochs=1 --set counter_train.epochs=1 $extra \
         > "$tmp/qs_$arch.log" 2>&1 || { cat "$tmp/qs_$arch.log"; exit 1; }
     r=$tmp/qs_$arch/run
     "$PY" "$top/scripts/to_pytorch.py" "$r" --save "$tmp/sd_$arch.pt" --threads 2

@@ -89,6 +89,7 @@ static const key_def keys[] = {
     {"counter", "calibrate_on", K_STR, OFF(counter_calibrate_on), 0, 0, NULL,
      SZ(counter_calibrate_on)},
     {"counter", "relu_unstick", K_BOOL, OFF(counter_relu_unstick), 0, 1, NULL, 0},
+    {"counter", "head_means", K_BOOL, OFF(counter_head_means), 0, 1, NULL, 0},
     {"counter", "tta", K_ENUM, OFF(counter_tta), 0, 0, NAMES(cfg_tta_names)},
     {"counter", "loss", K_ENUM, OFF(counter_loss), 0, 0, NAMES(loss_kind_names)},
     {"counter", "finetune_fpn", K_BOOL, OFF(finetune_fpn), 0, 1, NULL, 0},

@@ -97,6 +97,7 @@ typedef struct cc_config {
      * other scenes; "" = the validation split */
     char counter_calibrate_on[CFG_STR];
     int counter_relu_unstick;   /* the count's relu passes "increase" gradients when dead */
+    int counter_head_means;     /* the heads also read the input channels' means (counter.h) */
     cfg_tta counter_tta;        /* flips: evaluate and count average the four flips */
     loss_kind counter_loss;
     int finetune_fpn;

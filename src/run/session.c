@@ -191,6 +191,7 @@ int models_build(cc_models *m, cc_session *s, int with_counter, int in_h, int in
         cc.in_channels = models_counter_channels(c);
         cc.width_div = c->counter_width_div;
         cc.relu_unstick = c->counter_relu_unstick;
+        cc.head_means = c->counter_head_means;
         cc.height = in_h / 2;
         cc.width = in_w / 2;
         if (counter_build(&m->Pc, &cc, "counter", &m->counter, st)) return -1;
