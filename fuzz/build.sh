@@ -14,11 +14,15 @@ san="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-fram
 cflags="-std=c11 -D_GNU_SOURCE -O1 -g -fopenmp -w -I$src -I$top ${HDF5_CFLAGS:-} ${TIFF_CFLAGS:-} ${PNG_CFLAGS:-}"
 libs="${DNNL_LIBS:--ldnnl} ${HDF5_LIBS:--lhdf5} ${TIFF_LIBS:--ltiff} ${PNG_LIBS:--lpng16} -lm -lpthread"
 # Everything but main() -- the same set as libcellcount.a, instrumented.
+# An object is rebuilt when its .c or any header is newer than it (a struct
+# that changed in a header must not be linked against objects built for
+# its old layout; no per-file dependency lists here, so any header counts).
+newest_h=$(ls -t "$src"/autodiff/*.h "$src"/models/*.h "$src"/src/*/*.h "$top/config.h" | head -n 1)
 objs=()
 for f in "$src"/autodiff/*.c "$src"/models/*.c "$src"/src/*/*.c; do
     case $f in */src/cli/main.c) continue ;; esac
     o=$out/obj/$(echo "${f#$src/}" | tr / _).o
-    if [ ! -e "$o" ] || [ "$f" -nt "$o" ]; then
+    if [ ! -e "$o" ] || [ "$f" -nt "$o" ] || [ "$newest_h" -nt "$o" ]; then
         $CLANG $cflags $san -fsanitize=fuzzer-no-link -c "$f" -o "$o"
     fi
     objs+=("$o")

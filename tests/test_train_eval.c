@@ -464,6 +464,12 @@ START_TEST(test_calibrate_on)
                   want.scale);
     free(tr);
     runlog_free(&rl);
+    /* with calibrate = none there is nothing to fit: an error, not silence */
+    ck_assert_int_eq(config_set(&c, "counter.calibrate=none", &st), 0);
+    ck_assert_int_ne(evaluate_run(&c, 2, NULL, NULL, NULL, devnull, &st), 0);
+    ck_assert_msg(strstr(st.msg, "calibrate = none") && strstr(st.msg, cal), "%s", st.msg);
+    status_clear(&st);
+    ck_assert_int_eq(config_set(&c, "counter.calibrate=val", &st), 0);
     /* refused: the run's own data set, another size, another stain, no file */
     const struct { const char *file; int h, stains; const char *says; } bad[] = {
         {data, 0, 0, "own data set"}, {"big.h5", 96, 1, "96x96"},

@@ -392,6 +392,10 @@ int evaluate_run(const cc_config *cfg, int split, const char *fpn_ckpt, const ch
                  const char *tag, FILE *out, cc_status *st)
 {
     if (tag && evaluate_tag_check(tag, st)) return -1;
+    if (cfg->counter_calibrate_on[0] && cfg->counter_calibrate == CFG_CALIBRATE_NONE)
+        return status_set(st, "counter.calibrate_on = %s: counter.calibrate = none fits no "
+                              "calibration (use val or coverage)",
+                          cfg->counter_calibrate_on);
     char sfx[40];
     tag_suffix(sfx, sizeof sfx, tag);
     cc_session s;
