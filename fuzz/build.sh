@@ -17,7 +17,10 @@ libs="${DNNL_LIBS:--ldnnl} ${HDF5_LIBS:--lhdf5} ${TIFF_LIBS:--ltiff} ${PNG_LIBS:
 # An object is rebuilt when its .c or any header is newer than it (a struct
 # that changed in a header must not be linked against objects built for
 # its old layout; no per-file dependency lists here, so any header counts).
-newest_h=$(ls -t "$src"/autodiff/*.h "$src"/models/*.h "$src"/src/*/*.h "$top/config.h" | head -n 1)
+newest_h=$top/config.h
+for h in "$src"/autodiff/*.h "$src"/models/*.h "$src"/src/*/*.h; do
+    if [ "$h" -nt "$newest_h" ]; then newest_h=$h; fi
+done
 objs=()
 for f in "$src"/autodiff/*.c "$src"/models/*.c "$src"/src/*/*.c; do
     case $f in */src/cli/main.c) continue ;; esac
