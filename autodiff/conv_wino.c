@@ -46,6 +46,15 @@ int wino_layout_get(const dnnl_memory_desc_t *md, wino_layout *l)
     return 1;
 }
 
+/* The integer in environment variable `name` when it lies in 1..hi, else
+ * dflt (the chunk-size overrides for measurements). */
+static int64_t env_chunk(const char *name, int64_t hi, int64_t dflt)
+{
+    const char *e = getenv(name);
+    const int64_t v = e ? atoi(e) : 0;
+    return v > 0 && v <= hi ? v : dflt;
+}
+
 void wino_geom_init(wino_geom *g, int64_t n, int64_t cin, int64_t cout, int64_t h, int64_t w)
 {
     g->n = n, g->cin = cin, g->cout = cout, g->h = h, g->w = w;
@@ -67,8 +76,7 @@ void wino_geom_init(wino_geom *g, int64_t n, int64_t cin, int64_t cout, int64_t 
      * the 32 MiB L3 beside the layer's data).  CC_WINO_WCHUNK_MIB overrides
      * the 12 (measurements). */
     const int64_t c = cin > cout ? cin : cout;
-    const char *ew = getenv("CC_WINO_WCHUNK_MIB");
-    const int64_t wmib = ew && atoi(ew) > 0 && atoi(ew) <= 1024 ? atoi(ew) : 12;
+    const int64_t wmib = env_chunk("CC_WINO_WCHUNK_MIB", 1024, 12);
     int64_t chunk = (wmib << 20) / (2 * NXI * 4 * c);
     chunk = chunk / 8 * 8;
     if (chunk < 16) chunk = 16;
@@ -99,8 +107,7 @@ void wino_geom_set_isa(wino_geom *g, cc_isa isa)
      * Results do not depend on the chunk at all here: every product sums
      * over the input channels in order. */
     const int64_t c = g->cin > g->cout ? g->cin : g->cout;
-    const char *e = getenv("CC_WINO_CHUNK_KIB");
-    const int64_t kib = e && atoi(e) > 0 ? atoi(e) : 900;
+    const int64_t kib = env_chunk("CC_WINO_CHUNK_KIB", INT32_MAX, 900);
     int64_t cf = (kib << 10) / (2 * NXI * 4 * c);
     if (cf > 384) cf = 384;
     if (cf > g->tiles) cf = g->tiles;

@@ -314,9 +314,9 @@ static const char *const kind_names[OPK_COUNT] = {"conv",   "bnorm",  "eltwise",
                                                   "resample", "binary", "linear", "loss",
                                                   "reorder", "other_ops"};
 
-/* One line per node of the last step with its mean ms per step (per =
- * 1 / steps): index, op, output shape, forward and backward (backward
- * includes its reorders). */
+/* One line per node of the last step (its tensors are still on the tape)
+ * with its mean ms per step (per = 1 / steps): index, op, output shape,
+ * forward and backward (backward includes its reorders). */
 static void print_per_node(const cc_tape *t, const double (*pn)[2], double per)
 {
     printf("  per node (mean ms per step; nodes under 0.05 ms left out):\n");
@@ -324,12 +324,9 @@ static void print_per_node(const cc_tape *t, const double (*pn)[2], double per)
         const double f = 1e3 * pn[k][0] * per, b = 1e3 * pn[k][1] * per;
         if (f + b < 0.05) continue;
         const cc_node *n = &t->nodes[k];
-        char shape[64] = "";
-        for (int d = 0, at = 0; d < n->out_ndim && at < (int)sizeof shape - 1; d++)
-            at += snprintf(shape + at, sizeof shape - (size_t)at, "%s%lld", d ? "x" : "",
-                           (long long)n->out_dims[d]);
-        printf("    %4d %-12s %-18s fwd %7.2f  bwd %7.2f\n", k, tape_op_def(n->op)->name, shape,
-               f, b);
+        char shape[64];
+        printf("    %4d %-12s %-18s fwd %7.2f  bwd %7.2f\n", k, tape_op_def(n->op)->name,
+               tensor_shape_str(n->out, shape, sizeof shape), f, b);
     }
 }
 

@@ -15,8 +15,9 @@
 #include "src/train/train.h"
 #include "tests/test_train.h"
 
-/* A tiny FPN + counter trained on `data` in dir/run (config in *c). */
-static void train_tiny(cc_config *c, const char *run, int fpn_epochs)
+/* A tiny FPN + counter trained on `data` in dir/run (config in *c), then
+ * evaluated on the test split (tables to out), which must succeed. */
+static void train_tiny_evaluated(cc_config *c, const char *run, int fpn_epochs, FILE *out)
 {
     make_data();
     tiny_config(c, run, fpn_epochs);
@@ -24,17 +25,17 @@ static void train_tiny(cc_config *c, const char *run, int fpn_epochs)
     status_clear(&st);
     ck_assert_msg(train_fpn(c, 0, &st) == 0, "%s", st.msg);
     ck_assert_msg(train_counter(c, NULL, 0, &st) == 0, "%s", st.msg);
+    ck_assert_msg(evaluate_run(c, 2, NULL, NULL, NULL, out, &st) == 0, "%s", st.msg);
 }
 
 START_TEST(test_counter_and_evaluate)
 {
     cc_config c;
-    train_tiny(&c, "e", 2);
+    FILE *devnull = fopen("/dev/null", "w");
+    train_tiny_evaluated(&c, "e", 2, devnull);
+    fclose(devnull);
     cc_status st;
     status_clear(&st);
-    FILE *devnull = fopen("/dev/null", "w");
-    ck_assert_msg(evaluate_run(&c, 2, NULL, NULL, NULL, devnull, &st) == 0, "%s", st.msg);
-    fclose(devnull);
     char path[256];
     snprintf(path, sizeof path, "%s/e/run.h5", dir);
     runlog rl;
@@ -96,11 +97,10 @@ static char *slurp(const char *path)
 START_TEST(test_evaluate_on_other_data)
 {
     cc_config c;
-    train_tiny(&c, "on", 1);
+    FILE *devnull = fopen("/dev/null", "w");
+    train_tiny_evaluated(&c, "on", 1, devnull);
     cc_status st;
     status_clear(&st);
-    FILE *devnull = fopen("/dev/null", "w");
-    ck_assert_msg(evaluate_run(&c, 2, NULL, NULL, NULL, devnull, &st) == 0, "%s", st.msg);
     ck_assert_msg(evaluate_on_run(&c, data, 2, 0, NULL, NULL, NULL, devnull, &st) == 0, "%s", st.msg);
     char other[160];
     snprintf(other, sizeof other, "%s/other.h5", dir);
@@ -424,15 +424,14 @@ END_TEST
 START_TEST(test_calibrate_on)
 {
     cc_config c;
-    train_tiny(&c, "cal", 1);
+    FILE *devnull = fopen("/dev/null", "w");
+    train_tiny_evaluated(&c, "cal", 1, devnull);
     cc_status st;
     status_clear(&st);
-    FILE *devnull = fopen("/dev/null", "w");
     char cal[160], path[256], set[200];
     snprintf(cal, sizeof cal, "%s/calset.h5", dir);
     make_data_seeded(cal, 64, 64, 1, 4, 77);   /* other scenes than the run's */
     snprintf(path, sizeof path, "%s/cal/run.h5", dir);
-    ck_assert_msg(evaluate_run(&c, 2, NULL, NULL, NULL, devnull, &st) == 0, "%s", st.msg);
     runlog rl;
     ck_assert_int_eq(runlog_open(&rl, path, &st), 0);
     ck_assert_str_eq(runlog_attr_get(&rl, "counter.sigma_fit_on"), "val");

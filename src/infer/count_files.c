@@ -111,12 +111,13 @@ static int load_checkpoint(const char *path, cc_params *P, const char *what, int
     return -1;
 }
 
-void count_sigma_attr_names(const char *tag, char *key, char *ckey, char *tkey)
+void count_sigma_attr_names(const char *tag, count_sigma_attrs *a)
 {
     const char *dot = tag ? "." : "", *t = tag ? tag : "";
-    snprintf(key, COUNT_SIGMA_ATTR_LEN, "counter.sigma_scale%s%s", dot, t);
-    snprintf(ckey, COUNT_SIGMA_ATTR_LEN, "counter.sigma_per_count%s%s", dot, t);
-    snprintf(tkey, COUNT_SIGMA_ATTR_LEN, "counter.sigma_scale_tta%s%s", dot, t);
+    snprintf(a->scale, sizeof a->scale, "counter.sigma_scale%s%s", dot, t);
+    snprintf(a->per_count, sizeof a->per_count, "counter.sigma_per_count%s%s", dot, t);
+    snprintf(a->tta, sizeof a->tta, "counter.sigma_scale_tta%s%s", dot, t);
+    snprintf(a->fit_on, sizeof a->fit_on, "counter.sigma_fit_on%s%s", dot, t);
 }
 
 double count_calib_sigma(const count_calib *c, double count, double sigma)
@@ -155,10 +156,10 @@ int count_model_open(count_model *cm, const cc_config *cfg, int h, int w, const 
     if (access(rp, R_OK) == 0 && runlog_open(&rl, rp, &ignore) == 0) {
         /* A run evaluated before calibration existed has no factor: 1.  A
          * tag's factor (evaluate --tag) where it was stored, else the run's. */
-        char key[COUNT_SIGMA_ATTR_LEN], ckey[COUNT_SIGMA_ATTR_LEN], tkey[COUNT_SIGMA_ATTR_LEN];
-        count_sigma_attr_names(calib_tag, key, ckey, tkey);
-        if (calib_tag && !runlog_attr_get(&rl, key)) count_sigma_attr_names(NULL, key, ckey, tkey);
-        const char *v = runlog_attr_get(&rl, key), *cv = runlog_attr_get(&rl, ckey);
+        count_sigma_attrs an;
+        count_sigma_attr_names(calib_tag, &an);
+        if (calib_tag && !runlog_attr_get(&rl, an.scale)) count_sigma_attr_names(NULL, &an);
+        const char *v = runlog_attr_get(&rl, an.scale), *cv = runlog_attr_get(&rl, an.per_count);
         double k = v ? strtod(v, NULL) : NAN, pc = cv ? strtod(cv, NULL) : 0;
         const int applied =
             !counter_ckpt && cfg->counter_calibrate != CFG_CALIBRATE_NONE && isfinite(k) && k > 0;
@@ -166,11 +167,11 @@ int count_model_open(count_model *cm, const cc_config *cfg, int h, int w, const 
             cm->calib.scale = k;
             /* a damaged per-count term is dropped rather than trusted */
             cm->calib.per_count = isfinite(pc) && pc > 0 ? pc : 0;
-            snprintf(cm->sigma_from, sizeof cm->sigma_from, "%s", key);
+            snprintf(cm->sigma_from, sizeof cm->sigma_from, "%s", an.scale);
         }
         /* The factor was fitted with or without the flips of counter.tta
          * (runs evaluated before it existed: without). */
-        const char *tv = runlog_attr_get(&rl, tkey);
+        const char *tv = runlog_attr_get(&rl, an.tta);
         const char *now = cfg_tta_names[cfg->counter_tta];
         if (applied && strcmp(tv ? tv : "none", now))
             fprintf(cm->s.log,

@@ -71,13 +71,18 @@ typedef struct count_calib {
 double count_calib_sigma(const count_calib *c, double count, double sigma);
 
 /* The run.h5 attributes of a calibration (evaluate writes them, count_model_open
- * reads them): key = "counter.sigma_scale[.TAG]" (scale), ckey =
- * "counter.sigma_per_count[.TAG]" (per_count; absent in runs evaluated
- * before it existed: 0) and tkey = "counter.sigma_scale_tta[.TAG]", the
- * counter.tta it was fitted with; tag NULL: the run's own.  tag: at most 32
- * characters (evaluate_tag_check).  Buffers of COUNT_SIGMA_ATTR_LEN. */
+ * reads them): scale = "counter.sigma_scale[.TAG]", per_count =
+ * "counter.sigma_per_count[.TAG]" (absent in runs evaluated before it
+ * existed: 0), tta = "counter.sigma_scale_tta[.TAG]", the counter.tta it
+ * was fitted with, and fit_on = "counter.sigma_fit_on[.TAG]", what it was
+ * fitted on ("val", a counter.calibrate_on path, or "none"); tag NULL: the
+ * run's own.  tag: at most 32 characters (evaluate_tag_check). */
 #define COUNT_SIGMA_ATTR_LEN 64
-void count_sigma_attr_names(const char *tag, char *key, char *ckey, char *tkey);
+typedef struct count_sigma_attrs {
+    char scale[COUNT_SIGMA_ATTR_LEN], per_count[COUNT_SIGMA_ATTR_LEN];
+    char tta[COUNT_SIGMA_ATTR_LEN], fit_on[COUNT_SIGMA_ATTR_LEN];
+} count_sigma_attrs;
+void count_sigma_attr_names(const char *tag, count_sigma_attrs *a);
 
 /* A run's models, loaded for counting. */
 typedef struct count_model {

@@ -448,6 +448,9 @@ int evaluate_run(const cc_config *cfg, int split, const char *fpn_ckpt, const ch
      * NLL's shape scaled to give the validation split 95% coverage. */
     count_calib cb = COUNT_CALIB_IDENTITY;
     const int cal = cfg->counter_calibrate;
+    /* fit_on: what the calibration was fitted on (run.h5 counter.sigma_fit_on):
+     * "val", the calibration set's path, or "none" (calibrate = none, or no
+     * sigma to calibrate) */
     const char *con = cfg->counter_calibrate_on, *fit_on = "none";
     if (cal != CFG_CALIBRATE_NONE && p.n && isfinite(p.sigma[0])) {
         fit_on = con[0] ? con : "val";
@@ -471,11 +474,10 @@ int evaluate_run(const cc_config *cfg, int split, const char *fpn_ckpt, const ch
                 v->sigma[i] = count_calib_sigma(&cb, v->pred[i], v->sigma[i]);
         /* the calibrated sigmas count's out-of-distribution flag compares against */
         if (!tag && ood_sigma_stats_write(&s.rl, v->sigma, v->n, 1, st)) goto out;
-        fprintf(out, "sigma = sqrt((%.4f sigma_raw)^2 + (%.4f count)^2), fitted on %s%s "
+        fprintf(out, "sigma = sqrt((%.4f sigma_raw)^2 + (%.4f count)^2), fitted on %s "
                      "(%lld images, %s%s; counter.calibrate = none reports raw intervals "
                      "only)\n",
-                cb.scale, cb.per_count, con[0] ? "" : "the validation split", con,
-                (long long)v->n,
+                cb.scale, cb.per_count, con[0] ? con : "the validation split", (long long)v->n,
                 cal == CFG_CALIBRATE_COVERAGE ? "95% of its truths inside count +- 1.96 sigma"
                                               : "the Gaussian NLL's optimum",
                 cfg->counter_calibrate_count ? "" : "; counter.calibrate_count = false");
@@ -483,15 +485,12 @@ int evaluate_run(const cc_config *cfg, int split, const char *fpn_ckpt, const ch
     char sbuf[32], cbuf[32];
     snprintf(sbuf, sizeof sbuf, "%.9g", cb.scale);
     snprintf(cbuf, sizeof cbuf, "%.9g", cb.per_count);
-    char akey[COUNT_SIGMA_ATTR_LEN], ckey[COUNT_SIGMA_ATTR_LEN], tkey[COUNT_SIGMA_ATTR_LEN];
-    count_sigma_attr_names(tag, akey, ckey, tkey);
-    /* where the calibration came from: "val", the calibration set's path,
-     * or "none" (calibrate = none, or no sigma to calibrate) */
-    char fkey[COUNT_SIGMA_ATTR_LEN + 16];
-    snprintf(fkey, sizeof fkey, "counter.sigma_fit_on%s", sfx);
-    if (runlog_set_attr(&s.rl, akey, sbuf, st) || runlog_set_attr(&s.rl, ckey, cbuf, st) ||
-        runlog_set_attr(&s.rl, tkey, cfg_tta_names[cfg->counter_tta], st) ||
-        runlog_set_attr(&s.rl, fkey, fit_on, st))
+    count_sigma_attrs an;
+    count_sigma_attr_names(tag, &an);
+    if (runlog_set_attr(&s.rl, an.scale, sbuf, st) ||
+        runlog_set_attr(&s.rl, an.per_count, cbuf, st) ||
+        runlog_set_attr(&s.rl, an.tta, cfg_tta_names[cfg->counter_tta], st) ||
+        runlog_set_attr(&s.rl, an.fit_on, fit_on, st))
         goto out;
 
     static const char *split_names[] = {"train", "val", "test"};
