@@ -59,6 +59,10 @@ struct cc_node {
     void *state;                    /* op-private, persists across resets */
     /* key the state was built for */
     int key_valid, key_training, key_threads, key_n_in, key_bf16;
+    /* 1: too little work to wake a second thread for (tape.c,
+     * node_is_small): infer, forward and backward run with OpenMP capped
+     * at one thread.  Decided with the key, from shapes only. */
+    int serial;
     cc_op_args key_args;
     dnnl_memory_desc_t key_md[OP_MAX_IN];
     int out_ndim;                   /* output shape/layout infer() chose */

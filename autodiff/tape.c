@@ -143,6 +143,36 @@ static int key_matches(const cc_tape *t, const cc_node *n, int op, cc_tensor *co
     return 1;
 }
 
+/* A node below both bounds runs on the calling thread.  Why: each
+ * parallel region costs a wake-up and a join; with OMP_WAIT_POLICY=passive
+ * (cellcount's default) that is 0.1-0.4 ms, and beside a busy process a
+ * join can wait a whole time slice for a thread the scheduler holds back.
+ * The quickstart's FPN (width 16, batch 4, 96x128) has 30 conv nodes under
+ * 0.15 ms at 1 thread that took 0.3-0.5 ms at 2, so its step was slower at
+ * 2 threads than at 1 (docs/PERFORMANCE.md, session 16).  The bounds: ~50 us
+ * of work at one thread, forward (a node's backward costs about twice). */
+#define TAPE_SERIAL_MACS ((int64_t)1 << 22)       /* forward multiply-accumulates */
+#define TAPE_SERIAL_BYTES ((size_t)512 << 10)     /* inputs + output */
+
+static int node_is_small(const cc_node *n)
+{
+    if (tape_node_macs(n) >= TAPE_SERIAL_MACS) return 0;
+    size_t bytes = tensor_bytes(n->out);
+    for (int i = 0; i < n->n_in; i++) bytes += tensor_bytes(n->in[i]);
+    return bytes < TAPE_SERIAL_BYTES;
+}
+
+/* Run fn for node n, with OpenMP capped at one thread when n is serial
+ * (the team size nt is restored after). */
+static int node_run(int (*fn)(cc_tape *, cc_node *, cc_status *), cc_tape *t, cc_node *n, int nt)
+{
+    if (!n->serial || nt <= 1) return fn(t, n, &t->status);
+    omp_set_num_threads(1);
+    const int rc = fn(t, n, &t->status);
+    omp_set_num_threads(nt);
+    return rc;
+}
+
 cc_tensor *tape_record(cc_tape *t, int op, cc_tensor *const *in, int n_in, const cc_op_args *args)
 {
     const cc_op_def *def = tape_op_def(op);
@@ -160,6 +190,7 @@ cc_tensor *tape_record(cc_tape *t, int op, cc_tensor *const *in, int n_in, const
 
     /* The output's shape and layout are part of the cached state: on a key
      * hit, infer() is skipped and the previous output descriptor reused. */
+    const int nt = omp_get_max_threads();
     int hit = key_matches(t, n, op, in, n_in, args);
     if (!hit && n->state) {
         tape_op_def(n->op)->state_free(n->state);
@@ -176,14 +207,26 @@ cc_tensor *tape_record(cc_tape *t, int op, cc_tensor *const *in, int n_in, const
         out->md = n->out_md;
     } else {
         n->key_valid = 0;
+        n->serial = 0;
         if (def->infer(t, n, out, &t->status)) return NULL;
+        if (nt > 1 && node_is_small(n)) {
+            /* build again for one thread: oneDNN fixes a primitive's split
+             * of the work (and forks that many threads) when creating it */
+            if (n->state) def->state_free(n->state);
+            n->state = NULL;
+            omp_set_num_threads(1);
+            const int rc = def->infer(t, n, out, &t->status);
+            omp_set_num_threads(nt);
+            if (rc) return NULL;
+            n->serial = 1;
+        }
         n->key_valid = 1;
         n->out_ndim = out->ndim;
         memcpy(n->out_dims, out->dims, sizeof out->dims);
         n->out_md = out->md;
         n->key_n_in = n_in;
         n->key_training = t->training;
-        n->key_threads = omp_get_max_threads();
+        n->key_threads = nt;
         n->key_bf16 = t->ctx->bf16;
         n->key_args = *args;
         for (int i = 0; i < n_in; i++) n->key_md[i] = in[i]->md;
@@ -200,7 +243,7 @@ cc_tensor *tape_record(cc_tape *t, int op, cc_tensor *const *in, int n_in, const
      * the op's time so no second is counted twice. */
     double t0 = 0, r0 = 0;
     if (t->profile) r0 = t->prof_seconds[OPK_REORDER][0], t0 = omp_get_wtime();
-    if (def->forward(t, n, &t->status)) {
+    if (node_run(def->forward, t, n, nt)) {
         n->key_valid = 0;
         return NULL;
     }
@@ -297,7 +340,7 @@ static int backward_node(cc_tape *t, cc_node *n)
     const cc_op_def *def = tape_op_def(n->op);
     double t0 = 0, r0 = 0;
     if (t->profile) r0 = t->prof_seconds[OPK_REORDER][0], t0 = omp_get_wtime();
-    if (def->backward(t, n, &t->status)) return -1;
+    if (node_run(def->backward, t, n, omp_get_max_threads())) return -1;
     if (t->profile) {
         /* reorder_run() booked its time as forward: move it to backward */
         const double r = t->prof_seconds[OPK_REORDER][0] - r0;

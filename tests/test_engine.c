@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "autodiff/op.h"
 #include "autodiff/ops.h"
 #include "autodiff/optim.h"
 #include "autodiff/params.h"
@@ -225,6 +226,70 @@ START_TEST(test_tape_reset_no_growth)
 }
 END_TEST
 
+/* A small graph (conv, pool, conv, under the tape's serial bounds) run
+ * with `threads`: its output and the gradients of x and w, and each
+ * node's serial flag; a large conv (18.9 M multiply-accumulates) is
+ * recorded after it and must stay parallel. */
+typedef struct small_run {
+    float y[2 * 4 * 6 * 6], gx[2 * 8 * 12 * 12], gw[8 * 8 * 9];
+    int serial[4];
+} small_run;
+
+static void small_graph_run(int threads, small_run *r)
+{
+    cc_ctx ctx;
+    ck_assert_int_eq(ctx_init(&ctx, threads, NULL), 0);
+    cc_tape t;
+    tape_init(&t, &ctx, 1);
+    static float xv[2 * 8 * 12 * 12], wv[8 * 8 * 9], w2v[4 * 8 * 9], bigx[2 * 16 * 64 * 64],
+        bigw[16 * 16 * 9], seed[2 * 4 * 6 * 6];
+    tu_fill_uniform(xv, 2 * 8 * 12 * 12, -1, 1, 11);
+    tu_fill_uniform(wv, 8 * 8 * 9, -0.3f, 0.3f, 12);
+    tu_fill_uniform(w2v, 4 * 8 * 9, -0.3f, 0.3f, 13);
+    tu_fill_uniform(bigx, 2 * 16 * 64 * 64, -1, 1, 14);
+    tu_fill_uniform(bigw, 16 * 16 * 9, -0.3f, 0.3f, 15);
+    tu_fill_uniform(seed, 2 * 4 * 6 * 6, -1, 1, 16);
+    for (int step = 0; step < 2; step++) {     /* the second step reuses the primitives */
+        tape_reset(&t);
+        cc_tensor *x = tape_input(&t, 4, (int64_t[]){2, 8, 12, 12}, xv, 1);
+        cc_tensor *w = tape_input(&t, 4, (int64_t[]){8, 8, 3, 3}, wv, 1);
+        cc_tensor *w2 = tape_input(&t, 4, (int64_t[]){4, 8, 3, 3}, w2v, 0);
+        cc_tensor *y = op_conv2d(&t, op_max_pool2d(&t, op_conv2d(&t, x, w, NULL, 1, 1), 2, 2), w2,
+                                 NULL, 1, 1);
+        cc_tensor *bx = tape_input(&t, 4, (int64_t[]){2, 16, 64, 64}, bigx, 0);
+        cc_tensor *bw = tape_input(&t, 4, (int64_t[]){16, 16, 3, 3}, bigw, 0);
+        ck_assert_ptr_nonnull(op_conv2d(&t, bx, bw, NULL, 1, 1));
+        ck_assert_msg(y != NULL, "%s", tape_error(&t));
+        ck_assert_int_eq(tape_backward_seed(&t, y, seed), 0);
+        ck_assert_int_eq(tape_read(&t, y, r->y), 0);
+        ck_assert_int_eq(tape_read_grad(&t, x, r->gx), 0);
+        ck_assert_int_eq(tape_read_grad(&t, w, r->gw), 0);
+    }
+    ck_assert_int_eq(t.n_nodes, 4);
+    for (int i = 0; i < 4; i++) r->serial[i] = t.nodes[i].serial;
+    tape_free(&t);
+    ctx_free(&ctx);
+}
+
+/* Nodes under the serial bounds run on one thread when the team has two:
+ * flagged so, and giving the 1-thread results bit for bit (oneDNN's
+ * convolutions split and sum their weight gradient by thread count). */
+START_TEST(test_tape_small_nodes_serial)
+{
+    static small_run r1, r2;
+    small_graph_run(1, &r1);
+    small_graph_run(2, &r2);
+    for (int i = 0; i < 4; i++) ck_assert_int_eq(r1.serial[i], 0);
+    ck_assert_int_eq(r2.serial[0], 1);
+    ck_assert_int_eq(r2.serial[1], 1);
+    ck_assert_int_eq(r2.serial[2], 1);
+    ck_assert_msg(r2.serial[3] == 0, "the 18.9 M-MAC convolution was made serial");
+    ck_assert(memcmp(r1.y, r2.y, sizeof r1.y) == 0);
+    ck_assert(memcmp(r1.gx, r2.gx, sizeof r1.gx) == 0);
+    ck_assert(memcmp(r1.gw, r2.gw, sizeof r1.gw) == 0);
+}
+END_TEST
+
 /* ---- parameters & optimizers ---- */
 
 START_TEST(test_params_slabs)
@@ -349,6 +414,7 @@ static Suite *engine_suite(void)
     tcase_add_test(tc, test_tape_shared_weight);
     tcase_add_test(tc, test_tape_inference_records_nothing);
     tcase_add_test(tc, test_tape_reset_no_growth);
+    tcase_add_test(tc, test_tape_small_nodes_serial);
     suite_add_tcase(s, tc);
     tc = tcase_create("params");
     tcase_add_test(tc, test_params_slabs);
