@@ -6,7 +6,7 @@
 #include <string.h>
 
 extern const counter_arch counter_arch_vgg11, counter_arch_vgg13, counter_arch_vgg16,
-    counter_arch_vgg19, counter_arch_vgg11_gap, counter_arch_resnet18;
+    counter_arch_vgg19, counter_arch_vgg11_gap, counter_arch_vgg11_density, counter_arch_resnet18;
 
 static const counter_arch *const registry[] = {
     &counter_arch_vgg11,    /* vgg.c */
@@ -14,6 +14,7 @@ static const counter_arch *const registry[] = {
     &counter_arch_vgg16,    /* vgg.c */
     &counter_arch_vgg19,    /* vgg.c */
     &counter_arch_vgg11_gap, /* vgg.c */
+    &counter_arch_vgg11_density, /* vgg.c */
     &counter_arch_resnet18, /* resnet.c */
 };
 #define N_ARCH ((int)(sizeof registry / sizeof registry[0]))
@@ -64,6 +65,21 @@ static int head_declare(cc_params *P, const char *base, int64_t F, int h1, int h
     return layer_linear_declare(P, p, h2, 1, &h->fc3, st);
 }
 
+static int density_declare(cc_params *P, const char *prefix, int F, counter_density *d,
+                           cc_status *st)
+{
+    const int hid = F / 2 > 0 ? F / 2 : 1;
+    char p[CC_PARAM_NAME];
+    if (layer_path(p, st, "%s/heads/count/conv1", prefix) ||
+        layer_conv_declare(P, p, F, hid, 1, 1, 0, 1, &d->conv1, st))
+        return -1;
+    if (layer_path(p, st, "%s/heads/count/bn1", prefix) ||
+        layer_bn_declare(P, p, hid, &d->bn1, st))
+        return -1;
+    if (layer_path(p, st, "%s/heads/count/conv2", prefix)) return -1;
+    return layer_conv_declare(P, p, hid, 1, 1, 1, 0, 1, &d->conv2, st);
+}
+
 int counter_build(cc_params *P, const counter_config *cfg, const char *prefix, counter_model *m,
                   cc_status *st)
 {
@@ -96,8 +112,14 @@ int counter_build(cc_params *P, const counter_config *cfg, const char *prefix, c
     const int h1 = counter_width(cfg, 1024), h2 = counter_width(cfg, 512);
     const int64_t fin = m->features + (cfg->head_means ? cfg->in_channels : 0);
     char p[CC_PARAM_NAME];
-    int rc = layer_path(p, st, "%s/heads/count", prefix);
-    if (!rc) rc = head_declare(P, p, fin, h1, h2, &m->count, st);
+    int rc = 0;
+    if (a->positions) {
+        m->positions = a->positions(m->backbone);
+        rc = density_declare(P, prefix, (int)m->features, &m->density, st);
+    } else {
+        rc = layer_path(p, st, "%s/heads/count", prefix);
+        if (!rc) rc = head_declare(P, p, fin, h1, h2, &m->count, st);
+    }
     if (!rc) rc = layer_path(p, st, "%s/heads/logvar", prefix);
     if (!rc) rc = head_declare(P, p, fin, h1, h2, &m->logvar, st);
     if (rc) counter_free(m);
@@ -116,13 +138,22 @@ static void head_init(cc_params *P, const counter_head *h, uint64_t seed)
 void counter_init(cc_params *P, const counter_model *m, uint64_t seed)
 {
     m->arch->init(P, m->backbone, seed);
-    head_init(P, &m->count, seed);
+    if (m->positions) {
+        layer_conv_init(P, &m->density.conv1, seed);
+        layer_bn_init(P, &m->density.bn1);
+        layer_conv_init(P, &m->density.conv2, seed);
+    } else {
+        head_init(P, &m->count, seed);
+    }
     head_init(P, &m->logvar, seed);
 }
 
 void counter_init_count_bias(cc_params *P, const counter_model *m, float mean_count)
 {
-    params_fill(P, m->count.fc3.b, mean_count);
+    if (m->positions)
+        params_fill(P, m->density.conv2.b, mean_count / (float)m->positions);
+    else
+        params_fill(P, m->count.fc3.b, mean_count);
 }
 
 void counter_free(counter_model *m)
@@ -156,6 +187,22 @@ int counter_forward(cc_tape *t, cc_params *P, const counter_model *m, cc_tensor 
                           m->cfg.height, m->cfg.width);
     cc_tensor *f = m->arch->forward(t, P, m->backbone, x);
     if (!f) return -1;
+    cc_tensor *dcount = NULL;
+    if (m->positions) {
+        if (f->ndim != 4 || f->dims[1] != m->features || f->dims[2] * f->dims[3] != m->positions)
+            return status_set(&t->status, "counter (%s): backbone gave a %s map, expected "
+                              "(N,%lld,h,w) with h*w = %lld", m->arch->name,
+                              tensor_shape_str(f, b, sizeof b), (long long)m->features,
+                              (long long)m->positions);
+        const counter_density *d = &m->density;
+        cc_tensor *y = layer_conv_bn_lrelu_forward(t, P, &d->conv1, &d->bn1, f);
+        y = layer_conv_forward(t, P, &d->conv2, y);
+        y = m->cfg.relu_unstick ? op_relu_unstick(t, y) : op_relu(t, y);
+        /* the sum over positions, as their mean times their number */
+        dcount = op_flatten(t, op_scale(t, op_global_avg_pool(t, y), (float)m->positions, 0.0f));
+        f = op_flatten(t, op_global_avg_pool(t, f));
+        if (!dcount || !f) return -1;
+    }
     if (f->ndim != 2 || f->dims[1] != m->features)
         return status_set(&t->status, "counter (%s): backbone gave %s features, expected (N,%lld)",
                           m->arch->name, tensor_shape_str(f, b, sizeof b),
@@ -170,8 +217,12 @@ int counter_forward(cc_tape *t, cc_params *P, const counter_model *m, cc_tensor 
         f = op_flatten(t, op_concat(t, parts, 2));
         if (!f) return -1;
     }
-    cc_tensor *z = head_forward(t, P, &m->count, f);
-    *count = m->cfg.relu_unstick ? op_relu_unstick(t, z) : op_relu(t, z);
+    if (dcount) {
+        *count = dcount;
+    } else {
+        cc_tensor *z = head_forward(t, P, &m->count, f);
+        *count = m->cfg.relu_unstick ? op_relu_unstick(t, z) : op_relu(t, z);
+    }
     *logvar = head_forward(t, P, &m->logvar, f);
     return tape_ok(t) ? 0 : -1;
 }

@@ -52,6 +52,11 @@ typedef struct counter_arch {
     /* x (N,Cin,H,W) -> (N,F) (any layout); NULL on error (tape message). */
     cc_tensor *(*forward)(cc_tape *t, cc_params *P, const void *bb, cc_tensor *x);
     void (*free_fn)(void *bb);
+    /* NULL for the archs above.  Set: forward returns the feature map
+     * (N,F,h',w') instead, and this gives h'*w'; the counter then counts
+     * with a density head (counter_density) and the logvar head reads the
+     * map's average over positions. */
+    int64_t (*positions)(const void *bb);
 } counter_arch;
 
 typedef struct counter_head {
@@ -59,12 +64,25 @@ typedef struct counter_head {
     layer_bn bn1, bn2;
 } counter_head;
 
+/* The count of a spatial arch: a density per position, summed,
+ *   count = sum over positions of relu(conv2(LeakyReLU(bn1(conv1(f)))))
+ * conv1 1x1 F -> F/2, conv2 1x1 F/2 -> 1.  A sum of local terms counts
+ * every place of the image alike and adds up the cells of its parts, as a
+ * count does, where the flatten heads learn each position's weights apart
+ * (docs/SPEC.md "vgg11_density"). */
+typedef struct counter_density {
+    layer_conv conv1, conv2;
+    layer_bn bn1;
+} counter_density;
+
 typedef struct counter_model {
     counter_config cfg;
     const counter_arch *arch;
     void *backbone;             /* owned; counter_free() releases it */
     int64_t features;           /* F */
-    counter_head count, logvar;
+    int64_t positions;          /* h'*w' of a spatial arch's map, else 0 */
+    counter_head count, logvar; /* count: unused (not declared) for spatial archs */
+    counter_density density;    /* spatial archs only */
 } counter_model;
 
 /* Registry lookup: the architecture named `name`, or NULL. */
@@ -86,7 +104,8 @@ int counter_build(cc_params *P, const counter_config *cfg, const char *prefix, c
 /* PyTorch default initialisation of every counter tensor (finalized store). */
 void counter_init(cc_params *P, const counter_model *m, uint64_t seed);
 
-/* Set the count head's last bias (fc3/bias) to mean_count, e.g. the mean
+/* Set the count head's last bias (fc3/bias; a density head's conv2/bias
+ * to mean_count / positions) to mean_count, e.g. the mean
  * count of the training set.  Optional, and a deviation from PyTorch's
  * default init: the head ends in a ReLU, and with the default init a sample
  * whose pre-activation starts negative gets no gradient and can stay at 0

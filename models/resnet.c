@@ -127,4 +127,4 @@ static cc_tensor *resnet18_forward(cc_tape *t, cc_params *P, const void *bb, cc_
 
 const counter_arch counter_arch_resnet18 = {
     "resnet18", "ResNet-18 style basic blocks with BN + LeakyReLU, global average pooling",
-    resnet18_build, resnet18_init, resnet18_forward, free};
+    resnet18_build, resnet18_init, resnet18_forward, free, NULL};

@@ -10,7 +10,8 @@
  * e.g. vgg11: convs at 0, 4, 8, 11, 15, 18, 22, 25.
  *
  * vgg11_gap: the same features, then global average pooling instead of
- * flatten (F = C_last).  Flatten gives every position of the last feature
+ * flatten (F = C_last).  vgg11_density: vgg11's layers up to the third
+ * pool, the map handed on whole (counter.h, counter_density).  Flatten gives every position of the last feature
  * map its own head weights, so the count must be learnt separately at each
  * place a cell can be (6144 x 1024 weights for 480 training scenes); after
  * the average every position counts alike, as a count should.
@@ -29,27 +30,34 @@ typedef struct vgg_item {
     layer_bn bn;
 } vgg_item;
 
+enum { VGG_FLATTEN, VGG_GAP, VGG_MAP };
+
 typedef struct vgg_net {
     int n;
-    int gap;                /* 1: global average pooling instead of flatten */
+    int out;                /* VGG_FLATTEN, VGG_GAP (global average pooling), VGG_MAP (no pooling) */
+    int64_t h, w;           /* the last feature map's size */
     vgg_item it[VGG_MAX_ITEMS];
 } vgg_net;
 
 static const int cfg_a[] = {64, M, 128, M, 256, 256, M, 512, 512, M, 512, 512, M, -1};
+/* vgg11 up to its third pool: the density counter's map at 1/8 of the
+ * input (12x16 at 96x128), where a position's receptive field spans a few
+ * cells rather than the whole image */
+static const int cfg_a3[] = {64, M, 128, M, 256, 256, M, -1};
 static const int cfg_b[] = {64, 64, M, 128, 128, M, 256, 256, M, 512, 512, M, 512, 512, M, -1};
 static const int cfg_d[] = {64,  64,  M,   128, 128, M,   256, 256, 256, M,
                             512, 512, 512, M,   512, 512, 512, M,   -1};
 static const int cfg_e[] = {64,  64,  M,   128, 128, M,   256, 256, 256, 256, M,   512,
                             512, 512, 512, M,   512, 512, 512, 512, M,   -1};
 
-static int vgg_build(const int *spec, int gap, const char *name, cc_params *P,
+static int vgg_build(const int *spec, int out, const char *name, cc_params *P,
                      const counter_config *cfg, const char *prefix, void **bb, int64_t *features,
                      cc_status *st)
 {
     vgg_net *net = calloc(1, sizeof *net);
     if (!net) return status_set(st, "%s: out of memory", name);
     *bb = net;
-    net->gap = gap;
+    net->out = out;
     int64_t h = cfg->height, w = cfg->width;
     int c = cfg->in_channels, slot = 0, pools = 0;
     char p[CC_PARAM_NAME];
@@ -73,7 +81,8 @@ static int vgg_build(const int *spec, int gap, const char *name, cc_params *P,
     if (h < 1 || w < 1)
         return status_set(st, "%s: input %dx%d is too small: %d max-pools need at least %dx%d",
                           name, cfg->height, cfg->width, pools, 1 << pools, 1 << pools);
-    *features = gap ? (int64_t)c : (int64_t)c * h * w;
+    net->h = h, net->w = w;
+    *features = out == VGG_FLATTEN ? (int64_t)c * h * w : (int64_t)c;
     return 0;
 }
 
@@ -97,19 +106,30 @@ static cc_tensor *vgg_forward(cc_tape *t, cc_params *P, const void *bb, cc_tenso
         else
             x = layer_conv_bn_lrelu_forward(t, P, &it->conv, &it->bn, x);
     }
-    return op_flatten(t, net->gap ? op_global_avg_pool(t, x) : x);
+    if (net->out == VGG_MAP) return x;
+    return op_flatten(t, net->out == VGG_GAP ? op_global_avg_pool(t, x) : x);
 }
 
-#define VGG_ARCH(id, spec, gap, text)                                                          \
+static int64_t vgg_positions(const void *bb)
+{
+    const vgg_net *net = bb;
+    return net->h * net->w;
+}
+
+#define VGG_ARCH(id, spec, out, positions, text)                                               \
     static int build_##id(cc_params *P, const counter_config *cfg, const char *prefix,        \
                           void **bb, int64_t *features, cc_status *st)                         \
     {                                                                                          \
-        return vgg_build(spec, gap, #id, P, cfg, prefix, bb, features, st);                    \
+        return vgg_build(spec, out, #id, P, cfg, prefix, bb, features, st);                    \
     }                                                                                          \
-    const counter_arch counter_arch_##id = {#id, text, build_##id, vgg_init, vgg_forward, free};
+    const counter_arch counter_arch_##id = {#id,        text, build_##id, vgg_init,           \
+                                            vgg_forward, free, positions};
 
-VGG_ARCH(vgg11, cfg_a, 0, "VGG-11 (config A) with BN + LeakyReLU, flatten")
-VGG_ARCH(vgg13, cfg_b, 0, "VGG-13 (config B) with BN + LeakyReLU, flatten")
-VGG_ARCH(vgg16, cfg_d, 0, "VGG-16 (config D) with BN + LeakyReLU, flatten")
-VGG_ARCH(vgg19, cfg_e, 0, "VGG-19 (config E) with BN + LeakyReLU, flatten")
-VGG_ARCH(vgg11_gap, cfg_a, 1, "VGG-11 features, global average pooling instead of flatten")
+VGG_ARCH(vgg11, cfg_a, VGG_FLATTEN, NULL, "VGG-11 (config A) with BN + LeakyReLU, flatten")
+VGG_ARCH(vgg13, cfg_b, VGG_FLATTEN, NULL, "VGG-13 (config B) with BN + LeakyReLU, flatten")
+VGG_ARCH(vgg16, cfg_d, VGG_FLATTEN, NULL, "VGG-16 (config D) with BN + LeakyReLU, flatten")
+VGG_ARCH(vgg19, cfg_e, VGG_FLATTEN, NULL, "VGG-19 (config E) with BN + LeakyReLU, flatten")
+VGG_ARCH(vgg11_gap, cfg_a, VGG_GAP, NULL,
+         "VGG-11 features, global average pooling instead of flatten")
+VGG_ARCH(vgg11_density, cfg_a3, VGG_MAP, vgg_positions,
+         "VGG-11 to its third pool, a count density per position summed (not in the paper)")

@@ -146,15 +146,31 @@ class CountHead(nn.Module):
         return F.relu(x) if self.relu else x
 
 
+class DensityHead(nn.Module):
+    """vgg11_density's count (models/counter.h): a density per position,
+    relu(conv2(lrelu(bn1(conv1(f))))) with 1x1 convs F -> F/2 -> 1, summed."""
+
+    def __init__(self, nfeat):
+        super().__init__()
+        hid = max(1, nfeat // 2)
+        self.conv1, self.bn1 = nn.Conv2d(nfeat, hid, 1), bn2d(hid)
+        self.conv2 = nn.Conv2d(hid, 1, 1)
+
+    def forward(self, f):
+        d = F.relu(self.conv2(lrelu(self.bn1(self.conv1(f)))))
+        return d.sum(dim=(2, 3)).reshape(-1, 1)
+
+
 class LReLU(nn.Module):
     def forward(self, x):
         return lrelu(x)
 
 
-def vgg_features(arch, cin, h, w, width_div):
-    """torchvision's vgg*_bn.features numbering: conv j, BN j+1, act j+2, pool."""
+def vgg_features(arch, cin, h, w, width_div, upto=None):
+    """torchvision's vgg*_bn.features numbering: conv j, BN j+1, act j+2, pool
+    (the first `upto` items of the configuration, all by default)."""
     layers, c = [], cin
-    for v in VGG[arch]:
+    for v in VGG[arch][:upto]:
         if v == 'M':
             layers.append(nn.MaxPool2d(2, 2))
             h, w = h // 2, w // 2
@@ -213,8 +229,13 @@ class Counter(nn.Module):
     def __init__(self, arch, cin, h, w, width_div, head_means=False):
         super().__init__()
         self.gap = arch == 'vgg11_gap'
+        self.density = arch == 'vgg11_density'
         self.head_means = head_means
-        if arch in VGG:
+        if self.density:
+            # VGG-11 to its third pool, the map kept (models/vgg.c)
+            self.features, _ = vgg_features('vgg11', cin, h, w, width_div, upto=7)
+            nfeat = [m for m in self.features if isinstance(m, nn.Conv2d)][-1].out_channels
+        elif arch in VGG:
             self.features, nfeat = vgg_features(arch, cin, h, w, width_div)
         elif self.gap:
             # VGG-11 features, then global average pooling (models/vgg.c)
@@ -224,19 +245,21 @@ class Counter(nn.Module):
             self.features = ResNet18(cin, width_div)
             nfeat = self.features.nfeat
         else:
-            raise ValueError('unknown counter.arch %r (known: %s, vgg11_gap, resnet18)'
-                             % (arch, ', '.join(VGG)))
+            raise ValueError('unknown counter.arch %r (known: %s, vgg11_gap, vgg11_density, '
+                             'resnet18)' % (arch, ', '.join(VGG)))
+        count = DensityHead(nfeat) if self.density else None
         # counter.head_means: the heads also read each input channel's mean
         nfeat += cin if head_means else 0
-        self.heads = nn.ModuleDict({'count': CountHead(nfeat, width_div, True),
+        self.heads = nn.ModuleDict({'count': count or CountHead(nfeat, width_div, True),
                                     'logvar': CountHead(nfeat, width_div, False)})
 
     def forward(self, x):
         f = self.features(x)
-        f = torch.flatten(f.mean(dim=(2, 3)) if self.gap else f, 1)
+        count = self.heads['count'](f) if self.density else None
+        f = torch.flatten(f.mean(dim=(2, 3)) if self.gap or self.density else f, 1)
         if self.head_means:
             f = torch.cat([f, x.mean(dim=(2, 3))], 1)
-        return self.heads['count'](f), self.heads['logvar'](f)
+        return (count if self.density else self.heads['count'](f)), self.heads['logvar'](f)
 
 
 class CellCount(nn.Module):

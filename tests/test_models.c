@@ -142,6 +142,17 @@ START_TEST(test_counter_param_counts)
                      vgg_count_formula_gap(spec11, 1, 96, 128, 4, 1));
     ck_assert_int_eq(counter_count("vgg11_gap", 2, 192, 256, 1),
                      vgg_count_formula_gap(spec11, 2, 16, 16, 1, 1));
+    /* vgg11_density: vgg11's first five slots (convs 64, 128, 256, 256),
+     * the logvar head on their 256/div averaged features, and the density
+     * head: 1x1 conv F -> F/2 (+ bias), BN (2 x F/2), 1x1 conv F/2 -> 1 */
+    {
+        static const int spec11_3[] = {64, 0, 128, 0, 256, 256, 0, -1};
+        const int64_t F = 256 / 4, hid = F / 2;
+        const int64_t head = F * 256 + 256 + 2 * 256 + 256 * 128 + 128 + 2 * 128 + 128 + 1;
+        const int64_t dens = F * hid + hid + 2 * hid + hid + 1;
+        ck_assert_int_eq(counter_count("vgg11_density", 1, 96, 128, 4),
+                         vgg_count_formula_gap(spec11_3, 1, 96, 128, 4, 1) - 2 * head + head + dens);
+    }
     /* torchvision resnet18 without fc (11,176,512) - its 7x7x3 stem (9,408)
      * + our 3x3x1 stem (576) + two heads on F = 512 (2 x 1,053,697) */
     ck_assert_int_eq(counter_count("resnet18", 1, 96, 128, 1), 11176512 - 9408 + 576 + 2 * 1053697);
@@ -336,6 +347,42 @@ START_TEST(test_counter_shapes)
             counter_free(&m);
             env_close(&e);
         }
+}
+END_TEST
+
+/* vgg11_density counts by summing its density map: with conv2's weights at
+ * zero every position's density is relu(bias), so the count is exactly
+ * positions x relu(bias), whatever the input; counter_init_count_bias
+ * makes it the mean count asked for. */
+START_TEST(test_counter_density_sum)
+{
+    env e;
+    env_open(&e, 0);
+    counter_config cfg = counter_config_default();
+    strcpy(cfg.arch, "vgg11_density");
+    cfg.height = 48, cfg.width = 64, cfg.width_div = 16;
+    counter_model m;
+    ck_assert_msg(counter_build(&e.P, &cfg, "counter", &m, &e.st) == 0, "%s", e.st.msg);
+    ck_assert_int_eq(m.positions, 6 * 8);
+    ck_assert_int_eq(params_finalize(&e.P, &e.st), 0);
+    counter_init(&e.P, &m, 4);
+    params_fill(&e.P, m.density.conv2.w, 0.0f);
+    const float mean = 37.5f;
+    counter_init_count_bias(&e.P, &m, mean);
+    float x[2 * 48 * 64];
+    tu_fill_uniform(x, 2 * 48 * 64, 0, 1, 3);
+    for (int pass = 0; pass < 2; pass++) {
+        tape_reset(&e.t);
+        cc_tensor *xt = tape_input(&e.t, 4, (int64_t[]){2, 1, 48, 64}, x, 0), *c, *lv;
+        ck_assert_msg(counter_forward(&e.t, &e.P, &m, xt, &c, &lv) == 0, "%s", tape_error(&e.t));
+        float *v = read_all(&e.t, c);
+        for (int i = 0; i < 2; i++)
+            ck_assert_msg(fabsf(v[i] - (pass ? 0.0f : mean)) < 1e-4f * mean, "count %g", v[i]);
+        free(v);
+        params_fill(&e.P, m.density.conv2.b, -1.0f);  /* a negative density counts 0 */
+    }
+    counter_free(&m);
+    env_close(&e);
 }
 END_TEST
 
@@ -569,6 +616,7 @@ static Suite *models_suite(void)
     tcase_add_test(tc, test_fpn_shapes);
     tcase_add_test(tc, test_fpn_size_errors);
     tcase_add_test(tc, test_counter_shapes);
+    tcase_add_test(tc, test_counter_density_sum);
     tcase_add_test(tc, test_init_defaults_and_streams);
     suite_add_tcase(s, tc);
     tc = tcase_create("losses");

@@ -255,6 +255,12 @@ END_TEST
 START_TEST(test_counter_gradcheck_vgg11_gap) { counter_gradcheck("vgg11_gap", 1, 16, LOSS_NLL); }
 END_TEST
 
+START_TEST(test_counter_gradcheck_vgg11_density)
+{
+    counter_gradcheck_with("vgg11_density", 2, 16, LOSS_NLL, 1);
+}
+END_TEST
+
 /* ---- learning: tiny models fit tiny synthetic data ---- */
 
 /* Bright disks (value ~0.8 + noise) on a dark background; mask = disk. */
@@ -480,6 +486,7 @@ void models_add_train_cases(Suite *s)
     tcase_add_test(tc, test_counter_gradcheck_head_means);
     tcase_add_test(tc, test_counter_gradcheck_resnet18);
     tcase_add_test(tc, test_counter_gradcheck_vgg11_gap);
+    tcase_add_test(tc, test_counter_gradcheck_vgg11_density);
     suite_add_tcase(s, tc);
     tc = tcase_create("learning");
     tcase_set_timeout(tc, 300);

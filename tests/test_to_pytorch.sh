@@ -115,7 +115,9 @@ for k, t in sd.items():
         t += 0.5 * t.std() * torch.randn_like(t)
 # the heads' last layers start at 0 weight (counter.init_bias = data):
 # give them weights that make the output depend on the features
-sd['counter.heads.count.fc3.weight'].normal_(0, 2.0)
+# (vgg11_density: its density's last conv)
+cw = 'counter.heads.count.' + ('conv2' if 'counter.heads.count.conv2.weight' in sd else 'fc3')
+sd[cw + '.weight'].normal_(0, 2.0)
 # (the log-variance's features reach ~1e5 after the shrunk BN below: weights
 # of ~2e-5 keep it near its bias (~7) +- a few, so every sigma is finite and
 # differs between images; 0.2 made them all inf, and inf vs inf checks nothing)
@@ -143,7 +145,7 @@ def opened():
     model.load_state_dict(sd, strict=True)
     with torch.no_grad():
         return int((model(x)[0] > 0).sum())
-w = sd['counter.heads.count.fc3.weight']
+w = sd[cw + '.weight']
 n_pos = opened()
 w.neg_()
 n_neg = opened()
@@ -163,8 +165,8 @@ EOF
 # in PyTorch, evaluated by cellcount, PyTorch's forward checked against it
 # (vgg11_gap averages over positions; resnet18 has its own blocks;
 # vgg11_means is VGG-11 with counter.head_means: the heads also read the
-# mean of the mask and of the image).
-for arch in vgg11_gap resnet18 vgg11_means; do
+# mean of the mask and of the image; vgg11_density sums a density map).
+for arch in vgg11_gap resnet18 vgg11_means vgg11_density; do
     extra=""
     [ "$arch" = vgg11_means ] && extra="--set counter.head_means=true"
     "$cc" quickstart --out "$tmp/qs_$arch" --threads 2 --sites 1 --set fpn.width=4 \
