@@ -162,6 +162,12 @@ void counter_free(counter_model *m)
     m->backbone = NULL;
 }
 
+/* The count's final ReLU (counter_config.relu_unstick). */
+static cc_tensor *count_relu(cc_tape *t, const counter_model *m, cc_tensor *z)
+{
+    return m->cfg.relu_unstick ? op_relu_unstick(t, z) : op_relu(t, z);
+}
+
 static cc_tensor *head_forward(cc_tape *t, cc_params *P, const counter_head *h, cc_tensor *f)
 {
     cc_tensor *y = layer_linear_forward(t, P, &h->fc1, f);
@@ -197,7 +203,7 @@ int counter_forward(cc_tape *t, cc_params *P, const counter_model *m, cc_tensor 
         const counter_density *d = &m->density;
         cc_tensor *y = layer_conv_bn_lrelu_forward(t, P, &d->conv1, &d->bn1, f);
         y = layer_conv_forward(t, P, &d->conv2, y);
-        y = m->cfg.relu_unstick ? op_relu_unstick(t, y) : op_relu(t, y);
+        y = count_relu(t, m, y);
         /* the sum over positions, as their mean times their number */
         dcount = op_flatten(t, op_scale(t, op_global_avg_pool(t, y), (float)m->positions, 0.0f));
         f = op_flatten(t, op_global_avg_pool(t, f));
@@ -217,12 +223,7 @@ int counter_forward(cc_tape *t, cc_params *P, const counter_model *m, cc_tensor 
         f = op_flatten(t, op_concat(t, parts, 2));
         if (!f) return -1;
     }
-    if (dcount) {
-        *count = dcount;
-    } else {
-        cc_tensor *z = head_forward(t, P, &m->count, f);
-        *count = m->cfg.relu_unstick ? op_relu_unstick(t, z) : op_relu(t, z);
-    }
+    *count = dcount ? dcount : count_relu(t, m, head_forward(t, P, &m->count, f));
     *logvar = head_forward(t, P, &m->logvar, f);
     return tape_ok(t) ? 0 : -1;
 }

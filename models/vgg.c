@@ -10,11 +10,12 @@
  * e.g. vgg11: convs at 0, 4, 8, 11, 15, 18, 22, 25.
  *
  * vgg11_gap: the same features, then global average pooling instead of
- * flatten (F = C_last).  vgg11_density: vgg11's layers up to the third
- * pool, the map handed on whole (counter.h, counter_density).  Flatten gives every position of the last feature
+ * flatten (F = C_last).  Flatten gives every position of the last feature
  * map its own head weights, so the count must be learnt separately at each
  * place a cell can be (6144 x 1024 weights for 480 training scenes); after
  * the average every position counts alike, as a count should.
+ * vgg11_density: vgg11's layers up to the third pool, the map handed on
+ * whole (counter.h, counter_density).
  */
 #include "models/counter.h"
 

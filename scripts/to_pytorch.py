@@ -231,15 +231,13 @@ class Counter(nn.Module):
         self.gap = arch == 'vgg11_gap'
         self.density = arch == 'vgg11_density'
         self.head_means = head_means
-        if self.density:
-            # VGG-11 to its third pool, the map kept (models/vgg.c)
-            self.features, _ = vgg_features('vgg11', cin, h, w, width_div, upto=7)
-            nfeat = [m for m in self.features if isinstance(m, nn.Conv2d)][-1].out_channels
-        elif arch in VGG:
+        if arch in VGG:
             self.features, nfeat = vgg_features(arch, cin, h, w, width_div)
-        elif self.gap:
-            # VGG-11 features, then global average pooling (models/vgg.c)
-            self.features, _ = vgg_features('vgg11', cin, h, w, width_div)
+        elif self.gap or self.density:
+            # VGG-11 features (density: up to the third pool, the map kept),
+            # then averaged over positions for the heads (models/vgg.c)
+            self.features, _ = vgg_features('vgg11', cin, h, w, width_div,
+                                            upto=7 if self.density else None)
             nfeat = [m for m in self.features if isinstance(m, nn.Conv2d)][-1].out_channels
         elif arch == 'resnet18':
             self.features = ResNet18(cin, width_div)
@@ -254,12 +252,11 @@ class Counter(nn.Module):
                                     'logvar': CountHead(nfeat, width_div, False)})
 
     def forward(self, x):
-        f = self.features(x)
-        count = self.heads['count'](f) if self.density else None
-        f = torch.flatten(f.mean(dim=(2, 3)) if self.gap or self.density else f, 1)
+        m = self.features(x)
+        f = torch.flatten(m.mean(dim=(2, 3)) if self.gap or self.density else m, 1)
         if self.head_means:
             f = torch.cat([f, x.mean(dim=(2, 3))], 1)
-        return (count if self.density else self.heads['count'](f)), self.heads['logvar'](f)
+        return self.heads['count'](m if self.density else f), self.heads['logvar'](f)
 
 
 class CellCount(nn.Module):
