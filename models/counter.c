@@ -2,6 +2,8 @@
  * knows the architectures. */
 #include "models/counter.h"
 
+#include <assert.h>
+
 #include <stdio.h>
 #include <string.h>
 
@@ -177,8 +179,9 @@ static cc_tensor *head_forward(cc_tape *t, cc_params *P, const counter_head *h, 
     return layer_linear_forward(t, P, &h->fc3, y);
 }
 
-int counter_forward(cc_tape *t, cc_params *P, const counter_model *m, cc_tensor *x,
-                    cc_tensor **count, cc_tensor **logvar)
+/* counter_forward; map: NULL, or where the density map goes. */
+static int forward(cc_tape *t, cc_params *P, const counter_model *m, cc_tensor *x,
+                   cc_tensor **count, cc_tensor **logvar, cc_tensor **map)
 {
     *count = *logvar = NULL;
     if (!tape_ok(t) || !x) {
@@ -204,6 +207,7 @@ int counter_forward(cc_tape *t, cc_params *P, const counter_model *m, cc_tensor 
         cc_tensor *y = layer_conv_bn_lrelu_forward(t, P, &d->conv1, &d->bn1, f);
         y = layer_conv_forward(t, P, &d->conv2, y);
         y = count_relu(t, m, y);
+        if (map) *map = y;
         /* the sum over positions, as their mean times their number */
         dcount = op_flatten(t, op_scale(t, op_global_avg_pool(t, y), (float)m->positions, 0.0f));
         f = op_flatten(t, op_global_avg_pool(t, f));
@@ -226,4 +230,18 @@ int counter_forward(cc_tape *t, cc_params *P, const counter_model *m, cc_tensor 
     *count = dcount ? dcount : count_relu(t, m, head_forward(t, P, &m->count, f));
     *logvar = head_forward(t, P, &m->logvar, f);
     return tape_ok(t) ? 0 : -1;
+}
+
+int counter_forward(cc_tape *t, cc_params *P, const counter_model *m, cc_tensor *x,
+                    cc_tensor **count, cc_tensor **logvar)
+{
+    return forward(t, P, m, x, count, logvar, NULL);
+}
+
+int counter_forward_map(cc_tape *t, cc_params *P, const counter_model *m, cc_tensor *x,
+                        cc_tensor **count, cc_tensor **logvar, cc_tensor **map)
+{
+    assert(m->positions && map);
+    *map = NULL;
+    return forward(t, P, m, x, count, logvar, map);
 }

@@ -123,6 +123,12 @@ void counter_free(counter_model *m);
 int counter_forward(cc_tape *t, cc_params *P, const counter_model *m, cc_tensor *x,
                     cc_tensor **count, cc_tensor **logvar);
 
+/* counter_forward, and *map = the density head's map (N,1,h,w), h*w =
+ * m->positions, whose sum over positions is *count: what
+ * counter.density_weight supervises.  m must have positions (assert). */
+int counter_forward_map(cc_tape *t, cc_params *P, const counter_model *m, cc_tensor *x,
+                        cc_tensor **count, cc_tensor **logvar, cc_tensor **map);
+
 /* Channel count c / width_div, at least 1 (for backbone builders). */
 int counter_width(const counter_config *cfg, int c);
 

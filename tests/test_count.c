@@ -460,7 +460,7 @@ START_TEST(count_config_and_size)
     ck_assert_ptr_nonnull(dw);
     float img[H * W];
     blobs(img, W, H, 3);
-    dataset_record rec = {5, 1, 1, 1, 0, DATASET_TRAIN, "x"};
+    dataset_record rec = {5, 1, 1, 1, 0, DATASET_TRAIN, "x", NULL};
     ck_assert_int_eq(dataset_writer_append(dw, img, NULL, &rec, &st), 0);
     ck_assert_msg(dataset_writer_close(dw, 1, &st) == 0, "%s", st.msg);
     snprintf(fx.cfg.data_file, sizeof fx.cfg.data_file, "%s", tpath("cfg", "ds.h5"));

@@ -462,7 +462,7 @@ START_TEST(ood_train_statistics)
         for (int i = 0; i < HH * WW; i++) img[i] = 0.05f * (float)(k + 1);
         want_int[k] = (double)(0.05f * (float)(k + 1));
         dataset_record r = {3 * k + 2, 1, 1, 1, k, (uint8_t)(k >= 8 ? DATASET_VAL : DATASET_TRAIN),
-                            "x"};
+                            "x", NULL};
         ck_assert_int_eq(dataset_writer_append(wr, img, NULL, &r, &st), 0);
     }
     ck_assert_msg(dataset_writer_close(wr, 1, &st) == 0, "%s", st.msg);

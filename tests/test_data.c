@@ -466,7 +466,7 @@ static void make_dataset(const char *path, int n, int h, int w, dataset_dtype ty
         }
         char src[64];
         snprintf(src, sizeof src, "img_%d.tif", i);
-        dataset_record rec = {10 + i, 1 + i % 3, 1 + i % 2, i / 2, i / 3, (uint8_t)(i % 3), src};
+        dataset_record rec = {10 + i, 1 + i % 3, 1 + i % 2, i / 2, i / 3, (uint8_t)(i % 3), src, NULL};
         ck_assert_int_eq(dataset_writer_append(wr, im, i % 4 == 3 ? NULL : mk, &rec, &st), 0);
         if (i % 4 == 3) memset(mk, 0, (size_t)h * w * sizeof *mk);
     }
@@ -520,7 +520,7 @@ START_TEST(test_dataset_roundtrip)
     cc_status st;
     status_clear(&st);
     dataset_writer *wr = dataset_writer_open(tpath("aborted.h5"), 4, 4, &st);
-    dataset_record rec = {1, 1, 1, 1, 0, 0, "x"};
+    dataset_record rec = {1, 1, 1, 1, 0, 0, "x", NULL};
     ck_assert_int_eq(dataset_writer_append(wr, imgs, NULL, &rec, &st), 0);
     ck_assert_int_eq(dataset_writer_close(wr, 0, &st), 0);
     ck_assert_int_eq(access(tpath("aborted.h5"), F_OK), -1);
@@ -701,7 +701,7 @@ START_TEST(test_dataset_disk_full)
         ck_assert_msg(wr != NULL, "%s", st.msg);
         int rc = 0;
         for (int i = 0; i < N && rc == 0; i++) {
-            dataset_record rec = {i, 1, 1, i, i, 0, "noise.tif"};
+            dataset_record rec = {i, 1, 1, i, i, 0, "noise.tif", NULL};
             rc = dataset_writer_append(wr, imgs + i * H * W, masks + i * H * W, &rec, &st);
         }
         if (rc != 0) {

@@ -244,7 +244,7 @@ START_TEST(test_loader_augments)
             img[i][k] = (float)rng_below(&r, 256) / 255.0f;
             msk[i][k] = (float)((k * 7 + i * 13) % 17) / 16.0f;
         }
-        dataset_record rec = {10 + i, 1 + i % 3, 1, i, i, 0, "x"};
+        dataset_record rec = {10 + i, 1 + i % 3, 1, i, i, 0, "x", NULL};
         ck_assert(dataset_writer_append(wr, img[i], msk[i], &rec, &st) == 0);
     }
     ck_assert(dataset_writer_close(wr, 1, &st) == 0);

@@ -419,7 +419,7 @@ static void make_loader_set(const char *path, int mask_mode)
             for (int k = 0; k < LH * LW; k++) mask[k] = (float)((k * 7 + scene * 13) % 17) / 16.0f;
             m = scene % 3 == 0 ? NULL : mask;
         }
-        dataset_record rec = {100 + i, 1 + i % 4, 1, i, scene, (uint8_t)(i % 5 == 0), "x"};
+        dataset_record rec = {100 + i, 1 + i % 4, 1, i, scene, (uint8_t)(i % 5 == 0), "x", NULL};
         ck_assert(dataset_writer_append(wr, img, m, &rec, &st) == 0);
     }
     ck_assert(dataset_writer_close(wr, 1, &st) == 0);

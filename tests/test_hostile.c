@@ -369,7 +369,7 @@ static void make_ds(const char *path, int n, int mask_every, float mval, int cnt
         mask[k] = mval;
     }
     for (int i = 0; i < n; i++) {
-        dataset_record r = {cnt, 1, 1, 1, i, i % 2 ? DATASET_VAL : DATASET_TRAIN, NULL};
+        dataset_record r = {cnt, 1, 1, 1, i, i % 2 ? DATASET_VAL : DATASET_TRAIN, NULL, NULL};
         int m = mask_every > 0 && i % mask_every < 2;
         ck_assert_msg(dataset_writer_append(wr, img, m ? mask : NULL, &r, &st) == 0, "%s", st.msg);
     }

@@ -663,6 +663,8 @@ START_TEST(test_cli_errors)
 }
 END_TEST
 
+TCase *sim_centres_tcase(void);     /* test_centres.c */
+
 static Suite *sim_suite(void)
 {
     Suite *s = suite_create("sim");
@@ -685,6 +687,7 @@ static Suite *sim_suite(void)
     tcase_add_test(tc, test_cli_h5_equals_imported_tree);
     tcase_add_test(tc, test_cli_errors);
     suite_add_tcase(s, tc);
+    suite_add_tcase(s, sim_centres_tcase());
     return s;
 }
 

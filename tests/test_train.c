@@ -14,6 +14,7 @@
 
 #include <hdf5.h>
 
+#include "src/data/dataset.h"
 #include "src/run/checkpoint.h"
 #include "src/run/runlog.h"
 #include "src/run/session.h"
@@ -267,6 +268,74 @@ START_TEST(test_counter_precise_bn)
     FILE *devnull = fopen("/dev/null", "w");
     ck_assert_msg(evaluate_run(&c, 2, NULL, NULL, NULL, devnull, &st) == 0, "%s", st.msg);
     fclose(devnull);
+}
+END_TEST
+
+/* The counter's mean training loss of its last epoch (run.h5 "metrics"). */
+static double last_counter_train_loss(const char *run)
+{
+    char path[256];
+    snprintf(path, sizeof path, "%s/%s/run.h5", dir, run);
+    runlog rl;
+    cc_status st;
+    status_clear(&st);
+    ck_assert_msg(runlog_open(&rl, path, &st) == 0, "%s", st.msg);
+    runlog_table *m = runlog_table_find(&rl, "metrics");
+    ck_assert_ptr_nonnull(m);
+    double loss = NAN;
+    for (size_t r = 0; r < m->nrows; r++) {
+        const double *v = m->values + r * (size_t)m->ncols;
+        if (v[MC_STAGE] == 1 && v[MC_SPLIT] == DATASET_TRAIN) loss = v[MC_LOSS];
+    }
+    runlog_free(&rl);
+    return loss;
+}
+
+/* counter.density_weight: a vgg11_density counter supervised by the
+ * simulated cells' centres trains and evaluates; the term is in its loss
+ * (a large weight makes the logged loss much larger than the same run
+ * without it); and the setting is refused, naming why, for a counter
+ * without a density map and for a data set without centres. */
+START_TEST(test_counter_density_supervised)
+{
+    make_data();
+    cc_config c;
+    tiny_config(&c, "dens0", 1);
+    config_set(&c, "counter.arch=vgg11_density", NULL);
+    config_set(&c, "counter_train.epochs=1", NULL);
+    cc_status st;
+    status_clear(&st);
+    ck_assert_msg(train_fpn(&c, 0, &st) == 0, "%s", st.msg);
+    char fpn[256];
+    snprintf(fpn, sizeof fpn, "%s/dens0/fpn_best.h5", dir);
+    ck_assert_msg(train_counter(&c, NULL, 0, &st) == 0, "%s", st.msg);
+    const double plain = last_counter_train_loss("dens0");
+    tiny_config(&c, "dens1", 1);
+    config_set(&c, "counter.arch=vgg11_density", NULL);
+    config_set(&c, "counter_train.epochs=1", NULL);
+    config_set(&c, "counter.density_weight=1000", NULL);
+    ck_assert_msg(train_counter(&c, fpn, 0, &st) == 0, "%s", st.msg);
+    const double sup = last_counter_train_loss("dens1");
+    ck_assert_msg(isfinite(plain) && isfinite(sup) && sup > plain + 100,
+                  "train loss %g with the density term, %g without", sup, plain);
+    FILE *devnull = fopen("/dev/null", "w");
+    ck_assert_msg(evaluate_run(&c, 2, fpn, NULL, NULL, devnull, &st) == 0, "%s", st.msg);
+    fclose(devnull);
+
+    tiny_config(&c, "dens2", 1);
+    config_set(&c, "counter.density_weight=1", NULL);    /* vgg11: no map */
+    ck_assert_int_eq(train_counter(&c, fpn, 0, &st), -1);
+    ck_assert_msg(strstr(st.msg, "vgg11_density") && strstr(st.msg, "density_weight"), "%s", st.msg);
+
+    hid_t f = H5Fopen(data, H5F_ACC_RDWR, H5P_DEFAULT);
+    ck_assert(f >= 0 && H5Ldelete(f, "centres", H5P_DEFAULT) >= 0);
+    H5Fclose(f);
+    tiny_config(&c, "dens3", 1);
+    config_set(&c, "counter.arch=vgg11_density", NULL);
+    config_set(&c, "counter.density_weight=1", NULL);
+    status_clear(&st);
+    ck_assert_int_eq(train_counter(&c, fpn, 0, &st), -1);
+    ck_assert_msg(strstr(st.msg, data) && strstr(st.msg, "no cell centres"), "%s", st.msg);
 }
 END_TEST
 
@@ -616,6 +685,7 @@ int main(void)
     train_add_eval_tests(tc);
     tcase_add_test(tc, test_bad_inputs_fail_cleanly);
     tcase_add_test(tc, test_counter_precise_bn);
+    tcase_add_test(tc, test_counter_density_supervised);
     tcase_add_test(tc, test_ema_update_is_the_average);
     tcase_add_test(tc, test_counter_ema_resume_is_exact);
     tcase_add_test(tc, test_counter_freeze_bn);

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "autodiff/rng.h"
+#include "src/data/centres.h"
 #include "src/data/fsutil.h"
 #include "src/data/h5write.h"
 
@@ -49,6 +50,8 @@ struct dataset_writer {
     uint8_t *u8;            /* one image, for uint8 conversion */
     float *zeros;           /* one all-zero mask */
     char normalize[64];     /* root attribute "normalize"; "" writes none */
+    int centres_k;          /* > 0: /centres with this many slots per image */
+    float *centres;         /* cap * centres_k * 2 */
 };
 
 static const char *DESC_FILE =
@@ -80,7 +83,7 @@ static void writer_free(dataset_writer *wr)
     for (int64_t i = 0; i < wr->n; i++) free(wr->source[i]);
     free(wr->count); free(wr->focus); free(wr->stain); free(wr->site); free(wr->scene);
     free(wr->split); free(wr->has_mask); free(wr->source);
-    free(wr->u8); free(wr->zeros); free(wr->path); free(wr->tmp);
+    free(wr->u8); free(wr->zeros); free(wr->path); free(wr->tmp); free(wr->centres);
     fs_atomic_release(&wr->aw);
     free(wr);
 }
@@ -139,6 +142,13 @@ void dataset_writer_set_split_info(dataset_writer *wr, uint64_t seed, const doub
     assert(wr && frac);
     wr->seed = seed;
     memcpy(wr->frac, frac, sizeof wr->frac);
+}
+
+void dataset_writer_set_centres(dataset_writer *wr, int k)
+{
+    /* before any append, so the first grow() allocates the buffer */
+    assert(wr && k > 0 && wr->cap == 0);
+    wr->centres_k = k;
 }
 
 void dataset_writer_set_normalize(dataset_writer *wr, const char *spec)
@@ -214,6 +224,11 @@ static int grow(dataset_writer *wr)
     GROW(count); GROW(focus); GROW(stain); GROW(site); GROW(scene);
     GROW(split); GROW(has_mask); GROW(source);
 #undef GROW
+    if (wr->centres_k) {
+        float *c = realloc(wr->centres, sizeof(float) * (size_t)cap * (size_t)wr->centres_k * 2);
+        if (!c) return -1;
+        wr->centres = c;
+    }
     wr->cap = cap;
     return 0;
 }
@@ -225,6 +240,9 @@ int dataset_writer_append(dataset_writer *wr, const float *image, const float *m
     if (rec->split > DATASET_TEST)
         return status_set(st, "%s: split %u of image %lld is not 0, 1 or 2", wr->path,
                           (unsigned)rec->split, (long long)wr->n);
+    if (wr->centres_k && rec->centres && rec->count > wr->centres_k)
+        return status_set(st, "%s: image %lld has %d cells, more than the %d centre slots",
+                          wr->path, (long long)wr->n, (int)rec->count, wr->centres_k);
     if (wr->n == wr->cap && grow(wr) != 0)
         return status_set(st, "%s: out of memory", wr->path);
     char *src = strdup(rec->source ? rec->source : "");
@@ -264,6 +282,11 @@ int dataset_writer_append(dataset_writer *wr, const float *image, const float *m
     wr->site[i] = rec->site; wr->scene[i] = rec->scene; wr->split[i] = rec->split;
     wr->has_mask[i] = mask != NULL;
     wr->source[i] = src;
+    if (wr->centres_k) {
+        float *c = wr->centres + (size_t)i * (size_t)wr->centres_k * 2;
+        for (int j = 0; j < 2 * wr->centres_k; j++)
+            c[j] = rec->centres && j < 2 * rec->count ? rec->centres[j] : NAN;
+    }
     return 0;
 }
 
@@ -308,6 +331,9 @@ static int writer_finish(dataset_writer *wr, cc_status *st)
         }
     }
     H5Tclose(vs);
+    if (wr->centres_k &&
+        centres_h5_write(wr->file, wr->n, wr->centres_k, wr->centres, wr->path, st) != 0)
+        return -1;
     const int32_t version = DATASET_VERSION, hh = wr->h, ww = wr->w;
     if (h5_attr_put_str(wr->file, "format", DATASET_FORMAT) != 0 ||
         set_num_attr(wr->file, "version", H5T_STD_I32LE, 1, &version) != 0 ||
@@ -370,7 +396,7 @@ void dataset_close(cc_dataset *ds)
         for (int64_t i = 0; i < ds->n; i++) free(ds->source[i]);
     free(ds->source);
     free(ds->counts); free(ds->focus); free(ds->stain); free(ds->site); free(ds->scene);
-    free(ds->split); free(ds->has_mask); free(ds->path);
+    free(ds->split); free(ds->has_mask); free(ds->path); free(ds->centres);
     free(ds);
 }
 
@@ -600,6 +626,8 @@ static int open_body(cc_dataset *ds, cc_status *st)
         read_1d(f, "split", ds->n, H5T_NATIVE_UINT8, (void **)&ds->split, 1, path, st) ||
         read_1d(f, "has_mask", ds->n, H5T_NATIVE_UINT8, (void **)&ds->has_mask, 1, path, st) ||
         read_sources(ds, f, st))
+        return -1;
+    if (centres_h5_read(f, ds->n, ds->counts, &ds->centres, &ds->centres_k, path, st))
         return -1;
     for (int64_t i = 0; i < ds->n; i++) {
         if (ds->split[i] > DATASET_TEST)

@@ -21,6 +21,8 @@
  *              the same cells blurred differently and share one mask.
  *   /split     (N) uint8: 0 train, 1 validation, 2 test.
  *   /source    (N) variable-length UTF-8 strings: source file names.
+ *   /centres   optional (N,K,2) float32: each image's cell centres
+ *              (centres.h); simulated sets have it, imported ones do not.
  * Images and masks are chunked one image per chunk, shuffle + deflate level
  * 4.  Root attributes: format, version, height, width, image_dtype
  * ("uint8"/"float32"), split_seed (uint64), split_fractions (3 doubles),
@@ -47,6 +49,8 @@ typedef struct dataset_record {
     int32_t count, focus, stain, site, scene;
     uint8_t split;          /* DATASET_TRAIN / _VAL / _TEST */
     const char *source;     /* source file name (copied); NULL stores "" */
+    const float *centres;   /* 2 * count floats (x, y fractions, centres.h) or NULL
+                             * (unknown); read only after dataset_writer_set_centres */
 } dataset_record;
 
 /* ---- writer ---------------------------------------------------------- */
@@ -71,6 +75,10 @@ void dataset_writer_set_split_info(dataset_writer *wr, uint64_t seed,
  * stored as the root attribute "normalize".  Not called: none stored,
  * which readers take as "range". */
 void dataset_writer_set_normalize(dataset_writer *wr, const char *spec);
+
+/* Store /centres with k slots per image (the largest count to come);
+ * only before the first append (assert).  Not called: no /centres. */
+void dataset_writer_set_centres(dataset_writer *wr, int k);
 
 /* Append one image: `image` is h*w floats in [0,1] (values outside are
  * clamped for uint8 storage, which rounds to v/255), `mask` is h*w floats
@@ -105,6 +113,8 @@ typedef struct cc_dataset {
     uint64_t split_seed;
     double split_frac[3];
     char normalize[64];         /* attribute normalize, "range" when absent */
+    float *centres;             /* /centres (n * centres_k * 2; centres.h) or NULL */
+    int centres_k;              /* its slots per image; 0 when the file has none */
     struct dataset_h5 *h5;      /* private */
 } cc_dataset;
 

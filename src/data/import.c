@@ -379,7 +379,7 @@ static int write_all(decode_budget *b, const import_opts *o, const item *items, 
             }
             all_max = vmax[j] > all_max ? vmax[j] : all_max;
             dataset_record rec = {it->nm.count, it->nm.focus, it->nm.stain, it->nm.site,
-                                  it->scene, split[i0 + j], it->file};
+                                  it->scene, split[i0 + j], it->file, NULL};
             rc = dataset_writer_append(wr, buf + (size_t)j * hw, sm[it->scene].px, &rec, st);
             if (rc == 0) sum->split_images[split[i0 + j]]++;
         }

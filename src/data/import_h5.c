@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "src/data/centres.h"
 #include "src/data/dataset.h"
 #include "src/data/resize.h"
 
@@ -42,14 +43,18 @@ int import_from_dataset(const import_opts *o, const char *src, FILE *log, int64_
     dataset_writer_set_split_info(wr, ds->split_seed, ds->split_frac);
     dataset_writer_set_normalize(wr, ds->normalize);
     if (ds->image_type == DATASET_F32) dataset_writer_set_image_type(wr, DATASET_F32);
+    /* centres are fractions of the image: a resize keeps them */
+    if (ds->centres_k) dataset_writer_set_centres(wr, ds->centres_k);
     for (int64_t i = 0; i < ds->n; i++) {
         if (!row_selected(o, ds, i)) continue;
         if (dataset_read_images(ds, i, 1, img, st) || dataset_read_masks(ds, i, 1, msk, st) ||
             resize_area(img, ds->w, ds->h, rimg, w, h, st) ||
             resize_area(msk, ds->w, ds->h, rmsk, w, h, st))
             goto out;
+        const float *xy = centres_known(ds->centres, ds->centres_k, i)
+                              ? ds->centres + (size_t)i * (size_t)ds->centres_k * 2 : NULL;
         dataset_record rec = {ds->counts[i], ds->focus[i], ds->stain[i], ds->site[i],
-                              ds->scene[i],  ds->split[i], ds->source[i]};
+                              ds->scene[i],  ds->split[i], ds->source[i], xy};
         if (dataset_writer_append(wr, rimg, ds->has_mask[i] ? rmsk : NULL, &rec, st)) goto out;
     }
     *written = dataset_writer_count(wr);

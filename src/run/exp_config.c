@@ -90,6 +90,8 @@ static const key_def keys[] = {
      SZ(counter_calibrate_on)},
     {"counter", "relu_unstick", K_BOOL, OFF(counter_relu_unstick), 0, 1, NULL, 0},
     {"counter", "head_means", K_BOOL, OFF(counter_head_means), 0, 1, NULL, 0},
+    {"counter", "density_weight", K_DOUBLE, OFF(counter_density_weight), 0, 1e6, NULL, 0},
+    {"counter", "density_sigma", K_DOUBLE, OFF(counter_density_sigma), 0.05, 100, NULL, 0},
     {"counter", "tta", K_ENUM, OFF(counter_tta), 0, 0, NAMES(cfg_tta_names)},
     {"counter", "loss", K_ENUM, OFF(counter_loss), 0, 0, NAMES(loss_kind_names)},
     {"counter", "finetune_fpn", K_BOOL, OFF(finetune_fpn), 0, 1, NULL, 0},
@@ -135,6 +137,7 @@ void config_defaults(cc_config *c)
     c->counter_input = CFG_INPUT_MASK;
     c->counter_calibrate = CFG_CALIBRATE_VAL;
     c->counter_calibrate_count = 0;
+    c->counter_density_sigma = 0.6;
     /* Not the paper's: a weight average validated with its own BN
      * statistics (docs/RESULTS_HISTORY.md "Counter training stability"). */
     c->counter_precise_bn = 50;

@@ -98,6 +98,9 @@ typedef struct cc_config {
     char counter_calibrate_on[CFG_STR];
     int counter_relu_unstick;   /* the count's relu passes "increase" gradients when dead */
     int counter_head_means;     /* the heads also read the input channels' means (counter.h) */
+    double counter_density_weight;  /* > 0: supervise the density map by the cells' centres
+                                     * (density_target.h), this weight */
+    double counter_density_sigma;   /* the target's Gaussian per cell, in map positions */
     cfg_tta counter_tta;        /* flips: evaluate and count average the four flips */
     loss_kind counter_loss;
     int finetune_fpn;

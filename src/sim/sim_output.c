@@ -314,13 +314,15 @@ static int h5_append_ready(sim_h5_out *o, cc_status *st)
         char name[256];
         if (bbbc_name_format(&nm, name, sizeof name) < 0) name[0] = '\0';
         long unit = i / o->job->nfocus;
-        dataset_record rec = {c, f, w, s, o->scene[i], o->split[i], name};
+        dataset_record rec = {c, f, w, s, o->scene[i], o->split[i], name, o->unit_centres[unit]};
         int rc = dataset_writer_append(o->wr, o->pending[i], o->unit_mask[unit], &rec, st);
         free(o->pending[i]);
         o->pending[i] = NULL;
         if (fi == o->job->nfocus - 1) {
             free(o->unit_mask[unit]);
+            free(o->unit_centres[unit]);
             o->unit_mask[unit] = NULL;
+            o->unit_centres[unit] = NULL;
         }
         o->next++;
         if (rc) return -1;
@@ -334,14 +336,19 @@ int sim_h5_sink(void *ctx, const sim_image *im, cc_status *st)
     const size_t sn = (size_t)im->width * im->height, dn = (size_t)o->w * o->h;
     assert(sn > 0 && dn > 0);
     float *src = malloc(sn * sizeof *src), *img = malloc(dn * sizeof *img);
-    float *mask = NULL;
+    float *mask = NULL, *xy = NULL;
     long unit = im->index / o->job->nfocus;
     int first = im->index % o->job->nfocus == 0;
-    if (first) mask = malloc(dn * sizeof *mask);
-    if (!src || !img || (first && !mask)) {
+    if (first) {
+        mask = malloc(dn * sizeof *mask);
+        xy = malloc(2 * (size_t)im->count * sizeof *xy);
+        if (xy) memcpy(xy, im->centres, 2 * (size_t)im->count * sizeof *xy);
+    }
+    if (!src || !img || (first && (!mask || !xy))) {
         free(src);
         free(img);
         free(mask);
+        free(xy);
         return status_set(st, "simulate: out of memory resizing images");
     }
     /* Same conversion as import: 8-bit v -> v/255, mask > 0 -> 1, area
@@ -356,13 +363,14 @@ int sim_h5_sink(void *ctx, const sim_image *im, cc_status *st)
     if (rc) {
         free(img);
         free(mask);
+        free(xy);
         return -1;
     }
 #pragma omp critical(sim_h5)
     {
         /* a unit's images reach the sink in focus order, so its mask is
          * stored before any of its images can be appended */
-        if (first) o->unit_mask[unit] = mask;
+        if (first) o->unit_mask[unit] = mask, o->unit_centres[unit] = xy;
         o->pending[im->index] = img;
         if (o->failed) {
             rc = status_set(st, "simulate: the data set writer failed earlier");
@@ -379,11 +387,14 @@ static void h5_free(sim_h5_out *o)
         for (long i = 0; i < o->n; i++) free(o->pending[i]);
     if (o->unit_mask)
         for (long u = 0; u < o->n / o->job->nfocus; u++) free(o->unit_mask[u]);
+    if (o->unit_centres)
+        for (long u = 0; u < o->n / o->job->nfocus; u++) free(o->unit_centres[u]);
     free(o->pending);
     free(o->unit_mask);
+    free(o->unit_centres);
     free(o->scene);
     free(o->split);
-    o->pending = o->unit_mask = NULL;
+    o->pending = o->unit_mask = o->unit_centres = NULL;
     o->scene = NULL;
     o->split = NULL;
 }
@@ -398,14 +409,21 @@ int sim_h5_begin(sim_h5_out *o, const char *path, int w, int h, const sim_job *j
     o->h = h;
     o->pending = calloc((size_t)o->n, sizeof *o->pending);
     o->unit_mask = calloc((size_t)(o->n / job->nfocus), sizeof *o->unit_mask);
+    o->unit_centres = calloc((size_t)(o->n / job->nfocus), sizeof *o->unit_centres);
     o->scene = malloc((size_t)o->n * sizeof *o->scene);
     o->split = malloc((size_t)o->n);
     int rc = 0;
-    if (!o->pending || !o->unit_mask || !o->scene || !o->split)
+    if (!o->pending || !o->unit_mask || !o->unit_centres || !o->scene || !o->split)
         rc = status_set(st, "%s: out of memory for %ld images", path, o->n);
     if (rc == 0) rc = h5_plan(o, split_seed, frac, st);
     if (rc == 0 && !(o->wr = dataset_writer_open(path, h, w, st))) rc = -1;
-    if (rc == 0) dataset_writer_set_split_info(o->wr, split_seed, frac);
+    if (rc == 0) {
+        static const double dflt[3] = {0.8, 0.1, 0.1};
+        dataset_writer_set_split_info(o->wr, split_seed, frac ? frac : dflt);
+        int kmax = 1;
+        for (int i = 0; i < job->ncounts; i++) kmax = job->counts[i] > kmax ? job->counts[i] : kmax;
+        dataset_writer_set_centres(o->wr, kmax);
+    }
     if (rc) h5_free(o);
     return rc;
 }

@@ -58,6 +58,7 @@ typedef struct sim_h5_out {
     long n, next;                /* images in the job, next to append */
     float **pending;             /* n: resized image waiting for its turn */
     float **unit_mask;           /* one resized mask per (count, site, stain) */
+    float **unit_centres;        /* and its cells' centres (2 * count floats) */
     int32_t *scene;              /* n: scene id (import's numbering) */
     uint8_t *split;              /* n */
     int failed;                  /* an append failed: the writer takes no more */

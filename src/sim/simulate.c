@@ -575,6 +575,12 @@ static int run_unit(const sim_params *p, const sim_job *job, long unit, worker *
     if (sim_scene_generate(p, job->counts[ci], site, &sc, st)) return -1;
     int rc = sim_render(p, &sc, stain, wk->img, st);
     if (!rc) sim_mask_render(&sc, stain, wk->mask);
+    float *xy = rc ? NULL : malloc(sizeof(float) * 2 * (size_t)sc.ncells);
+    if (!rc && !xy) rc = status_set(st, "simulate: out of memory");
+    for (int i = 0; !rc && i < sc.ncells; i++) {
+        xy[2 * i] = (float)(sc.cells[i].cx / p->width);
+        xy[2 * i + 1] = (float)(sc.cells[i].cy / p->height);
+    }
     sim_scene_free(&sc);
     for (int fi = 0; !rc && fi < job->nfocus; fi++) {
         sim_focus_apply(wk->img, p->width, p->height, job->focus[fi], wk->pix, wk->tmp);
@@ -582,9 +588,11 @@ static int run_unit(const sim_params *p, const sim_job *job, long unit, worker *
             .count = job->counts[ci], .focus = job->focus[fi], .site = site,
             .stain = stain, .width = p->width, .height = p->height,
             .index = unit * job->nfocus + fi, .pixels = wk->pix, .mask = wk->mask,
+            .centres = xy,
         };
         rc = sink(ctx, &im, st);
     }
+    free(xy);
     return rc;
 }
 

@@ -136,6 +136,8 @@ typedef struct sim_image {
     long index;            /* rank in the job's canonical order (see sim_run) */
     const uint8_t *pixels;
     const uint8_t *mask;
+    const float *centres;  /* 2 * count: each cell's centre (x, y) as fractions of
+                              the width and height (dataset centres.h) */
 } sim_image;
 
 /* Called once per image from worker threads, concurrently and in any

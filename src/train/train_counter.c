@@ -8,13 +8,39 @@
 
 #include "src/run/checkpoint.h"
 #include "src/train/count_split.h"
+#include "src/train/density_target.h"
 #include "src/data/dataset.h"
 #include "src/run/metrics.h"
 #include "src/train/ood.h"
 #include "src/train/train_util.h"
 
+/* counter.density_weight: loss += weight x positions x mean squared
+ * difference between the density map and its target (density_target.h),
+ * i.e. the weight times the squared error summed over each image's map,
+ * averaged over the batch.  Returns the new loss (NULL: tape error) and
+ * adds the term's value to lt->total. */
+static cc_tensor *density_loss_add(cc_tape *t, const cc_session *s, const cc_dataset *ds,
+                                   const loader_batch *b, cc_tensor *map, cc_tensor *loss,
+                                   loss_terms *lt)
+{
+    if (!map || !loss) return NULL;
+    const int gh = (int)map->dims[2], gw = (int)map->dims[3];
+    cc_tensor *target = tape_input(t, 4, (int64_t[]){b->n, 1, gh, gw}, NULL, 0);
+    if (!target) return NULL;
+    if (density_target_fill(ds, b, gh, gw, s->cfg.counter_density_sigma, target->data,
+                            &t->status))
+        return NULL;
+    const double w = s->cfg.counter_density_weight * (double)gh * (double)gw;
+    cc_tensor *term = op_scale(t, op_loss_mse(t, map, target), (float)w, 0.0f);
+    cc_tensor *sum = op_add(t, loss, term);
+    if (!sum) return NULL;
+    lt->total += term->data[0];
+    return sum;
+}
+
 /* One training epoch; returns images seen or -1.  *loss_out: mean loss. */
 static int64_t counter_epoch(cc_session *s, cc_models *m, cc_tape *t, cc_loader *L,
+                             const cc_dataset *ds,
                              const mask_cache *mc, int epoch, cc_optim *opt, cc_optim *fpn_opt,
                              cc_params *ema, double *loss_out, progress *pg, cc_status *st)
 {
@@ -48,8 +74,14 @@ static int64_t counter_epoch(cc_session *s, cc_models *m, cc_tape *t, cc_loader 
         cc_tensor *y = tape_input(t, 2, (int64_t[]){b.n, 1}, truth, 0);
         loss_terms lt;
         cc_tensor *loss = NULL;
-        if (x && counter_forward(t, &m->Pc, &m->counter, x, &cnt, &lv) == 0)
+        if (c->counter_density_weight > 0) {
+            cc_tensor *map = NULL;
+            if (x && counter_forward_map(t, &m->Pc, &m->counter, x, &cnt, &lv, &map) == 0)
+                loss = density_loss_add(t, s, ds, &b, map, counter_loss(t, cnt, lv, y, kind, &lt),
+                                        &lt);
+        } else if (x && counter_forward(t, &m->Pc, &m->counter, x, &cnt, &lv) == 0) {
             loss = counter_loss(t, cnt, lv, y, kind, &lt);
+        }
         if (!loss) return status_set(st, "counter forward: %s", tape_error(t));
         if (dist_any(&s->dist, !isfinite(lt.total)))   /* MPI: all ranks stop together */
             return status_set(st, "counter loss is %g at epoch %d step %lld: stopping (the last "
@@ -185,6 +217,18 @@ int train_counter(const cc_config *cfg, const char *fpn_ckpt, int resume, cc_sta
         goto out;
     }
     if (train_run_models(&r, 1, st)) goto out;
+    if (cfg->counter_density_weight > 0 && !r.m.counter.positions) {
+        status_set(st, "counter.density_weight = %g needs a counter with a density map "
+                       "(counter.arch = vgg11_density), not %s", cfg->counter_density_weight,
+                   cfg->counter_arch);
+        goto out;
+    }
+    if (cfg->counter_density_weight > 0 && !r.ds->centres_k) {
+        status_set(st, "%s has no cell centres (/centres), which counter.density_weight needs: "
+                       "simulated sets have them (cellcount simulate), imported ones do not; "
+                       "set counter.density_weight = 0", r.ds->path);
+        goto out;
+    }
     const int needs_fpn = cfg->counter_input != CFG_INPUT_IMAGE;
     char fpn_path[CFG_STR + 64];
     if (needs_fpn) {
@@ -242,7 +286,7 @@ int train_counter(const cc_config *cfg, const char *fpn_ckpt, int resume, cc_sta
         train_run_epoch_begin(&r, tc, "counter", epoch, &pg);
         fopt.lr = r.opt.lr;
         double t0 = session_now(), w0 = loader_wait_seconds(r.tr), trloss = NAN;
-        int64_t ntr = counter_epoch(s, m, &r.ttrain, r.tr, &mtr, epoch, &r.opt,
+        int64_t ntr = counter_epoch(s, m, &r.ttrain, r.tr, r.ds, &mtr, epoch, &r.opt,
                                     finetune ? &fopt : NULL, has_ema ? &ema : NULL, &trloss,
                                     &pg, st);
         progress_end(&pg);
