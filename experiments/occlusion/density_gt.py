@@ -5,7 +5,8 @@ when the FPN is taken out of the question and the training scenes grow
 (docs/RESULTS.md, "A density counter at paper scale").
 
   experiments/occlusion/density_gt.py DATA.h5 FRESH.h5 [FRESH.h5 ...] \
-      [--train TRAIN.h5] [--epochs E] [--width W] [--seed S]
+      [--train TRAIN.h5] [--epochs E] [--width W] [--seed S] \
+      [--density-weight L] [--sigma S]
 
 DATA.h5: the reproduction's data set.  The F1 images of its training split
 are the training scenes, unless --train names a set whose F1 images all
@@ -16,7 +17,13 @@ LeakyReLU blocks W, M, 2W, M, 4W, 4W, M (W = 32: vgg11_density at
 width_div 2), then 1x1 conv 4W -> 2W, BN, LeakyReLU, 1x1 conv -> 1, ReLU,
 summed over the 12x16 positions.  Smooth-L1 loss on the count, Adam 1e-3,
 cosine schedule, batch 16, random flips; one thread.  Prints MAE / max
-error every few epochs.  Needs Debian's python3-torch and python3-h5py.
+error (and MAE by count: 1-20, 21-40, ..., 81-100) every few epochs.
+--density-weight L > 0 adds L x the squared difference between the map
+and its target summed over the map, the target being a Gaussian of sd
+--sigma (0.6) positions at every cell's centre, normalised to sum 1 (what
+`counter.density_weight` does; the training set needs /centres, which
+`cellcount simulate` writes).  Needs Debian's python3-torch and
+python3-h5py.
 """
 import sys
 
@@ -27,8 +34,22 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
-def load_f1(path, split=None):
-    """The F1 images' masks at 96x128 and their counts (of one split)."""
+GH, GW = 12, 16     # the density map's positions at 96x128
+
+
+def density_target(xy, sigma):
+    """A map summing to the number of centres xy (fractions; NaN = none)."""
+    gy, gx = np.arange(GH)[:, None], np.arange(GW)[None, :]
+    d = np.zeros((GH, GW), np.float64)
+    for x, y in xy[np.isfinite(xy[:, 0])]:
+        g = np.exp(-((gx - (x * GW - 0.5)) ** 2 + (gy - (y * GH - 0.5)) ** 2) / (2 * sigma * sigma))
+        d += g / g.sum()
+    return d.astype(np.float32)
+
+
+def load_f1(path, split=None, sigma=None):
+    """The F1 images' masks at 96x128 and their counts (of one split), and
+    with sigma their density targets."""
     with h5py.File(path, 'r') as h:
         sel = h['focus'][()] == 1
         if split is not None:
@@ -36,8 +57,15 @@ def load_f1(path, split=None):
         idx = np.nonzero(sel)[0]
         m = h['masks'][idx.min():idx.max() + 1][idx - idx.min()].astype(np.float32)
         y = h['counts'][()][idx].astype(np.float32)
+        if sigma is not None:
+            if 'centres' not in h:
+                sys.exit('%s has no /centres (simulate it again with this build)' % path)
+            c = h['centres'][idx.min():idx.max() + 1][idx - idx.min()]
+            t = torch.tensor(np.stack([density_target(v, sigma) for v in c]))[:, None]
     n, c, hh, ww = m.shape
     m = m.reshape(n, c, 96, hh // 96, 128, ww // 128).mean(axis=(3, 5))
+    if sigma is not None:
+        return torch.tensor(m), torch.tensor(y), t
     return torch.tensor(m), torch.tensor(y)
 
 
@@ -54,12 +82,16 @@ class Density(nn.Module):
                                   nn.LeakyReLU(0.01), nn.Conv2d(2 * w, 1, 1))
         self.head[-1].bias.data.fill_(50.0 / (12 * 16))
 
+    def density(self, x):
+        return F.relu(self.head(self.body(x)))
+
     def forward(self, x):
-        return F.relu(self.head(self.body(x))).sum(dim=(1, 2, 3))
+        return self.density(x).sum(dim=(1, 2, 3))
 
 
 def main(argv):
-    opts = {'--train': None, '--epochs': '60', '--width': '32', '--seed': '1'}
+    opts = {'--train': None, '--epochs': '60', '--width': '32', '--seed': '1',
+            '--density-weight': '0', '--sigma': '0.6'}
     pos = []
     it = iter(argv)
     for a in it:
@@ -72,7 +104,11 @@ def main(argv):
     torch.set_num_threads(1)
     torch.manual_seed(int(opts['--seed']))
     data = pos[0]
-    xtr, ytr = load_f1(opts['--train']) if opts['--train'] else load_f1(data, 0)
+    lam = float(opts['--density-weight'])
+    sig = float(opts['--sigma']) if lam > 0 else None
+    tr = load_f1(opts['--train'], None, sig) if opts['--train'] else load_f1(data, 0, sig)
+    xtr, ytr = tr[0], tr[1]
+    dtr = tr[2] if lam > 0 else torch.zeros(len(xtr), 1, GH, GW)
     sets = [('val', load_f1(data, 1)), ('test', load_f1(data, 2))]
     sets += [(p.rsplit('/', 1)[-1], load_f1(p)) for p in pos[1:]]
     net = Density(int(opts['--width']))
@@ -86,18 +122,22 @@ def main(argv):
             p = torch.cat([net(x[i:i + 120]) for i in range(0, len(x), 120)])
         net.train()
         e = (p - y).abs()
-        return '%.3f/%.1f' % (e.mean().item(), e.max().item())
+        r = ' '.join('%.2f' % e[(y > lo) & (y <= lo + 20)].mean().item() for lo in range(0, 100, 20))
+        return '%.3f/%.1f [%s]' % (e.mean().item(), e.max().item(), r)
 
     for ep in range(epochs):
         perm = torch.randperm(len(xtr))
         for i in range(0, len(xtr) - batch + 1, batch):
             b = perm[i:i + batch]
-            x = xtr[b]
+            x, t = xtr[b], dtr[b]
             if torch.rand(1) < 0.5:
-                x = x.flip(3)
+                x, t = x.flip(3), t.flip(3)
             if torch.rand(1) < 0.5:
-                x = x.flip(2)
-            loss = F.smooth_l1_loss(net(x), ytr[b])
+                x, t = x.flip(2), t.flip(2)
+            d = net.density(x)
+            loss = F.smooth_l1_loss(d.sum(dim=(1, 2, 3)), ytr[b])
+            if lam > 0:
+                loss = loss + lam * ((d - t) ** 2).sum(dim=(1, 2, 3)).mean()
             opt.zero_grad()
             loss.backward()
             opt.step()
