@@ -49,7 +49,9 @@ run_job() {
                 > "$d/eval_real.txt"
         else
             local cfg="$here/quickstart.ini"
-            local args=(-d "$out/real_w$stain.h5" -o "$d/run" -t "$threads" --set run.seed="$seed" "${sets[@]}")
+            # no simulated calibration set for a model of real images: its validation split
+            local args=(-d "$out/real_w$stain.h5" -o "$d/run" -t "$threads" --set run.seed="$seed"
+                        --set counter.calibrate=val --set counter.calibrate_on= "${sets[@]}")
             "$cc" train-fpn "$cfg" "${args[@]}" &&
             "$cc" train-counter "$cfg" "${args[@]}" &&
             "$cc" evaluate "$cfg" "${args[@]}" > "$d/eval_real.txt"
