@@ -32,6 +32,9 @@ int no_temporaries(const char *dir);
  * c.tif (8-bit, exactly W x H) in <sub>/img.  The test images count about
  * 0.1 to 0.2 (final ReLU active). */
 void make_run(run_fx *fx, const char *sub, const char *counter_input);
+/* make_run with counter.arch = arch (a density counter's count is about 2,
+ * its bias raised, not tuned to 0.1-0.2). */
+void make_run_arch(run_fx *fx, const char *sub, const char *counter_input, const char *arch);
 
 /* The count (and sigma, if non-NULL) of one TIFF by the training code's
  * counting path (counting_input + counter_forward, inference tape). */

@@ -147,6 +147,11 @@ static void calibrate_bn(cc_session *s, cc_models *m)
 /* See countutil.h. */
 void make_run(run_fx *fx, const char *sub, const char *counter_input)
 {
+    make_run_arch(fx, sub, counter_input, "vgg11");
+}
+
+void make_run_arch(run_fx *fx, const char *sub, const char *counter_input, const char *arch)
+{
     cc_status st;
     status_clear(&st);
     snprintf(fx->sub, sizeof fx->sub, "%s", sub);
@@ -162,6 +167,8 @@ void make_run(run_fx *fx, const char *sub, const char *counter_input)
     for (int i = 0; i < 4; i++) ck_assert_msg(config_set(c, sets[i], &st) == 0, "%s", st.msg);
     char input_set[64];
     snprintf(input_set, sizeof input_set, "counter.input=%s", counter_input);
+    ck_assert_msg(config_set(c, input_set, &st) == 0, "%s", st.msg);
+    snprintf(input_set, sizeof input_set, "counter.arch=%s", arch);
     ck_assert_msg(config_set(c, input_set, &st) == 0, "%s", st.msg);
     snprintf(c->out_dir, sizeof c->out_dir, "%s", tpath(sub, "run"));
     snprintf(c->data_file, sizeof c->data_file, "%s", tpath(sub, "no-such-dataset.h5"));
@@ -188,15 +195,16 @@ void make_run(run_fx *fx, const char *sub, const char *counter_input)
     const char *names[] = {"img/a.tif", "img/b.tif", "img/c.tif"};
     for (int i = 0; i < 3; i++)
         ck_assert_int_eq(count_image_load(tpath(sub, names[i]), H, W, x + i * H * W, &st), 0);
-    params_fill(&m.Pc, m.counter.count.fc3.b, 5.0f);
+    /* (a density counter: a count of about 2 spread over its positions) */
+    counter_init_count_bias(&m.Pc, &m.counter, m.counter.positions ? 2.0f : 5.0f);
     cc_tape t;
     tape_init(&t, &s.ctx, 0);
     float cnt[3], sig[3];
     forward_counts(&t, &s, &m, x, 3, cnt, sig);
     tape_free(&t);
     float lo = fminf(cnt[0], fminf(cnt[1], cnt[2]));
-    ck_assert_msg(lo > 0, "count head dead even with bias 5");
-    params_fill(&m.Pc, m.counter.count.fc3.b, 5.0f - lo + 0.1f);
+    ck_assert_msg(lo > 0, "count head dead even with its bias raised");
+    if (!m.counter.positions) params_fill(&m.Pc, m.counter.count.fc3.b, 5.0f - lo + 0.1f);
     ck_assert_msg(checkpoint_save(tpath(sub, "run/fpn_best.h5"), &m.Pf, NULL, NULL, 0, &st) == 0,
                   "%s", st.msg);
     ck_assert_msg(
@@ -582,7 +590,73 @@ START_TEST(count_masks)
         ck_assert_int_eq(maxpx, 255);
         free(px);
     }
+    /* a flatten counter has no density map */
+    ck_assert(!file_exists(tpath("masks", "out/masks/a_density.tif")));
+    ck_assert(!file_exists(tpath("masks", "out/masks/a_density.png")));
     ck_assert(no_temporaries(tpath("masks", "")));
+}
+END_TEST
+
+/* A density counter's --masks also writes its map: at 1/8 of the
+ * counter's input side, summing to the table's count, with a preview at
+ * the mask's size, each position a block, normalised per image; asking a
+ * flatten counter for a map is an error. */
+START_TEST(count_density_map)
+{
+    run_fx fx;
+    make_run_arch(&fx, "dens", "mask", "vgg11_density");
+    cc_status st;
+    status_clear(&st);
+    char *args[] = {tpath("dens", "img/a.tif"), tpath("dens", "img/b.tif")};
+    count_opts o = opts_default();
+    o.output = tpath("dens", "out.tsv");
+    o.masks_dir = tpath("dens", "maps");
+    ck_assert_msg(count_run(&fx.cfg, &o, args, 2, stdout, stderr, &st) == 0, "%s", st.msg);
+    table tb;
+    read_table(o.output, '\t', &tb);
+    ck_assert_int_eq(tb.nrows, 2);
+    enum { DH = H / 16, DW = W / 16 };
+    const char *stems[] = {"a", "b"};
+    for (int k = 0; k < 2; k++) {
+        char p[700];
+        float d[DH * DW];
+        snprintf(p, sizeof p, "%s/%s_density.tif", o.masks_dir, stems[k]);
+        read_float_tiff(p, DW, DH, d);
+        double sum = 0;
+        float mx = 0;
+        for (int i = 0; i < DH * DW; i++) {
+            ck_assert(d[i] >= 0);
+            sum += d[i];
+            mx = fmaxf(mx, d[i]);
+        }
+        ck_assert_msg(fabs(sum - tb.v[k][0]) <= 1e-4 + 1e-5 * sum, "%s: map sums to %g, count %g",
+                      stems[k], sum, tb.v[k][0]);
+        ck_assert(mx > 0);
+        int pw, ph;
+        snprintf(p, sizeof p, "%s/%s_density.png", o.masks_dir, stems[k]);
+        uint8_t *px = read_png(p, &pw, &ph);
+        ck_assert_int_eq(pw, W / 2);
+        ck_assert_int_eq(ph, H / 2);
+        for (int y = 0; y < H / 2; y++)
+            for (int x = 0; x < W / 2; x++)
+                ck_assert(abs(px[y * (W / 2) + x] -
+                              (int)lrintf(255.0f * d[(y / 8) * DW + x / 8] / mx)) <= 1);
+        free(px);
+    }
+    ck_assert(no_temporaries(tpath("dens", "")));
+
+    run_fx flat;
+    make_run(&flat, "flat", "mask");
+    count_model cm;
+    ck_assert_msg(count_model_open(&cm, &flat.cfg, H, W, NULL, NULL, 0, NULL, &st) == 0, "%s",
+                  st.msg);
+    float x[H * W], map[64];
+    double c, s, fg;
+    ck_assert_int_eq(count_image_load(args[0], H, W, x, &st), 0);
+    ck_assert_int_eq(count_model_predict_fg(&cm, x, 1, &c, &s, NULL, NULL, &fg, map, &st), -1);
+    ck_assert_msg(strstr(st.msg, "a density map asked for but counter.arch = vgg11 has none"), "%s",
+                  st.msg);
+    count_model_close(&cm);
 }
 END_TEST
 
@@ -701,6 +775,7 @@ static Suite *count_suite(void)
     count_add_case(s, "count_missing_checkpoint", count_missing_checkpoint);
     count_add_case(s, "count_config_and_size", count_config_and_size);
     count_add_case(s, "count_masks", count_masks);
+    count_add_case(s, "count_density_map", count_density_map);
     count_add_case(s, "count_tta_combine", count_tta_combine_is_a_mixture);
     count_add_case(s, "count_tta_flips", count_tta_flips);
     saliency_add_tests(s);

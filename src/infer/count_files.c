@@ -10,6 +10,13 @@
  *   <stem>_sigma.png   8-bit preview normalised PER IMAGE:
  *                      round(255 * sigma / max sigma of that image), since
  *                      its range depends on the training (all 0 if max = 0)
+ * and with a density counter (counter.arch = vgg11_density):
+ *   <stem>_density.tif the counter's density map, 32-bit float, raw, at its
+ *                      own size (1/16 of the input's side for vgg11_density):
+ *                      cells per position, summing to the count before
+ *                      calibration
+ *   <stem>_density.png 8-bit preview at the mask's size (each position a
+ *                      block), normalised PER IMAGE like the sigma
  */
 #include "src/infer/count_files.h"
 #include "src/data/csv.h"
@@ -238,22 +245,28 @@ int count_graph_forward(count_model *cm, cc_tape *t, cc_tensor *x, count_graph *
     }
     if (!in) return -1;
     g->input = in;
+    if (cm->m.counter.positions)
+        return counter_forward_map(t, &cm->m.Pc, &cm->m.counter, in, &g->count, &g->logvar,
+                                   &g->density);
     return counter_forward(t, &cm->m.Pc, &cm->m.counter, in, &g->count, &g->logvar);
 }
 
 int count_model_predict(count_model *cm, const float *images, int n, double *count, double *sigma,
                         float *mask, float *mask_sigma, cc_status *st)
 {
-    return count_model_predict_fg(cm, images, n, count, sigma, mask, mask_sigma, NULL, st);
+    return count_model_predict_fg(cm, images, n, count, sigma, mask, mask_sigma, NULL, NULL, st);
 }
 
 int count_model_predict_fg(count_model *cm, const float *images, int n, double *count,
                            double *sigma, float *mask, float *mask_sigma, double *fg,
-                           cc_status *st)
+                           float *density, cc_status *st)
 {
     assert(n >= 1);
     if ((mask || mask_sigma) && !cm->has_fpn)
         return status_set(st, "predict: masks asked for but no FPN loaded");
+    if (density && !cm->m.counter.positions)
+        return status_set(st, "predict: a density map asked for but counter.arch = %s has none",
+                          cm->m.counter.arch->name);
     cc_tape *t = &cm->t;
     tape_reset(t);
     if (n > COUNT_MAX_BATCH)
@@ -277,8 +290,13 @@ int count_model_predict_fg(count_model *cm, const float *images, int n, double *
     int rc = 0;
     if (!x || count_graph_forward(cm, t, x, &g) || tape_read(t, g.count, c) ||
         tape_read(t, g.logvar, v) || (need_mask && tape_read(t, g.mask, m)) ||
-        (mask_sigma && tape_read(t, g.mask_logvar, mask_sigma)))
+        (mask_sigma && tape_read(t, g.mask_logvar, mask_sigma)) ||
+        (density && tape_read(t, g.density, density)))
         rc = status_set(st, "predict: %s", tape_error(t));
+    if (density && !rc) {
+        cm->density_h = (int)g.density->dims[2];
+        cm->density_w = (int)g.density->dims[3];
+    }
     /* counter.tta = flips: the counter again on the flips k = 1..3 of its
      * input (mask and image alike), on the same tape, as saliency does */
     for (int k = 1; k < views && !rc; k++) {
@@ -602,6 +620,28 @@ static int write_masks(const char *dir, const char *stem, const float *mask, con
     return 0;
 }
 
+/* The two density files of one image: the map (dh x dw) as it is, and a
+ * preview at the mask's size (mh x mw), each position a block.  px holds
+ * mh*mw bytes. */
+static int write_density(const char *dir, const char *stem, const float *map, int dh, int dw,
+                         int mh, int mw, uint8_t *px, cc_status *st)
+{
+    char path[4096];
+    float mx = 0;
+    for (size_t i = 0; i < (size_t)dh * (size_t)dw; i++) mx = map[i] > mx ? map[i] : mx;
+    const float scale = mx > 0 ? 255.0f / mx : 0.0f;
+    for (int y = 0; y < mh; y++)
+        for (int x = 0; x < mw; x++) {
+            const float q = map[(size_t)(y * dh / mh) * (size_t)dw + (size_t)(x * dw / mw)] * scale;
+            px[(size_t)y * (size_t)mw + (size_t)x] =
+                (uint8_t)(q <= 0.0f ? 0 : q >= 255.0f ? 255 : (int)(q + 0.5f));
+        }
+    snprintf(path, sizeof path, "%s/%s_density.png", dir, stem);
+    if (png_write_gray(path, mw, mh, px, st)) return -1;
+    snprintf(path, sizeof path, "%s/%s_density.tif", dir, stem);
+    return tiff_write_gray(path, dw, dh, 32, map, st);
+}
+
 int count_run(const cc_config *cfg, const count_opts *o, char *const *args, int nargs, FILE *out,
               FILE *log, cc_status *st)
 {
@@ -610,7 +650,7 @@ int count_run(const cc_config *cfg, const count_opts *o, char *const *args, int 
     count_model cm;
     count_inputs in;
     memset(&in, 0, sizeof in);
-    float *images = NULL, *masks = NULL, *sds = NULL;
+    float *images = NULL, *masks = NULL, *sds = NULL, *dens = NULL;
     uint8_t *px = NULL;
     double *count = NULL, *sigma = NULL, *fg = NULL;
     int *slot = NULL, nread = 0;
@@ -647,9 +687,11 @@ int count_run(const cc_config *cfg, const count_opts *o, char *const *args, int 
         masks = malloc(sizeof(float) * mplane * (size_t)B);
         sds = malloc(sizeof(float) * mplane * (size_t)B);
         px = malloc(mplane);
+        if (cm.m.counter.positions)
+            dens = malloc(sizeof(float) * (size_t)cm.m.counter.positions * (size_t)B);
     }
     if (!images || !count || !sigma || !fg || !slot ||
-        (o->masks_dir && (!masks || !sds || !px))) {
+        (o->masks_dir && (!masks || !sds || !px || (cm.m.counter.positions && !dens)))) {
         status_set(st, "count: out of memory");
         goto done;
     }
@@ -672,7 +714,8 @@ int count_run(const cc_config *cfg, const count_opts *o, char *const *args, int 
         int n = count_inputs_next_batch(&in, &next, B, h, w, images, slot, &rd, log, &bad);
         if (n == 0) continue;
         nread += n;
-        if (count_model_predict_fg(&cm, images, n, count, sigma, masks, sds, fg, st)) goto done;
+        if (count_model_predict_fg(&cm, images, n, count, sigma, masks, sds, fg, dens, st))
+            goto done;
         for (int i = 0; i < n; i++) {
             ood_image oi;
             double mean = 0;
@@ -688,6 +731,10 @@ int count_run(const cc_config *cfg, const count_opts *o, char *const *args, int 
             if (o->masks_dir &&
                 write_masks(o->masks_dir, in.stems[slot[i]], masks + mplane * (size_t)i,
                             sds + mplane * (size_t)i, h / 2, w / 2, px, st))
+                goto done;
+            if (dens && write_density(o->masks_dir, in.stems[slot[i]],
+                                      dens + (size_t)cm.m.counter.positions * (size_t)i,
+                                      cm.density_h, cm.density_w, h / 2, w / 2, px, st))
                 goto done;
         }
         fflush(f);
@@ -716,6 +763,7 @@ done:
     if (tmp[0]) fs_atomic_abort(&aw);
     if (model_open) count_model_close(&cm);
     count_inputs_free(&in);
-    free(images), free(masks), free(sds), free(px), free(count), free(sigma), free(fg), free(slot);
+    free(images), free(masks), free(sds), free(dens), free(px);
+    free(count), free(sigma), free(fg), free(slot);
     return rc;
 }

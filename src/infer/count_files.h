@@ -105,6 +105,10 @@ typedef struct count_model {
                              * set's; "" when neither can be read */
     const char *train_norm_from;    /* "run.h5", "data set" or NULL */
     ood_stats ood;          /* run.h5 tables ood/train, ood/sigma (ood.h) */
+    int density_h, density_w;   /* a density counter's map (counter_forward_map):
+                             * its size, h*w = m.counter.positions, set by the
+                             * first count_model_predict_fg; 0 before, and for
+                             * counters without a map */
     int open_;              /* internal: what count_model_close must free */
 } count_model;
 
@@ -127,6 +131,8 @@ typedef struct count_graph {
     cc_tensor *mask, *mask_logvar;  /* (N,1,H/2,W/2) finest FPN level; NULL without FPN */
     cc_tensor *input;               /* the counter's input (N,Cin,H/2,W/2) */
     cc_tensor *count, *logvar;      /* (N,1) */
+    cc_tensor *density;             /* (N,1,h',w') a density counter's map, whose sum
+                                     * is count; NULL for the other counters */
 } count_graph;
 
 /* Record FPN + counter on tape t for images x (N,1,h,w), whatever the
@@ -147,10 +153,15 @@ int count_model_predict(count_model *cm, const float *images, int n, double *cou
 
 /* count_model_predict plus, with fg non-NULL, each image's foreground
  * fraction: the mean of its finest FPN mean mask clamped to [0,1] (NaN
- * without FPN). */
+ * without FPN); with density non-NULL, a density counter's map of each
+ * image (n x m.counter.positions floats, row-major cm->density_h x
+ * cm->density_w, which this sets): where the counter puts the cells, its
+ * sum the count before calibration and, with counter.tta = flips, that of
+ * the unflipped image.  density with a counter that has no map is an
+ * error. */
 int count_model_predict_fg(count_model *cm, const float *images, int n, double *count,
                            double *sigma, float *mask, float *mask_sigma, double *fg,
-                           cc_status *st);
+                           float *density, cc_status *st);
 
 /* How input files are read (--normalize, --page, --channel). */
 typedef struct count_read {
@@ -245,7 +256,8 @@ typedef struct count_opts {
  * TSV writes tab, newline and CR in names as \t, \n, \r).  o->output is
  * written atomically after the last image.  With masks_dir (created if
  * missing): per image <stem>_mask.png / _mask.tif and <stem>_sigma.png /
- * _sigma.tif at H/2 x W/2 (see count_files.c for the scaling).
+ * _sigma.tif at H/2 x W/2, and with a density counter <stem>_density.tif
+ * (its map) and _density.png (see count_files.c for the scaling).
  * Unreadable images are reported on log and skipped.  Returns 0 when every
  * input was counted, 1 when some were reported and skipped, -1 on a fatal
  * error (st: bad configuration, missing checkpoint, write failure; no
