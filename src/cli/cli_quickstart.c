@@ -193,11 +193,14 @@ int cli_quickstart(int argc, char **argv)
     if (evaluate_run(&cfg, 2, NULL, NULL, NULL, stdout, &st)) goto fail;
     printf("\nquickstart done.\n"
            "  data set:        %s\n"
+           "%s%s%s"
            "  run directory:   %s (run.h5: metrics per epoch and the evaluation;\n"
            "                   fpn_best.h5, counter_best.h5: checkpoints; config.ini)\n"
            "  next:            cellcount count --run %s image.tif\n"
            "                   cellcount report %s\n",
-           cfg.data_file, cfg.out_dir, cfg.out_dir, cfg.out_dir);
+           cfg.data_file, cfg.counter_calibrate_on[0] ? "  intervals fitted on: " : "",
+           cfg.counter_calibrate_on, cfg.counter_calibrate_on[0] ? "\n" : "", cfg.out_dir,
+           cfg.out_dir, cfg.out_dir);
     return 0;
 fail:
     fprintf(stderr, "cellcount quickstart: %s\n", st.msg);
