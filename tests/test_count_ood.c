@@ -112,7 +112,8 @@ START_TEST(count_ood_column)
         for (int p = 0; p < H * W; p++) mean[i] += x[i * H * W + p];
         mean[i] /= H * W;
     }
-    ck_assert_msg(count_model_predict_fg(&cm, x, 3, c, sg, NULL, NULL, fg, NULL, &st) == 0, "%s", st.msg);
+    ck_assert_msg(count_model_predict_fg(&cm, x, 3, c, sg, NULL, NULL, fg, NULL, &st) == 0, "%s",
+                  st.msg);
     count_model_close(&cm);
     ood_summary s[OOD_NSTATS];
     memset(s, 0, sizeof s);

@@ -30,6 +30,8 @@ static const int quickstart_counts[] = {1,  5,  10, 14, 18, 23, 27, 31, 35, 40, 
  * F48): a model trained on F1-F14 only met F48 images it had never seen. */
 static const int quickstart_focus[] = {1, 16, 32, 48};
 enum { QS_NFOCUS = sizeof quickstart_focus / sizeof quickstart_focus[0] };
+/* The calibration set's sites, whatever --sites: 24 x 10 = 240 scenes */
+enum { QS_CAL_SITES = 10 };
 
 static void usage(FILE *f)
 {
@@ -156,14 +158,15 @@ int cli_quickstart(int argc, char **argv)
     snprintf(cal_path, sizeof cal_path, "%s/cal.h5", out);
     snprintf(buf, sizeof buf, "counter.calibrate_on=%s", cal_path);
     if (config_set(&cfg, buf, &st)) goto fail;
-    int cal_named = 0;  /* the user chose calibrate_on */
-    for (int i = 0; i < nsets; i++) {
+    for (int i = 0; i < nsets; i++)
         if (config_set(&cfg, sets[i], &st)) goto fail;
-        if (!strncmp(sets[i], "counter.calibrate_on=", 21)) cal_named = 1;
+    int own_cal = !strcmp(cfg.counter_calibrate_on, cal_path);
+    /* raw intervals asked for: nothing to fit, so no calibration set (a
+     * calibrate_on of the user's own stays, for config_validate to judge) */
+    if (own_cal && cfg.counter_calibrate == CFG_CALIBRATE_NONE) {
+        cfg.counter_calibrate_on[0] = 0;
+        own_cal = 0;
     }
-    /* raw intervals asked for: nothing to fit, so no calibration set */
-    if (cfg.counter_calibrate == CFG_CALIBRATE_NONE && !cal_named) cfg.counter_calibrate_on[0] = 0;
-    const int own_cal = !strcmp(cfg.counter_calibrate_on, cal_path);
     if (config_validate(&cfg, &st)) goto fail;
     if (mkdir(out, 0777) && errno != EEXIST) {
         status_set(&st, "%s: cannot create directory (%s)", out, strerror(errno));
@@ -176,14 +179,14 @@ int cli_quickstart(int argc, char **argv)
                 cfg.data_file);
         if (simulate_set(cfg.data_file, sites, stain, threads, 0, &st)) goto fail;
     }
-    /* 240 scenes, whatever --sites: the validation split's 24 scenes give
-     * intervals that held 0.75-0.87 of real images, 240 other scenes
-     * 0.93-0.95 (docs/RESULTS.md, "A density counter transfers better") */
+    /* the validation split's 24 scenes gave intervals that held 0.75-0.87
+     * of real images, 240 other scenes 0.93-0.95 (docs/RESULTS.md, "A
+     * density counter transfers better") */
     if (own_cal && (have = reusable_set(cal_path, stain, &st)) < 0) goto fail;
     if (own_cal && !have) {
         fprintf(stderr, "quickstart: 1/4 simulating %d images of other scenes into %s (to calibrate "
-                "the intervals)\n", 24 * QS_NFOCUS * 10, cal_path);
-        if (simulate_set(cal_path, 10, stain, threads, 1, &st)) goto fail;
+                "the intervals)\n", 24 * QS_NFOCUS * QS_CAL_SITES, cal_path);
+        if (simulate_set(cal_path, QS_CAL_SITES, stain, threads, 1, &st)) goto fail;
     }
     fprintf(stderr, "quickstart: 2/4 training the FPN\n");
     if (train_fpn(&cfg, TRAIN_RESUME_IF_ANY, &st)) goto fail;

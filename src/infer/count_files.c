@@ -596,22 +596,32 @@ static void put_row(FILE *f, const char *path, double count, double sigma, const
     fputc('\n', f);
 }
 
+/* The largest of n values, 0 when none is positive (previews scale by it). */
+static float plane_max(const float *v, size_t n)
+{
+    float mx = 0;
+    for (size_t i = 0; i < n; i++) mx = v[i] > mx ? v[i] : mx;
+    return mx;
+}
+
+/* A preview pixel: q rounded and clamped to 0..255. */
+static uint8_t preview_byte(float q)
+{
+    return (uint8_t)(q <= 0.0f ? 0 : q >= 255.0f ? 255 : (int)(q + 0.5f));
+}
+
 /* The four mask files of one image. */
 static int write_masks(const char *dir, const char *stem, const float *mask, const float *sd,
                        int h, int w, uint8_t *px, cc_status *st)
 {
     char path[4096];
     const size_t n = (size_t)h * (size_t)w;
-    float mx = 0;
-    for (size_t i = 0; i < n; i++) mx = sd[i] > mx ? sd[i] : mx;
+    const float mx = plane_max(sd, n);
     for (int k = 0; k < 2; k++) {
         const float *v = k ? sd : mask;
         const char *what = k ? "sigma" : "mask";
         const float scale = k ? (mx > 0 ? 255.0f / mx : 0.0f) : 255.0f;
-        for (size_t i = 0; i < n; i++) {
-            float q = v[i] * scale;
-            px[i] = (uint8_t)(q <= 0.0f ? 0 : q >= 255.0f ? 255 : (int)(q + 0.5f));
-        }
+        for (size_t i = 0; i < n; i++) px[i] = preview_byte(v[i] * scale);
         snprintf(path, sizeof path, "%s/%s_%s.png", dir, stem, what);
         if (png_write_gray(path, w, h, px, st)) return -1;
         snprintf(path, sizeof path, "%s/%s_%s.tif", dir, stem, what);
@@ -627,15 +637,13 @@ static int write_density(const char *dir, const char *stem, const float *map, in
                          int mh, int mw, uint8_t *px, cc_status *st)
 {
     char path[4096];
-    float mx = 0;
-    for (size_t i = 0; i < (size_t)dh * (size_t)dw; i++) mx = map[i] > mx ? map[i] : mx;
+    const float mx = plane_max(map, (size_t)dh * (size_t)dw);
     const float scale = mx > 0 ? 255.0f / mx : 0.0f;
-    for (int y = 0; y < mh; y++)
-        for (int x = 0; x < mw; x++) {
-            const float q = map[(size_t)(y * dh / mh) * (size_t)dw + (size_t)(x * dw / mw)] * scale;
-            px[(size_t)y * (size_t)mw + (size_t)x] =
-                (uint8_t)(q <= 0.0f ? 0 : q >= 255.0f ? 255 : (int)(q + 0.5f));
-        }
+    for (int y = 0; y < mh; y++) {
+        const float *row = map + (size_t)(y * dh / mh) * (size_t)dw;
+        for (int x = 0; x < mw; x++)
+            px[(size_t)y * (size_t)mw + (size_t)x] = preview_byte(row[x * dw / mw] * scale);
+    }
     snprintf(path, sizeof path, "%s/%s_density.png", dir, stem);
     if (png_write_gray(path, mw, mh, px, st)) return -1;
     snprintf(path, sizeof path, "%s/%s_density.tif", dir, stem);
