@@ -2,8 +2,10 @@
 #include <check.h>
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "autodiff/rng.h"
+#include "src/infer/localise.h"
 #include "src/run/metrics.h"
 #include "tests/testmain.h"
 
@@ -60,6 +62,51 @@ START_TEST(test_fit_line)
 }
 END_TEST
 
+/* GAME by hand.  An 8x8 map with all of each cell's mass on the position
+ * that holds its centre: 0 at every level (each position lies inside one
+ * cell of every grid up to 8x8).  The same mass one position to the right:
+ * still 0 where the two positions share a cell, 2 per cell moved across a
+ * grid line.  A position straddling a grid line shares its value by area. */
+START_TEST(test_localise_game)
+{
+    enum { GH = 8, GW = 8 };
+    float map[GH * GW] = {0};
+    /* centres of positions (1, 2) and (6, 5): x = (q + 0.5) / 8, y = (r + 0.5) / 8 */
+    const float xy[4] = {2.5f / 8, 1.5f / 8, 5.5f / 8, 6.5f / 8};
+    map[1 * GW + 2] = 1, map[6 * GW + 5] = 1;
+    double g[LOCALISE_LEVELS];
+    localise_game(map, GH, GW, xy, 2, g);
+    for (int L = 0; L < LOCALISE_LEVELS; L++) ck_assert_double_eq_tol(g[L], 0, 1e-12);
+    /* shifted right: (1,2)->(1,3) stays in its 4x4 cell (columns [2,4));
+     * (6,5)->(6,6) crosses the 4x4 grid's line at column 6 */
+    memset(map, 0, sizeof map);
+    map[1 * GW + 3] = 1, map[6 * GW + 6] = 1;
+    localise_game(map, GH, GW, xy, 2, g);
+    ck_assert_double_eq_tol(g[0], 0, 1e-12);
+    ck_assert_double_eq_tol(g[1], 0, 1e-12);
+    ck_assert_double_eq_tol(g[2], 2, 1e-12);
+    ck_assert_double_eq_tol(g[3], 4, 1e-12);
+    /* a miscount: 3 where 1 cell is, 2 at level 0 */
+    map[1 * GW + 3] = 3, map[6 * GW + 6] = 0;
+    localise_game(map, GH, GW, xy, 1, g);
+    ck_assert_double_eq_tol(g[0], 2, 1e-12);
+    /* a 2x3 map with 1 in the middle of its top row, one centre at (0.25,
+     * 0.25): the 2x2 grid's vertical line halves that position, |0.5 - 1| +
+     * |0.5 - 0| = 1 */
+    const float line[6] = {0, 1, 0, 0, 0, 0}, c1[2] = {0.25f, 0.25f};
+    localise_game(line, 2, 3, c1, 1, g);
+    ck_assert_double_eq_tol(g[0], 0, 1e-12);
+    ck_assert_double_eq_tol(g[1], 1, 1e-12);
+    /* a centre outside the image counts in the nearest cell: the top right
+     * one of the 2x2 grid, where this 2x2 map has its 1 */
+    const float out[2] = {1.2f, -0.1f}, corner[4] = {0, 1, 0, 0};
+    localise_game(corner, 2, 2, out, 1, g);
+    ck_assert_double_eq_tol(g[1], 0, 1e-12);
+    /* (the 4x4 grid spreads that position over 4 cells, one with the centre) */
+    ck_assert_double_eq_tol(g[2], 0.75 + 3 * 0.25, 1e-12);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("metrics");
@@ -67,6 +114,7 @@ int main(void)
     tcase_add_test(tc, test_hand_values);
     tcase_add_test(tc, test_calibrated_gaussian_covers_nominal);
     tcase_add_test(tc, test_fit_line);
+    tcase_add_test(tc, test_localise_game);
     suite_add_tcase(s, tc);
     return tu_run(s);
 }

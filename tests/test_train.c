@@ -291,6 +291,40 @@ static double last_counter_train_loss(const char *run)
     return loss;
 }
 
+/* Run `run`'s table `loc` (evaluate's GAME, src/infer/localise.h) against
+ * its evaluation table `ev`: the same images overall, GAME(0) the count's
+ * MAE (a density counter's count is its map's sum), no finer grid below a
+ * coarser one; returns the number of rows of loc (0: emptied). */
+static size_t check_localisation(const char *run, const char *ev, const char *loc)
+{
+    char path[256];
+    snprintf(path, sizeof path, "%s/%s/run.h5", dir, run);
+    runlog rl;
+    cc_status st;
+    status_clear(&st);
+    ck_assert_msg(runlog_open(&rl, path, &st) == 0, "%s", st.msg);
+    runlog_table *l = runlog_table_find(&rl, loc), *e = runlog_table_find(&rl, ev);
+    ck_assert_msg(l && e, "%s: tables %s and %s", path, loc, ev);
+    const size_t rows = l->nrows;
+    if (rows) {
+        ck_assert_str_eq(l->labels[0], "overall");
+        ck_assert_str_eq(e->labels[0], "overall");
+        const double n = l->values[runlog_col(l, "n")], mae = e->values[runlog_col(e, "mae")];
+        ck_assert_double_eq(n, e->values[runlog_col(e, "n")]);
+        double g[4];
+        for (int L = 0; L < 4; L++) {
+            char col[8];
+            snprintf(col, sizeof col, "game%d", L);
+            ck_assert_int_ge(runlog_col(l, col), 0);
+            g[L] = l->values[runlog_col(l, col)];
+        }
+        ck_assert_msg(fabs(g[0] - mae) <= 1e-4 * (1 + mae), "GAME(0) %g, MAE %g", g[0], mae);
+        for (int L = 1; L < 4; L++) ck_assert_msg(g[L] >= g[L - 1] - 1e-9, "GAME %d: %g < %g", L, g[L], g[L - 1]);
+    }
+    runlog_free(&rl);
+    return rows;
+}
+
 /* counter.density_weight: a vgg11_density counter supervised by the
  * simulated cells' centres trains and evaluates; the term is in its loss
  * (a large weight makes the logged loss much larger than the same run
@@ -320,7 +354,18 @@ START_TEST(test_counter_density_supervised)
                   "train loss %g with the density term, %g without", sup, plain);
     FILE *devnull = fopen("/dev/null", "w");
     ck_assert_msg(evaluate_run(&c, 2, fpn, NULL, NULL, devnull, &st) == 0, "%s", st.msg);
-    fclose(devnull);
+    /* and where its map puts the count, on a set with centres: GAME */
+    ck_assert_msg(evaluate_on_run(&c, data, 2, 0, fpn, NULL, NULL, devnull, &st) == 0, "%s",
+                  st.msg);
+    char on[160];
+    const char *base = strrchr(data, '/') ? strrchr(data, '/') + 1 : data;
+    snprintf(on, sizeof on, "%.*s-test", (int)(strlen(base) - 3), base);   /* "<name>.h5" */
+    char ev_on[200], loc_on[200];
+    snprintf(ev_on, sizeof ev_on, "eval_on/%s", on);
+    snprintf(loc_on, sizeof loc_on, "game_on/%s", on);
+    ck_assert_uint_ge(check_localisation("dens1", "eval/test", "game/test"), 2);
+    ck_assert_uint_ge(check_localisation("dens1", ev_on, loc_on), 2);
+    const cc_config dens1 = c;
 
     tiny_config(&c, "dens2", 1);
     config_set(&c, "counter.density_weight=1", NULL);    /* vgg11: no map */
@@ -336,6 +381,13 @@ START_TEST(test_counter_density_supervised)
     status_clear(&st);
     ck_assert_int_eq(train_counter(&c, fpn, 0, &st), -1);
     ck_assert_msg(strstr(st.msg, data) && strstr(st.msg, "no cell centres"), "%s", st.msg);
+    /* evaluated again without centres: no GAME, and the old tables emptied */
+    ck_assert_msg(evaluate_run(&dens1, 2, fpn, NULL, NULL, devnull, &st) == 0, "%s", st.msg);
+    ck_assert_msg(evaluate_on_run(&dens1, data, 2, 0, fpn, NULL, NULL, devnull, &st) == 0, "%s",
+                  st.msg);
+    ck_assert_uint_eq(check_localisation("dens1", "eval/test", "game/test"), 0);
+    ck_assert_uint_eq(check_localisation("dens1", ev_on, loc_on), 0);
+    fclose(devnull);
 }
 END_TEST
 

@@ -257,7 +257,12 @@ int cli_evaluate(int argc, char **argv)
                       "                        and counter.sigma_per_count.NAME (used\n"
                       "                        by --on with the same tag), the run's own for\n"
                       "                        count/saliency is left as it is (NAME: letters,\n"
-                      "                        digits, - and _)\n",
+                      "                        digits, - and _)\n"
+                      "  A density counter (counter.arch = vgg11_density) scored on a set that\n"
+                      "  knows its cells' centres (simulated sets do) also gets where its map puts\n"
+                      "  the count: GAME(L) = the sum over a 2^L x 2^L grid's cells of |the map's\n"
+                      "  mass - the cells in it|, L = 0..3 (tables game/SPLIT and\n"
+                      "  game_on/NAME).\n",
                       RUN_OPT_FPN | RUN_OPT_COUNTER | RUN_OPT_EVAL);
     if (r) return r < 0 ? 0 : r;
     cc_status st;

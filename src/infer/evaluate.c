@@ -14,6 +14,7 @@
 #include "src/run/metrics.h"
 #include "src/train/ood.h"
 #include "src/infer/count_files.h"
+#include "src/infer/localise.h"
 #include "src/data/resize.h"
 
 static const char *const eval_cols[] = {"n", "mae", "rmse", "r2", "max_err", "coverage95",
@@ -135,9 +136,9 @@ static int add_groups(runlog_table *tab, FILE *out, const count_preds *p, const 
 }
 
 /* Predictions of the counter on one split of ds (mask cache built and
- * freed here). */
+ * freed here); with want_maps a density counter's maps too. */
 static int predict_split(cc_session *s, cc_models *m, cc_tape *t, cc_dataset *ds, int split,
-                         int needs_fpn, count_preds *p, cc_status *st)
+                         int needs_fpn, int want_maps, count_preds *p, cc_status *st)
 {
     mask_cache mc;
     memset(&mc, 0, sizeof mc);
@@ -145,7 +146,8 @@ static int predict_split(cc_session *s, cc_models *m, cc_tape *t, cc_dataset *ds
     int rc = -1;
     if ((!needs_fpn || mask_cache_build(&mc, s, m, ds, split, st) == 0) &&
         (L = loader_open_ds(ds, split, 16, 0, LOADER_KEEP_LAST, st)))
-        rc = counting_predict(s, m, t, &mc, L, s->cfg.counter_tta == CFG_TTA_FLIPS, p, st);
+        rc = counting_predict(s, m, t, &mc, L, s->cfg.counter_tta == CFG_TTA_FLIPS, want_maps, p,
+                              st);
     loader_close(L);
     mask_cache_free(&mc);
     return rc;
@@ -431,7 +433,9 @@ int evaluate_run(const cc_config *cfg, int split, const char *fpn_ckpt, const ch
     tape_init(&t, &s.ctx, 0);
     tape_fix_weights(&t, 1);     /* loaded checkpoints, never changed */
     tape = 1;
-    if (predict_split(&s, &m, &t, ds, split, needs_fpn, &p, st)) goto out;
+    /* a density counter on a set that knows where its cells are: GAME too */
+    const int want_maps = m.counter.positions && ds->centres;
+    if (predict_split(&s, &m, &t, ds, split, needs_fpn, want_maps, &p, st)) goto out;
     baseline bl;
     if (baseline_fit(&bl, ds, st)) goto out;
     base = malloc(sizeof(double) * (size_t)p.n);
@@ -458,11 +462,11 @@ int evaluate_run(const cc_config *cfg, int split, const char *fpn_ckpt, const ch
         count_preds *v = &p;
         if (con[0]) {
             if (!(cds = calib_set_open(con, ds, st)) ||
-                predict_split(&s, &m, &t, cds, LOADER_SPLIT_ALL, needs_fpn, &pv, st))
+                predict_split(&s, &m, &t, cds, LOADER_SPLIT_ALL, needs_fpn, 0, &pv, st))
                 goto out;
             v = &pv;
         } else if (split != DATASET_VAL) {
-            if (predict_split(&s, &m, &t, ds, DATASET_VAL, needs_fpn, &pv, st)) goto out;
+            if (predict_split(&s, &m, &t, ds, DATASET_VAL, needs_fpn, 0, &pv, st)) goto out;
             v = &pv;
         }
         evaluate_calib_fit(&cb, cal == CFG_CALIBRATE_COVERAGE, cfg->counter_calibrate_count,
@@ -517,10 +521,16 @@ int evaluate_run(const cc_config *cfg, int split, const char *fpn_ckpt, const ch
         if (runlog_append(ct, "", row, st)) goto out;
     }
     if (store_predictions(&s.rl, split_names[split], sfx, ds, &p, raw, base, st)) goto out;
+    char lname[96];
+    snprintf(lname, sizeof lname, "game/%s%s", split_names[split], sfx);
+    const int game = localise_report(&s.rl, lname, out, ds, p.index, p.truth, p.n, p.maps,
+                                     p.map_h, p.map_w, st);
+    if (game < 0) goto out;
     rc = runlog_flush(&s.rl, st);
     if (!rc)
-        fprintf(out, "stored as tables eval/%s%s, %s and predictions/%s%s in %s/run.h5\n",
-                split_names[split], sfx, tname, split_names[split], sfx, s.dir);
+        fprintf(out, "stored as tables eval/%s%s, %s%s%s and predictions/%s%s in %s/run.h5\n",
+                split_names[split], sfx, tname, game ? ", " : "", game ? lname : "",
+                split_names[split], sfx, s.dir);
 out:
     free(base);
     free(raw);
@@ -553,10 +563,14 @@ static void eval_on_label(char *buf, size_t len, const char *data_path, int spli
 }
 
 /* Predict the selected rows of ds with cm: images area-resized to cm's
- * input size, 16 at a time.  Fills p (allocated here) and raw sigmas. */
+ * input size, 16 at a time.  Fills p (allocated here) and raw sigmas; with
+ * want_maps a density counter's maps (p->maps) too. */
 static int predict_rows(count_model *cm, cc_dataset *ds, const int64_t *rows, int64_t n,
-                        count_preds *p, double **raw_out, cc_status *st)
+                        int want_maps, count_preds *p, double **raw_out, cc_status *st)
 {
+    const size_t mplane = want_maps ? (size_t)cm->m.counter.positions : 0;
+    if (want_maps && !(p->maps = malloc(sizeof(float) * mplane * (size_t)n)))
+        return status_set(st, "evaluate: out of memory");
     enum { B = 16 };
     const size_t src_plane = (size_t)ds->h * (size_t)ds->w, plane = (size_t)cm->h * (size_t)cm->w;
     float *src = malloc(sizeof(float) * src_plane), *batch = malloc(sizeof(float) * plane * B);
@@ -597,9 +611,13 @@ static int predict_rows(count_model *cm, cc_dataset *ds, const int64_t *rows, in
             p->focus[i0 + j] = ds->focus[r];
             p->index[i0 + j] = r;
         }
-        if (!rc) rc = count_model_predict(cm, batch, nb, p->pred + i0, p->sigma + i0, NULL, NULL, st);
+        if (!rc)
+            rc = count_model_predict_fg(cm, batch, nb, p->pred + i0, p->sigma + i0, NULL, NULL,
+                                        NULL, want_maps ? p->maps + mplane * (size_t)i0 : NULL,
+                                        st);
     }
     cm->calib = cal;
+    p->map_h = cm->density_h, p->map_w = cm->density_w;
     for (int64_t i = 0; i < n; i++) {
         raw[i] = p->sigma[i];
         p->sigma[i] = count_calib_sigma(&cal, p->pred[i], raw[i]);
@@ -649,7 +667,8 @@ int evaluate_on_run(const cc_config *cfg, const char *data_path, int split, int 
                    split < 0 ? "all" : split_names[split]);
         goto out;
     }
-    if (predict_rows(&cm, ds, rows, n, &p, &raw, st)) goto out;
+    if (predict_rows(&cm, ds, rows, n, cm.m.counter.positions && ds->centres, &p, &raw, st))
+        goto out;
     baseline bl;
     cc_dataset *tds = dataset_open(cfg->data_file, st);    /* the run's training data */
     const int bf = tds ? baseline_fit(&bl, tds, st) : -1;
@@ -691,9 +710,12 @@ int evaluate_on_run(const cc_config *cfg, const char *data_path, int split, int 
                          (double)p.focus[i], base[i]};
         if (runlog_append(pt, ds->source[p.index[i]], row, st)) goto out;
     }
-    if (runlog_flush(&s.rl, st)) goto out;
-    fprintf(out, "stored as tables eval_on/%s and predictions_on/%s in %s/run.h5\n", label, label,
-            s.dir);
+    snprintf(tname, sizeof tname, "game_on/%s", label);
+    const int game = localise_report(&s.rl, tname, out, ds, p.index, p.truth, p.n, p.maps,
+                                     p.map_h, p.map_w, st);
+    if (game < 0 || runlog_flush(&s.rl, st)) goto out;
+    fprintf(out, "stored as tables eval_on/%s%s%s and predictions_on/%s in %s/run.h5\n", label,
+            game ? ", " : "", game ? tname : "", label, s.dir);
     rc = 0;
 out:
     free(rows), free(raw), free(base), free(mask);

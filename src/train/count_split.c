@@ -121,22 +121,29 @@ void count_preds_free(count_preds *p)
     free(p->intensity);
     free(p->focus);
     free(p->index);
+    free(p->maps);
     memset(p, 0, sizeof *p);
 }
 
 /* The counter on input x (built on tape t for batch b): count and
- * log-variance per image into c, v, and the batch's mean loss. */
+ * log-variance per image into c, v, and the batch's mean loss; with map
+ * non-NULL a density counter's maps too (*mh x *mw each). */
 static int predict_batch(cc_tape *t, cc_session *s, cc_models *m, cc_tensor *x,
-                         const loader_batch *b, float *c, float *v, double *loss)
+                         const loader_batch *b, float *c, float *v, double *loss, float *map,
+                         int *mh, int *mw)
 {
     float truth[COUNT_MAX_BATCH];
     for (int i = 0; i < b->n; i++) truth[i] = (float)b->counts[i];
-    cc_tensor *y = tape_input(t, 2, (int64_t[]){b->n, 1}, truth, 0), *cnt = NULL, *lv = NULL;
+    cc_tensor *y = tape_input(t, 2, (int64_t[]){b->n, 1}, truth, 0), *cnt = NULL, *lv = NULL,
+              *mp = NULL;
     loss_terms lt;
     cc_tensor *l = NULL;
-    if (counter_forward(t, &m->Pc, &m->counter, x, &cnt, &lv) == 0)
+    if ((map ? counter_forward_map(t, &m->Pc, &m->counter, x, &cnt, &lv, &mp)
+             : counter_forward(t, &m->Pc, &m->counter, x, &cnt, &lv)) == 0)
         l = counter_loss(t, cnt, lv, y, s->cfg.counter_loss, &lt);
-    if (!l || tape_read(t, cnt, c) || tape_read(t, lv, v)) return -1;
+    if (!l || tape_read(t, cnt, c) || tape_read(t, lv, v) || (map && tape_read(t, mp, map)))
+        return -1;
+    if (map) *mh = (int)mp->dims[2], *mw = (int)mp->dims[3];
     *loss = lt.total;
     return 0;
 }
@@ -194,10 +201,14 @@ void counting_views_combine(const float *c, const float *lv, size_t stride, int 
 }
 
 int counting_predict(cc_session *s, cc_models *m, cc_tape *t, const mask_cache *mc,
-                     cc_loader *L, int tta, count_preds *out, cc_status *st)
+                     cc_loader *L, int tta, int want_maps, count_preds *out, cc_status *st)
 {
     memset(out, 0, sizeof *out);
+    assert(!want_maps || m->counter.positions);
     int64_t cap = loader_size(L);
+    const size_t mplane = want_maps ? (size_t)m->counter.positions : 0;
+    if (want_maps && !(out->maps = malloc(sizeof(float) * mplane * (size_t)(cap ? cap : 1))))
+        return status_set(st, "predict: out of memory");
     out->truth = malloc(sizeof(double) * (size_t)cap);
     out->pred = malloc(sizeof(double) * (size_t)cap);
     out->sigma = malloc(sizeof(double) * (size_t)cap);
@@ -227,8 +238,10 @@ int counting_predict(cc_session *s, cc_models *m, cc_tape *t, const mask_cache *
             cc_tensor *x =
                 counting_view_input(t, s, m, mc, &b, (unsigned)k, &scratch, &scratch_cap);
             double l;
+            float *map = want_maps && k == 0 ? out->maps + mplane * (size_t)out->n : NULL;
             if (!x || predict_batch(t, s, m, x, &b, cv + (size_t)k * COUNT_MAX_BATCH,
-                                    cv + (size_t)(4 + k) * COUNT_MAX_BATCH, &l))
+                                    cv + (size_t)(4 + k) * COUNT_MAX_BATCH, &l, map,
+                                    &out->map_h, &out->map_w))
                 rc = status_set(st, "predict: %s", tape_error(t));
             else
                 loss += l / views;

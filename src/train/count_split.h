@@ -42,6 +42,9 @@ typedef struct count_preds {
     int32_t *focus;
     int64_t *index;                 /* data set rows */
     double loss;                    /* mean counter loss */
+    float *maps;                    /* with want_maps: each image's density map (map_h x
+                                     * map_w, row-major), that of its unflipped view */
+    int map_h, map_w;
 } count_preds;
 
 /* dst = src (h x w, row-major) flipped per bits: bit 0 horizontal, bit 1
@@ -54,9 +57,11 @@ void counting_flip_plane(const float *src, float *dst, int h, int w, unsigned bi
  * with the counter on an inference tape.  tta (counter.tta = flips): each
  * image is counted in its four flips (the counter's input flipped, which
  * the training flips taught it to count alike) and the views combined by
- * counting_tta_combine; 4x the counter's cost, the FPN's unchanged. */
+ * counting_tta_combine; 4x the counter's cost, the FPN's unchanged.
+ * want_maps (a density counter only, assert): out->maps gets each image's
+ * map, whose sum is the count without tta. */
 int counting_predict(cc_session *s, cc_models *m, cc_tape *t, const mask_cache *mc,
-                     cc_loader *L, int tta, count_preds *out, cc_status *st);
+                     cc_loader *L, int tta, int want_maps, count_preds *out, cc_status *st);
 
 /* Combine k >= 1 predictions (means mu, variances var) of one quantity as
  * an equal mixture: mean of the means, variance = mean variance plus the

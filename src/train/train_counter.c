@@ -318,7 +318,7 @@ int train_counter(const cc_config *cfg, const char *fpn_ckpt, int resume, cc_sta
         mask_cache fresh;
         memset(&fresh, 0, sizeof fresh);
         if (finetune && mask_cache_build(&fresh, s, m, r.ds, DATASET_VAL, st)) goto out;
-        int pr = counting_predict(s, m, &r.teval, finetune ? &fresh : &mva, r.va, 0, &p, st);
+        int pr = counting_predict(s, m, &r.teval, finetune ? &fresh : &mva, r.va, 0, 0, &p, st);
         mask_cache_free(&fresh);
         if (has_ema) swap_stores(&m->Pc, &ema);
         if (pr) goto out;
@@ -339,7 +339,7 @@ int train_counter(const cc_config *cfg, const char *fpn_ckpt, int resume, cc_sta
          * are what the run would have kept without counter.ema. */
         char raw[64] = "";
         if (has_ema) {
-            if (counting_predict(s, m, &r.teval, &mva, r.va, 0, &p, st)) goto out;
+            if (counting_predict(s, m, &r.teval, &mva, r.va, 0, 0, &p, st)) goto out;
             metrics_summary mr = metrics_compute(p.truth, p.pred, p.sigma, NULL, (size_t)p.n);
             count_preds_free(&p);
             snprintf(raw, sizeof raw, " | raw weights MAE %.3f", mr.mae);

@@ -1,0 +1,113 @@
+/* localise.c - see localise.h. */
+#include "src/infer/localise.h"
+
+#include <assert.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "src/data/centres.h"
+
+enum { GRID_MAX = 1 << (LOCALISE_LEVELS - 1) };
+
+/* share[p * g + j]: the part of position p (of n along one axis) inside
+ * grid cell j (of g), by overlapping length; each row sums to 1. */
+static void axis_shares(int n, int g, double *share)
+{
+    for (int p = 0; p < n; p++)
+        for (int j = 0; j < g; j++) {
+            const double lo = fmax((double)p / n, (double)j / g);
+            const double hi = fmin((double)(p + 1) / n, (double)(j + 1) / g);
+            share[p * g + j] = hi > lo ? (hi - lo) * n : 0.0;
+        }
+}
+
+static int grid_cell(double f, int g)
+{
+    const int j = (int)floor(f * g);
+    return j < 0 ? 0 : j >= g ? g - 1 : j;
+}
+
+void localise_game(const float *map, int gh, int gw, const float *xy, int count,
+                   double game[LOCALISE_LEVELS])
+{
+    assert(gh >= 1 && gw >= 1 && count >= 0);
+    double *sy = malloc(sizeof(double) * (size_t)gh * GRID_MAX);
+    double *sx = malloc(sizeof(double) * (size_t)gw * GRID_MAX);
+    assert(sy && sx);   /* a few KiB: a failure here is no input's fault */
+    for (int L = 0; L < LOCALISE_LEVELS; L++) {
+        const int g = 1 << L;
+        double mass[GRID_MAX * GRID_MAX], truth[GRID_MAX * GRID_MAX];
+        memset(mass, 0, sizeof mass);
+        memset(truth, 0, sizeof truth);
+        axis_shares(gh, g, sy);
+        axis_shares(gw, g, sx);
+        for (int r = 0; r < gh; r++)
+            for (int q = 0; q < gw; q++) {
+                const double v = map[(size_t)r * (size_t)gw + (size_t)q];
+                for (int i = 0; i < g; i++) {
+                    if (sy[r * g + i] == 0) continue;
+                    for (int j = 0; j < g; j++) mass[i * g + j] += v * sy[r * g + i] * sx[q * g + j];
+                }
+            }
+        for (int c = 0; c < count; c++)
+            truth[grid_cell(xy[2 * c + 1], g) * g + grid_cell(xy[2 * c], g)] += 1.0;
+        double e = 0;
+        for (int k = 0; k < g * g; k++) e += fabs(mass[k] - truth[k]);
+        game[L] = e;
+    }
+    free(sy);
+    free(sx);
+}
+
+int localise_report(runlog *rl, const char *tname, FILE *out, const cc_dataset *ds,
+                    const int64_t *index, const double *truth, int64_t n, const float *maps,
+                    int gh, int gw, cc_status *st)
+{
+    /* nothing to score: an earlier evaluation's table of this name is
+     * emptied rather than left to describe other predictions */
+    runlog_table *old = runlog_table_find(rl, tname);
+    if (old) old->nrows = 0;
+    if (!ds->centres || !maps) return 0;
+    /* the groups of evaluate's tables: all, then count ranges */
+    enum { G = 6 };
+    static const int lo[G] = {0, 1, 21, 41, 61, 81}, hi[G] = {1 << 30, 20, 40, 60, 80, 1 << 30};
+    static const char *const labels[G] = {"overall",     "count 1-20",  "count 21-40",
+                                          "count 41-60", "count 61-80", "count 81+"};
+    double sum[G][LOCALISE_LEVELS];
+    int64_t cnt[G];
+    memset(sum, 0, sizeof sum);
+    memset(cnt, 0, sizeof cnt);
+    const size_t plane = (size_t)gh * (size_t)gw;
+    for (int64_t i = 0; i < n; i++) {
+        const int64_t row = index[i];
+        if (row < 0 || row >= ds->n || !centres_known(ds->centres, ds->centres_k, row)) continue;
+        double game[LOCALISE_LEVELS];
+        localise_game(maps + plane * (size_t)i, gh, gw,
+                      ds->centres + (size_t)row * (size_t)ds->centres_k * 2, ds->counts[row],
+                      game);
+        for (int g = 0; g < G; g++) {
+            if (truth[i] < lo[g] || truth[i] > hi[g]) continue;
+            cnt[g]++;
+            for (int L = 0; L < LOCALISE_LEVELS; L++) sum[g][L] += game[L];
+        }
+    }
+    if (!cnt[0]) return 0;
+    static const char *const cols[] = {"n", "game0", "game1", "game2", "game3"};
+    runlog_table *t = runlog_table_fresh(rl, tname, 1 + LOCALISE_LEVELS, cols, st);
+    if (!t) return -1;
+    fprintf(out, "where the density map puts the count (GAME: a 2^L x 2^L grid, the sum over its "
+                 "cells of |map - cells|, mean over images; centres of %s, map %dx%d)\n",
+            ds->path, gh, gw);
+    fprintf(out, "%-14s %6s %8s %8s %8s %8s\n", "group", "n", "GAME(0)", "GAME(1)", "GAME(2)",
+            "GAME(3)");
+    for (int g = 0; g < G; g++) {
+        if (!cnt[g]) continue;
+        double row[1 + LOCALISE_LEVELS] = {(double)cnt[g]};
+        for (int L = 0; L < LOCALISE_LEVELS; L++) row[1 + L] = sum[g][L] / (double)cnt[g];
+        fprintf(out, "%-14s %6lld %8.3f %8.3f %8.3f %8.3f\n", labels[g], (long long)cnt[g],
+                row[1], row[2], row[3], row[4]);
+        if (runlog_append(t, labels[g], row, st)) return -1;
+    }
+    return 1;
+}
