@@ -271,15 +271,21 @@ START_TEST(test_counter_precise_bn)
 }
 END_TEST
 
-/* The counter's mean training loss of its last epoch (run.h5 "metrics"). */
-static double last_counter_train_loss(const char *run)
+/* Open run `run`'s run.h5 (under the test directory) into rl. */
+static void run_log_open(const char *run, runlog *rl)
 {
     char path[256];
     snprintf(path, sizeof path, "%s/%s/run.h5", dir, run);
-    runlog rl;
     cc_status st;
     status_clear(&st);
-    ck_assert_msg(runlog_open(&rl, path, &st) == 0, "%s", st.msg);
+    ck_assert_msg(runlog_open(rl, path, &st) == 0, "%s", st.msg);
+}
+
+/* The counter's mean training loss of its last epoch (run.h5 "metrics"). */
+static double last_counter_train_loss(const char *run)
+{
+    runlog rl;
+    run_log_open(run, &rl);
     runlog_table *m = runlog_table_find(&rl, "metrics");
     ck_assert_ptr_nonnull(m);
     double loss = NAN;
@@ -297,14 +303,10 @@ static double last_counter_train_loss(const char *run)
  * coarser one; returns the number of rows of loc (0: emptied). */
 static size_t check_localisation(const char *run, const char *ev, const char *loc)
 {
-    char path[256];
-    snprintf(path, sizeof path, "%s/%s/run.h5", dir, run);
     runlog rl;
-    cc_status st;
-    status_clear(&st);
-    ck_assert_msg(runlog_open(&rl, path, &st) == 0, "%s", st.msg);
+    run_log_open(run, &rl);
     runlog_table *l = runlog_table_find(&rl, loc), *e = runlog_table_find(&rl, ev);
-    ck_assert_msg(l && e, "%s: tables %s and %s", path, loc, ev);
+    ck_assert_msg(l && e, "%s: tables %s and %s", run, loc, ev);
     const size_t rows = l->nrows;
     if (rows) {
         ck_assert_str_eq(l->labels[0], "overall");
