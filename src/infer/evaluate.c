@@ -122,17 +122,26 @@ static int add_groups(runlog_table *tab, FILE *out, const count_preds *p, const 
         snprintf(label, sizeof label, "focus F%d", f);
         if (add_row(tab, out, label, p, raw, base, mask, st)) return -1;
     }
-    static const int lo[] = {1, 21, 41, 61, 81}, hi[] = {20, 40, 60, 80, 100000};
-    for (int r = 0; r < 5; r++) {
-        for (int64_t i = 0; i < p->n; i++) mask[i] = p->truth[i] >= lo[r] && p->truth[i] <= hi[r];
+    for (int r = 0; r < EVAL_COUNT_GROUPS; r++) {
+        int lo, hi;
         char label[32];
-        if (hi[r] < 100000)
-            snprintf(label, sizeof label, "count %d-%d", lo[r], hi[r]);
-        else
-            snprintf(label, sizeof label, "count %d+", lo[r]);
+        evaluate_count_group(r, &lo, &hi, label, sizeof label);
+        for (int64_t i = 0; i < p->n; i++) mask[i] = p->truth[i] >= lo && p->truth[i] <= hi;
         if (add_row(tab, out, label, p, raw, base, mask, st)) return -1;
     }
     return 0;
+}
+
+void evaluate_count_group(int g, int *lo, int *hi, char *label, size_t len)
+{
+    static const int los[EVAL_COUNT_GROUPS] = {1, 21, 41, 61, 81};
+    assert(g >= 0 && g < EVAL_COUNT_GROUPS);
+    *lo = los[g];
+    *hi = g + 1 < EVAL_COUNT_GROUPS ? los[g + 1] - 1 : INT_MAX;
+    if (g + 1 < EVAL_COUNT_GROUPS)
+        snprintf(label, len, "count %d-%d", *lo, *hi);
+    else
+        snprintf(label, len, "count %d+", *lo);
 }
 
 /* Predictions of the counter on one split of ds (mask cache built and

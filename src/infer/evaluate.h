@@ -24,6 +24,13 @@
  * attributes counter.sigma_scale and counter.sigma_per_count (count_calib;
  * 1 and 0 when not calibrated), which `cellcount count` applies too, with
  * counter.sigma_fit_on ("val", FILE or "none"). */
+/* The count ranges the evaluation tables have a row for (after "overall"
+ * and the focus levels): 1-20, 21-40, 41-60, 61-80, 81+.  Range g (0 ..
+ * EVAL_COUNT_GROUPS - 1) holds counts *lo..*hi; label gets its row's
+ * label ("count 1-20", "count 81+"). */
+#define EVAL_COUNT_GROUPS 5
+void evaluate_count_group(int g, int *lo, int *hi, char *label, size_t len);
+
 /* The factor k that maximises the Gaussian likelihood of the truths under
  * N(pred, (k sigma)^2): sqrt(mean(((truth - pred) / sigma)^2)) over the
  * entries with a finite positive sigma; NaN when there are none (or all

@@ -2,24 +2,22 @@
 #include "src/infer/localise.h"
 
 #include <assert.h>
+#include <limits.h>
 #include <math.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "src/data/centres.h"
+#include "src/infer/evaluate.h"
 
 enum { GRID_MAX = 1 << (LOCALISE_LEVELS - 1) };
 
-/* share[p * g + j]: the part of position p (of n along one axis) inside
- * grid cell j (of g), by overlapping length; each row sums to 1. */
-static void axis_shares(int n, int g, double *share)
+/* The part of position p (of n along one axis) inside grid cell j (of g),
+ * by overlapping length: 1 when the cell holds the whole position. */
+static double overlap(int p, int n, int j, int g)
 {
-    for (int p = 0; p < n; p++)
-        for (int j = 0; j < g; j++) {
-            const double lo = fmax((double)p / n, (double)j / g);
-            const double hi = fmin((double)(p + 1) / n, (double)(j + 1) / g);
-            share[p * g + j] = hi > lo ? (hi - lo) * n : 0.0;
-        }
+    const double lo = fmax((double)p / n, (double)j / g);
+    const double hi = fmin((double)(p + 1) / n, (double)(j + 1) / g);
+    return hi > lo ? (hi - lo) * n : 0.0;
 }
 
 static int grid_cell(double f, int g)
@@ -32,22 +30,19 @@ void localise_game(const float *map, int gh, int gw, const float *xy, int count,
                    double game[LOCALISE_LEVELS])
 {
     assert(gh >= 1 && gw >= 1 && count >= 0);
-    double *sy = malloc(sizeof(double) * (size_t)gh * GRID_MAX);
-    double *sx = malloc(sizeof(double) * (size_t)gw * GRID_MAX);
-    assert(sy && sx);   /* a few KiB: a failure here is no input's fault */
     for (int L = 0; L < LOCALISE_LEVELS; L++) {
         const int g = 1 << L;
         double mass[GRID_MAX * GRID_MAX], truth[GRID_MAX * GRID_MAX];
         memset(mass, 0, sizeof mass);
         memset(truth, 0, sizeof truth);
-        axis_shares(gh, g, sy);
-        axis_shares(gw, g, sx);
+        /* position r spans [r/gh, (r+1)/gh): the cells r*g/gh .. ((r+1)*g-1)/gh */
         for (int r = 0; r < gh; r++)
-            for (int q = 0; q < gw; q++) {
-                const double v = map[(size_t)r * (size_t)gw + (size_t)q];
-                for (int i = 0; i < g; i++) {
-                    if (sy[r * g + i] == 0) continue;
-                    for (int j = 0; j < g; j++) mass[i * g + j] += v * sy[r * g + i] * sx[q * g + j];
+            for (int i = r * g / gh; i <= ((r + 1) * g - 1) / gh; i++) {
+                const double wy = overlap(r, gh, i, g);
+                for (int q = 0; q < gw; q++) {
+                    const double v = wy * map[(size_t)r * (size_t)gw + (size_t)q];
+                    for (int j = q * g / gw; j <= ((q + 1) * g - 1) / gw; j++)
+                        mass[i * g + j] += v * overlap(q, gw, j, g);
                 }
             }
         for (int c = 0; c < count; c++)
@@ -56,8 +51,6 @@ void localise_game(const float *map, int gh, int gw, const float *xy, int count,
         for (int k = 0; k < g * g; k++) e += fabs(mass[k] - truth[k]);
         game[L] = e;
     }
-    free(sy);
-    free(sx);
 }
 
 int localise_report(runlog *rl, const char *tname, FILE *out, const cc_dataset *ds,
@@ -69,11 +62,12 @@ int localise_report(runlog *rl, const char *tname, FILE *out, const cc_dataset *
     runlog_table *old = runlog_table_find(rl, tname);
     if (old) old->nrows = 0;
     if (!ds->centres || !maps) return 0;
-    /* the groups of evaluate's tables: all, then count ranges */
-    enum { G = 6 };
-    static const int lo[G] = {0, 1, 21, 41, 61, 81}, hi[G] = {1 << 30, 20, 40, 60, 80, 1 << 30};
-    static const char *const labels[G] = {"overall",     "count 1-20",  "count 21-40",
-                                          "count 41-60", "count 61-80", "count 81+"};
+    /* the rows of evaluate's tables: every image, then the count ranges */
+    enum { G = 1 + EVAL_COUNT_GROUPS };
+    int lo[G] = {INT_MIN}, hi[G] = {INT_MAX};
+    char labels[G][32] = {"overall"};
+    for (int g = 1; g < G; g++)
+        evaluate_count_group(g - 1, &lo[g], &hi[g], labels[g], sizeof labels[g]);
     double sum[G][LOCALISE_LEVELS];
     int64_t cnt[G];
     memset(sum, 0, sizeof sum);
