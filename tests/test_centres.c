@@ -32,7 +32,7 @@ static void simulate_to(const char *path, int w, int h)
     sim_h5_out o;
     cc_status st;
     status_clear(&st);
-    ck_assert_msg(sim_h5_begin(&o, path, w, h, &job, 1, NULL, &st) == 0, "%s", st.msg);
+    ck_assert_msg(sim_h5_begin(&o, path, w, h, &job, 1, NULL, DATASET_SPLIT_SCENE, &st) == 0, "%s", st.msg);
     const int rc = sim_run(&p, &job, sim_h5_sink, &o, NULL, &st);
     ck_assert_msg(sim_h5_end(&o, rc == 0, &st) == 0 && rc == 0, "%s", st.msg);
 }

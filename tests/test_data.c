@@ -455,7 +455,7 @@ static void make_dataset(const char *path, int n, int h, int w, dataset_dtype ty
     ck_assert_msg(wr != NULL, "%s", st.msg);
     dataset_writer_set_image_type(wr, type);
     const double frac[3] = {0.5, 0.25, 0.25};
-    dataset_writer_set_split_info(wr, 77, frac);
+    dataset_writer_set_split_info(wr, 77, frac, DATASET_SPLIT_COUNT);
     cc_rng r;
     rng_seed(&r, 3, 0);
     for (int i = 0; i < n; i++) {
@@ -491,6 +491,7 @@ START_TEST(test_dataset_roundtrip)
         ck_assert_int_eq(ds->w, w);
         ck_assert_int_eq(ds->image_type, type);
         ck_assert(ds->split_seed == 77);
+        ck_assert_int_eq(ds->split_by, DATASET_SPLIT_COUNT);
         ck_assert(ds->split_frac[0] == 0.5 && ds->split_frac[2] == 0.25);
         for (int i = 0; i < n; i++) {
             char src[64];
@@ -654,6 +655,62 @@ START_TEST(test_split_by_scene)
 }
 END_TEST
 
+/* Stratified by count: 24 counts x 10 scenes at 80/10/10 must give every
+ * count exactly 8/1/1 scenes, 24 x 7 5/1/1 or 6/1/0 or 6/0/1 (within one
+ * scene of each share), with totals near the fractions. */
+START_TEST(test_split_stratified)
+{
+    enum { C = 24, S = 10, F = 3, N = C * S * F };
+    static int32_t group[N], count[N], one[N];
+    static uint8_t s1[N], s2[N], s3[N];
+    cc_status st;
+    status_clear(&st);
+    for (int sites = 10; sites >= 7; sites -= 3) {
+        const int n = C * sites * F;
+        for (int i = 0; i < n; i++) {
+            const int c = i / (sites * F), s = i / F % sites;
+            count[i] = 1 + 4 * c;
+            group[i] = 1000 * count[i] + s;   /* (count, site): the scene */
+            one[i] = 5;
+        }
+        ck_assert_msg(dataset_split_stratified(group, count, n, 9, NULL, s1, &st) == 0, "%s",
+                      st.msg);
+        ck_assert_int_eq(dataset_split_stratified(group, count, n, 9, NULL, s2, &st), 0);
+        ck_assert(memcmp(s1, s2, (size_t)n) == 0);
+        int per[C][3], tot[3] = {0, 0, 0};
+        memset(per, 0, sizeof per);
+        for (int i = 0; i < n; i++) {
+            ck_assert(s1[i] <= 2);
+            ck_assert_int_eq(s1[i], s1[i - i % F]);     /* a scene in one split */
+            if (i % F == 0) { per[i / (sites * F)][s1[i]]++; tot[s1[i]]++; }
+        }
+        const double f[3] = {0.8, 0.1, 0.1};
+        for (int c = 0; c < C; c++)
+            for (int k = 0; k < 3; k++) {
+                if (sites == 10) ck_assert_int_eq(per[c][k], (int)lround(f[k] * sites));
+                ck_assert_msg(fabs(per[c][k] - f[k] * sites) < 1.0, "count %d split %d: %d of %d",
+                              c, k, per[c][k], sites);
+            }
+        for (int k = 0; k < 3; k++)
+            ck_assert_msg(fabs(tot[k] - f[k] * C * sites) <= 2.0, "split %d: %d scenes of %d",
+                          k, tot[k], C * sites);
+        /* one stratum of whole shares: the unstratified split */
+        ck_assert_int_eq(dataset_split_stratified(group, one, n, 9, NULL, s2, &st), 0);
+        ck_assert_int_eq(dataset_split_by_scene(group, n, 9, NULL, s3, &st), 0);
+        if (sites == 10) ck_assert(memcmp(s2, s3, (size_t)n) == 0);
+        /* another seed, another split */
+        ck_assert_int_eq(dataset_split_stratified(group, count, n, 10, NULL, s2, &st), 0);
+        ck_assert(memcmp(s1, s2, (size_t)n) != 0);
+    }
+    /* a scene whose images carry two counts cannot be stratified */
+    count[4] = 999;
+    ck_assert_int_eq(dataset_split_stratified(group, count, C * 7 * F, 9, NULL, s1, &st), -1);
+    ck_assert_msg(strstr(st.msg, "scene group") && strstr(st.msg, "999"), "%s", st.msg);
+    ck_assert_int_eq(dataset_split_by_parse("count", &(dataset_split_by){0}), 0);
+    ck_assert_int_eq(dataset_split_by_parse("Count", &(dataset_split_by){0}), -1);
+}
+END_TEST
+
 /* Writing the same data set twice, in different seconds, gives the same
  * bytes (HDF5's object timestamps are off). */
 START_TEST(test_dataset_identical_bytes)
@@ -762,6 +819,7 @@ static Suite *data_suite(void)
     tcase_add_test(tc, test_dataset_roundtrip);
     tcase_add_test(tc, test_dataset_refused);
     tcase_add_test(tc, test_split_by_scene);
+    tcase_add_test(tc, test_split_stratified);
     tcase_add_test(tc, test_dataset_identical_bytes);
     tcase_add_test(tc, test_dataset_disk_full);
     suite_add_tcase(s, tc);

@@ -554,7 +554,10 @@ static void rm_rf(const char *dir)
 START_TEST(test_cli_h5_equals_imported_tree)
 {
     /* --out must hold exactly what --out-dir + `cellcount import` gives:
-     * pixels, masks, scene ids, splits and source names (order aside). */
+     * pixels, masks, scene ids, splits and source names (order aside);
+     * loop 1 with --split-by count on both, which must also give every
+     * count its own 2/1/1 of the 4 scenes. */
+    const int by_count = _i == 1;
     char dir[] = "/tmp/test_sim.XXXXXX";
     ck_assert_ptr_nonnull(mkdtemp(dir));
     char tree[300], h5[300], imp[300], img[400], gt[400];
@@ -564,9 +567,9 @@ START_TEST(test_cli_h5_equals_imported_tree)
     snprintf(img, sizeof img, "%s/images", tree);
     snprintf(gt, sizeof gt, "%s/ground_truth", tree);
     const char *args[] = {"simulate", "--out-dir", tree, "--out", h5, "--counts", "5,40",
-                          "--focus", "9,1", "--sites", "3", "--image-size", "174x130",
+                          "--focus", "9,1", "--sites", "4", "--image-size", "174x130",
                           "--size", "58x43", "--split", "50/25/25", "--split-seed", "3",
-                          "--quiet", NULL};
+                          "--quiet", by_count ? "--split-by" : NULL, "count", NULL};
     ck_assert_int_eq(run_cli(args), 0);
     import_opts o;
     import_opts_default(&o);
@@ -579,18 +582,21 @@ START_TEST(test_cli_h5_equals_imported_tree)
     o.seed = 3;
     o.frac[0] = 0.5;
     o.frac[1] = o.frac[2] = 0.25;
+    o.split_by = by_count ? DATASET_SPLIT_COUNT : DATASET_SPLIT_SCENE;
     cc_status st;
     status_clear(&st);
     ck_assert_msg(import_run(&o, NULL, NULL, &st) == 0, "%s", st.msg);
     cc_dataset *a = dataset_open(h5, &st), *b = a ? dataset_open(imp, &st) : NULL;
     ck_assert_msg(a && b, "%s", st.msg);
-    ck_assert_int_eq(a->n, 2 * 2 * 3 * 2);
+    ck_assert_int_eq(a->n, 2 * 2 * 4 * 2);
+    ck_assert_int_eq(a->split_by, o.split_by);
+    ck_assert_int_eq(b->split_by, o.split_by);
     ck_assert_int_eq(a->n, b->n);
     ck_assert_int_eq(a->w, 58);
     ck_assert_int_eq(a->h, 43);
     size_t hw = 58 * 43;
     float *ia = malloc(hw * 4), *ib = malloc(hw * 4), *ma = malloc(hw * 4), *mb = malloc(hw * 4);
-    int splits[3] = {0, 0, 0};
+    int splits[3] = {0, 0, 0}, by5[3] = {0, 0, 0};
     for (int64_t i = 0; i < a->n; i++) {
         int64_t j = 0;
         while (j < b->n && strcmp(a->source[i], b->source[j])) j++;
@@ -604,6 +610,7 @@ START_TEST(test_cli_h5_equals_imported_tree)
         ck_assert_int_eq(a->has_mask[i], 1);
         ck_assert_int_eq(b->has_mask[j], 1);
         splits[a->split[i]]++;
+        if (a->counts[i] == 5) by5[a->split[i]]++;
         ck_assert(dataset_read_images(a, i, 1, ia, &st) == 0 &&
                   dataset_read_images(b, j, 1, ib, &st) == 0 &&
                   dataset_read_masks(a, i, 1, ma, &st) == 0 &&
@@ -612,6 +619,11 @@ START_TEST(test_cli_h5_equals_imported_tree)
         ck_assert_int_eq(memcmp(ma, mb, hw * 4), 0);
     }
     ck_assert(splits[0] > 0 && splits[1] + splits[2] > 0);
+    if (by_count) {     /* 4 images per scene (2 focus x 2 stains) */
+        ck_assert_int_eq(by5[0], 2 * 4);
+        ck_assert_int_eq(by5[1], 4);
+        ck_assert_int_eq(by5[2], 4);
+    }
     dataset_close(a);
     dataset_close(b);
     free(ia); free(ib); free(ma); free(mb);
@@ -636,6 +648,7 @@ START_TEST(test_cli_errors)
     ck_assert_int_eq(CLI("--out-dir", out, "--focus", "1.5"), 2);
     ck_assert_int_eq(CLI("--out-dir", out, "--stain", "3"), 2);
     ck_assert_int_eq(CLI("--out-dir", out, "--overlap", "-0.1"), 2);
+    ck_assert_int_eq(CLI("--out", h5, "--split-by", "site"), 2);
     ck_assert_int_eq(CLI("--counts", "5"), 2);                      /* no output */
     ck_assert_int_eq(access(out, F_OK), -1);                        /* nothing made */
     FILE *f = fopen(file, "w");
@@ -684,7 +697,7 @@ static Suite *sim_suite(void)
     tcase_add_test(tc, test_cover_area);
     tcase_add_test(tc, test_job_check);
     tcase_add_test(tc, test_png_roundtrip);
-    tcase_add_test(tc, test_cli_h5_equals_imported_tree);
+    tcase_add_loop_test(tc, test_cli_h5_equals_imported_tree, 0, 2);
     tcase_add_test(tc, test_cli_errors);
     suite_add_tcase(s, tc);
     suite_add_tcase(s, sim_centres_tcase());

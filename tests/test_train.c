@@ -47,7 +47,7 @@ void make_data_seeded(const char *path, int h, int w, int stains, int sites, uin
     sim_h5_out o;
     cc_status st;
     status_clear(&st);
-    ck_assert_msg(sim_h5_begin(&o, path, h, w, &job, 1, frac, &st) == 0, "%s", st.msg);
+    ck_assert_msg(sim_h5_begin(&o, path, h, w, &job, 1, frac, DATASET_SPLIT_SCENE, &st) == 0, "%s", st.msg);
     int rc = sim_run(&p, &job, sim_h5_sink, &o, NULL, &st);
     ck_assert_msg(sim_h5_end(&o, rc == 0, &st) == 0 && rc == 0, "%s", st.msg);
 }

@@ -31,6 +31,10 @@ static void usage(FILE *f)
         "  --size WxH       target width x height (default 256x192)\n"
         "  --seed N         split seed (default 1)\n"
         "  --split A/B/C    train/val/test proportions, also A,B,C (default 80/10/10)\n"
+        "  --split-by count stratify the split by cell count: each count gets its\n"
+        "                   share of every split (within one scene), so the test\n"
+        "                   split has the set's count distribution (default scene:\n"
+        "                   scenes drawn at random; recorded as attribute split_by)\n"
         "  --threads N      OpenMP threads for reading and resizing (default: all)\n"
         "  --normalize MODE range (default: v/255, v/65535), bits:N (v/(2^N-1), e.g.\n"
         "                   bits:12 for 12-bit camera data in 16-bit files), max or\n"
@@ -62,6 +66,7 @@ int cli_import(int argc, char **argv)
         {"seed", required_argument, NULL, 's'},   {"split", required_argument, NULL, 'p'},
         {"threads", required_argument, NULL, 't'}, {"help", no_argument, NULL, 'h'},
         {"normalize", required_argument, NULL, 'n'}, {"from", required_argument, NULL, 'F'},
+        {"split-by", required_argument, NULL, 'B'},
         {NULL, 0, NULL, 0}};
     const char *from = NULL;
     import_opts o;
@@ -114,6 +119,13 @@ int cli_import(int argc, char **argv)
             if (cli_parse_split(optarg, o.frac) != 0) {
                 fprintf(stderr, "cellcount import: --split must be A/B/C or A,B,C with non-negative "
                         "numbers of positive sum, e.g. 80/10/10, not '%s'\n", optarg);
+                return 2;
+            }
+            break;
+        case 'B':
+            if (dataset_split_by_parse(optarg, &o.split_by) != 0) {
+                fprintf(stderr, "cellcount import: --split-by must be scene or count, not '%s'\n",
+                        optarg);
                 return 2;
             }
             break;

@@ -69,7 +69,8 @@ static int simulate_set(const char *path, int sites, int stain, int threads, int
     if (sim_params_check(&p, st) || sim_job_check(&job, st)) return -1;
     sim_h5_out o;
     static const double frac_train[3] = {0.8, 0.1, 0.1}, frac_cal[3] = {0, 0, 1};
-    if (sim_h5_begin(&o, path, 128, 96, &job, 1, calibration ? frac_cal : frac_train, st))
+    if (sim_h5_begin(&o, path, 128, 96, &job, 1, calibration ? frac_cal : frac_train,
+                     DATASET_SPLIT_SCENE, st))
         return -1;
     int rc = sim_run(&p, &job, sim_h5_sink, &o, stderr, st);
     if (sim_h5_end(&o, rc == 0, st)) rc = -1;

@@ -38,6 +38,9 @@ static void usage(FILE *f)
 "  --split-seed N       seed of the by-scene train/val/test split (default 1;\n"
 "                       `cellcount import --seed N` gives the same split)\n"
 "  --split A/B/C        train/val/test proportions, also A,B,C (default 80/10/10)\n"
+"  --split-by count     stratify the split by cell count: every count gets its\n"
+"                       share of each split (within one scene; default scene:\n"
+"                       scenes at random, whose test split can miss counts)\n"
 "  --preview FILE.png   montage of 4 counts (site 1): F1 image, the blurriest\n"
 "                       listed focus level, and the mask, at half size\n\n"
 "What to simulate:\n"
@@ -92,7 +95,7 @@ static int multi_sink(void *ctx, const sim_image *im, cc_status *st)
 /* ---- the command -------------------------------------------------------- */
 
 enum {
-    OPT_OUT_DIR = 256, OPT_OUT, OPT_PREVIEW, OPT_FORCE, OPT_SIZE, OPT_SPLIT_SEED, OPT_SPLIT,
+    OPT_OUT_DIR = 256, OPT_OUT, OPT_PREVIEW, OPT_FORCE, OPT_SIZE, OPT_SPLIT_SEED, OPT_SPLIT, OPT_SPLIT_BY,
     OPT_COUNTS, OPT_FOCUS, OPT_SITES, OPT_STAIN, OPT_IMAGE_SIZE, OPT_SEED, OPT_THREADS,
     OPT_RADIUS, OPT_IRREG, OPT_CLUSTER_PROB, OPT_CLUSTERS, OPT_OVERLAP, OPT_NOISE,
     OPT_AUTOF, OPT_ILLUM, OPT_CONTRAST, OPT_BRIGHT, OPT_GAIN, OPT_BG, OPT_NRATIO, OPT_NCONTRAST, OPT_NGAIN, OPT_NBRIGHT, OPT_QUIET, OPT_HELP,
@@ -114,6 +117,7 @@ int cli_simulate(int argc, char **argv)
         {"size", required_argument, 0, OPT_SIZE},
         {"split-seed", required_argument, 0, OPT_SPLIT_SEED},
         {"split", required_argument, 0, OPT_SPLIT},
+        {"split-by", required_argument, 0, OPT_SPLIT_BY},
         {"counts", required_argument, 0, OPT_COUNTS},
         {"focus", required_argument, 0, OPT_FOCUS},
         {"sites", required_argument, 0, OPT_SITES},
@@ -151,6 +155,7 @@ int cli_simulate(int argc, char **argv)
     int force = 0, quiet = 0, ow = 256, oh = 192;
     uint64_t split_seed = 1;
     double frac[3] = {0.8, 0.1, 0.1};
+    dataset_split_by split_by = DATASET_SPLIT_SCENE;
     long v;
     double d;
 
@@ -185,6 +190,10 @@ int cli_simulate(int argc, char **argv)
         case OPT_SPLIT:
             if (cli_parse_split(optarg, frac))
                 return bad("--split", optarg, "A/B/C: three non-negative proportions, not all 0");
+            break;
+        case OPT_SPLIT_BY:
+            if (dataset_split_by_parse(optarg, &split_by))
+                return bad("--split-by", optarg, "scene or count");
             break;
         case OPT_COUNTS:
             if (cli_parse_int_list(optarg, 1, 100000, counts, MAX_LIST, &job.ncounts))
@@ -274,7 +283,7 @@ int cli_simulate(int argc, char **argv)
         fprintf(stderr, "cellcount simulate: %s\n", st.msg);
         return 1;
     }
-    int rc = out_h5 ? sim_h5_begin(&h5, out_h5, ow, oh, &job, split_seed, frac, &st) : 0;
+    int rc = out_h5 ? sim_h5_begin(&h5, out_h5, ow, oh, &job, split_seed, frac, split_by, &st) : 0;
     if (rc) m.h5 = NULL;
     if (rc == 0) {
         if (log)

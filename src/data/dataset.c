@@ -47,6 +47,7 @@ struct dataset_writer {
     char **source;
     uint64_t seed;
     double frac[3];
+    dataset_split_by split_by;
     uint8_t *u8;            /* one image, for uint8 conversion */
     float *zeros;           /* one all-zero mask */
     char normalize[64];     /* root attribute "normalize"; "" writes none */
@@ -137,10 +138,12 @@ void dataset_writer_set_image_type(dataset_writer *wr, dataset_dtype type)
     wr->type = type;
 }
 
-void dataset_writer_set_split_info(dataset_writer *wr, uint64_t seed, const double frac[3])
+void dataset_writer_set_split_info(dataset_writer *wr, uint64_t seed, const double frac[3],
+                                   dataset_split_by by)
 {
     assert(wr && frac);
     wr->seed = seed;
+    wr->split_by = by;
     memcpy(wr->frac, frac, sizeof wr->frac);
 }
 
@@ -342,6 +345,7 @@ static int writer_finish(dataset_writer *wr, cc_status *st)
         h5_attr_put_str(wr->file, "image_dtype", wr->type == DATASET_U8 ? "uint8" : "float32") ||
         set_num_attr(wr->file, "split_seed", H5T_STD_U64LE, 1, &wr->seed) != 0 ||
         set_num_attr(wr->file, "split_fractions", H5T_IEEE_F64LE, 3, wr->frac) != 0 ||
+        h5_attr_put_str(wr->file, "split_by", dataset_split_by_name(wr->split_by)) != 0 ||
         h5_attr_put_str(wr->file, "description", DESC_FILE) != 0 ||
         (wr->normalize[0] && h5_attr_put_str(wr->file, "normalize", wr->normalize) != 0))
         return h5_fail(st, wr->path, "cannot write root attributes");
@@ -583,6 +587,13 @@ static int open_body(cc_dataset *ds, cc_status *st)
     if (get_num_attr(f, "split_seed", H5T_NATIVE_UINT64, 1, &ds->split_seed, path, st) ||
         get_num_attr(f, "split_fractions", H5T_NATIVE_DOUBLE, 3, ds->split_frac, path, st))
         return -1;
+    /* Optional: data sets written before it existed were split by scene. */
+    char by[16] = "scene";
+    if (H5Aexists(f, "split_by") > 0 && get_str_attr(f, "split_by", by, sizeof by, path, st))
+        return -1;
+    if (dataset_split_by_parse(by, &ds->split_by) != 0)
+        return status_set(st, "%s: attribute split_by is '%s', expected 'scene' or 'count'",
+                          path, by);
     /* Optional: data sets written before it existed were all "range". */
     snprintf(ds->normalize, sizeof ds->normalize, "range");
     if (H5Aexists(f, "normalize") > 0 &&
@@ -725,59 +736,5 @@ int dataset_read_masks(cc_dataset *ds, int64_t idx, int64_t n, float *out, cc_st
             return status_set(st, "%s: /masks[%lld] has the value %g at pixel %zu (masks must "
                               "lie in [0, 1])", ds->path, (long long)(idx + (int64_t)(i / hw)),
                               (double)out[i], i % hw);
-    return 0;
-}
-
-/* ---- split ----------------------------------------------------------- */
-
-static int cmp_i32(const void *a, const void *b)
-{
-    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
-    return (x > y) - (x < y);
-}
-
-int dataset_split_by_scene(const int32_t *group, int64_t n, uint64_t seed,
-                           const double frac[3], uint8_t *split_out, cc_status *st)
-{
-    assert(n >= 0 && (n == 0 || (group && split_out)));
-    static const double deflt[3] = {0.8, 0.1, 0.1};
-    if (!frac) frac = deflt;
-    if (!(frac[0] >= 0 && frac[1] >= 0 && frac[2] >= 0) || frac[0] + frac[1] + frac[2] <= 0)
-        return status_set(st, "split fractions %g/%g/%g must be >= 0 with a positive sum",
-                          frac[0], frac[1], frac[2]);
-    if (n == 0) return 0;
-    int32_t *uniq = malloc((size_t)n * sizeof *uniq);
-    int64_t *order = NULL;
-    uint8_t *gsplit = NULL;
-    if (!uniq) return status_set(st, "split: out of memory");
-    memcpy(uniq, group, (size_t)n * sizeof *uniq);
-    qsort(uniq, (size_t)n, sizeof *uniq, cmp_i32);
-    int64_t g = 0;
-    for (int64_t i = 0; i < n; i++)
-        if (i == 0 || uniq[i] != uniq[g - 1]) uniq[g++] = uniq[i];
-    order = malloc((size_t)g * sizeof *order);
-    gsplit = malloc((size_t)g);
-    if (!order || !gsplit) {
-        free(uniq); free(order); free(gsplit);
-        return status_set(st, "split: out of memory");
-    }
-    for (int64_t i = 0; i < g; i++) order[i] = i;
-    cc_rng r;
-    rng_seed(&r, seed, 0x53504c4954ull);    /* "SPLIT" */
-    rng_shuffle(&r, order, g);
-    const double sum = frac[0] + frac[1] + frac[2];
-    int64_t ntrain = (int64_t)llround(frac[0] / sum * (double)g);
-    int64_t nval = (int64_t)llround(frac[1] / sum * (double)g);
-    if (ntrain > g) ntrain = g;
-    if (nval > g - ntrain) nval = g - ntrain;
-    for (int64_t k = 0; k < g; k++)
-        gsplit[order[k]] = k < ntrain ? DATASET_TRAIN : k < ntrain + nval ? DATASET_VAL
-                                                                          : DATASET_TEST;
-    for (int64_t i = 0; i < n; i++) {
-        int32_t *p = bsearch(&group[i], uniq, (size_t)g, sizeof *uniq, cmp_i32);
-        assert(p);
-        split_out[i] = gsplit[p - uniq];
-    }
-    free(uniq); free(order); free(gsplit);
     return 0;
 }

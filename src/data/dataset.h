@@ -26,7 +26,7 @@
  * Images and masks are chunked one image per chunk, shuffle + deflate level
  * 4.  Root attributes: format, version, height, width, image_dtype
  * ("uint8"/"float32"), split_seed (uint64), split_fractions (3 doubles),
- * description, and optionally normalize (how integer source samples became
+ * split_by ("scene" or "count"; absent in older sets = "scene"), description, and optionally normalize (how integer source samples became
  * [0,1] intensities, a normalize.h spec; absent = "range"); every data set
  * has a "description" attribute.
  */
@@ -38,6 +38,9 @@
 #include "autodiff/status.h"
 
 #define DATASET_FORMAT "cellcount-dataset"
+
+/* How the train/validation/test split was drawn (root attribute split_by). */
+typedef enum { DATASET_SPLIT_SCENE = 0, DATASET_SPLIT_COUNT = 1 } dataset_split_by;
 #define DATASET_VERSION 1
 
 enum { DATASET_TRAIN = 0, DATASET_VAL = 1, DATASET_TEST = 2 };
@@ -69,7 +72,7 @@ void dataset_writer_set_image_type(dataset_writer *wr, dataset_dtype type);
 
 /* Record how the split was made (stored as root attributes). */
 void dataset_writer_set_split_info(dataset_writer *wr, uint64_t seed,
-                                   const double frac[3]);
+                                   const double frac[3], dataset_split_by by);
 
 /* Record how the images were normalised (a normalize.h spec, < 64 bytes),
  * stored as the root attribute "normalize".  Not called: none stored,
@@ -112,6 +115,7 @@ typedef struct cc_dataset {
     char **source;                                      /* n strings */
     uint64_t split_seed;
     double split_frac[3];
+    dataset_split_by split_by;  /* attribute split_by, "scene" when absent */
     char normalize[64];         /* attribute normalize, "range" when absent */
     float *centres;             /* /centres (n * centres_k * 2; centres.h) or NULL */
     int centres_k;              /* its slots per image; 0 when the file has none */
@@ -147,7 +151,7 @@ void dataset_close(cc_dataset *ds);
  * dataset_open() does. */
 int dataset_image_size(const char *path, int *h, int *w, cc_status *st);
 
-/* ---- split ----------------------------------------------------------- */
+/* ---- split (split.c) ------------------------------------------------- */
 
 /* Assign every image a split so that images with equal group[i] always
  * land in the same split (no scene leaks between train/val/test).  The
@@ -159,5 +163,26 @@ int dataset_image_size(const char *path, int *h, int *w, cc_status *st);
  * Returns 0, or -1 with st set (negative or all-zero fractions, no memory). */
 int dataset_split_by_scene(const int32_t *group, int64_t n, uint64_t seed,
                            const double frac[3], uint8_t *split_out, cc_status *st);
+
+/* The same, stratified: every stratum (stratum[i], e.g. the image's count)
+ * gets its own share of each split, so a test split of a simulated set has
+ * the set's count distribution (a plain split of 120 of 2,400 scenes held
+ * 17 scenes at 81+ cells where 20 were due).  A stratum of gs groups gives
+ * split k floor(f_k gs) groups, or one more where f_k gs is not whole:
+ * within one group of its share.  The extra groups go to the splits whose
+ * running totals lag furthest behind f_k of the groups so far, visiting
+ * the strata in an order shuffled after the groups (same stream), so the
+ * totals stay within a group or two of f_k G.  Within a stratum the
+ * shuffled groups are cut train, validation, test.  A group's images must
+ * share one stratum, else -1 with st naming the group.  Other errors as
+ * dataset_split_by_scene. */
+int dataset_split_stratified(const int32_t *group, const int32_t *stratum, int64_t n,
+                             uint64_t seed, const double frac[3], uint8_t *split_out,
+                             cc_status *st);
+
+/* "scene" / "count" <-> dataset_split_by; parse returns -1 for anything
+ * else (out untouched). */
+int dataset_split_by_parse(const char *s, dataset_split_by *out);
+const char *dataset_split_by_name(dataset_split_by by);
 
 #endif

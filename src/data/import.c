@@ -353,7 +353,7 @@ static int write_all(decode_budget *b, const import_opts *o, const item *items, 
     dataset_writer *wr = dataset_writer_open(o->out_path, o->height, o->width, st);
     int rc = wr ? 0 : -1;
     if (wr) {
-        dataset_writer_set_split_info(wr, o->seed, o->frac);
+        dataset_writer_set_split_info(wr, o->seed, o->frac, o->split_by);
         dataset_writer_set_normalize(wr, spec);
     }
     for (int64_t i0 = 0; rc == 0 && i0 < n; i0 += block) {
@@ -441,7 +441,7 @@ int import_run(const import_opts *o, FILE *log, import_summary *sum_out, cc_stat
     sum.files = files.n;
     item *items = calloc((size_t)(files.n ? files.n : 1), sizeof *items);
     key3 *scenes = NULL, *groups = NULL;
-    int32_t *gid = NULL;
+    int32_t *gid = NULL, *cnt = NULL;
     uint8_t *split = NULL;
     scene_mask *sm = NULL;
     int64_t n = 0, ns = 0, ng = 0;
@@ -477,8 +477,9 @@ int import_run(const import_opts *o, FILE *log, import_summary *sum_out, cc_stat
     scenes = malloc((size_t)n * sizeof *scenes);
     groups = malloc((size_t)n * sizeof *groups);
     gid = malloc((size_t)n * sizeof *gid);
+    cnt = malloc((size_t)n * sizeof *cnt);
     split = malloc((size_t)n);
-    if (!scenes || !groups || !gid || !split) {
+    if (!scenes || !groups || !gid || !cnt || !split) {
         rc = status_set(st, "%s: out of memory", o->images_dir);
         goto out;
     }
@@ -493,9 +494,12 @@ int import_run(const import_opts *o, FILE *log, import_summary *sum_out, cc_stat
                                                       items[i].nm.stain});
         items[i].group = gid[i] =
             key_index(groups, ng, (key3){items[i].nm.count, items[i].nm.site, 0});
+        cnt[i] = items[i].nm.count;
     }
     sum.scenes = ns;
-    if (dataset_split_by_scene(gid, n, o->seed, o->frac, split, st) != 0) {
+    if ((o->split_by == DATASET_SPLIT_COUNT
+             ? dataset_split_stratified(gid, cnt, n, o->seed, o->frac, split, st)
+             : dataset_split_by_scene(gid, n, o->seed, o->frac, split, st)) != 0) {
         status_prefix(st, "%s", o->out_path);
         rc = -1;
         goto out;
@@ -527,7 +531,7 @@ int import_run(const import_opts *o, FILE *log, import_summary *sum_out, cc_stat
 out:
     if (sm)
         for (int64_t k = 0; k < ns; k++) { free(sm[k].file); free(sm[k].px); }
-    free(sm); free(split); free(gid); free(groups); free(scenes); free(items);
+    free(sm); free(split); free(gid); free(cnt); free(groups); free(scenes); free(items);
     names_free(&files);
     if (sum_out) *sum_out = sum;
     return rc;

@@ -15,6 +15,7 @@
 #include <stdio.h>
 
 #include "autodiff/status.h"
+#include "src/data/dataset.h"
 
 #define IMPORT_MAX_FOCUS 64
 
@@ -28,6 +29,8 @@ typedef struct import_opts {
     int width, height;          /* target size, default 256 x 192 */
     uint64_t seed;              /* split seed, default 1 */
     double frac[3];             /* split fractions, default 0.8/0.1/0.1 */
+    dataset_split_by split_by;  /* DATASET_SPLIT_COUNT: stratified by count
+                                 * (dataset_split_stratified); default by scene */
     int threads;                /* OpenMP threads, 0 = OpenMP's default */
     const char *normalize;      /* normalize.h spec for the images; NULL = range.
                                  * Recorded as the data set's normalize attribute */

@@ -40,7 +40,7 @@ int import_from_dataset(const import_opts *o, const char *src, FILE *log, int64_
     if (!(wr = dataset_writer_open(o->out_path, h, w, st))) goto out;
     /* the source's split stays: a model trained on its training split is
      * scored on the same test scenes whatever the size */
-    dataset_writer_set_split_info(wr, ds->split_seed, ds->split_frac);
+    dataset_writer_set_split_info(wr, ds->split_seed, ds->split_frac, ds->split_by);
     dataset_writer_set_normalize(wr, ds->normalize);
     if (ds->image_type == DATASET_F32) dataset_writer_set_image_type(wr, DATASET_F32);
     /* centres are fractions of the image: a resize keeps them */

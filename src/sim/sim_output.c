@@ -263,14 +263,15 @@ static void index_fields(const sim_job *job, long i, int *c, int *f, int *s, int
 /* Scene ids and split exactly as `cellcount import` numbers a tree: scene =
  * rank of (count, site, stain) in sorted order, split groups = (count,
  * site), so both stains of a field of cells share a split. */
-static int h5_plan(sim_h5_out *o, uint64_t split_seed, const double frac[3], cc_status *st)
+static int h5_plan(sim_h5_out *o, uint64_t split_seed, const double frac[3],
+                   dataset_split_by by, cc_status *st)
 {
     const sim_job *job = o->job;
     long n = o->n;
     key3 *sc = malloc((size_t)n * sizeof *sc), *gr = malloc((size_t)n * sizeof *gr);
-    int32_t *gid = malloc((size_t)n * sizeof *gid);
+    int32_t *gid = malloc((size_t)n * sizeof *gid), *cnt = malloc((size_t)n * sizeof *cnt);
     int rc = 0;
-    if (!sc || !gr || !gid) {
+    if (!sc || !gr || !gid || !cnt) {
         rc = status_set(st, "simulate: out of memory planning %ld images", n);
         goto out;
     }
@@ -292,12 +293,16 @@ static int h5_plan(sim_h5_out *o, uint64_t split_seed, const double frac[3], cc_
         index_fields(job, i, &c, &f, &s, &w);
         o->scene[i] = (int32_t)key_rank(sc, ns, (key3){c, s, w});
         gid[i] = (int32_t)key_rank(gr, ng, (key3){c, s, 0});
+        cnt[i] = c;
     }
-    rc = dataset_split_by_scene(gid, n, split_seed, frac, o->split, st);
+    rc = by == DATASET_SPLIT_COUNT
+             ? dataset_split_stratified(gid, cnt, n, split_seed, frac, o->split, st)
+             : dataset_split_by_scene(gid, n, split_seed, frac, o->split, st);
 out:
     free(sc);
     free(gr);
     free(gid);
+    free(cnt);
     return rc;
 }
 
@@ -400,7 +405,8 @@ static void h5_free(sim_h5_out *o)
 }
 
 int sim_h5_begin(sim_h5_out *o, const char *path, int w, int h, const sim_job *job,
-                 uint64_t split_seed, const double frac[3], cc_status *st)
+                 uint64_t split_seed, const double frac[3], dataset_split_by by,
+                 cc_status *st)
 {
     memset(o, 0, sizeof *o);
     o->job = job;
@@ -415,11 +421,11 @@ int sim_h5_begin(sim_h5_out *o, const char *path, int w, int h, const sim_job *j
     int rc = 0;
     if (!o->pending || !o->unit_mask || !o->unit_centres || !o->scene || !o->split)
         rc = status_set(st, "%s: out of memory for %ld images", path, o->n);
-    if (rc == 0) rc = h5_plan(o, split_seed, frac, st);
+    if (rc == 0) rc = h5_plan(o, split_seed, frac, by, st);
     if (rc == 0 && !(o->wr = dataset_writer_open(path, h, w, st))) rc = -1;
     if (rc == 0) {
         static const double dflt[3] = {0.8, 0.1, 0.1};
-        dataset_writer_set_split_info(o->wr, split_seed, frac ? frac : dflt);
+        dataset_writer_set_split_info(o->wr, split_seed, frac ? frac : dflt, by);
         int kmax = 1;
         for (int i = 0; i < job->ncounts; i++) kmax = job->counts[i] > kmax ? job->counts[i] : kmax;
         dataset_writer_set_centres(o->wr, kmax);

@@ -65,10 +65,12 @@ typedef struct sim_h5_out {
 } sim_h5_out;
 
 /* Plan scene ids and the split (dataset_split_by_scene with split_seed and
- * frac, NULL = 80/10/10) and open the writer for w x h images at path.
+ * frac, NULL = 80/10/10; by = DATASET_SPLIT_COUNT: dataset_split_stratified
+ * by the scene's count) and open the writer for w x h images at path.
  * job must outlive o.  On failure nothing is left behind. */
 int sim_h5_begin(sim_h5_out *o, const char *path, int w, int h, const sim_job *job,
-                 uint64_t split_seed, const double frac[3], cc_status *st);
+                 uint64_t split_seed, const double frac[3], dataset_split_by by,
+                 cc_status *st);
 
 /* sim_sink_fn: resize and append (in canonical order); ctx is a sim_h5_out. */
 int sim_h5_sink(void *ctx, const sim_image *im, cc_status *st);
