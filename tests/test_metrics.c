@@ -29,6 +29,41 @@ START_TEST(test_hand_values)
 }
 END_TEST
 
+/* Count-balanced metrics by hand: three images of count 10 (errors 0, 0,
+ * 3), one of count 20 (error -1).  Plain MAE 1, balanced (1 + 1) / 2. */
+START_TEST(test_balanced_hand_values)
+{
+    double t[5] = {10, 20, 10, 10, 99}, p[5] = {10, 19, 13, 10, 0}, s[5] = {1, 1, 1, 1, 1};
+    unsigned char mask[5] = {1, 1, 1, 1, 0};
+    metrics_summary b;
+    ck_assert_int_eq(metrics_compute_balanced(t, p, s, mask, 5, &b), 0);
+    ck_assert_uint_eq(b.n, 4);
+    ck_assert_double_eq_tol(b.mae, (3.0 / 3 + 1.0) / 2, 1e-12);
+    ck_assert_double_eq_tol(b.bias, (3.0 / 3 - 1.0) / 2, 1e-12);
+    ck_assert_double_eq_tol(b.rmse, sqrt((9.0 / 3 + 1.0) / 2), 1e-12);
+    /* the two counts' variance: 25 */
+    ck_assert_double_eq_tol(b.r2, 1 - ((9.0 / 3 + 1.0) / 2) / 25.0, 1e-12);
+    ck_assert_double_eq_tol(b.max_err, 3, 1e-12);
+    /* covered: count 10 two of three, count 20 one of one */
+    ck_assert_double_eq_tol(b.coverage95, (2.0 / 3 + 1.0) / 2, 1e-12);
+    metrics_summary m = metrics_compute(t, p, s, mask, 5);
+    ck_assert_double_eq_tol(m.mae, 1.0, 1e-12);
+    /* equal numbers per count: the plain metrics */
+    double t2[4] = {1, 1, 5, 5}, p2[4] = {2, 1, 3, 5.5};
+    ck_assert_int_eq(metrics_compute_balanced(t2, p2, NULL, NULL, 4, &b), 0);
+    m = metrics_compute(t2, p2, NULL, NULL, 4);
+    ck_assert_double_eq_tol(b.mae, m.mae, 1e-12);
+    ck_assert_double_eq_tol(b.rmse, m.rmse, 1e-12);
+    ck_assert_double_eq_tol(b.r2, m.r2, 1e-12);
+    ck_assert(isnan(b.coverage95));
+    /* nothing selected */
+    unsigned char none[4] = {0, 0, 0, 0};
+    ck_assert_int_eq(metrics_compute_balanced(t2, p2, NULL, none, 4, &b), 0);
+    ck_assert_uint_eq(b.n, 0);
+    ck_assert(isnan(b.mae));
+}
+END_TEST
+
 START_TEST(test_calibrated_gaussian_covers_nominal)
 {
     enum { N = 20000 };
@@ -112,6 +147,7 @@ int main(void)
     Suite *s = suite_create("metrics");
     TCase *tc = tcase_create("metrics");
     tcase_add_test(tc, test_hand_values);
+    tcase_add_test(tc, test_balanced_hand_values);
     tcase_add_test(tc, test_calibrated_gaussian_covers_nominal);
     tcase_add_test(tc, test_fit_line);
     tcase_add_test(tc, test_localise_game);

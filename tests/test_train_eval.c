@@ -65,6 +65,27 @@ START_TEST(test_counter_and_evaluate)
                       a[pcr], a[pcc], cb.scale, cb.per_count);
         ck_assert(a[pcs] >= want * (1 - 1e-7));   /* the count term only widens */
     }
+    /* the last row weighs every count equally: the mean over the distinct
+     * counts of each count's MAE, from the stored predictions */
+    ck_assert_str_eq(t->labels[t->nrows - 1], "count-balanced");
+    {
+        const int pct = runlog_col(pr, "truth");
+        double truths[64], sum[64] = {0}, per_count = 0;
+        int nt = 0, cnt[64] = {0};
+        for (size_t r = 0; r < pr->nrows; r++) {
+            const double *a = pr->values + r * pr->ncols;
+            int k = 0;
+            while (k < nt && truths[k] != a[pct]) k++;
+            if (k == nt) { ck_assert(nt < 64); truths[nt++] = a[pct]; }
+            sum[k] += fabs(a[pcc] - a[pct]);
+            cnt[k]++;
+        }
+        for (int k = 0; k < nt; k++) per_count += sum[k] / cnt[k] / nt;
+        const double got = t->values[(t->nrows - 1) * t->ncols + runlog_col(t, "mae")];
+        ck_assert_msg(nt > 1 && fabs(got - per_count) <= 1e-6 * (1 + per_count),
+                      "count-balanced MAE %g, from the predictions %g (%d counts)", got,
+                      per_count, nt);
+    }
     /* FPN rows survived the counter stage: both stages are in one file */
     runlog_table *m = runlog_table_find(&rl, "metrics");
     int cs = runlog_col(m, "stage"), nf = 0, nc = 0;

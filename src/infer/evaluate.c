@@ -88,15 +88,11 @@ static void eval_header(FILE *out)
             "RMSE", "R2", "maxerr", "rawcov", "rawwid");
 }
 
-/* One table row; raw_sigma: the counter's own sigma (before calibration). */
-static int add_row(runlog_table *t, FILE *out, const char *label, const count_preds *p,
-                   const double *raw_sigma, const double *base, const unsigned char *mask,
-                   cc_status *st)
+/* One table row: the network (m), the baseline (bm), the network with its
+ * raw sigma (rm). */
+static int put_row(runlog_table *t, FILE *out, const char *label, metrics_summary m,
+                   metrics_summary bm, metrics_summary rm, cc_status *st)
 {
-    metrics_summary m = metrics_compute(p->truth, p->pred, p->sigma, mask, (size_t)p->n);
-    if (!m.n) return 0;
-    metrics_summary bm = metrics_compute(p->truth, base, NULL, mask, (size_t)p->n);
-    metrics_summary rm = metrics_compute(p->truth, p->pred, raw_sigma, mask, (size_t)p->n);
     double row[EVAL_NCOLS] = {(double)m.n, m.mae,   m.rmse,  m.r2,      m.max_err,
                               m.coverage95, m.width95, bm.mae, bm.rmse, bm.r2,
                               bm.max_err, rm.coverage95, rm.width95, m.bias, bm.bias};
@@ -108,8 +104,21 @@ static int add_row(runlog_table *t, FILE *out, const char *label, const count_pr
     return runlog_append(t, label, row, st);
 }
 
+/* One table row; raw_sigma: the counter's own sigma (before calibration). */
+static int add_row(runlog_table *t, FILE *out, const char *label, const count_preds *p,
+                   const double *raw_sigma, const double *base, const unsigned char *mask,
+                   cc_status *st)
+{
+    metrics_summary m = metrics_compute(p->truth, p->pred, p->sigma, mask, (size_t)p->n);
+    if (!m.n) return 0;
+    metrics_summary bm = metrics_compute(p->truth, base, NULL, mask, (size_t)p->n);
+    metrics_summary rm = metrics_compute(p->truth, p->pred, raw_sigma, mask, (size_t)p->n);
+    return put_row(t, out, label, m, bm, rm, st);
+}
+
 /* The rows of an evaluation table: overall, each focus level, count
- * ranges.  mask: p->n bytes of scratch. */
+ * ranges, and "count-balanced" (metrics_compute_balanced: every count
+ * weighted equally).  mask: p->n bytes of scratch. */
 static int add_groups(runlog_table *tab, FILE *out, const count_preds *p, const double *raw,
                       const double *base, unsigned char *mask, cc_status *st)
 {
@@ -129,7 +138,14 @@ static int add_groups(runlog_table *tab, FILE *out, const count_preds *p, const 
         for (int64_t i = 0; i < p->n; i++) mask[i] = p->truth[i] >= lo && p->truth[i] <= hi;
         if (add_row(tab, out, label, p, raw, base, mask, st)) return -1;
     }
-    return 0;
+    if (p->n == 0) return 0;
+    metrics_summary m, bm, rm;
+    const size_t n = (size_t)p->n;
+    if (metrics_compute_balanced(p->truth, p->pred, p->sigma, NULL, n, &m) ||
+        metrics_compute_balanced(p->truth, base, NULL, NULL, n, &bm) ||
+        metrics_compute_balanced(p->truth, p->pred, raw, NULL, n, &rm))
+        return status_set(st, "evaluate: out of memory");
+    return put_row(tab, out, "count-balanced", m, bm, rm, st);
 }
 
 void evaluate_count_group(int g, int *lo, int *hi, char *label, size_t len)

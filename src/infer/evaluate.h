@@ -11,7 +11,8 @@
 #include "src/run/exp_config.h"
 
 /* Evaluate on a split (DATASET_TEST by default): metrics overall, per focus
- * level and per count range, next to the mean-intensity linear baseline
+ * level, per count range and with every count weighted equally (row
+ * "count-balanced", metrics_compute_balanced), next to the mean-intensity linear baseline
  * fitted on the training split; printed as a table and stored in run.h5 as
  * table "eval/<split>".  Checkpoints: <out_dir>/fpn_best.h5 and
  * counter_best.h5 unless given.  With counter.calibrate = val or coverage

@@ -2,6 +2,7 @@
 #include "src/run/metrics.h"
 
 #include <math.h>
+#include <stdlib.h>
 
 metrics_summary metrics_compute(const double *truth, const double *pred, const double *sigma,
                                 const unsigned char *mask, size_t n)
@@ -41,6 +42,65 @@ metrics_summary metrics_compute(const double *truth, const double *pred, const d
     m.coverage95 = with_sigma ? (double)covered / (double)with_sigma : NAN;
     m.width95 = with_sigma ? width / (double)with_sigma : NAN;
     return m;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    const double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+int metrics_compute_balanced(const double *truth, const double *pred, const double *sigma,
+                             const unsigned char *mask, size_t n, metrics_summary *out)
+{
+    double *uniq = malloc((n ? n : 1) * sizeof *uniq);
+    size_t *per = calloc(n ? n : 1, sizeof *per);
+    if (!uniq || !per) {
+        free(uniq);
+        free(per);
+        return -1;
+    }
+    size_t m = 0, k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!mask || mask[i]) uniq[m++] = truth[i];
+    qsort(uniq, m, sizeof *uniq, cmp_double);
+    for (size_t i = 0; i < m; i++)
+        if (k == 0 || uniq[i] != uniq[k - 1]) uniq[k++] = uniq[i];
+    metrics_summary s = metrics_compute(truth, pred, sigma, mask, n);   /* n, NaNs */
+    for (size_t i = 0; i < n; i++)
+        if (!mask || mask[i])
+            per[(const double *)bsearch(&truth[i], uniq, k, sizeof *uniq, cmp_double) - uniq]++;
+    if (s.n) {
+        const double z = 1.959963984540054;
+        double sae = 0, sse = 0, bias = 0, cov = 0, width = 0, wsig = 0, mean_t = 0, sst = 0;
+        for (size_t c = 0; c < k; c++) mean_t += uniq[c] / (double)k;
+        for (size_t c = 0; c < k; c++) sst += (uniq[c] - mean_t) * (uniq[c] - mean_t) / (double)k;
+        for (size_t i = 0; i < n; i++) {
+            if (mask && !mask[i]) continue;
+            const size_t c =
+                (size_t)((const double *)bsearch(&truth[i], uniq, k, sizeof *uniq, cmp_double) -
+                         uniq);
+            const double w = 1.0 / ((double)k * (double)per[c]), e = pred[i] - truth[i];
+            sae += w * fabs(e);
+            sse += w * e * e;
+            bias += w * e;
+            if (sigma && isfinite(sigma[i])) {
+                wsig += w;
+                cov += w * (fabs(e) <= z * sigma[i]);
+                width += w * 2 * z * sigma[i];
+            }
+        }
+        s.mae = sae;
+        s.rmse = sqrt(sse);
+        s.bias = bias;
+        s.r2 = sst > 0 ? 1 - sse / sst : NAN;
+        s.coverage95 = wsig > 0 ? cov / wsig : NAN;
+        s.width95 = wsig > 0 ? width / wsig : NAN;
+    }
+    free(uniq);
+    free(per);
+    *out = s;
+    return 0;
 }
 
 double metrics_normal_quantile_two_sided(double level)

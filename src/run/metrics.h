@@ -23,6 +23,18 @@ typedef struct metrics_summary {
 metrics_summary metrics_compute(const double *truth, const double *pred, const double *sigma,
                                 const unsigned char *mask, size_t n);
 
+/* The same metrics with every distinct truth (count) weighted equally:
+ * image i weighs 1 / (K n_c), K distinct truths among the selected
+ * entries, n_c of them with i's truth.  mae, bias, rmse^2, coverage95 and
+ * width95 are then the means over counts of each count's own figure, r2 is
+ * 1 - that mean squared error / the variance of the K counts, max_err and
+ * n are unweighted.  A split drawn by scene at random can hold few scenes
+ * of the counts where the error is largest; this is the figure a set with
+ * every count equally represented would give.  Returns 0, or -1 (out
+ * untouched) when out of memory. */
+int metrics_compute_balanced(const double *truth, const double *pred, const double *sigma,
+                             const unsigned char *mask, size_t n, metrics_summary *out);
+
 /* Observed coverage of central Gaussian intervals at nominal levels
  * levels[0..nl) (e.g. 0.1 .. 0.99) -> observed[0..nl). */
 void metrics_calibration(const double *truth, const double *pred, const double *sigma, size_t n,
