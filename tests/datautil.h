@@ -23,4 +23,7 @@ void data_add_pipeline_cases(Suite *s);
 /* Add the augmentation test case (tests/test_data_augment.c). */
 void data_add_augment_cases(Suite *s);
 
+/* Add the split test case (tests/test_data_split.c). */
+void data_add_split_cases(Suite *s);
+
 #endif
