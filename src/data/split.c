@@ -48,11 +48,11 @@ static int cmp_key(const void *a, const void *b)
 /* One stratum's share of gs groups: every split k gets floor(f[k] gs) or,
  * where that is not whole, possibly one more; the extra groups
  * (gs - sum of floors, at most 2) go to the splits whose running totals
- * (given[k], over the done groups before) lag furthest behind f[k] of all
+ * (given[k], over the strata before) lag furthest behind f[k] of all
  * groups so far.  take[2] gets the rest. */
-static void split_share(const double f[3], int64_t gs, int64_t done, const int64_t given[3],
-                        int64_t take[3])
+static void split_share(const double f[3], int64_t gs, const int64_t given[3], int64_t take[3])
 {
+    const int64_t done = given[0] + given[1] + given[2];
     int64_t left = gs;
     double lag[3];
     for (int k = 0; k < 3; k++) {
@@ -75,8 +75,8 @@ static void split_share(const double f[3], int64_t gs, int64_t done, const int64
     take[2] = gs - take[0] - take[1];
 }
 
-/* The shared body: stratum NULL is one stratum, which is exactly the
- * unstratified split (same shuffle, same cut points). */
+/* The shared body: stratum NULL is one stratum, cut as the plain split
+ * always was (same shuffle, same cut points). */
 static int split_assign(const int32_t *group, const int32_t *stratum, int64_t n,
                         uint64_t seed, const double frac[3], uint8_t *split_out,
                         cc_status *st)
@@ -130,7 +130,7 @@ static int split_assign(const int32_t *group, const int32_t *stratum, int64_t n,
     qsort(key, (size_t)g, sizeof *key, cmp_key);
     const double sum = frac[0] + frac[1] + frac[2];
     const double f[3] = {frac[0] / sum, frac[1] / sum, frac[2] / sum};
-    int64_t done = 0, given[3] = {0, 0, 0};
+    int64_t given[3] = {0, 0, 0};
     for (int64_t a = 0; a < g;) {
         int64_t b = a;
         while (b < g && key[b].srank == key[a].srank) b++;
@@ -144,7 +144,7 @@ static int split_assign(const int32_t *group, const int32_t *stratum, int64_t n,
             if (take[0] > gs) take[0] = gs;
             if (take[1] > gs - take[0]) take[1] = gs - take[0];
         } else {
-            split_share(f, gs, done, given, take);
+            split_share(f, gs, given, take);
         }
         const int64_t ntrain = take[0], nval = take[1];
         for (int64_t k = 0; k < 3; k++) given[k] += take[k];
@@ -153,7 +153,6 @@ static int split_assign(const int32_t *group, const int32_t *stratum, int64_t n,
             gsplit[order[key[k].pos]] = j < ntrain ? DATASET_TRAIN
                                         : j < ntrain + nval ? DATASET_VAL : DATASET_TEST;
         }
-        done += gs;
         a = b;
     }
     for (int64_t i = 0; i < n; i++) split_out[i] = gsplit[rank_i32(uniq, g, group[i])];

@@ -54,10 +54,11 @@ int metrics_compute_balanced(const double *truth, const double *pred, const doub
                              const unsigned char *mask, size_t n, metrics_summary *out)
 {
     double *uniq = malloc((n ? n : 1) * sizeof *uniq);
-    size_t *per = calloc(n ? n : 1, sizeof *per);
-    if (!uniq || !per) {
+    size_t *per = calloc(n ? n : 1, sizeof *per), *idx = malloc((n ? n : 1) * sizeof *idx);
+    if (!uniq || !per || !idx) {
         free(uniq);
         free(per);
+        free(idx);
         return -1;
     }
     size_t m = 0, k = 0;
@@ -66,10 +67,13 @@ int metrics_compute_balanced(const double *truth, const double *pred, const doub
     qsort(uniq, m, sizeof *uniq, cmp_double);
     for (size_t i = 0; i < m; i++)
         if (k == 0 || uniq[i] != uniq[k - 1]) uniq[k++] = uniq[i];
-    metrics_summary s = metrics_compute(truth, pred, sigma, mask, n);   /* n, NaNs */
     for (size_t i = 0; i < n; i++)
-        if (!mask || mask[i])
-            per[(const double *)bsearch(&truth[i], uniq, k, sizeof *uniq, cmp_double) - uniq]++;
+        if (!mask || mask[i]) {
+            idx[i] = (size_t)((const double *)bsearch(&truth[i], uniq, k, sizeof *uniq,
+                                                      cmp_double) - uniq);
+            per[idx[i]]++;
+        }
+    metrics_summary s = metrics_compute(truth, pred, sigma, mask, n);   /* n, NaNs */
     if (s.n) {
         const double z = 1.959963984540054;
         double sae = 0, sse = 0, bias = 0, cov = 0, width = 0, wsig = 0, mean_t = 0, sst = 0;
@@ -77,10 +81,7 @@ int metrics_compute_balanced(const double *truth, const double *pred, const doub
         for (size_t c = 0; c < k; c++) sst += (uniq[c] - mean_t) * (uniq[c] - mean_t) / (double)k;
         for (size_t i = 0; i < n; i++) {
             if (mask && !mask[i]) continue;
-            const size_t c =
-                (size_t)((const double *)bsearch(&truth[i], uniq, k, sizeof *uniq, cmp_double) -
-                         uniq);
-            const double w = 1.0 / ((double)k * (double)per[c]), e = pred[i] - truth[i];
+            const double w = 1.0 / ((double)k * (double)per[idx[i]]), e = pred[i] - truth[i];
             sae += w * fabs(e);
             sse += w * e * e;
             bias += w * e;
@@ -99,6 +100,7 @@ int metrics_compute_balanced(const double *truth, const double *pred, const doub
     }
     free(uniq);
     free(per);
+    free(idx);
     *out = s;
     return 0;
 }
