@@ -36,7 +36,8 @@ enum { QS_CAL_SITES = 10 };
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: cellcount quickstart [--out DIR] [--threads N] [--sites N] [--set SEC.KEY=V]...\n\n"
+            "usage: cellcount quickstart [--out DIR] [--threads N] [--sites N] [--split-by count|scene]\n"
+            "                            [--set SEC.KEY=V]...\n\n"
             "Simulate a small BBBC005-like set (24 counts x focus F1, F16, F32, F48 x N sites,\n"
             "simulated at 348x260, stored at 128x96), train an FPN and a VGG-11 counter on\n"
             "it, and evaluate on the held-out scenes.  The 95%% intervals are calibrated on\n"
@@ -47,17 +48,23 @@ static void usage(FILE *f)
             "  -t, --threads N      OpenMP threads (default: all cores)\n"
             "      --sites N        simulated sites per (count, focus) (default 10)\n"
             "      --stain 1|2      w2 = cell bodies (the paper's, default), w1 = nuclei\n"
+            "      --split-by count|scene  train/validation/test split 80/10/10 within each\n"
+            "                       count (default: every count in every split) or of all\n"
+            "                       scenes at random (as before 2026-12-07)\n"
             "  -s, --set SEC.KEY=V  override a configuration key (see experiments/quickstart.ini)\n"
             "  -h, --help           this text\n");
 }
 
-/* The training set (seed 1, split by scene 80/10/10) or the calibration
+/* The training set (seed 1, split 80/10/10 by `by`) or the calibration
  * set (seed 11: other scenes of the same recipe, all in the test split;
  * evaluate fits the intervals on all of its images).  `cellcount simulate
  * --stain S --focus 1,16,32,48 --sites N --image-size 348x260 --size 128x96
- * --seed SEED [--split 0/0/1]` writes the same images. */
+ * --seed SEED [--split-by count | --split 0/0/1]` writes the same images.
+ * Split by count, the 24 test scenes of the default 240 hold one scene of
+ * each count; drawn at random they held 0 to 3 (docs/RESULTS.md, "The
+ * quickstart's test split holds every count"). */
 static int simulate_set(const char *path, int sites, int stain, int threads, int calibration,
-                        cc_status *st)
+                        dataset_split_by by, cc_status *st)
 {
     sim_params p;
     sim_params_default(&p);
@@ -70,27 +77,34 @@ static int simulate_set(const char *path, int sites, int stain, int threads, int
     sim_h5_out o;
     static const double frac_train[3] = {0.8, 0.1, 0.1}, frac_cal[3] = {0, 0, 1};
     if (sim_h5_begin(&o, path, 128, 96, &job, 1, calibration ? frac_cal : frac_train,
-                     DATASET_SPLIT_SCENE, st))
+                     calibration ? DATASET_SPLIT_SCENE : by, st))
         return -1;
     int rc = sim_run(&p, &job, sim_h5_sink, &o, stderr, st);
     if (sim_h5_end(&o, rc == 0, st)) rc = -1;
     return rc;
 }
 
-/* 1 when path exists and holds images of `stain` (reuse it), 0 when it
- * does not exist (simulate it), -1 with a message when it holds the other
- * stain: a set left by an earlier quickstart of the other stain would
- * silently train, or calibrate, the wrong task. */
-static int reusable_set(const char *path, int stain, cc_status *st)
+/* 1 when path exists and holds images of `stain` split by `by` (reuse
+ * it), 0 when it does not exist (simulate it), -1 with a message when it
+ * holds the other stain or another split: a set left by an earlier
+ * quickstart would silently train, or calibrate, the wrong task, or score
+ * other test scenes than the command line says.  by < 0: any split. */
+static int reusable_set(const char *path, int stain, int by, cc_status *st)
 {
     if (access(path, R_OK) != 0) return 0;
     cc_dataset *ds = dataset_open(path, st);
     if (!ds) return -1;
     const int found = ds->n > 0 ? ds->stain[0] : stain;
+    const dataset_split_by found_by = ds->split_by;
     dataset_close(ds);
     if (found != stain)
         return status_set(st, "%s holds w%d images, not w%d: choose another --out (or remove it)",
                           path, found, stain);
+    if (by >= 0 && (int)found_by != by)
+        return status_set(st, "%s is split by %s, not by %s: choose another --out (or remove it, "
+                          "or pass --split-by %s)", path, dataset_split_by_name(found_by),
+                          dataset_split_by_name((dataset_split_by)by),
+                          dataset_split_by_name(found_by));
     fprintf(stderr, "quickstart: reusing the simulated set %s\n", path);
     return 1;
 }
@@ -101,11 +115,13 @@ int cli_quickstart(int argc, char **argv)
                                           {"threads", required_argument, 0, 't'},
                                           {"sites", required_argument, 0, 'S'},
                                           {"stain", required_argument, 0, 'W'},
+                                          {"split-by", required_argument, 0, 'B'},
                                           {"set", required_argument, 0, 's'},
                                           {"help", no_argument, 0, 'h'},
                                           {0, 0, 0, 0}};
     const char *out = "quickstart";
     int threads = 0, sites = 10, stain = 2, c, nsets = 0;
+    dataset_split_by split_by = DATASET_SPLIT_COUNT;
     char *sets[64];
     optind = 1;
     while ((c = getopt_long(argc, argv, "o:t:s:h", longs, NULL)) != -1) {
@@ -130,6 +146,12 @@ int cli_quickstart(int argc, char **argv)
                 return 2;
             }
             stain = optarg[0] - '0';
+            break;
+        case 'B':
+            if (dataset_split_by_parse(optarg, &split_by)) {
+                fprintf(stderr, "cellcount quickstart: --split-by must be count or scene\n");
+                return 2;
+            }
             break;
         case 's':
             if (nsets == 64) return 2;
@@ -173,21 +195,21 @@ int cli_quickstart(int argc, char **argv)
         status_set(&st, "%s: cannot create directory (%s)", out, strerror(errno));
         goto fail;
     }
-    int have = reusable_set(cfg.data_file, stain, &st);
+    int have = reusable_set(cfg.data_file, stain, (int)split_by, &st);
     if (have < 0) goto fail;
     if (!have) {
         fprintf(stderr, "quickstart: 1/4 simulating %d images into %s\n", 24 * QS_NFOCUS * sites,
                 cfg.data_file);
-        if (simulate_set(cfg.data_file, sites, stain, threads, 0, &st)) goto fail;
+        if (simulate_set(cfg.data_file, sites, stain, threads, 0, split_by, &st)) goto fail;
     }
     /* the validation split's 24 scenes gave intervals that held 0.75-0.87
      * of real images, 240 other scenes 0.93-0.95 (docs/RESULTS.md, "A
      * density counter transfers better") */
-    if (own_cal && (have = reusable_set(cal_path, stain, &st)) < 0) goto fail;
+    if (own_cal && (have = reusable_set(cal_path, stain, -1, &st)) < 0) goto fail;
     if (own_cal && !have) {
         fprintf(stderr, "quickstart: 1/4 simulating %d images of other scenes into %s (to calibrate "
                 "the intervals)\n", 24 * QS_NFOCUS * QS_CAL_SITES, cal_path);
-        if (simulate_set(cal_path, QS_CAL_SITES, stain, threads, 1, &st)) goto fail;
+        if (simulate_set(cal_path, QS_CAL_SITES, stain, threads, 1, split_by, &st)) goto fail;
     }
     fprintf(stderr, "quickstart: 2/4 training the FPN\n");
     if (train_fpn(&cfg, TRAIN_RESUME_IF_ANY, &st)) goto fail;
