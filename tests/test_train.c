@@ -322,6 +322,13 @@ static size_t check_localisation(const char *run, const char *ev, const char *lo
         }
         ck_assert_msg(fabs(g[0] - mae) <= 1e-4 * (1 + mae), "GAME(0) %g, MAE %g", g[0], mae);
         for (int L = 1; L < 4; L++) ck_assert_msg(g[L] >= g[L - 1] - 1e-9, "GAME %d: %g < %g", L, g[L], g[L - 1]);
+        /* the last row weights every count equally, as evaluate's */
+        ck_assert_str_eq(l->labels[rows - 1], "count-balanced");
+        ck_assert_str_eq(e->labels[e->nrows - 1], "count-balanced");
+        const double *lb = l->values + (rows - 1) * l->ncols, *eb = e->values + (e->nrows - 1) * e->ncols;
+        const double g0 = lb[runlog_col(l, "game0")], bmae = eb[runlog_col(e, "mae")];
+        ck_assert_msg(fabs(g0 - bmae) <= 1e-4 * (1 + bmae), "balanced GAME(0) %g, MAE %g", g0, bmae);
+        ck_assert_double_eq(lb[runlog_col(l, "n")], eb[runlog_col(e, "n")]);
     }
     runlog_free(&rl);
     return rows;

@@ -4,10 +4,12 @@
 #include <assert.h>
 #include <limits.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "src/data/centres.h"
 #include "src/infer/evaluate.h"
+#include "src/run/metrics.h"
 
 enum { GRID_MAX = 1 << (LOCALISE_LEVELS - 1) };
 
@@ -72,11 +74,22 @@ int localise_report(runlog *rl, const char *tname, FILE *out, const cc_dataset *
     int64_t cnt[G];
     memset(sum, 0, sizeof sum);
     memset(cnt, 0, sizeof cnt);
+    /* each image's GAME kept for the count-balanced row */
+    double *games = malloc((size_t)(n ? n : 1) * LOCALISE_LEVELS * sizeof *games);
+    double *w = malloc((size_t)(n ? n : 1) * sizeof *w);
+    unsigned char *known = calloc((size_t)(n ? n : 1), 1);
+    if (!games || !w || !known) {
+        free(games);
+        free(w);
+        free(known);
+        return status_set(st, "%s: out of memory for the GAME table", tname);
+    }
     const size_t plane = (size_t)gh * (size_t)gw;
     for (int64_t i = 0; i < n; i++) {
         const int64_t row = index[i];
         if (row < 0 || row >= ds->n || !centres_known(ds->centres, ds->centres_k, row)) continue;
-        double game[LOCALISE_LEVELS];
+        double *game = games + (size_t)i * LOCALISE_LEVELS;
+        known[i] = 1;
         localise_game(maps + plane * (size_t)i, gh, gw,
                       ds->centres + (size_t)row * (size_t)ds->centres_k * 2, ds->counts[row],
                       game);
@@ -86,22 +99,49 @@ int localise_report(runlog *rl, const char *tname, FILE *out, const cc_dataset *
             for (int L = 0; L < LOCALISE_LEVELS; L++) sum[g][L] += game[L];
         }
     }
-    if (!cnt[0]) return 0;
+    int rc = 0;
     static const char *const cols[] = {"n", "game0", "game1", "game2", "game3"};
-    runlog_table *t = runlog_table_fresh(rl, tname, 1 + LOCALISE_LEVELS, cols, st);
-    if (!t) return -1;
+    runlog_table *t = NULL;
+    if (!cnt[0]) goto done;
+    if (metrics_balance_weights(truth, known, (size_t)n, w)) {
+        rc = status_set(st, "%s: out of memory for the GAME table", tname);
+        goto done;
+    }
+    if (!(t = runlog_table_fresh(rl, tname, 1 + LOCALISE_LEVELS, cols, st))) {
+        rc = -1;
+        goto done;
+    }
     fprintf(out, "where the density map puts the count (GAME: a 2^L x 2^L grid, the sum over its "
                  "cells of |map - cells|, mean over images; centres of %s, map %dx%d)\n",
             ds->path, gh, gw);
     fprintf(out, "%-14s %6s %8s %8s %8s %8s\n", "group", "n", "GAME(0)", "GAME(1)", "GAME(2)",
             "GAME(3)");
-    for (int g = 0; g < G; g++) {
-        if (!cnt[g]) continue;
-        double row[1 + LOCALISE_LEVELS] = {(double)cnt[g]};
-        for (int L = 0; L < LOCALISE_LEVELS; L++) row[1 + L] = sum[g][L] / (double)cnt[g];
-        fprintf(out, "%-14s %6lld %8.3f %8.3f %8.3f %8.3f\n", labels[g], (long long)cnt[g],
-                row[1], row[2], row[3], row[4]);
-        if (runlog_append(t, labels[g], row, st)) return -1;
+    for (int g = 0; g <= G; g++) {
+        double row[1 + LOCALISE_LEVELS] = {(double)cnt[g < G ? g : 0]};
+        if (g < G && !cnt[g]) continue;
+        for (int L = 0; L < LOCALISE_LEVELS; L++) {
+            if (g < G) {
+                row[1 + L] = sum[g][L] / (double)cnt[g];
+                continue;
+            }
+            /* every count weighted equally, as evaluate's last row */
+            double acc = 0;
+            for (int64_t i = 0; i < n; i++)
+                if (known[i]) acc += w[i] * games[(size_t)i * LOCALISE_LEVELS + L];
+            row[1 + L] = acc;
+        }
+        const char *label = g < G ? labels[g] : "count-balanced";
+        fprintf(out, "%-14s %6lld %8.3f %8.3f %8.3f %8.3f\n", label, (long long)row[0], row[1],
+                row[2], row[3], row[4]);
+        if (runlog_append(t, label, row, st)) {
+            rc = -1;
+            goto done;
+        }
     }
-    return 1;
+    rc = 1;
+done:
+    free(games);
+    free(w);
+    free(known);
+    return rc;
 }

@@ -31,8 +31,9 @@ void localise_game(const float *map, int gh, int gw, const float *xy, int count,
                    double game[LOCALISE_LEVELS]);
 
 /* Table `tname` of rl (replaced when present): the mean GAME(0..3) of the
- * images with known centres, overall and by count range as evaluate's
- * tables (columns n, game0..game3), printed to out as well.  Image i is
+ * images with known centres, overall, by count range and count-balanced
+ * (every count weighted equally) as evaluate's tables (columns n,
+ * game0..game3), printed to out as well.  Image i is
  * data set row index[i] of ds, with truth[i] cells and map maps + i * gh *
  * gw.  Returns 1 when it wrote the table; 0 with nothing to score (maps
  * NULL, ds without /centres), when it adds no table and empties one of

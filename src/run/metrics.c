@@ -50,8 +50,7 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-int metrics_compute_balanced(const double *truth, const double *pred, const double *sigma,
-                             const unsigned char *mask, size_t n, metrics_summary *out)
+int metrics_balance_weights(const double *truth, const unsigned char *mask, size_t n, double *w)
 {
     double *uniq = malloc((n ? n : 1) * sizeof *uniq);
     size_t *per = calloc(n ? n : 1, sizeof *per), *idx = malloc((n ? n : 1) * sizeof *idx);
@@ -73,15 +72,33 @@ int metrics_compute_balanced(const double *truth, const double *pred, const doub
                                                       cmp_double) - uniq);
             per[idx[i]]++;
         }
+    for (size_t i = 0; i < n; i++)
+        w[i] = mask && !mask[i] ? 0 : 1.0 / ((double)k * (double)per[idx[i]]);
+    free(uniq);
+    free(per);
+    free(idx);
+    return 0;
+}
+
+int metrics_compute_balanced(const double *truth, const double *pred, const double *sigma,
+                             const unsigned char *mask, size_t n, metrics_summary *out)
+{
+    double *wt = malloc((n ? n : 1) * sizeof *wt);
+    if (!wt || metrics_balance_weights(truth, mask, n, wt)) {
+        free(wt);
+        return -1;
+    }
     metrics_summary s = metrics_compute(truth, pred, sigma, mask, n);   /* n, NaNs */
     if (s.n) {
         const double z = 1.959963984540054;
         double sae = 0, sse = 0, bias = 0, cov = 0, width = 0, wsig = 0, mean_t = 0, sst = 0;
-        for (size_t c = 0; c < k; c++) mean_t += uniq[c] / (double)k;
-        for (size_t c = 0; c < k; c++) sst += (uniq[c] - mean_t) * (uniq[c] - mean_t) / (double)k;
+        /* the counts' mean and variance, each count once: the weights of
+         * one count's images add up to 1/K */
+        for (size_t i = 0; i < n; i++) mean_t += wt[i] * truth[i];
+        for (size_t i = 0; i < n; i++) sst += wt[i] * (truth[i] - mean_t) * (truth[i] - mean_t);
         for (size_t i = 0; i < n; i++) {
             if (mask && !mask[i]) continue;
-            const double w = 1.0 / ((double)k * (double)per[idx[i]]), e = pred[i] - truth[i];
+            const double w = wt[i], e = pred[i] - truth[i];
             sae += w * fabs(e);
             sse += w * e * e;
             bias += w * e;
@@ -98,9 +115,7 @@ int metrics_compute_balanced(const double *truth, const double *pred, const doub
         s.coverage95 = wsig > 0 ? cov / wsig : NAN;
         s.width95 = wsig > 0 ? width / wsig : NAN;
     }
-    free(uniq);
-    free(per);
-    free(idx);
+    free(wt);
     *out = s;
     return 0;
 }

@@ -35,6 +35,12 @@ metrics_summary metrics_compute(const double *truth, const double *pred, const d
 int metrics_compute_balanced(const double *truth, const double *pred, const double *sigma,
                              const unsigned char *mask, size_t n, metrics_summary *out);
 
+/* The weights behind metrics_compute_balanced: w[i] = 1 / (K n_c) for the
+ * entries mask selects (all when mask is NULL), 0 for the others, so that
+ * sum_i w[i] x[i] is the mean over the K distinct truths of each truth's
+ * mean x.  w: n doubles, caller's.  Returns 0, or -1 when out of memory. */
+int metrics_balance_weights(const double *truth, const unsigned char *mask, size_t n, double *w);
+
 /* Observed coverage of central Gaussian intervals at nominal levels
  * levels[0..nl) (e.g. 0.1 .. 0.99) -> observed[0..nl). */
 void metrics_calibration(const double *truth, const double *pred, const double *sigma, size_t n,
