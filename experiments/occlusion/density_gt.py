@@ -6,16 +6,17 @@ when the FPN is taken out of the question and the training scenes grow
 
   experiments/occlusion/density_gt.py DATA.h5 FRESH.h5 [FRESH.h5 ...] \
       [--train TRAIN.h5] [--epochs E] [--width W] [--seed S] \
-      [--density-weight L] [--sigma S]
+      [--density-weight L] [--sigma S] [--size HxW]
 
 DATA.h5: the reproduction's data set.  The F1 images of its training split
 are the training scenes, unless --train names a set whose F1 images all
 are (e.g. 6,000 scenes from `simulate --focus 1 --sites 250`).  Scored on
 the F1 images of its validation and test splits and of every FRESH.h5.
-Input: the true mask area-averaged to 96x128.  Network: conv3x3 + BN +
+Input: the true mask area-averaged to 96x128 (--size: another divisor of
+the stored size, e.g. 192x256 to read it as stored).  Network: conv3x3 + BN +
 LeakyReLU blocks W, M, 2W, M, 4W, 4W, M (W = 32: vgg11_density at
 width_div 2), then 1x1 conv 4W -> 2W, BN, LeakyReLU, 1x1 conv -> 1, ReLU,
-summed over the 12x16 positions.  Smooth-L1 loss on the count, Adam 1e-3,
+summed over the 12x16 positions (H/8 x W/8).  Smooth-L1 loss on the count, Adam 1e-3,
 cosine schedule, batch 16, random flips; one thread.  Prints MAE / max
 error (and MAE by count: 1-20, 21-40, ..., 81-100) every few epochs.
 --density-weight L > 0 adds L x the squared difference between the map
@@ -34,11 +35,16 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
-GH, GW = 12, 16     # the density map's positions at 96x128
+SIZE = [96, 128]    # the input size (--size); the density map is 1/8 of it
+
+
+def grid():
+    return SIZE[0] // 8, SIZE[1] // 8
 
 
 def density_target(xy, sigma):
     """A map summing to the number of centres xy (fractions; NaN = none)."""
+    GH, GW = grid()
     gy, gx = np.arange(GH)[:, None], np.arange(GW)[None, :]
     d = np.zeros((GH, GW), np.float64)
     for x, y in xy[np.isfinite(xy[:, 0])]:
@@ -48,7 +54,7 @@ def density_target(xy, sigma):
 
 
 def load_f1(path, split=None, sigma=None):
-    """The F1 images' masks at 96x128 and their counts (of one split), and
+    """The F1 images' masks at SIZE and their counts (of one split), and
     with sigma their density targets."""
     with h5py.File(path, 'r') as h:
         sel = h['focus'][()] == 1
@@ -63,7 +69,10 @@ def load_f1(path, split=None, sigma=None):
             c = h['centres'][idx.min():idx.max() + 1][idx - idx.min()]
             t = torch.tensor(np.stack([density_target(v, sigma) for v in c]))[:, None]
     n, c, hh, ww = m.shape
-    m = m.reshape(n, c, 96, hh // 96, 128, ww // 128).mean(axis=(3, 5))
+    H, W = SIZE
+    if hh % H or ww % W:
+        sys.exit('%s: masks of %dx%d cannot be area-averaged to %dx%d' % (path, hh, ww, H, W))
+    m = m.reshape(n, c, H, hh // H, W, ww // W).mean(axis=(3, 5))
     if sigma is not None:
         return torch.tensor(m), torch.tensor(y), t
     return torch.tensor(m), torch.tensor(y)
@@ -80,7 +89,7 @@ class Density(nn.Module):
                                   *cbr(2 * w, 4 * w), *cbr(4 * w, 4 * w), nn.MaxPool2d(2))
         self.head = nn.Sequential(nn.Conv2d(4 * w, 2 * w, 1), nn.BatchNorm2d(2 * w),
                                   nn.LeakyReLU(0.01), nn.Conv2d(2 * w, 1, 1))
-        self.head[-1].bias.data.fill_(50.0 / (12 * 16))
+        self.head[-1].bias.data.fill_(50.0 / (grid()[0] * grid()[1]))
 
     def density(self, x):
         return F.relu(self.head(self.body(x)))
@@ -91,7 +100,7 @@ class Density(nn.Module):
 
 def main(argv):
     opts = {'--train': None, '--epochs': '60', '--width': '32', '--seed': '1',
-            '--density-weight': '0', '--sigma': '0.6'}
+            '--density-weight': '0', '--sigma': '0.6', '--size': '96x128'}
     pos = []
     it = iter(argv)
     for a in it:
@@ -101,6 +110,7 @@ def main(argv):
             pos.append(a)
     if len(pos) < 1:
         sys.exit(__doc__)
+    SIZE[:] = [int(v) for v in opts['--size'].split('x')]
     torch.set_num_threads(1)
     torch.manual_seed(int(opts['--seed']))
     data = pos[0]
@@ -108,7 +118,7 @@ def main(argv):
     sig = float(opts['--sigma']) if lam > 0 else None
     tr = load_f1(opts['--train'], None, sig) if opts['--train'] else load_f1(data, 0, sig)
     xtr, ytr = tr[0], tr[1]
-    dtr = tr[2] if lam > 0 else torch.zeros(len(xtr), 1, GH, GW)
+    dtr = tr[2] if lam > 0 else torch.zeros(len(xtr), 1, *grid())
     sets = [('val', load_f1(data, 1)), ('test', load_f1(data, 2))]
     sets += [(p.rsplit('/', 1)[-1], load_f1(p)) for p in pos[1:]]
     net = Density(int(opts['--width']))
