@@ -50,7 +50,7 @@ static void usage(FILE *f)
             "      --stain 1|2      w2 = cell bodies (the paper's, default), w1 = nuclei\n"
             "      --split-by count|scene  train/validation/test split 80/10/10 within each\n"
             "                       count (default: every count in every split) or of all\n"
-            "                       scenes at random (as before 2026-12-07)\n"
+            "                       scenes at random (the earlier default)\n"
             "  -s, --set SEC.KEY=V  override a configuration key (see experiments/quickstart.ini)\n"
             "  -h, --help           this text\n");
 }

@@ -75,7 +75,7 @@ int localise_report(runlog *rl, const char *tname, FILE *out, const cc_dataset *
     memset(sum, 0, sizeof sum);
     memset(cnt, 0, sizeof cnt);
     /* each image's GAME kept for the count-balanced row */
-    double *games = malloc((size_t)(n ? n : 1) * LOCALISE_LEVELS * sizeof *games);
+    double *games = calloc((size_t)(n ? n : 1) * LOCALISE_LEVELS, sizeof *games);   /* 0 unscored */
     double *w = malloc((size_t)(n ? n : 1) * sizeof *w);
     unsigned char *known = calloc((size_t)(n ? n : 1), 1);
     if (!games || !w || !known) {
@@ -117,20 +117,16 @@ int localise_report(runlog *rl, const char *tname, FILE *out, const cc_dataset *
     fprintf(out, "%-14s %6s %8s %8s %8s %8s\n", "group", "n", "GAME(0)", "GAME(1)", "GAME(2)",
             "GAME(3)");
     for (int g = 0; g <= G; g++) {
+        const char *label = g < G ? labels[g] : "count-balanced";
         double row[1 + LOCALISE_LEVELS] = {(double)cnt[g < G ? g : 0]};
         if (g < G && !cnt[g]) continue;
         for (int L = 0; L < LOCALISE_LEVELS; L++) {
-            if (g < G) {
-                row[1 + L] = sum[g][L] / (double)cnt[g];
-                continue;
-            }
-            /* every count weighted equally, as evaluate's last row */
             double acc = 0;
-            for (int64_t i = 0; i < n; i++)
-                if (known[i]) acc += w[i] * games[(size_t)i * LOCALISE_LEVELS + L];
+            if (g < G) acc = sum[g][L] / (double)cnt[g];
+            else   /* every count weighted equally, as evaluate's last row */
+                for (int64_t i = 0; i < n; i++) acc += w[i] * games[(size_t)i * LOCALISE_LEVELS + L];
             row[1 + L] = acc;
         }
-        const char *label = g < G ? labels[g] : "count-balanced";
         fprintf(out, "%-14s %6lld %8.3f %8.3f %8.3f %8.3f\n", label, (long long)row[0], row[1],
                 row[2], row[3], row[4]);
         if (runlog_append(t, label, row, st)) {
