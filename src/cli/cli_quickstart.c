@@ -56,7 +56,8 @@ static void usage(FILE *f)
 }
 
 /* The training set (seed 1, split 80/10/10 by `by`) or the calibration
- * set (seed 11: other scenes of the same recipe, all in the test split;
+ * set (seed 11: other scenes of the same recipe, all in the test split,
+ * where `by` changes nothing and scene keeps the attribute simulate's;
  * evaluate fits the intervals on all of its images).  `cellcount simulate
  * --stain S --focus 1,16,32,48 --sites N --image-size 348x260 --size 128x96
  * --seed SEED [--split-by count | --split 0/0/1]` writes the same images.
@@ -77,7 +78,7 @@ static int simulate_set(const char *path, int sites, int stain, int threads, int
     sim_h5_out o;
     static const double frac_train[3] = {0.8, 0.1, 0.1}, frac_cal[3] = {0, 0, 1};
     if (sim_h5_begin(&o, path, 128, 96, &job, 1, calibration ? frac_cal : frac_train,
-                     calibration ? DATASET_SPLIT_SCENE : by, st))
+                     by, st))
         return -1;
     int rc = sim_run(&p, &job, sim_h5_sink, &o, stderr, st);
     if (sim_h5_end(&o, rc == 0, st)) rc = -1;
@@ -209,7 +210,8 @@ int cli_quickstart(int argc, char **argv)
     if (own_cal && !have) {
         fprintf(stderr, "quickstart: 1/4 simulating %d images of other scenes into %s (to calibrate "
                 "the intervals)\n", 24 * QS_NFOCUS * QS_CAL_SITES, cal_path);
-        if (simulate_set(cal_path, QS_CAL_SITES, stain, threads, 1, split_by, &st)) goto fail;
+        if (simulate_set(cal_path, QS_CAL_SITES, stain, threads, 1, DATASET_SPLIT_SCENE, &st))
+            goto fail;
     }
     fprintf(stderr, "quickstart: 2/4 training the FPN\n");
     if (train_fpn(&cfg, TRAIN_RESUME_IF_ANY, &st)) goto fail;

@@ -70,44 +70,46 @@ int localise_report(runlog *rl, const char *tname, FILE *out, const cc_dataset *
     char labels[G][32] = {"overall"};
     for (int g = 1; g < G; g++)
         evaluate_count_group(g - 1, &lo[g], &hi[g], labels[g], sizeof labels[g]);
-    double sum[G][LOCALISE_LEVELS];
-    int64_t cnt[G];
-    memset(sum, 0, sizeof sum);
-    memset(cnt, 0, sizeof cnt);
-    /* each image's GAME kept for the count-balanced row */
-    double *games = calloc((size_t)(n ? n : 1) * LOCALISE_LEVELS, sizeof *games);   /* 0 unscored */
+    /* rows[G]: every count weighted equally, as evaluate's last row, with
+     * the weights of metrics_balance_weights over the scored images */
+    double rows[G + 1][1 + LOCALISE_LEVELS];
+    memset(rows, 0, sizeof rows);
     double *w = malloc((size_t)(n ? n : 1) * sizeof *w);
     unsigned char *known = calloc((size_t)(n ? n : 1), 1);
-    if (!games || !w || !known) {
-        free(games);
-        free(w);
-        free(known);
-        return status_set(st, "%s: out of memory for the GAME table", tname);
+    int rc = 0;
+    if (!w || !known) {
+        rc = status_set(st, "%s: out of memory for the GAME table", tname);
+        goto done;
+    }
+    for (int64_t i = 0; i < n; i++)
+        known[i] = index[i] >= 0 && index[i] < ds->n &&
+                   centres_known(ds->centres, ds->centres_k, index[i]);
+    if (metrics_balance_weights(truth, known, (size_t)n, w)) {
+        rc = status_set(st, "%s: out of memory for the GAME table", tname);
+        goto done;
     }
     const size_t plane = (size_t)gh * (size_t)gw;
     for (int64_t i = 0; i < n; i++) {
+        if (!known[i]) continue;
         const int64_t row = index[i];
-        if (row < 0 || row >= ds->n || !centres_known(ds->centres, ds->centres_k, row)) continue;
-        double *game = games + (size_t)i * LOCALISE_LEVELS;
-        known[i] = 1;
+        double game[LOCALISE_LEVELS];
         localise_game(maps + plane * (size_t)i, gh, gw,
                       ds->centres + (size_t)row * (size_t)ds->centres_k * 2, ds->counts[row],
                       game);
         for (int g = 0; g < G; g++) {
             if (truth[i] < lo[g] || truth[i] > hi[g]) continue;
-            cnt[g]++;
-            for (int L = 0; L < LOCALISE_LEVELS; L++) sum[g][L] += game[L];
+            rows[g][0]++;
+            for (int L = 0; L < LOCALISE_LEVELS; L++) rows[g][1 + L] += game[L];
         }
+        for (int L = 0; L < LOCALISE_LEVELS; L++) rows[G][1 + L] += w[i] * game[L];
     }
-    int rc = 0;
+    if (rows[0][0] == 0) goto done;
+    rows[G][0] = rows[0][0];
+    for (int g = 0; g < G; g++)
+        for (int L = 0; L < LOCALISE_LEVELS && rows[g][0] > 0; L++) rows[g][1 + L] /= rows[g][0];
     static const char *const cols[] = {"n", "game0", "game1", "game2", "game3"};
-    runlog_table *t = NULL;
-    if (!cnt[0]) goto done;
-    if (metrics_balance_weights(truth, known, (size_t)n, w)) {
-        rc = status_set(st, "%s: out of memory for the GAME table", tname);
-        goto done;
-    }
-    if (!(t = runlog_table_fresh(rl, tname, 1 + LOCALISE_LEVELS, cols, st))) {
+    runlog_table *t = runlog_table_fresh(rl, tname, 1 + LOCALISE_LEVELS, cols, st);
+    if (!t) {
         rc = -1;
         goto done;
     }
@@ -117,26 +119,17 @@ int localise_report(runlog *rl, const char *tname, FILE *out, const cc_dataset *
     fprintf(out, "%-14s %6s %8s %8s %8s %8s\n", "group", "n", "GAME(0)", "GAME(1)", "GAME(2)",
             "GAME(3)");
     for (int g = 0; g <= G; g++) {
+        if (rows[g][0] == 0) continue;
         const char *label = g < G ? labels[g] : "count-balanced";
-        double row[1 + LOCALISE_LEVELS] = {(double)cnt[g < G ? g : 0]};
-        if (g < G && !cnt[g]) continue;
-        for (int L = 0; L < LOCALISE_LEVELS; L++) {
-            double acc = 0;
-            if (g < G) acc = sum[g][L] / (double)cnt[g];
-            else   /* every count weighted equally, as evaluate's last row */
-                for (int64_t i = 0; i < n; i++) acc += w[i] * games[(size_t)i * LOCALISE_LEVELS + L];
-            row[1 + L] = acc;
-        }
-        fprintf(out, "%-14s %6lld %8.3f %8.3f %8.3f %8.3f\n", label, (long long)row[0], row[1],
-                row[2], row[3], row[4]);
-        if (runlog_append(t, label, row, st)) {
+        fprintf(out, "%-14s %6lld %8.3f %8.3f %8.3f %8.3f\n", label, (long long)rows[g][0],
+                rows[g][1], rows[g][2], rows[g][3], rows[g][4]);
+        if (runlog_append(t, label, rows[g], st)) {
             rc = -1;
             goto done;
         }
     }
     rc = 1;
 done:
-    free(games);
     free(w);
     free(known);
     return rc;

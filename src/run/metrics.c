@@ -94,8 +94,10 @@ int metrics_compute_balanced(const double *truth, const double *pred, const doub
         double sae = 0, sse = 0, bias = 0, cov = 0, width = 0, wsig = 0, mean_t = 0, sst = 0;
         /* the counts' mean and variance, each count once: the weights of
          * one count's images add up to 1/K */
-        for (size_t i = 0; i < n; i++) mean_t += wt[i] * truth[i];
-        for (size_t i = 0; i < n; i++) sst += wt[i] * (truth[i] - mean_t) * (truth[i] - mean_t);
+        for (size_t i = 0; i < n; i++)
+            if (wt[i] > 0) mean_t += wt[i] * truth[i];
+        for (size_t i = 0; i < n; i++)
+            if (wt[i] > 0) sst += wt[i] * (truth[i] - mean_t) * (truth[i] - mean_t);
         for (size_t i = 0; i < n; i++) {
             if (mask && !mask[i]) continue;
             const double w = wt[i], e = pred[i] - truth[i];
