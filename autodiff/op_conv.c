@@ -36,6 +36,7 @@
  * shapes for which oneDNN has only a reference bf16 kernel (fp32 then).
  */
 #include "autodiff/conv_bf16.h"
+#include "autodiff/conv_wgrad.h"
 #include "autodiff/conv_wino.h"
 #include "autodiff/op.h"
 #include "autodiff/ops.h"
@@ -75,6 +76,8 @@ typedef struct conv_state {
     wino_geom wg, wgt;          /* forward and backward-data geometry */
     wino_layout lsrc, ldst, ldx;    /* src as used, dst, and x's own layout */
     conv_bf16 *bf;              /* bf16 precision: everything runs there */
+    int bw_made;                /* the weight gradient's primitives exist */
+    conv_wgrad *bw_pieces;      /* the weight gradient in pieces of the batch, or NULL */
 } conv_state;
 
 static void conv_free(void *p)
@@ -102,6 +105,7 @@ static void conv_free(void *p)
     reorder_free(&s->r_bwdst);
     if (s->m_bwdst) dnnl_memory_destroy(s->m_bwdst);
     conv_bf16_free(s->bf);
+    conv_wgrad_free(s->bw_pieces);
     free(s->w_kept);
     free(s->wf);
     free(s->bfold);
@@ -508,30 +512,81 @@ static int conv_make_bwd_weights(cc_tape *t, cc_node *n, conv_state *s, cc_statu
     /* First with diff_dst in the output's own layout (no reorder); when
      * that only finds the reference kernel (e.g. an 8-channel plain input
      * with a blocked 16-channel output: 1.5 s per call instead of 1 ms),
-     * again with diff_dst `any` and a reorder of the output gradient. */
+     * again with diff_dst `any` and a reorder of the output gradient.
+     * Made for one thread: see conv_exec_weights_grad. */
+    const int nthr = omp_get_max_threads();
+    omp_set_num_threads(1);
+    int rc = -1;
     for (int attempt = 0; attempt < 2; attempt++) {
         dnnl_convolution_desc_t cd;
-        DNNL_TRY(st, "conv2d", "backward-weights descriptor",
-                 dnnl_convolution_backward_weights_desc_init(
-                     &cd, dnnl_convolution_direct, &src_any, &w_any, n->args.i[2] ? &b_md : NULL,
-                     attempt ? &dst_any : &n->out->md, strides, pads, pads));
-        dnnl_status_t e = tape_pd_create(t, &s->bwpd, &cd, s->fpd);
-        if (e != dnnl_success) return op_dnnl_fail(st, "conv2d", "backward-weights descriptor", e);
+        dnnl_status_t e = dnnl_convolution_backward_weights_desc_init(
+            &cd, dnnl_convolution_direct, &src_any, &w_any, n->args.i[2] ? &b_md : NULL,
+            attempt ? &dst_any : &n->out->md, strides, pads, pads);
+        if (e == dnnl_success) e = tape_pd_create(t, &s->bwpd, &cd, s->fpd);
+        if (e != dnnl_success) {
+            op_dnnl_fail(st, "conv2d", "backward-weights descriptor", e);
+            goto done;
+        }
         if (attempt || !op_pd_is_ref(s->bwpd)) break;
         dnnl_primitive_desc_destroy(s->bwpd);
         s->bwpd = NULL;
     }
-    if (tape_prim_create(t, s->bwpd, &s->bwd_w, &s->bwscr, "conv2d", st)) return -1;
     s->dw_md = *dnnl_primitive_desc_query_md(s->bwpd, dnnl_query_diff_weights_md, 0);
     s->bwsrc_md = *dnnl_primitive_desc_query_md(s->bwpd, dnnl_query_src_md, 0);
     s->bwdst_md = *dnnl_primitive_desc_query_md(s->bwpd, dnnl_query_diff_dst_md, 0);
-    return reorder_make(t, &s->r_dw, &s->dw_md, &w->md, "conv2d weight gradient", st) ||
-           reorder_make(t, &s->r_bwsrc, &s->src_md, &s->bwsrc_md, "conv2d input (weights)", st) ||
-           reorder_make(t, &s->r_bwdst, &n->out->md, &s->bwdst_md,
-                        "conv2d output gradient (weights)", st) ||
-           tape_mem_create(t, &s->m_bwsrc, &s->bwsrc_md, st) ||
-           tape_mem_create(t, &s->m_bwdst, &s->bwdst_md, st) ||
-           tape_mem_create(t, &s->m_dw, &s->dw_md, st) || tape_mem_create(t, &s->m_db, &b_md, st);
+    /* the batch in pieces where it can be; else one primitive for it all */
+    rc = conv_wgrad_make(t, &s->bwsrc_md, &s->bwdst_md, &s->dw_md, n->args.i[2], strides, pads,
+                         &s->bw_pieces, st);
+    if (!rc && !s->bw_pieces) rc = tape_prim_create(t, s->bwpd, &s->bwd_w, &s->bwscr, "conv2d", st);
+done:
+    omp_set_num_threads(nthr);
+    if (rc || reorder_make(t, &s->r_dw, &s->dw_md, &w->md, "conv2d weight gradient", st) ||
+        reorder_make(t, &s->r_bwsrc, &s->src_md, &s->bwsrc_md, "conv2d input (weights)", st) ||
+        reorder_make(t, &s->r_bwdst, &n->out->md, &s->bwdst_md,
+                     "conv2d output gradient (weights)", st) ||
+        tape_mem_create(t, &s->m_bwsrc, &s->bwsrc_md, st) ||
+        tape_mem_create(t, &s->m_bwdst, &s->bwdst_md, st) ||
+        tape_mem_create(t, &s->m_dw, &s->dw_md, st) || tape_mem_create(t, &s->m_db, &b_md, st))
+        return -1;
+    s->bw_made = 1;
+    return 0;
+}
+
+/* oneDNN's weight-gradient kernels split the sum over images and pixels
+ * among their threads, so their bits would change with the thread count.
+ * So the batch is cut into pieces fixed by the shapes, each piece's
+ * gradient made by a primitive built for one thread, and the pieces added
+ * in order (conv_wgrad.h); where that cannot be, one primitive built and
+ * run for one thread does the whole batch (OpenMP's nthreads ICV at 1
+ * around both: the partition is fixed when the primitive is made, and the
+ * run must agree with it).  Every other fp32 op already gives the same
+ * bits for any thread count (our kernels sum in a fixed order; oneDNN's
+ * forward and data-gradient kernels split outputs, not sums), so a run's
+ * results do not depend on the thread count (tests/test_threads.c).
+ * These are the convolutions our own kernels do not take: first layers on
+ * 1-3 channels, the FPN's smallest maps, 1x1 and strided convs. */
+static int conv_exec_weights_grad(cc_tape *t, conv_state *s, dnnl_exec_arg_t a[4], cc_tensor *w,
+                                  cc_tensor *b, float *gw, float *dw, const float *bwsrc,
+                                  const float *bwdst, cc_status *st)
+{
+    if (!s->bw_pieces) {
+        const int nthr = omp_get_max_threads();
+        omp_set_num_threads(1);
+        const int rc = op_exec_weights_grad(t, s->bwd_w, s->bwscr, a, s->m_db, w, b, gw, dw,
+                                            &s->r_dw, "conv2d backward-weights",
+                                            "conv2d weight gradient", st);
+        omp_set_num_threads(nthr);
+        return rc;
+    }
+    float *gb = b && b->requires_grad ? tape_grad_begin(t, b, st) : NULL;
+    if (b && b->requires_grad && !gb) return -1;
+    if (conv_wgrad_run(t, s->bw_pieces, bwsrc, bwdst, dw, gb, st)) return -1;
+    if (gw) {
+        if (reorder_run(t, &s->r_dw, dw, gw, "conv2d weight gradient", st)) return -1;
+        tape_grad_end(t, w, gw);
+    }
+    if (gb) tape_grad_end(t, b, gb);
+    return 0;
 }
 
 static int conv_wino_backward(cc_tape *t, cc_node *n, conv_state *s, cc_status *st)
@@ -600,7 +655,7 @@ static int conv_backward(cc_tape *t, cc_node *n, cc_status *st)
         tape_grad_end(t, x, gx);
     }
     if (w->requires_grad || (b && b->requires_grad)) {
-        if (!s->bwd_w && conv_make_bwd_weights(t, n, s, st)) return -1;
+        if (!s->bw_made && conv_make_bwd_weights(t, n, s, st)) return -1;
         /* oneDNN computes both; gradients that are not wanted go to scratch. */
         float *gw = w->requires_grad ? tape_grad_begin(t, w, st) : NULL;
         float *dw = tape_alloc(t, dnnl_memory_desc_get_size(&s->dw_md), st);
@@ -622,9 +677,7 @@ static int conv_backward(cc_tape *t, cc_node *n, cc_status *st)
         mem_bind(s->m_dw, dw);
         dnnl_exec_arg_t a[4] = {{DNNL_ARG_SRC, s->m_bwsrc}, {DNNL_ARG_DIFF_DST, s->m_bwdst},
                                 {DNNL_ARG_DIFF_WEIGHTS, s->m_dw}, {DNNL_ARG_DIFF_BIAS, s->m_db}};
-        if (op_exec_weights_grad(t, s->bwd_w, s->bwscr, a, s->m_db, w, b, gw, dw, &s->r_dw,
-                                 "conv2d backward-weights", "conv2d weight gradient", st))
-            return -1;
+        if (conv_exec_weights_grad(t, s, a, w, b, gw, dw, bwsrc, bwdst, st)) return -1;
     }
     return 0;
 }

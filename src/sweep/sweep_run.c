@@ -353,9 +353,9 @@ int sweep_run(const sweep_spec *s, const sweep_point *points, int n, const sweep
         else
             torun++;
     }
-    /* threads / jobs whatever is left to run: a resumed run keeps the
-     * thread count it started with (results are deterministic only at a
-     * fixed count) as long as the sweep is rerun with the same options. */
+    /* threads / jobs whatever is left to run (fp32 results do not depend
+     * on the thread count; bf16 ones do, so a bf16 sweep is best rerun
+     * with the same options). */
     int threads = o->threads / o->jobs > 0 ? o->threads / o->jobs : 1;
     int jobs = o->jobs < torun ? o->jobs : torun > 0 ? torun : 1;
     if (o->dry_run) {
