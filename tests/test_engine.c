@@ -272,8 +272,8 @@ static void small_graph_run(int threads, small_run *r)
 }
 
 /* Nodes under the serial bounds run on one thread when the team has two:
- * flagged so, and giving the 1-thread results bit for bit (oneDNN's
- * convolutions split and sum their weight gradient by thread count). */
+ * flagged so, and giving the 1-thread results bit for bit (as every node
+ * does now: tests/test_threads.c). */
 START_TEST(test_tape_small_nodes_serial)
 {
     static small_run r1, r2;
