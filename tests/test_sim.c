@@ -238,6 +238,62 @@ START_TEST(test_overlap_limit)
 }
 END_TEST
 
+/* Nucleus pixels of scene sc that lie in an earlier cell's nucleus: the
+ * pairs of overlapping nuclei, counted per later nucleus. */
+static int nuclei_overlapping(const sim_scene *sc, const sim_params *p, int only_unforced)
+{
+    int n = 0;
+    const double r = sim_params_radius(p) * p->nucleus_ratio;
+    for (int i = 0; i < sc->ncells; i++) {
+        const sim_cell *c = &sc->cells[i];
+        if (only_unforced && c->forced) continue;
+        int hit = 0;
+        for (int y = 0; y < TH && !hit; y++)
+            for (int x = 0; x < TW && !hit; x++) {
+                const double dx = x + 0.5 - c->cx, dy = y + 0.5 - c->cy;
+                if (dx * dx + dy * dy > r * r) continue;   /* the disc the limit tests */
+                for (int j = 0; j < i && !hit; j++)
+                    hit = inside_ref(&sc->cells[j].nucl, x + 0.5, y + 0.5);
+            }
+        n += hit;
+    }
+    return n;
+}
+
+/* --nucleus-overlap: with 0, no nucleus (unless forced after max_tries)
+ * lies on an earlier one, where the default lets some; the default leaves
+ * scenes as they were (the limit draws nothing from the generator). */
+START_TEST(test_nucleus_overlap_limit)
+{
+    sim_params p = small_params(5), q = small_params(5);
+    q.nucleus_overlap = 0.0;
+    sim_scene a, b;
+    cc_status st;
+    status_clear(&st);
+    ck_assert_msg(sim_scene_generate(&p, 60, 1, &a, &st) == 0, "%s", st.msg);
+    ck_assert_msg(sim_scene_generate(&q, 60, 1, &b, &st) == 0, "%s", st.msg);
+    const int before = nuclei_overlapping(&a, &p, 0), after = nuclei_overlapping(&b, &q, 1);
+    int forced = 0;
+    for (int i = 0; i < b.ncells; i++) forced += b.cells[i].forced;
+    ck_assert_msg(before >= 3, "the default let only %d of 60 nuclei overlap", before);
+    ck_assert_msg(after == 0, "%d nuclei overlap an earlier one with --nucleus-overlap 0", after);
+    ck_assert_int_le(forced, 6);
+    /* the body limit still holds for unforced cells */
+    for (int i = 0; i < b.ncells; i++)
+        if (!b.cells[i].forced) ck_assert(b.cells[i].overlap <= q.overlap_limit + 1e-12);
+    sim_scene_free(&b);
+    q.nucleus_overlap = 1.0;    /* explicit "no limit": the default's scene */
+    ck_assert_msg(sim_scene_generate(&q, 60, 1, &b, &st) == 0, "%s", st.msg);
+    for (int i = 0; i < a.ncells; i++)
+        ck_assert(a.cells[i].cx == b.cells[i].cx && a.cells[i].cy == b.cells[i].cy);
+    q.nucleus_overlap = 1.5;
+    ck_assert_int_eq(sim_params_check(&q, &st), -1);
+    ck_assert_msg(strstr(st.msg, "nucleus overlap"), "%s", st.msg);
+    sim_scene_free(&a);
+    sim_scene_free(&b);
+}
+END_TEST
+
 /* ---- intensities -------------------------------------------------------- */
 
 static double mean_at(const sim_params *p, int count, int focus, int stain, int sites,
@@ -687,6 +743,7 @@ static Suite *sim_suite(void)
     tcase_add_test(tc, test_count_equals_cells);
     tcase_add_test(tc, test_mask_covers_cells);
     tcase_add_test(tc, test_overlap_limit);
+    tcase_add_test(tc, test_nucleus_overlap_limit);
     tcase_add_test(tc, test_mean_rises_with_count);
     tcase_add_test(tc, test_blur_reduces_detail);
     tcase_add_test(tc, test_blur_scales_with_width);

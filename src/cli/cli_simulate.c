@@ -60,6 +60,8 @@ static void usage(FILE *f)
 "  --cluster-prob P     probability a cell joins a cluster (default 0.25)\n"
 "  --clusters N         cluster centres per scene (default 2)\n"
 "  --overlap L          max fraction of a new cell already covered (default 0.7)\n"
+"  --nucleus-overlap L  max fraction of a new nucleus already covered by nuclei\n"
+"                       (default 1: no limit of its own)\n"
 "  --noise-var V        Gaussian noise variance on [0,1] (default 1e-5)\n"
 "  --background B       offset added to every pixel, 8-bit levels (default 1)\n"
 "  --autofluor E        autofluorescence energy / cell energy (default 0)\n"
@@ -97,7 +99,7 @@ static int multi_sink(void *ctx, const sim_image *im, cc_status *st)
 enum {
     OPT_OUT_DIR = 256, OPT_OUT, OPT_PREVIEW, OPT_FORCE, OPT_SIZE, OPT_SPLIT_SEED, OPT_SPLIT, OPT_SPLIT_BY,
     OPT_COUNTS, OPT_FOCUS, OPT_SITES, OPT_STAIN, OPT_IMAGE_SIZE, OPT_SEED, OPT_THREADS,
-    OPT_RADIUS, OPT_IRREG, OPT_CLUSTER_PROB, OPT_CLUSTERS, OPT_OVERLAP, OPT_NOISE,
+    OPT_RADIUS, OPT_IRREG, OPT_CLUSTER_PROB, OPT_CLUSTERS, OPT_OVERLAP, OPT_NOVERLAP, OPT_NOISE,
     OPT_AUTOF, OPT_ILLUM, OPT_CONTRAST, OPT_BRIGHT, OPT_GAIN, OPT_BG, OPT_NRATIO, OPT_NCONTRAST, OPT_NGAIN, OPT_NBRIGHT, OPT_QUIET, OPT_HELP,
 };
 
@@ -130,6 +132,7 @@ int cli_simulate(int argc, char **argv)
         {"cluster-prob", required_argument, 0, OPT_CLUSTER_PROB},
         {"clusters", required_argument, 0, OPT_CLUSTERS},
         {"overlap", required_argument, 0, OPT_OVERLAP},
+        {"nucleus-overlap", required_argument, 0, OPT_NOVERLAP},
         {"noise-var", required_argument, 0, OPT_NOISE},
         {"autofluor", required_argument, 0, OPT_AUTOF},
         {"illumination", required_argument, 0, OPT_ILLUM},
@@ -230,6 +233,7 @@ int cli_simulate(int argc, char **argv)
         KNOB(OPT_IRREG, "--irregularity", irregularity, d >= 0 && d <= 10, "a number 0..10")
         KNOB(OPT_CLUSTER_PROB, "--cluster-prob", cluster_prob, d >= 0 && d <= 1, "a probability 0..1")
         KNOB(OPT_OVERLAP, "--overlap", overlap_limit, d >= 0 && d <= 1, "a fraction 0..1")
+        KNOB(OPT_NOVERLAP, "--nucleus-overlap", nucleus_overlap, d >= 0 && d <= 1, "a fraction 0..1")
         KNOB(OPT_NOISE, "--noise-var", noise_var, d >= 0 && d <= 1, "a variance 0..1")
         KNOB(OPT_AUTOF, "--autofluor", autofluor, d >= 0 && d <= 10, "a ratio 0..10")
         KNOB(OPT_ILLUM, "--illumination", illumination, d >= 0 && d <= 1, "a depth 0..1")

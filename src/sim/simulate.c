@@ -52,6 +52,7 @@ void sim_params_default(sim_params *p)
     p->cluster_prob = 0.25;
     p->clusters = 2;
     p->overlap_limit = 0.7;
+    p->nucleus_overlap = 1.0;
     p->max_tries = 50;
     p->autofluor = 0.0;
     p->illumination = 0.0;
@@ -94,6 +95,9 @@ int sim_params_check(const sim_params *p, cc_status *st)
     if (!(p->overlap_limit >= 0.0 && p->overlap_limit <= 1.0))
         return status_set(st, "simulate: overlap limit %g out of range (0..1)",
                           p->overlap_limit);
+    if (!(p->nucleus_overlap >= 0.0 && p->nucleus_overlap <= 1.0))
+        return status_set(st, "simulate: nucleus overlap %g out of range (0..1)",
+                          p->nucleus_overlap);
     if (p->max_tries < 1 || p->max_tries > 100000)
         return status_set(st, "simulate: max tries %d out of range (1..100000)",
                           p->max_tries);
@@ -162,6 +166,23 @@ static void draw_centre(cc_rng *r, const sim_params *p, const double *ccx,
     *cy = rng_range(r, 0.0, h);
 }
 
+/* Fraction of the disc of radius r at (cx, cy), clipped to the image, on
+ * which occ is non-zero (0 for a disc with no pixel inside). */
+static double disc_covered(const uint8_t *occ, int w, int h, double cx, double cy, double r)
+{
+    long in = 0, oc = 0;
+    const int y0 = (int)floor(cy - r), y1 = (int)ceil(cy + r);
+    const int x0 = (int)floor(cx - r), x1 = (int)ceil(cx + r);
+    for (int y = y0 < 0 ? 0 : y0; y <= y1 && y < h; y++)
+        for (int x = x0 < 0 ? 0 : x0; x <= x1 && x < w; x++) {
+            const double dx = x + 0.5 - cx, dy = y + 0.5 - cy;
+            if (dx * dx + dy * dy > r * r) continue;
+            in++;
+            oc += occ[(size_t)y * w + x] != 0;
+        }
+    return in > 0 ? (double)oc / (double)in : 0.0;
+}
+
 int sim_scene_generate(const sim_params *p, int count, int site, sim_scene *sc,
                        cc_status *st)
 {
@@ -179,11 +200,15 @@ int sim_scene_generate(const sim_params *p, int count, int site, sim_scene *sc,
     sc->site = site;
     sc->cells = calloc(count > 0 ? (size_t)count : 1, sizeof *sc->cells);
     uint8_t *occ = calloc((size_t)w * h, 1);
+    /* the nuclei's union, for the nucleus overlap limit (when it is on) */
+    const int nlimit = p->nucleus_overlap < 1.0;
+    uint8_t *occn = nlimit ? calloc((size_t)w * h, 1) : NULL;
     double *ccx = malloc((size_t)p->clusters * sizeof *ccx);
     double *ccy = malloc((size_t)p->clusters * sizeof *ccy);
     sim_poly *cand = malloc(sizeof *cand);
-    if (!sc->cells || !occ || !ccx || !ccy || !cand) {
+    if (!sc->cells || !occ || !ccx || !ccy || !cand || (nlimit && !occn)) {
         free(occ);
+        free(occn);
         free(ccx);
         free(ccy);
         free(cand);
@@ -200,7 +225,7 @@ int sim_scene_generate(const sim_params *p, int count, int site, sim_scene *sc,
     }
     for (int i = 0; i < count; i++) {
         sim_cell *c = &sc->cells[i];
-        double best = INFINITY;
+        double best = INFINITY, best_frac = 0.0;
         int t;
         for (t = 1; t <= p->max_tries; t++) {
             double cx, cy;
@@ -209,19 +234,26 @@ int sim_scene_generate(const sim_params *p, int count, int site, sim_scene *sc,
             sim_shape_make(&r, CYTO_A * irr, CYTO_B * irr, radius, cx, cy, cand);
             long in, oc;
             sim_poly_count(cand, occ, w, h, &in, &oc);
-            double frac = in > 0 ? (double)oc / (double)in : 0.0;
-            if (frac < best) {
-                best = frac;
+            const double frac = in > 0 ? (double)oc / (double)in : 0.0;
+            /* with a nucleus limit: the try that exceeds both limits least */
+            const double nfrac =
+                nlimit ? disc_covered(occn, w, h, cx, cy, radius * p->nucleus_ratio) : 0.0;
+            const double score = nlimit ? fmax(frac - p->overlap_limit, 0.0) +
+                                              fmax(nfrac - p->nucleus_overlap, 0.0)
+                                        : frac;
+            if (score < best) {
+                best = score;
+                best_frac = frac;
                 c->cx = cx;
                 c->cy = cy;
                 c->clustered = clustered;
                 c->cyto = *cand;
             }
-            if (frac <= p->overlap_limit) break;
+            if (frac <= p->overlap_limit && nfrac <= p->nucleus_overlap) break;
         }
         c->tries = t > p->max_tries ? p->max_tries : t;
         c->forced = t > p->max_tries;
-        c->overlap = best;
+        c->overlap = best_frac;
         sim_shape_make(&r, NUCL_A * irr, NUCL_B * irr, radius * p->nucleus_ratio,
                        c->cx, c->cy, &c->nucl);
         c->depth = fabs(DEPTH_SD * rng_normal(&r));
@@ -229,9 +261,11 @@ int sim_scene_generate(const sim_params *p, int count, int site, sim_scene *sc,
         if (u > 1.0) u = 1.0;
         c->sigma = scale * (DEPTH_SIGMA_LO + (DEPTH_SIGMA_HI - DEPTH_SIGMA_LO) * u);
         sim_poly_mask(&c->cyto, occ, w, h, 1);
+        if (nlimit) sim_poly_mask(&c->nucl, occn, w, h, 1);
     }
     sc->ncells = count;
     free(occ);
+    free(occn);
     free(ccx);
     free(ccy);
     free(cand);

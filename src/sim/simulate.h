@@ -45,7 +45,9 @@ typedef struct sim_params {
     double irregularity;     /* multiplies the shape noise a and b (1) */
     double cluster_prob;     /* probability a cell joins a cluster (0.25) */
     int clusters;            /* cluster centres per scene (2), >= 1 */
-    double overlap_limit;    /* max fraction of a new cell already covered (0.6) */
+    double overlap_limit;    /* max fraction of a new cell already covered (0.7) */
+    double nucleus_overlap;  /* max fraction of a new nucleus's disc already covered by
+                                nuclei (1: no limit, the default; the bodies' limit alone) */
     int max_tries;           /* re-draws before the least-overlapping try is kept (50) */
     double autofluor;        /* autofluorescence energy / cell energy (0) */
     double illumination;     /* depth of the quadratic illumination fall-off (0) */
