@@ -130,6 +130,15 @@ fpn sync2small 2 2 --set run.sync_bn=true --set run.allreduce_bucket_mb=0.001 2>
     bad "np 2 sync BN, small buckets: $(tail -1 "$tmp/sync2small.log")"
 same sync2 sync2off && same sync2 sync2small && ok "np 2 sync BN: overlapped = after backward, bit for bit" ||
     bad "overlap changes np 2 sync BN: $(loss sync2) / $(loss sync2off) / $(loss sync2small)"
+# fp32 results do not depend on the thread count (tests/test_threads.c), so
+# 2 ranks x 2 threads give the bits of 2 ranks x 1 thread, sync BN included
+# (width 16: the stem's weight gradient runs on both threads, in pieces).
+fpn thr1 2 2 --set fpn.width=16 --set run.sync_bn=true 2>"$tmp/thr1.log" ||
+    bad "np 2 x 1 thread: $(tail -1 "$tmp/thr1.log")"
+fpn thr2 2 2 --set fpn.width=16 --set run.sync_bn=true -t 2 2>"$tmp/thr2.log" ||
+    bad "np 2 x 2 threads: $(tail -1 "$tmp/thr2.log")"
+same thr1 thr2 && ok "np 2 x 2 threads = np 2 x 1 thread, bit for bit" ||
+    bad "threads change np 2: $(loss thr1) vs $(loss thr2)"
 # counter.finetune_fpn = true: two stores (the FPN's slab, then the counter's)
 for ft in false true; do
     for o in "true 0.01" "false 2"; do
