@@ -17,8 +17,7 @@ struct conv_wgrad {
     int np;                     /* pieces */
     int64_t m;                  /* images per piece; the last has n - (np - 1) m */
     dnnl_primitive_t prim[2];   /* a piece of m images, the last piece (NULL: same as [0]) */
-    size_t scr_bytes[2];        /* scratchpad of one run of prim[k] */
-    dnnl_memory_desc_t scr_md[2];
+    dnnl_memory_desc_t scr_md[2];   /* scratchpad of one run of prim[k] (zeroed: none) */
     size_t src_img, dst_img;    /* bytes per image of src and diff_dst */
     size_t dw_floats, db_floats;    /* db_floats 0: no bias */
     dnnl_stream_t *streams;     /* one per piece: pieces run concurrently */
@@ -58,8 +57,8 @@ static int md_with_batch(dnnl_memory_desc_t *out, const dnnl_memory_desc_t *md,
     return dnnl_memory_desc_init_by_tag(out, 4, d, dnnl_f32, tag) == dnnl_success ? 0 : -1;
 }
 
-/* The primitive of one piece of m images, made for one thread (the caller
- * holds OpenMP at one thread).  Returns 0 with *prim set, 0 with *prim
+/* The primitive of one piece of m images, made for one thread (see
+ * conv_wgrad_make).  Returns 0 with *prim set, 0 with *prim
  * NULL when oneDNN offers no fast kernel for it, -1 on failure. */
 static int piece_make(cc_tape *t, conv_wgrad *g, int k, int64_t m, const dnnl_memory_desc_t *src_md,
                       dnnl_format_tag_t src_tag, const dnnl_memory_desc_t *dst_md,
@@ -94,7 +93,6 @@ static int piece_make(cc_tape *t, conv_wgrad *g, int k, int64_t m, const dnnl_me
             rc = op_dnnl_fail(st, "conv2d", "weight-gradient piece primitive creation", e);
         } else {
             const dnnl_memory_desc_t *smd = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
-            g->scr_bytes[k] = smd ? dnnl_memory_desc_get_size(smd) : 0;
             if (smd) g->scr_md[k] = *smd;
         }
     }
@@ -135,14 +133,12 @@ int conv_wgrad_make(cc_tape *t, const dnnl_memory_desc_t *src_md, const dnnl_mem
     const dnnl_dims_t bd = {dw_md->dims[0]};
     if (has_bias) dnnl_memory_desc_init_by_tag(&b_md, 1, bd, dnnl_f32, dnnl_a);
 
-    const int nthr = omp_get_max_threads();
-    omp_set_num_threads(1);     /* the pieces' kernels split work for one thread */
+    assert(omp_get_max_threads() == 1);     /* the pieces' kernels split work for one thread */
     int rc = piece_make(t, g, 0, m, src_md, src_tag, dst_md, dst_tag, dw_md,
                         has_bias ? &b_md : NULL, strides, pads, pmd[0], st);
     if (!rc && g->prim[0] && last != m)
         rc = piece_make(t, g, 1, last, src_md, src_tag, dst_md, dst_tag, dw_md,
                         has_bias ? &b_md : NULL, strides, pads, pmd[1], st);
-    omp_set_num_threads(nthr);
     if (rc || !g->prim[0] || (last != m && !g->prim[1])) {
         conv_wgrad_free(g);
         return rc;
@@ -166,7 +162,8 @@ int conv_wgrad_make(cc_tape *t, const dnnl_memory_desc_t *src_md, const dnnl_mem
             tape_mem_create(t, &mm[0], &pmd[k][0], st) || tape_mem_create(t, &mm[1], &pmd[k][1], st) ||
             tape_mem_create(t, &mm[2], dw_md, st) ||
             (has_bias && tape_mem_create(t, &mm[3], &b_md, st)) ||
-            (g->scr_bytes[k] && tape_mem_create(t, &mm[4], &g->scr_md[k], st))) {
+            (dnnl_memory_desc_get_size(&g->scr_md[k]) &&
+             tape_mem_create(t, &mm[4], &g->scr_md[k], st))) {
             conv_wgrad_free(g);
             return st && st->failed ? -1
                                     : status_set(st, "conv2d: oneDNN stream creation failed");
@@ -196,7 +193,8 @@ int conv_wgrad_run(cc_tape *t, conv_wgrad *g, const float *src, const float *dif
     const int np = g->np;
     const size_t wstride = round64(g->dw_floats * sizeof(float)) / sizeof(float);
     const size_t bstride = round64(g->db_floats * sizeof(float)) / sizeof(float);
-    const size_t scr = round64(g->scr_bytes[0] > g->scr_bytes[1] ? g->scr_bytes[0] : g->scr_bytes[1]);
+    const size_t s0 = dnnl_memory_desc_get_size(&g->scr_md[0]), s1 = dnnl_memory_desc_get_size(&g->scr_md[1]);
+    const size_t scr = round64(s0 > s1 ? s0 : s1);
     float *pw = tape_alloc(t, (size_t)np * (wstride + bstride) * sizeof(float) + (size_t)np * scr, st);
     if (!pw) return -1;
     float *pb = pw + (size_t)np * wstride;

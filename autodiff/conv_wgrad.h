@@ -38,8 +38,9 @@ int conv_wgrad_pieces(int64_t n, size_t dw_bytes, int64_t macs);
  * strides / pads as for dnnl_convolution_*_desc_init.  Returns 0 with *out
  * set, 0 with *out NULL when the shapes are out of scope (see above) or
  * oneDNN offers only a reference kernel for a piece, -1 with a message on
- * failure.  Makes its primitives for one thread (the caller's OpenMP
- * nthreads ICV is restored). */
+ * failure.  Call with OpenMP's nthreads ICV at 1 (op_conv.c holds it there
+ * while it makes the weight gradient's primitives): oneDNN fixes a
+ * primitive's split of the work when it makes it. */
 int conv_wgrad_make(cc_tape *t, const dnnl_memory_desc_t *src_md, const dnnl_memory_desc_t *dst_md,
                     const dnnl_memory_desc_t *dw_md, int has_bias, const dnnl_dims_t strides,
                     const dnnl_dims_t pads, conv_wgrad **out, cc_status *st);

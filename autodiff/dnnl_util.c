@@ -182,6 +182,12 @@ int op_exec_weights_grad(cc_tape *t, dnnl_primitive_t prim, dnnl_memory_t scratc
         na = 4;
     }
     if (tape_exec(t, prim, scratch_mem, na, a, what, st)) return -1;
+    return op_weights_grad_end(t, r_dw, dw, w, gw, b, gb, what_dw, st);
+}
+
+int op_weights_grad_end(cc_tape *t, cc_reorder *r_dw, const float *dw, cc_tensor *w, float *gw,
+                        cc_tensor *b, float *gb, const char *what_dw, cc_status *st)
+{
     if (gw) {
         if (reorder_run(t, r_dw, dw, gw, what_dw, st)) return -1;
         tape_grad_end(t, w, gw);

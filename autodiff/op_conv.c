@@ -565,11 +565,15 @@ done:
  * results do not depend on the thread count (tests/test_threads.c).
  * These are the convolutions our own kernels do not take: first layers on
  * 1-3 channels, the FPN's smallest maps, 1x1 and strided convs. */
-static int conv_exec_weights_grad(cc_tape *t, conv_state *s, dnnl_exec_arg_t a[4], cc_tensor *w,
-                                  cc_tensor *b, float *gw, float *dw, const float *bwsrc,
-                                  const float *bwdst, cc_status *st)
+static int conv_exec_weights_grad(cc_tape *t, conv_state *s, cc_tensor *w, cc_tensor *b,
+                                  float *gw, float *dw, float *bwsrc, float *bwdst, cc_status *st)
 {
     if (!s->bw_pieces) {
+        mem_bind(s->m_bwsrc, bwsrc);
+        mem_bind(s->m_bwdst, bwdst);
+        mem_bind(s->m_dw, dw);
+        dnnl_exec_arg_t a[4] = {{DNNL_ARG_SRC, s->m_bwsrc}, {DNNL_ARG_DIFF_DST, s->m_bwdst},
+                                {DNNL_ARG_DIFF_WEIGHTS, s->m_dw}, {DNNL_ARG_DIFF_BIAS, s->m_db}};
         const int nthr = omp_get_max_threads();
         omp_set_num_threads(1);
         const int rc = op_exec_weights_grad(t, s->bwd_w, s->bwscr, a, s->m_db, w, b, gw, dw,
@@ -581,12 +585,7 @@ static int conv_exec_weights_grad(cc_tape *t, conv_state *s, dnnl_exec_arg_t a[4
     float *gb = b && b->requires_grad ? tape_grad_begin(t, b, st) : NULL;
     if (b && b->requires_grad && !gb) return -1;
     if (conv_wgrad_run(t, s->bw_pieces, bwsrc, bwdst, dw, gb, st)) return -1;
-    if (gw) {
-        if (reorder_run(t, &s->r_dw, dw, gw, "conv2d weight gradient", st)) return -1;
-        tape_grad_end(t, w, gw);
-    }
-    if (gb) tape_grad_end(t, b, gb);
-    return 0;
+    return op_weights_grad_end(t, &s->r_dw, dw, w, gw, b, gb, "conv2d weight gradient", st);
 }
 
 static int conv_wino_backward(cc_tape *t, cc_node *n, conv_state *s, cc_status *st)
@@ -672,12 +671,7 @@ static int conv_backward(cc_tape *t, cc_node *n, cc_status *st)
              reorder_run(t, &s->r_bwdst, n->out->grad, bwdst, "conv2d output gradient (weights)",
                          st)))
             return -1;
-        mem_bind(s->m_bwsrc, bwsrc);
-        mem_bind(s->m_bwdst, bwdst);
-        mem_bind(s->m_dw, dw);
-        dnnl_exec_arg_t a[4] = {{DNNL_ARG_SRC, s->m_bwsrc}, {DNNL_ARG_DIFF_DST, s->m_bwdst},
-                                {DNNL_ARG_DIFF_WEIGHTS, s->m_dw}, {DNNL_ARG_DIFF_BIAS, s->m_db}};
-        if (conv_exec_weights_grad(t, s, a, w, b, gw, dw, bwsrc, bwdst, st)) return -1;
+        if (conv_exec_weights_grad(t, s, w, b, gw, dw, bwsrc, bwdst, st)) return -1;
     }
     return 0;
 }
