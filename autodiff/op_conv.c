@@ -535,8 +535,8 @@ static int conv_make_bwd_weights(cc_tape *t, cc_node *n, conv_state *s, cc_statu
     s->bwsrc_md = *dnnl_primitive_desc_query_md(s->bwpd, dnnl_query_src_md, 0);
     s->bwdst_md = *dnnl_primitive_desc_query_md(s->bwpd, dnnl_query_diff_dst_md, 0);
     /* the batch in pieces where it can be; else one primitive for it all */
-    rc = conv_wgrad_make(t, &s->bwsrc_md, &s->bwdst_md, &s->dw_md, n->args.i[2], strides, pads,
-                         &s->bw_pieces, st);
+    rc = conv_wgrad_make(t, &s->bwsrc_md, &s->bwdst_md, &s->dw_md, &w->md, n->args.i[2], strides,
+                         pads, &s->bw_pieces, st);
     if (!rc && !s->bw_pieces) rc = tape_prim_create(t, s->bwpd, &s->bwd_w, &s->bwscr, "conv2d", st);
 done:
     omp_set_num_threads(nthr);
@@ -554,9 +554,11 @@ done:
 
 /* oneDNN's weight-gradient kernels split the sum over images and pixels
  * among their threads, so their bits would change with the thread count.
- * So the batch is cut into pieces fixed by the shapes, each piece's
- * gradient made by a primitive built for one thread, and the pieces added
- * in order (conv_wgrad.h); where that cannot be, one primitive built and
+ * So the work is cut into pieces fixed by the shapes, each piece's
+ * gradient made by a primitive built for one thread: pieces of the output
+ * channels, each writing its rows of the gradient, where the gradient
+ * outweighs the input, else pieces of the batch added in order
+ * (conv_wgrad.h); where neither can be, one primitive built and
  * run for one thread does the whole batch (OpenMP's nthreads ICV at 1
  * around both: the partition is fixed when the primitive is made, and the
  * run must agree with it).  Every other fp32 op already gives the same
@@ -584,8 +586,12 @@ static int conv_exec_weights_grad(cc_tape *t, conv_state *s, cc_tensor *w, cc_te
     }
     float *gb = b && b->requires_grad ? tape_grad_begin(t, b, st) : NULL;
     if (b && b->requires_grad && !gb) return -1;
-    if (conv_wgrad_run(t, s->bw_pieces, bwsrc, bwdst, dw, gb, st)) return -1;
-    return op_weights_grad_end(t, &s->r_dw, dw, w, gw, b, gb, "conv2d weight gradient", st);
+    if (conv_wgrad_run(t, s->bw_pieces, bwsrc, bwdst, dw, gw, gb, st)) return -1;
+    if (!conv_wgrad_writes_plain(s->bw_pieces))
+        return op_weights_grad_end(t, &s->r_dw, dw, w, gw, b, gb, "conv2d weight gradient", st);
+    if (gw) tape_grad_end(t, w, gw);
+    if (gb) tape_grad_end(t, b, gb);
+    return 0;
 }
 
 static int conv_wino_backward(cc_tape *t, cc_node *n, conv_state *s, cc_status *st)

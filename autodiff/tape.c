@@ -208,6 +208,7 @@ cc_tensor *tape_record(cc_tape *t, int op, cc_tensor *const *in, int n_in, const
     } else {
         n->key_valid = 0;
         n->serial = 0;
+        t->n_builds++;
         if (def->infer(t, n, out, &t->status)) return NULL;
         if (nt > 1 && node_is_small(n)) {
             /* build again for one thread: oneDNN fixes a primitive's split

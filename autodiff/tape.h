@@ -75,6 +75,9 @@ typedef struct cc_tape {
      * nodes on this inference tape instead of folding them into one
      * convolution (layers.h), e.g. for a per-layer summary.  0 (default). */
     int no_fold;
+    /* Node states built so far (infer() calls, where primitives are
+     * created): a steady-state step leaves it unchanged. */
+    int64_t n_builds;
 } cc_tape;
 
 /* training = 1 records nodes and uses batch statistics; 0 is inference

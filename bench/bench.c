@@ -395,6 +395,7 @@ int main(int argc, char **argv)
     }
     m.tape.profile = 1;
     const size_t allocs0 = ctx.n_allocs;
+    const int64_t builds0 = m.tape.n_builds;
     for (int i = 0; i < o.steps; i++) {
         if (run_step(&o, &m, &tm, &st)) goto fail;
         times[i] = tm.total;
@@ -405,6 +406,7 @@ int main(int argc, char **argv)
         sum.opt += tm.opt;
     }
     const size_t allocs = ctx.n_allocs - allocs0;
+    const long long builds = (long long)(m.tape.n_builds - builds0);
     m.tape.profile = 0;
 
     struct rusage ru;
@@ -433,9 +435,9 @@ int main(int argc, char **argv)
              o.batch, o.channels, o.height, o.width, omp_get_max_threads());
     printf("%s: median %.1f ms/step (min %.1f, max %.1f, n=%d, warmup %d), %.2f images/s, "
            "%.1f GFLOP/step -> %.1f GFLOP/s, peak RSS %.0f MiB, engine heap allocations in "
-           "timed steps: %zu\n",
+           "timed steps: %zu, node states (primitives) built in them: %lld\n",
            cfg, 1e3 * med, 1e3 * mn, 1e3 * mx, o.steps, o.warmup, o.batch / med, gflop,
-           gflop / med, rss_mib, allocs);
+           gflop / med, rss_mib, allocs, builds);
     printf("  phases (mean ms): zero-grad %.2f, forward+loss %.1f, backward %.1f, optimizer "
            "%.1f; oneDNN ISA %s; own kernels %s; OpenMP wait policy %s\n",
            1e3 * sum.zero * per, 1e3 * sum.fwd * per, 1e3 * sum.bwd * per, 1e3 * sum.opt * per,
@@ -467,12 +469,12 @@ int main(int argc, char **argv)
                "\"median_ms\":%.3f,\"min_ms\":%.3f,\"max_ms\":%.3f,\"mean_ms\":%.3f,"
                "\"images_per_s\":%.4f,\"gflop_per_step\":%.4f,\"gflops_achieved\":%.3f,"
                "\"fwd_macs\":%lld,\"dgrad_macs\":%lld,\"peak_rss_mib\":%.1f,"
-               "\"heap_allocs\":%zu,\"isa\":\"%s\",\"own_isa\":\"%s\",\"wait_policy\":\"%s\",\"arena_mib\":%.1f,\"params_mib\":%.1f,"
+               "\"heap_allocs\":%zu,\"node_builds\":%lld,\"isa\":\"%s\",\"own_isa\":\"%s\",\"wait_policy\":\"%s\",\"arena_mib\":%.1f,\"params_mib\":%.1f,"
                "\"scratch_mib\":%.1f,\"free_grads\":%d,\"breakdown_ms\":{",
                o.fpn ? "fpn" : "counter", o.infer ? "infer" : "train", ctx_precision_name(&ctx),
                o.batch, o.channels, o.height, o.width, omp_get_max_threads(), o.steps, o.warmup, 1e3 * med, 1e3 * mn,
                1e3 * mx, mean_ms, o.batch / med, gflop, gflop / med, (long long)mac_fwd,
-               (long long)mac_dgrad, rss_mib, allocs, ctx_dnnl_isa_name(), isa_variant_name(ctx.isa),
+               (long long)mac_dgrad, rss_mib, allocs, builds, ctx_dnnl_isa_name(), isa_variant_name(ctx.isa),
                wait_policy(), arena_mib, params_mib,
                scratch_mib, m.tape.free_grads);
         for (int k = 0; k < OPK_COUNT; k++)

@@ -9,8 +9,11 @@
 # and prints each setting's median images/s over the rounds, per-round
 # figures and the load average before/after.  The bar (issue 13): B >= C.
 # Whatever else runs on the machine is not controlled: read the load figures.
+# --busy N: N busy processes in B and C instead of one (the bar's case is
+# N = 1; with more, the scheduler's fair share favours the larger team).
 #
 # usage: bench/contention.sh [--bench PATH] [--rounds N] [--steps S] [--warmup K]
+#            [--busy N]
 # Extra environment (e.g. OMP_WAIT_POLICY=active to compare with the
 # default the bench sets itself) is passed through to the benchmark.
 set -u
@@ -19,13 +22,15 @@ BENCH=""
 ROUNDS=3
 STEPS=8
 WARMUP=2
+NBUSY=1
 while [ $# -gt 0 ]; do
     case "$1" in
     --bench) BENCH=$2; shift 2 ;;
     --rounds) ROUNDS=$2; shift 2 ;;
     --steps) STEPS=$2; shift 2 ;;
     --warmup) WARMUP=$2; shift 2 ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    --busy) NBUSY=$2; shift 2 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "contention.sh: unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -36,8 +41,12 @@ if [ -z "$BENCH" ]; then
 fi
 [ -n "$BENCH" ] && [ -x "$BENCH" ] || { echo "contention.sh: pass --bench PATH" >&2; exit 2; }
 
+case "$NBUSY" in ''|*[!0-9]*|0) echo "contention.sh: --busy needs a count >= 1" >&2; exit 2 ;; esac
 BUSY=""
-stop_busy() { [ -n "$BUSY" ] && kill "$BUSY" 2>/dev/null; wait "$BUSY" 2>/dev/null; BUSY=""; }
+start_busy() {
+    for _ in $(seq 1 "$NBUSY"); do bash -c 'while :; do :; done' & BUSY="$BUSY $!"; done
+}
+stop_busy() { [ -n "$BUSY" ] && kill $BUSY 2>/dev/null; wait $BUSY 2>/dev/null; BUSY=""; }
 trap stop_busy EXIT INT TERM
 
 # images/s of one run (the "N images/s" figure of the summary line)
@@ -50,7 +59,7 @@ run_one() {
 median() { sort -g | awk '{a[NR]=$1} END {if (NR == 0) print "n/a"; else if (NR % 2) print a[(NR+1)/2]; else printf "%.2f\n", (a[NR/2]+a[NR/2+1])/2}'; }
 
 declare -A res
-echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)   nproc: $(nproc)"
+echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)   nproc: $(nproc)   busy processes in B, C: $NBUSY"
 for r in $(seq 1 "$ROUNDS"); do
     # rotate the order each round so a drift in the background load does
     # not favour one setting
@@ -61,8 +70,8 @@ for r in $(seq 1 "$ROUNDS"); do
     for s in $order; do
         case $s in
         A) v=$(run_one 2) ;;
-        B) bash -c 'while :; do :; done' & BUSY=$!; v=$(run_one 2); stop_busy ;;
-        C) bash -c 'while :; do :; done' & BUSY=$!; v=$(run_one 1); stop_busy ;;
+        B) start_busy; v=$(run_one 2); stop_busy ;;
+        C) start_busy; v=$(run_one 1); stop_busy ;;
         esac
         res[$s]="${res[$s]:-} ${v:-nan}"
         line="$line $s=${v:-failed}"
@@ -75,6 +84,6 @@ mB=$(echo ${res[B]} | tr ' ' '\n' | grep -v nan | median)
 mC=$(echo ${res[C]} | tr ' ' '\n' | grep -v nan | median)
 printf '| setting | median images/s | rounds |\n|---|---|---|\n'
 printf '| A: 2 threads, no busy process | %s | %s |\n' "$mA" "${res[A]# }"
-printf '| B: 2 threads beside 1 busy process | %s | %s |\n' "$mB" "${res[B]# }"
-printf '| C: 1 thread beside 1 busy process | %s | %s |\n' "$mC" "${res[C]# }"
+printf '| B: 2 threads beside %s busy process(es) | %s | %s |\n' "$NBUSY" "$mB" "${res[B]# }"
+printf '| C: 1 thread beside %s busy process(es) | %s | %s |\n' "$NBUSY" "$mC" "${res[C]# }"
 awk -v b="$mB" -v c="$mC" 'BEGIN { if (c > 0 && b != "n/a") printf "B / C = %.2f (bar: >= 1)\n", b / c }'

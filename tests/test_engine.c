@@ -198,6 +198,7 @@ START_TEST(test_tape_reset_no_growth)
     tu_fill_uniform(xv, 512, 0, 1, 3);
     tu_fill_uniform(seed, 512, -1, 1, 4);
     size_t allocs_after_warmup = 0, heap_after_warmup = 0;
+    int64_t builds_after_warmup = 0;
     for (int step = 0; step < 100; step++) {
         tape_reset(&t);
         params_zero_grad(&P);
@@ -211,9 +212,12 @@ START_TEST(test_tape_reset_no_growth)
         if (step == 2) {
             allocs_after_warmup = ctx.n_allocs;
             heap_after_warmup = mallinfo2().uordblks;
+            builds_after_warmup = t.n_builds;
         }
     }
     ck_assert_uint_eq(ctx.n_allocs, allocs_after_warmup);
+    ck_assert_msg(t.n_builds == builds_after_warmup, "%lld node states built after the warm-up",
+                  (long long)(t.n_builds - builds_after_warmup));
     size_t heap = mallinfo2().uordblks;
     /* glibc/libgomp keep a few hundred bytes of per-thread bookkeeping that
      * can appear late; a per-step leak of even 16 bytes per node would show

@@ -29,6 +29,7 @@
 typedef struct wg_case {
     int n, c, o, h, w, k, stride, pad, bias;
     int pieces;     /* conv_wgrad_pieces' answer for this shape */
+    int cpieces;    /* conv_wgrad_channel_pieces' (1: batch pieces are used) */
 } wg_case;
 
 static int64_t out_size(int in, const wg_case *k) { return (in + 2 * k->pad - k->k) / k->stride + 1; }
@@ -106,6 +107,12 @@ static void wg_check(const wg_case *k)
     /* the shape takes the pieces the case is about */
     const size_t dw_bytes = sizeof(float) * (size_t)(nw + (k->bias ? k->o : 0));
     ck_assert_int_eq(conv_wgrad_pieces(k->n, dw_bytes, ny * k->c * k->k * k->k), k->pieces);
+    /* with diff_dst in blocks of 16 channels (AVX-512) or 8 (AVX2, SSE4.1) */
+    for (int blk = 8; blk <= 16; blk += 8)
+        ck_assert_int_eq(conv_wgrad_channel_pieces(k->o, blk, sizeof(float) * (size_t)nw,
+                                                   sizeof(float) * (size_t)nx,
+                                                   ny * k->c * k->k * k->k),
+                         k->cpieces);
     float *x = malloc(sizeof(float) * (size_t)nx), *w = malloc(sizeof(float) * (size_t)nw);
     float *b = malloc(sizeof(float) * (size_t)k->o), *R = malloc(sizeof(float) * (size_t)ny);
     tu_fill_uniform(x, nx, -1, 1, 51);
@@ -142,10 +149,14 @@ START_TEST(test_conv_wgrad_pieces)
     const wg_case cases[] = {
         /* each above the tape's serial bounds (4 Mi multiply-adds), so
          * that 2 and 3 threads run the pieces concurrently */
-        {5, 1, 16, 96, 128, 3, 1, 1, 1, 5},   /* a first layer: one image per piece */
-        {7, 32, 64, 12, 14, 3, 2, 1, 1, 4},   /* strided: pieces of 2 images, the last of 1 */
-        {6, 384, 384, 5, 6, 1, 2, 0, 0, 1},   /* 1x1 on 9 pixels: one piece (no split) */
-        {16, 8, 24, 12, 16, 3, 1, 1, 1, 16},  /* 16 pieces */
+        {5, 1, 16, 96, 128, 3, 1, 1, 1, 5, 1},    /* a first layer: one image per piece */
+        {7, 32, 64, 12, 14, 3, 2, 1, 1, 4, 1},    /* strided: pieces of 2 images, the last of 1 */
+        {16, 8, 24, 12, 16, 3, 1, 1, 1, 16, 1},   /* 16 pieces */
+        /* the gradient outweighs the input: pieces of the output channels */
+        {6, 384, 384, 5, 6, 1, 2, 0, 0, 1, 7},    /* 1x1 on 9 pixels */
+        {5, 128, 256, 6, 8, 3, 1, 1, 1, 3, 16},   /* a VGG-like deep layer */
+        /* 2 pieces: of 32 and 16 channels where diff_dst has blocks of 16 */
+        {2, 64, 48, 6, 8, 3, 1, 1, 1, 1, 2},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) wg_check(&cases[i]);
 }
@@ -160,6 +171,17 @@ START_TEST(test_conv_wgrad_piece_rule)
     ck_assert_int_eq(conv_wgrad_pieces(32, 512 * 512 * 9 * 4, (int64_t)1 << 40), 3);
     /* 60 pixels x 5 images of a 512 -> 512 conv: adding up costs more */
     ck_assert_int_eq(conv_wgrad_pieces(5, 512 * 512 * 9 * 4, (int64_t)5 * 12 * 512 * 512 * 9), 1);
+    /* ...but 16 pieces of 32 output channels each take the whole batch */
+    ck_assert_int_eq(conv_wgrad_channel_pieces(512, 16, 512 * 512 * 9 * 4, 5 * 512 * 12 * 4,
+                                               (int64_t)5 * 12 * 512 * 512 * 9), 16);
+    /* the input outweighs the gradient (an FPN layer at 96x128): no */
+    ck_assert_int_eq(conv_wgrad_channel_pieces(128, 16, 128 * 128 * 9 * 4, 4 * 128 * 96 * 128 * 4,
+                                               (int64_t)1 << 34), 1);
+    /* not whole blocks, or one block: no */
+    ck_assert_int_eq(conv_wgrad_channel_pieces(40, 16, 1 << 24, 1 << 10, (int64_t)1 << 34), 1);
+    ck_assert_int_eq(conv_wgrad_channel_pieces(16, 16, 1 << 24, 1 << 10, (int64_t)1 << 34), 1);
+    /* at least 2^20 multiply-adds per piece */
+    ck_assert_int_eq(conv_wgrad_channel_pieces(512, 16, 1 << 24, 1 << 10, (int64_t)5 << 20), 5);
 }
 END_TEST
 
