@@ -663,9 +663,13 @@ static int conv_backward(cc_tape *t, cc_node *n, cc_status *st)
         if (!s->bw_made && conv_make_bwd_weights(t, n, s, st)) return -1;
         /* oneDNN computes both; gradients that are not wanted go to scratch. */
         float *gw = w->requires_grad ? tape_grad_begin(t, w, st) : NULL;
-        float *dw = tape_alloc(t, dnnl_memory_desc_get_size(&s->dw_md), st);
-        if (!dw || (w->requires_grad && !gw)) return -1;
-        if (!s->r_dw.needed && gw) dw = gw;
+        if (w->requires_grad && !gw) return -1;
+        /* channel pieces write gw themselves: no gradient in dw_md */
+        const int plain = s->bw_pieces && conv_wgrad_writes_plain(s->bw_pieces);
+        float *dw = gw && (plain || !s->r_dw.needed)
+                        ? gw
+                        : tape_alloc(t, dnnl_memory_desc_get_size(&s->dw_md), st);
+        if (!dw) return -1;
         float *bwsrc = s->src_buf;
         if (s->r_bwsrc.needed &&
             (!(bwsrc = tape_alloc(t, dnnl_memory_desc_get_size(&s->bwsrc_md), st)) ||
