@@ -123,6 +123,17 @@ static int piece_make(cc_tape *t, conv_wgrad *g, int k, int64_t m, const dnnl_me
     return rc;
 }
 
+/* g's per-piece stream and memory-object slots, for g->np pieces (the
+ * callers make the objects).  Returns 0, or -1 with a message and g freed. */
+static int pieces_alloc(conv_wgrad *g, cc_status *st)
+{
+    g->streams = calloc((size_t)g->np, sizeof *g->streams);
+    g->mem = calloc((size_t)g->np * WGRAD_NMEM, sizeof *g->mem);
+    if (g->streams && g->mem) return 0;
+    conv_wgrad_free(g);
+    return status_set(st, "conv2d: out of memory for the weight-gradient pieces");
+}
+
 /* The primitive of channel piece k (m output channels of the whole batch)
  * and the reorder of its gradient into plain [m, in, kh, kw], both made
  * for one thread.  Returns 0 with g->prim[k] and g->rprim[k] set, 0 with
@@ -235,12 +246,7 @@ static int channel_make(cc_tape *t, const dnnl_memory_desc_t *src_md, const dnnl
         conv_wgrad_free(g);
         return rc;
     }
-    g->streams = calloc((size_t)np, sizeof *g->streams);
-    g->mem = calloc((size_t)np * WGRAD_NMEM, sizeof *g->mem);
-    if (!g->streams || !g->mem) {
-        conv_wgrad_free(g);
-        return status_set(st, "conv2d: out of memory for the weight-gradient pieces");
-    }
+    if (pieces_alloc(g, st)) return -1;
     for (int p = 0; p < np; p++) {
         const int k = p == np - 1 && last != m;
         const int64_t mp = k ? last : m;
@@ -319,12 +325,7 @@ int conv_wgrad_make(cc_tape *t, const dnnl_memory_desc_t *src_md, const dnnl_mem
         conv_wgrad_free(g);
         return 0;
     }
-    g->streams = calloc((size_t)np, sizeof *g->streams);
-    g->mem = calloc((size_t)np * WGRAD_NMEM, sizeof *g->mem);
-    if (!g->streams || !g->mem) {
-        conv_wgrad_free(g);
-        return status_set(st, "conv2d: out of memory for the weight-gradient pieces");
-    }
+    if (pieces_alloc(g, st)) return -1;
     for (int p = 0; p < np; p++) {
         const int k = p == np - 1 && last != m;
         dnnl_memory_t *mm = g->mem + (size_t)p * WGRAD_NMEM;
