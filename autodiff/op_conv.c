@@ -534,7 +534,8 @@ static int conv_make_bwd_weights(cc_tape *t, cc_node *n, conv_state *s, cc_statu
     s->dw_md = *dnnl_primitive_desc_query_md(s->bwpd, dnnl_query_diff_weights_md, 0);
     s->bwsrc_md = *dnnl_primitive_desc_query_md(s->bwpd, dnnl_query_src_md, 0);
     s->bwdst_md = *dnnl_primitive_desc_query_md(s->bwpd, dnnl_query_diff_dst_md, 0);
-    /* the batch in pieces where it can be; else one primitive for it all */
+    /* pieces of the output channels or of the batch where they can be;
+     * else one primitive for it all */
     rc = conv_wgrad_make(t, &s->bwsrc_md, &s->bwdst_md, &s->dw_md, &w->md, n->args.i[2], strides,
                          pads, &s->bw_pieces, st);
     if (!rc && !s->bw_pieces) rc = tape_prim_create(t, s->bwpd, &s->bwd_w, &s->bwscr, "conv2d", st);
