@@ -10,7 +10,8 @@
  * (conv/linear MACs counted as torch_ref.py does: forward + weight gradient
  * + data gradient where the layer's input needs a gradient, 2 FLOP per MAC),
  * peak RSS, the engine's heap allocations during the timed steps
- * (ctx.n_allocs; 0 in a steady state), and where the time goes, per op kind
+ * (ctx.n_allocs; 0 in a steady state) and the node states (primitives)
+ * built in them (tape n_builds; 0 likewise), and where the time goes, per op kind
  * (tape->profile; reorders inside ops are booked as reorders), optimizer,
  * and framework overhead = step time minus everything attributed.
  *
