@@ -31,10 +31,13 @@ struct conv_wgrad {
     size_t dst_chan, w_chan;
     int64_t n, cout;
     dnnl_primitive_t rprim[2];
-    size_t dwp_bytes[2];        /* a piece's gradient in the primitive's layout */
+    size_t dwp;                 /* a piece's gradient in the primitive's layout, bytes */
+    size_t scr;                 /* a piece's scratchpad, bytes (pieces_alloc) */
     dnnl_stream_t *streams;     /* one per piece: pieces run concurrently */
     dnnl_memory_t *mem;         /* np x WGRAD_NMEM, bound on every run */
 };
+
+static size_t round64(size_t b) { return (b + 63) / 64 * 64; }
 
 int conv_wgrad_pieces(int64_t n, size_t dw_bytes, int64_t macs)
 {
@@ -124,9 +127,13 @@ static int piece_make(cc_tape *t, conv_wgrad *g, int k, int64_t m, const dnnl_me
 }
 
 /* g's per-piece stream and memory-object slots, for g->np pieces (the
- * callers make the objects).  Returns 0, or -1 with a message and g freed. */
+ * callers make the objects), and the scratchpad size of a piece's run.
+ * Returns 0, or -1 with a message and g freed. */
 static int pieces_alloc(conv_wgrad *g, cc_status *st)
 {
+    const size_t s0 = dnnl_memory_desc_get_size(&g->scr_md[0]);
+    const size_t s1 = dnnl_memory_desc_get_size(&g->scr_md[1]);
+    g->scr = round64(s0 > s1 ? s0 : s1);
     g->streams = calloc((size_t)g->np, sizeof *g->streams);
     g->mem = calloc((size_t)g->np * WGRAD_NMEM, sizeof *g->mem);
     if (g->streams && g->mem) return 0;
@@ -179,7 +186,8 @@ static int channel_piece_make(cc_tape *t, conv_wgrad *g, int k, int64_t m,
                                                        t->ctx->engine, attr) == dnnl_success &&
             (!(rs = dnnl_primitive_desc_query_md(rpd, dnnl_query_scratchpad_md, 0)) ||
              !dnnl_memory_desc_get_size(rs))) {
-            g->dwp_bytes[k] = dnnl_memory_desc_get_size(pw);
+            const size_t dwp = round64(dnnl_memory_desc_get_size(pw));
+            if (dwp > g->dwp) g->dwp = dwp;
             pmd[0] = *pw;
             dnnl_status_t e = dnnl_primitive_create(&g->prim[k], pd);
             if (e == dnnl_success) e = dnnl_primitive_create(&g->rprim[k], rpd);
@@ -344,8 +352,6 @@ int conv_wgrad_make(cc_tape *t, const dnnl_memory_desc_t *src_md, const dnnl_mem
     return 0;
 }
 
-static size_t round64(size_t b) { return (b + 63) / 64 * 64; }
-
 /* dst[i] = part[0][i] + part[1][i] + ... in piece order, whatever the
  * split of i among threads. */
 static void sum_pieces(float *dst, const float *part, int np, size_t n, size_t stride)
@@ -358,15 +364,41 @@ static void sum_pieces(float *dst, const float *part, int np, size_t n, size_t s
     }
 }
 
+/* Bind piece p's memory objects (src, diff_dst, its gradient dw, its bias
+ * gradient db and scratchpad scr where it has them) and run its primitive
+ * (k: 1 for the shorter last piece) on its stream.  Inside the callers'
+ * parallel loop oneDNN runs the kernel on the calling thread, which is
+ * what the primitive was made for.  Returns 0, or -1 when oneDNN fails;
+ * the caller waits on the stream. */
+static int piece_exec(conv_wgrad *g, int p, int k, const void *src, const void *diff_dst,
+                      void *dw, float *db, void *scr)
+{
+    dnnl_memory_t *mm = g->mem + (size_t)p * WGRAD_NMEM;
+    mem_bind(mm[0], (void *)src);
+    mem_bind(mm[1], (void *)diff_dst);
+    mem_bind(mm[2], dw);
+    dnnl_exec_arg_t a[5] = {{DNNL_ARG_SRC, mm[0]},
+                            {DNNL_ARG_DIFF_DST, mm[1]},
+                            {DNNL_ARG_DIFF_WEIGHTS, mm[2]}};
+    int na = 3;
+    if (mm[3]) {
+        mem_bind(mm[3], db);
+        a[na++] = (dnnl_exec_arg_t){DNNL_ARG_DIFF_BIAS, mm[3]};
+    }
+    if (mm[4]) {
+        mem_bind(mm[4], scr);
+        a[na++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, mm[4]};
+    }
+    return dnnl_primitive_execute(g->prim[k], g->streams[p], na, a) == dnnl_success ? 0 : -1;
+}
+
 /* The channel split of conv_wgrad_run. */
 static int channel_run(cc_tape *t, conv_wgrad *g, const float *src, const float *diff_dst,
                        float *gw, float *db, cc_status *st)
 {
     const int np = g->np;
-    const size_t dwp = round64(g->dwp_bytes[0] > g->dwp_bytes[1] ? g->dwp_bytes[0] : g->dwp_bytes[1]);
+    const size_t dwp = g->dwp, scr = g->scr;
     const size_t dstp = round64((size_t)(g->n * g->m) * g->dst_chan);
-    const size_t s0 = dnnl_memory_desc_get_size(&g->scr_md[0]), s1 = dnnl_memory_desc_get_size(&g->scr_md[1]);
-    const size_t scr = round64(s0 > s1 ? s0 : s1);
     const size_t bias = db || !g->db_floats ? 0 : round64(g->db_floats * sizeof(float));
     char *buf = tape_alloc(t, (size_t)np * (dwp + dstp + scr) + bias, st);
     if (!buf) return -1;
@@ -376,7 +408,6 @@ static int channel_run(cc_tape *t, conv_wgrad *g, const float *src, const float 
     for (int p = 0; p < np; p++) {
         const int k = p == np - 1 && g->prim[1];
         const int64_t c0 = (int64_t)p * g->m;
-        dnnl_memory_t *mm = g->mem + (size_t)p * WGRAD_NMEM;
         char *pw = buf + (size_t)p * dwp, *pd = buf + (size_t)np * dwp + (size_t)p * dstp,
              *ps = buf + (size_t)np * (dwp + dstp) + (size_t)p * scr;
         /* this piece's channels of every image: one run of bytes per image */
@@ -384,23 +415,9 @@ static int channel_run(cc_tape *t, conv_wgrad *g, const float *src, const float 
         const char *from = (const char *)diff_dst + (size_t)c0 * g->dst_chan;
         for (int64_t i = 0; i < g->n; i++)
             memcpy(pd + (size_t)i * run, from + (size_t)i * g->dst_img, run);
-        mem_bind(mm[0], (void *)src);
-        mem_bind(mm[1], pd);
-        mem_bind(mm[2], pw);
-        dnnl_exec_arg_t a[WGRAD_NMEM] = {{DNNL_ARG_SRC, mm[0]},
-                                         {DNNL_ARG_DIFF_DST, mm[1]},
-                                         {DNNL_ARG_DIFF_WEIGHTS, mm[2]}};
-        int na = 3;
-        if (mm[3]) {
-            mem_bind(mm[3], pb + c0);
-            a[na++] = (dnnl_exec_arg_t){DNNL_ARG_DIFF_BIAS, mm[3]};
-        }
-        if (mm[4]) {
-            mem_bind(mm[4], ps);
-            a[na++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, mm[4]};
-        }
-        int bad = dnnl_primitive_execute(g->prim[k], g->streams[p], na, a) != dnnl_success;
+        int bad = piece_exec(g, p, k, src, pd, pw, g->db_floats ? pb + c0 : NULL, ps);
         if (!bad && gw) {   /* into this piece's rows of the plain gradient */
+            dnnl_memory_t *mm = g->mem + (size_t)p * WGRAD_NMEM;
             mem_bind(mm[5], gw + (size_t)c0 * g->w_chan);
             dnnl_exec_arg_t r[2] = {{DNNL_ARG_FROM, mm[2]}, {DNNL_ARG_TO, mm[5]}};
             bad = dnnl_primitive_execute(g->rprim[k], g->streams[p], 2, r) != dnnl_success;
@@ -420,8 +437,7 @@ int conv_wgrad_run(cc_tape *t, conv_wgrad *g, const float *src, const float *dif
     const int np = g->np;
     const size_t wstride = round64(g->dw_floats * sizeof(float)) / sizeof(float);
     const size_t bstride = round64(g->db_floats * sizeof(float)) / sizeof(float);
-    const size_t s0 = dnnl_memory_desc_get_size(&g->scr_md[0]), s1 = dnnl_memory_desc_get_size(&g->scr_md[1]);
-    const size_t scr = round64(s0 > s1 ? s0 : s1);
+    const size_t scr = g->scr;
     float *pw = tape_alloc(t, (size_t)np * (wstride + bstride) * sizeof(float) + (size_t)np * scr, st);
     if (!pw) return -1;
     float *pb = pw + (size_t)np * wstride;
@@ -430,25 +446,9 @@ int conv_wgrad_run(cc_tape *t, conv_wgrad *g, const float *src, const float *dif
 #pragma omp parallel for schedule(dynamic, 1) reduction(| : failed)
     for (int p = 0; p < np; p++) {
         const int k = p == np - 1 && g->prim[1];
-        dnnl_memory_t *mm = g->mem + (size_t)p * WGRAD_NMEM;
-        mem_bind(mm[0], (char *)src + (size_t)p * (size_t)g->m * g->src_img);
-        mem_bind(mm[1], (char *)diff_dst + (size_t)p * (size_t)g->m * g->dst_img);
-        mem_bind(mm[2], pw + (size_t)p * wstride);
-        dnnl_exec_arg_t a[WGRAD_NMEM] = {{DNNL_ARG_SRC, mm[0]},
-                                         {DNNL_ARG_DIFF_DST, mm[1]},
-                                         {DNNL_ARG_DIFF_WEIGHTS, mm[2]}};
-        int na = 3;
-        if (mm[3]) {
-            mem_bind(mm[3], pb + (size_t)p * bstride);
-            a[na++] = (dnnl_exec_arg_t){DNNL_ARG_DIFF_BIAS, mm[3]};
-        }
-        if (mm[4]) {
-            mem_bind(mm[4], ps + (size_t)p * scr);
-            a[na++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, mm[4]};
-        }
-        /* inside this parallel region oneDNN runs the kernel on the
-         * calling thread, which is what the primitive was made for */
-        if (dnnl_primitive_execute(g->prim[k], g->streams[p], na, a) != dnnl_success ||
+        if (piece_exec(g, p, k, (const char *)src + (size_t)p * (size_t)g->m * g->src_img,
+                       (const char *)diff_dst + (size_t)p * (size_t)g->m * g->dst_img,
+                       pw + (size_t)p * wstride, pb + (size_t)p * bstride, ps + (size_t)p * scr) ||
             dnnl_stream_wait(g->streams[p]) != dnnl_success)
             failed |= 1;
     }

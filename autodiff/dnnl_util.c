@@ -189,7 +189,7 @@ int op_weights_grad_end(cc_tape *t, cc_reorder *r_dw, const float *dw, cc_tensor
                         cc_tensor *b, float *gb, const char *what_dw, cc_status *st)
 {
     if (gw) {
-        if (reorder_run(t, r_dw, dw, gw, what_dw, st)) return -1;
+        if (r_dw && reorder_run(t, r_dw, dw, gw, what_dw, st)) return -1;
         tape_grad_end(t, w, gw);
     }
     if (gb) tape_grad_end(t, b, gb);

@@ -163,8 +163,9 @@ int op_exec_weights_grad(cc_tape *t, dnnl_primitive_t prim, dnnl_memory_t scratc
 
 /* The end of a weight gradient computed into dw (the kernel's layout):
  * r_dw reorders it into gw (w's gradient from tape_grad_begin; NULL: not
- * wanted; what_dw names that reorder), then w's and b's gradients (gb from
- * tape_grad_begin, or NULL) are committed.  op_exec_weights_grad ends so. */
+ * wanted; what_dw names that reorder; r_dw NULL: the kernel wrote gw
+ * itself), then w's and b's gradients (gb from tape_grad_begin, or NULL)
+ * are committed.  op_exec_weights_grad ends so. */
 int op_weights_grad_end(cc_tape *t, cc_reorder *r_dw, const float *dw, cc_tensor *w, float *gw,
                         cc_tensor *b, float *gb, const char *what_dw, cc_status *st);
 

@@ -588,11 +588,9 @@ static int conv_exec_weights_grad(cc_tape *t, conv_state *s, cc_tensor *w, cc_te
     float *gb = b && b->requires_grad ? tape_grad_begin(t, b, st) : NULL;
     if (b && b->requires_grad && !gb) return -1;
     if (conv_wgrad_run(t, s->bw_pieces, bwsrc, bwdst, dw, gw, gb, st)) return -1;
-    if (!conv_wgrad_writes_plain(s->bw_pieces))
-        return op_weights_grad_end(t, &s->r_dw, dw, w, gw, b, gb, "conv2d weight gradient", st);
-    if (gw) tape_grad_end(t, w, gw);
-    if (gb) tape_grad_end(t, b, gb);
-    return 0;
+    /* channel pieces wrote gw themselves: no reorder */
+    cc_reorder *r_dw = conv_wgrad_writes_plain(s->bw_pieces) ? NULL : &s->r_dw;
+    return op_weights_grad_end(t, r_dw, dw, w, gw, b, gb, "conv2d weight gradient", st);
 }
 
 static int conv_wino_backward(cc_tape *t, cc_node *n, conv_state *s, cc_status *st)
